@@ -1,0 +1,158 @@
+"""The ``uadlab`` command line.
+
+The only place that prints and exits. Every subcommand is a thin call into the library; a
+:class:`uadlab.errors.UadlabError` becomes one line on stderr and exit code 2.
+
+Subcommands::
+
+    uadlab data build --manifest M [--root R] --out DIR [--profile P] [--overwrite]
+    uadlab data check --manifest M --root R
+    uadlab train --experiment NAME --data DIR --profile P --out runs/NAME [--fraction F] [--seed S] [--resume] [--overwrite]
+    uadlab evaluate --run runs/NAME --data DIR [--val-data DIR2] --out OUT
+    uadlab reproduce --profile P --data phantom|DIR --out results/ [--experiments A,B]
+    uadlab notebooks run --profile P --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from uadlab.errors import UadlabError
+
+__all__ = ["main"]
+
+
+def _data_build(args: argparse.Namespace) -> None:
+    from uadlab.data import build_dataset, load_dataset
+
+    out = build_dataset(
+        args.manifest, args.out, root=args.root, profile=args.profile, overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(load_dataset(out).summary())
+
+
+def _data_check(args: argparse.Namespace) -> None:
+    from uadlab.manifests import check_manifest, load_manifest
+
+    problems = check_manifest(load_manifest(args.manifest), args.root)
+    if problems:
+        print(f"{args.manifest}: {len(problems)} problem(s) under {args.root}:", file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
+        raise SystemExit(1)
+    print(f"{args.manifest}: all files present and readable under {args.root}")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from uadlab.training import TrainConfig, train
+
+    config = TrainConfig(
+        experiment=args.experiment, profile=args.profile, data=str(args.data), fraction=args.fraction,
+        seed=args.seed, loss=args.loss, device=args.device, max_epochs=args.max_epochs,
+    )
+    result = train(config, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    print(result.summary())
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from uadlab.evaluation import evaluate_run
+
+    metrics = evaluate_run(args.run, args.data, args.out, val_data=args.val_data, overwrite=args.overwrite,
+                           progress=not args.quiet)
+    for key, value in metrics.items():
+        print(f"{key:>14}: {value}")
+
+
+def _reproduce(args: argparse.Namespace) -> None:
+    from uadlab.reproduce import reproduce
+
+    experiments = args.experiments.split(",") if args.experiments else None
+    outputs = reproduce(profile=args.profile, data=args.data, out=args.out, experiments=experiments,
+                        root=args.root, progress=not args.quiet)
+    for name, path in outputs.items():
+        print(f"{name}: {path}")
+
+
+def _notebooks_run(args: argparse.Namespace) -> None:
+    from uadlab.notebooks import run_notebooks
+
+    for path in run_notebooks(profile=args.profile, out=args.out, progress=not args.quiet):
+        print(path)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="uadlab", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="build or check a data set").add_subparsers(dest="action", required=True)
+    build = data.add_parser("build", help="simulate (phantom) or preprocess (real) a data set into DIR")
+    build.add_argument("--manifest", type=Path, required=True, help="data_manifests/*.yaml")
+    build.add_argument("--root", type=Path, help="folder holding a real data set (not for the phantom)")
+    build.add_argument("--out", type=Path, required=True, help="output folder")
+    build.add_argument("--profile", default="lab", help="smoke | lab | paper (default: lab)")
+    build.add_argument("--overwrite", action="store_true", help="replace an existing, different data set in --out")
+    build.set_defaults(func=_data_build)
+    check = data.add_parser("check", help="list every missing or unreadable file of a real data set")
+    check.add_argument("--manifest", type=Path, required=True)
+    check.add_argument("--root", type=Path, required=True)
+    check.set_defaults(func=_data_check)
+
+    train = sub.add_parser("train", help="train one Table 1 experiment")
+    train.add_argument("--experiment", required=True, help="e.g. 3D-Cube-n, 2D-None")
+    train.add_argument("--data", type=Path, required=True, help="folder from `uadlab data build`")
+    train.add_argument("--profile", default="lab")
+    train.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/3D-Cube-n")
+    train.add_argument("--fraction", type=float, default=1.0, help="share of the healthy training set (0, 1]")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--loss", default="elbo", choices=["elbo", "lambert"])
+    train.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
+    train.add_argument("--max-epochs", type=int, default=None, help="override the profile's epoch limit")
+    train.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
+    train.add_argument("--overwrite", action="store_true", help="discard an existing run in --out")
+    train.set_defaults(func=_train)
+
+    evaluate = sub.add_parser("evaluate", help="score one trained run on a data set")
+    evaluate.add_argument("--run", type=Path, required=True)
+    evaluate.add_argument("--data", type=Path, required=True)
+    evaluate.add_argument("--val-data", type=Path, default=None,
+                          help="labelled validation data for the threshold when --data has only test cases")
+    evaluate.add_argument("--out", type=Path, required=True)
+    evaluate.add_argument("--overwrite", action="store_true")
+    evaluate.set_defaults(func=_evaluate)
+
+    reproduce = sub.add_parser("reproduce", help="the main job: data, all Table 1 runs, evaluation, figures")
+    reproduce.add_argument("--profile", default="smoke")
+    reproduce.add_argument("--data", default="phantom", help="'phantom' or a manifest / built data folder")
+    reproduce.add_argument("--root", type=Path, default=None, help="data root for a real manifest")
+    reproduce.add_argument("--out", type=Path, default=Path("results"))
+    reproduce.add_argument("--experiments", default=None, help="comma-separated subset, e.g. 3D-Cube-n,2D-None")
+    reproduce.set_defaults(func=_reproduce)
+
+    notebooks = sub.add_parser("notebooks", help="run the notebooks").add_subparsers(dest="action", required=True)
+    run = notebooks.add_parser("run", help="execute all six notebooks headless with papermill, in order")
+    run.add_argument("--profile", default="smoke")
+    run.add_argument("--out", type=Path, default=Path("runs/notebooks"))
+    run.set_defaults(func=_notebooks_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``uadlab`` command. Returns the process exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UadlabError as error:
+        print(f"uadlab: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("uadlab: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

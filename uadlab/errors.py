@@ -1,0 +1,33 @@
+"""Exception types for bad files and data.
+
+Programming errors at a public boundary (a wrong type or value passed by code) raise the built-in
+``TypeError``/``ValueError``. Problems with what a *user* brought — a corrupt NIfTI, a manifest with
+an unknown key, a run folder that already exists — raise one of these, so the command line can print
+one clear line naming the file and the problem instead of a traceback.
+"""
+
+__all__ = ["UadlabError", "VolumeError", "ManifestError", "DatasetError", "RunError"]
+
+
+class UadlabError(Exception):
+    """Base class of every error about user files, data sets and runs."""
+
+
+class VolumeError(UadlabError):
+    """A NIfTI volume is unreadable, corrupt, of the wrong dimensionality, holds NaN/inf voxels,
+    or does not match its partner (image vs mask shape or affine), or a brain mask is empty."""
+
+
+class ManifestError(UadlabError):
+    """A data-set manifest is invalid (bad YAML, unknown or missing keys) or files it names are
+    missing or unreadable; all problems are listed in one message."""
+
+
+class DatasetError(UadlabError):
+    """A built data-set folder (``uadlab data build``) is missing, incomplete or inconsistent, or
+    would be overwritten without ``overwrite=True``."""
+
+
+class RunError(UadlabError):
+    """A training run folder exists and would be overwritten, lacks its checkpoint, or does not
+    match the configuration it is resumed with."""

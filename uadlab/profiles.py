@@ -1,0 +1,114 @@
+"""Run profiles: one place for every size, count and schedule that differs between a CI smoke run,
+a course lab on a laptop CPU and the paper's full settings.
+
+A profile is data, not scattered constants: training, data building and the main job all take a
+profile name and read their settings from the :class:`Profile` it names.
+
+- ``smoke``: 32³ volumes, a handful of subjects, a few epochs — seconds to a minute on 2 CPU cores;
+  for CI, tests and the notebooks' headless runs. Numbers from it are not meaningful.
+- ``lab``: 64³ volumes (the paper's size), the default phantom counts, a lighter backbone and a short
+  schedule — minutes to an hour on a 2-core CPU.
+- ``paper``: Bengs et al. 2021 settings (Sec. 2.1–2.3): 1 mm resampling, 64³, batch 32, latent
+  128 (2D) / 512 (3D), a long schedule with early stopping; meant for a GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Profile", "PROFILES", "get_profile"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Settings of one run profile.
+
+    Attributes:
+        name: ``"smoke"``, ``"lab"`` or ``"paper"``.
+        image_size: edge of the preprocessed cubic volume in voxels (paper: 64).
+        spacing_mm: isotropic voxel size (mm) of the resampling step of the preprocessing
+            (paper: 1.0). The phantom is simulated directly on this grid. Coarser values only
+            change the intermediate grid: the final volume is always ``image_size`` voxels across
+            the same 191 × 158 × 163 mm box.
+        phantom_counts: number of simulated subjects per cohort (``healthy``, ``tumour``,
+            ``stroke``) when the phantom is built with this profile.
+        batch_size: training mini-batch size (paper: 32).
+        max_epochs: upper bound on training epochs.
+        patience: stop when the healthy validation reconstruction error has not improved for this
+            many epochs; the best epoch's weights are kept (Sec. 2.3).
+        channels: encoder feature maps, one per stride-2 stage; the decoder mirrors them.
+        latent_2d: latent size of the 2D VAE (paper: 128).
+        latent_3d: latent size of the 3D VAE (paper: 512).
+        fractions: training-set fractions of the data-set-size study (paper: 10/20/60/100 %).
+    """
+
+    name: str
+    image_size: int
+    spacing_mm: float
+    phantom_counts: dict[str, int] = field(default_factory=dict)
+    batch_size: int = 32
+    max_epochs: int = 100
+    patience: int = 10
+    channels: tuple[int, ...] = (32, 64, 128, 256)
+    latent_2d: int = 128
+    latent_3d: int = 512
+    fractions: tuple[float, ...] = (0.1, 0.2, 0.6, 1.0)
+
+    def latent_dim(self, spatial_dims: int) -> int:
+        """Latent size for a 2D or 3D VAE under this profile."""
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"`spatial_dims` must be 2 or 3, got {spatial_dims!r}")
+        return self.latent_2d if spatial_dims == 2 else self.latent_3d
+
+
+_DEFAULT_COUNTS = {"healthy": 200, "tumour": 60, "stroke": 60}
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        image_size=32,
+        spacing_mm=4.0,
+        phantom_counts={"healthy": 20, "tumour": 6, "stroke": 6},
+        batch_size=8,
+        max_epochs=4,
+        patience=4,
+        channels=(8, 16, 32),
+        latent_2d=32,
+        latent_3d=64,
+        fractions=(0.5, 1.0),
+    ),
+    "lab": Profile(
+        name="lab",
+        image_size=64,
+        spacing_mm=2.0,
+        phantom_counts=dict(_DEFAULT_COUNTS),
+        batch_size=32,
+        max_epochs=40,
+        patience=8,
+        channels=(16, 32, 64, 128),
+    ),
+    "paper": Profile(
+        name="paper",
+        image_size=64,
+        spacing_mm=1.0,
+        phantom_counts=dict(_DEFAULT_COUNTS),
+        batch_size=32,
+        max_epochs=300,
+        patience=30,
+        channels=(32, 64, 128, 256),
+    ),
+}
+
+
+def get_profile(name: str | Profile) -> Profile:
+    """Return the profile called ``name`` (a :class:`Profile` is passed through).
+
+    Raises:
+        ValueError: ``name`` is not one of ``smoke``, ``lab``, ``paper``.
+    """
+    if isinstance(name, Profile):
+        return name
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"`profile` must be one of {sorted(PROFILES)}, got {name!r}") from None
