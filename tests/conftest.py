@@ -1,0 +1,43 @@
+"""Shared fixtures: a seeded generator, tiny NIfTI files, the real sample folder (skipped when absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(1)
+os.environ.setdefault("UADLAB_CACHE", "")  # tests pass explicit cache folders; see uadlab.preprocessing
+
+REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A seeded NumPy generator, fresh for every test."""
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def write_nifti(tmp_path):
+    """Write a small NIfTI file: ``write_nifti("a.nii.gz", array, affine=None) -> Path``."""
+
+    def _write(name: str, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(np.asarray(array), np.eye(4) if affine is None else affine), path)
+        return path
+
+    return _write
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """``../shared/data/real``; tests that need it skip, with a reason, when it is absent."""
+    if not (REAL_DATA / "SOURCES.md").exists():
+        pytest.skip(f"real sample cases not found at {REAL_DATA} (they live beside the checkout in CI)")
+    return REAL_DATA
