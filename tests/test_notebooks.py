@@ -1,0 +1,195 @@
+"""Tests of uadlab.notebooks and of the six lab notebooks.
+
+The static checks (stripped outputs, a ``parameters`` cell) are fast and always run. Executing the
+notebooks is marked ``notebooks``: one session-scoped run of all six with the smoke profile, then
+one test per notebook checking the results it saved, not only that it ran.
+"""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pandas as pd
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from uadlab.notebooks import NOTEBOOK_DIR, NOTEBOOKS, NotebookError, notebook_problems, run_notebooks, strip_outputs
+
+
+def _write(path, cells):
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = cells
+    nbformat.write(nb, str(path))
+    return path
+
+
+def _parameters_cell(source="PROFILE: str = 'smoke'\nOUT_DIR: str = 'x'\nSEED: int = 0\nINTERACTIVE: bool = True"):
+    cell = new_code_cell(source)
+    cell.metadata["tags"] = ["parameters"]
+    return cell
+
+
+# ----------------------------------------------------------------------------------------------
+# Static checks of the committed notebooks
+# ----------------------------------------------------------------------------------------------
+
+def test_the_six_notebooks_exist_in_order():
+    assert NOTEBOOKS == tuple(sorted(NOTEBOOKS))
+    assert sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb")) == list(NOTEBOOKS)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_notebook_is_stripped_and_parameterised(name):
+    assert notebook_problems(NOTEBOOK_DIR / name) == []
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_notebook_saves_results_in_its_last_cell(name):
+    nb = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
+    last = nb.cells[-1]
+    assert last.cell_type == "code" and "results /" in last.source and "write_text" in last.source
+
+
+def test_notebook_problems_reports_each_problem(tmp_path):
+    executed = new_code_cell("class Helper:\n    pass", execution_count=3)
+    executed.outputs = [nbformat.v4.new_output("stream", text="hi")]
+    path = _write(tmp_path / "bad.ipynb", [new_markdown_cell("# title"), executed])
+    assert notebook_problems(path) == [
+        "the first cell is not a code cell tagged 'parameters'",
+        "cell 1 holds outputs (strip them before committing)",
+        "cell 1 defines a class (logic belongs in uadlab)",
+    ]
+    path = _write(tmp_path / "untyped.ipynb", [_parameters_cell("PROFILE = 'smoke'")])
+    assert "the parameters cell lacks a typed `PROFILE: ...` parameter" in notebook_problems(path)
+
+
+def test_strip_outputs_removes_outputs_once(tmp_path):
+    cell = new_code_cell("1 + 1", execution_count=1)
+    cell.outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": "2"}, execution_count=1)]
+    path = _write(tmp_path / "a.ipynb", [_parameters_cell(), cell])
+    assert strip_outputs(path) is True
+    assert notebook_problems(path) == []
+    assert strip_outputs(path) is False
+
+
+def test_unreadable_notebook_raises_notebook_error(tmp_path):
+    bad = tmp_path / "bad.ipynb"
+    bad.write_text("not json")
+    with pytest.raises(NotebookError, match="not a readable notebook"):
+        notebook_problems(bad)
+
+
+def test_run_notebooks_validation(tmp_path):
+    with pytest.raises(ValueError, match="`notebooks` must be names from"):
+        run_notebooks(out=tmp_path, notebooks=["06_extra.ipynb"])
+    with pytest.raises(ValueError, match="`profile` must be one of"):
+        run_notebooks(profile="huge", out=tmp_path)
+    with pytest.raises(NotebookError, match="00_data_prep.ipynb: notebook not found"):
+        run_notebooks(out=tmp_path, notebooks=["00_data_prep.ipynb"], source_dir=tmp_path / "none")
+
+
+@pytest.mark.notebooks
+@pytest.mark.xdist_group("notebooks")
+def test_failing_cell_is_named_in_the_error(tmp_path):
+    _write(tmp_path / "00_data_prep.ipynb",
+           [_parameters_cell(), new_code_cell("x = 1"), new_code_cell("raise RuntimeError('boom ' + PROFILE)")])
+    with pytest.raises(NotebookError, match=r"00_data_prep.ipynb: cell 3 of the executed copy .*`raise RuntimeError.* RuntimeError: boom lab"):
+        run_notebooks(profile="lab", out=tmp_path / "out", notebooks=["00_data_prep.ipynb"], source_dir=tmp_path)
+    # cell 3: the source's cell 2 after papermill's injected-parameters cell; the copy is kept
+    assert (tmp_path / "out" / "executed" / "00_data_prep.ipynb").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Executing all six (smoke profile)
+# ----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def executed(tmp_path_factory):
+    """Run all six notebooks once, in order, into one shared output folder."""
+    out = tmp_path_factory.mktemp("notebooks")
+    paths = run_notebooks(profile="smoke", out=out)
+    return out, paths
+
+
+pytestmark_run = [pytest.mark.notebooks, pytest.mark.slow, pytest.mark.xdist_group("notebooks")]
+
+
+def _mark(test):
+    for mark in pytestmark_run:
+        test = mark(test)
+    return test
+
+
+@_mark
+def test_all_six_ran_in_order(executed):
+    out, paths = executed
+    assert [p.name for p in paths] == list(NOTEBOOKS)
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        assert nb.metadata["papermill"]["parameters"]["OUT_DIR"] == str(out)
+        assert not any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
+
+
+@_mark
+def test_00_data_prep_outputs(executed):
+    out, _ = executed
+    summary = json.loads((out / "00_data_prep" / "data_summary.json").read_text())
+    assert summary["cohorts"] == {"healthy": 20, "tumour": 6, "stroke": 6}  # smoke phantom counts
+    assert summary["image_shape"] == [32, 32, 32]
+    for name in ("cohort_montage.png", "preprocessing.png", "lesion_sizes.png"):
+        assert (out / "00_data_prep" / name).stat().st_size > 1000
+
+
+@_mark
+@pytest.mark.parametrize(("name", "experiment"), [("01_vae_2d", "2D-None"), ("02_vae_3d", "3D-None")])
+def test_model_labs_outputs(executed, name, experiment):
+    out, _ = executed
+    summary = json.loads((out / name / "metrics.json").read_text())
+    assert summary["experiment"] == experiment
+    assert set(summary["cohorts"]) == {"tumour", "stroke"}
+    for metrics in summary["cohorts"].values():
+        assert 0.0 <= metrics["auprc"] <= 1.0
+    assert (out / "runs" / experiment / "checkpoint.pt").exists()
+    assert (out / name / "reconstructions.png").stat().st_size > 1000
+
+
+@_mark
+def test_02_compares_2d_and_3d(executed):
+    out, _ = executed
+    comparison = pd.read_csv(out / "02_vae_3d" / "comparison.csv")
+    assert set(comparison["experiment"]) == {"2D-None", "3D-None"}
+    assert (out / "02_vae_3d" / "comparison.png").exists()
+
+
+@_mark
+def test_03_erasing_ablation_outputs(executed):
+    out, _ = executed
+    table = pd.read_csv(out / "03_erasing_ablation" / "table1.csv")
+    assert sorted(table["experiment"].unique()) == ["2D-None", "2D-Patch-n", "3D-Cube-n", "3D-None"]
+    assert (out / "table1.md").exists()
+    assert (out / "03_erasing_ablation" / "erasing_3d.png").exists()
+    assert (out / "03_erasing_ablation" / "erasing_2d.png").exists()
+
+
+@_mark
+def test_04_lesion_size_outputs(executed):
+    out, _ = executed
+    sizes = pd.read_csv(out / "04_lesion_size" / "lesion_size.csv")
+    assert (sizes["lesion_voxels"] > 0).all() and sizes["dice"].between(0, 1).all()
+    summary = json.loads((out / "04_lesion_size" / "lesion_size.json").read_text())
+    assert [c["label"] for c in summary["cases"]][0] == "best"
+    assert (out / "04_lesion_size" / "fig4_lesion_size.png").exists()
+    assert (out / "04_lesion_size" / "fig7_example_cases.png").exists()
+
+
+@_mark
+def test_05_data_size_outputs(executed):
+    out, _ = executed
+    table = pd.read_csv(out / "05_data_size" / "data_size.csv")
+    assert sorted(table["percent"].unique()) == [50, 100]  # smoke fractions
+    assert set(table["experiment"]) == {"2D-None", "3D-None", "3D-Cube-n"}
+    summary = json.loads((out / "05_data_size" / "data_size.json").read_text())
+    assert set(summary["slice_auprc"]) == {"2D-None", "3D-None", "3D-Cube-n"}
+    assert (out / "05_data_size" / "fig6_slice_detection.png").exists()

@@ -1,0 +1,458 @@
+"""Tests of uadlab.training: subsets, config, determinism, resume, run folders, the training step."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from uadlab import training
+from uadlab.errors import DatasetError, RunError
+from uadlab.profiles import get_profile
+from uadlab.training import (
+    HISTORY_COLUMNS,
+    TrainConfig,
+    load_run,
+    seed_everything,
+    train,
+    training_subset,
+)
+
+SIZE = 16
+#: A tiny backbone so that one epoch takes milliseconds.
+TINY = dataclasses.replace(get_profile("smoke"), name="tiny", image_size=SIZE, channels=(4, 8),
+                           latent_2d=8, latent_3d=8, batch_size=4, max_epochs=3, patience=3)
+
+
+def _blobs(n: int, rng: np.random.Generator, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` smooth "brains": a ball mask filled with a few Gaussian blobs; images in [0, 1]."""
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, size)] * 3, indexing="ij"))
+    brain_masks = np.broadcast_to((grid ** 2).sum(0) < 0.7 ** 2, (n, size, size, size)).copy()
+    images = np.zeros((n, size, size, size), np.float32)
+    for i in range(n):
+        for centre in rng.uniform(-0.4, 0.4, size=(3, 3)):
+            images[i] += np.exp(-((grid - centre[:, None, None, None]) ** 2).sum(0) / 0.15)
+    images = np.clip(images / images.max(axis=(1, 2, 3), keepdims=True), 0, 1) * brain_masks
+    return images.astype(np.float32), brain_masks
+
+
+@pytest.fixture
+def arrays(rng):
+    """(images, brain_masks, val_images) of 6 training and 2 validation subjects at 16³."""
+    images, brain_masks = _blobs(8, rng)
+    return images[:6], brain_masks[:6], images[6:]
+
+
+def _config(experiment: str = "3D-None", **kwargs) -> TrainConfig:
+    return TrainConfig(experiment=experiment, profile=TINY, data="in-memory", device="cpu", **kwargs)
+
+
+def _run(config: TrainConfig, run_dir: Path, arrays, *, resume=False, overwrite=False, **kwargs):
+    """Train on in-memory arrays through the same folder logic as :func:`train`."""
+    run_dir = training._prepare_run_dir(config, run_dir, resume=resume, overwrite=overwrite)
+    checkpoint = training._load_checkpoint(run_dir) if resume else None
+    if checkpoint is not None and checkpoint["finished"]:
+        return training._result(run_dir, checkpoint)
+    return training._train_arrays(config, run_dir, *arrays, checkpoint=checkpoint, **kwargs)
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    return {**{f"model.{k}": v for k, v in checkpoint["model"].items()},
+            **{f"best.{k}": v for k, v in checkpoint["best_model"].items()}}
+
+
+def _assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+# --- training_subset --------------------------------------------------------------------------------
+
+
+def test_training_subset_is_nested_deterministic_and_order_free():
+    ids = [f"sub-{i:02d}" for i in range(20)]
+    subsets = {f: training_subset(ids, f, seed=3) for f in (0.1, 0.2, 0.6, 1.0)}
+    assert [len(s) for s in subsets.values()] == [2, 4, 12, 20]
+    assert set(subsets[0.1]) < set(subsets[0.2]) < set(subsets[0.6]) < set(subsets[1.0]) == set(ids)
+    assert training_subset(list(reversed(ids)), 0.6, seed=3) == subsets[0.6]
+    assert training_subset(ids, 0.6, seed=4) != subsets[0.6]
+    assert training_subset(ids, 0.01, seed=3) == subsets[0.1][:1]  # at least one subject
+
+
+@pytest.mark.parametrize(("ids", "fraction", "seed", "error", "match"), [
+    (["a"], 0.0, 0, ValueError, r"`fraction` must be in \(0, 1\]"),
+    (["a"], 1.5, 0, ValueError, r"`fraction` must be in \(0, 1\]"),
+    (["a"], "1", 0, TypeError, "`fraction` must be a number"),
+    (["a"], 0.5, 1.0, TypeError, "`seed` must be an int"),
+    ([], 0.5, 0, ValueError, "`ids` must not be empty"),
+    ("abc", 0.5, 0, TypeError, "`ids` must be a sequence of subject ids"),
+])
+def test_training_subset_rejects_bad_arguments(ids, fraction, seed, error, match):
+    with pytest.raises(error, match=match):
+        training_subset(ids, fraction, seed)
+
+
+# --- TrainConfig, seed_everything ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("changes", "error", "match"), [
+    ({"experiment": 3}, TypeError, "`experiment` must be a str"),
+    ({"experiment": "3D-Sphere-n"}, ValueError, "`experiment` must be a Table 1 name"),
+    ({"profile": "huge"}, ValueError, "`profile` must be one of"),
+    ({"profile": 1}, TypeError, "`profile` must be a profile name"),
+    ({"data": 1}, TypeError, "`data` must be a path"),
+    ({"fraction": 0}, ValueError, r"`fraction` must be in \(0, 1\]"),
+    ({"seed": -1}, ValueError, "`seed` must be a non-negative int"),
+    ({"seed": True}, TypeError, "`seed` must be an int"),
+    ({"loss": "mse"}, ValueError, "`loss` must be one of"),
+    ({"lr": 0.0}, ValueError, "`lr` must be > 0"),
+    ({"batch_size": 0}, ValueError, "`batch_size` must be a positive int"),
+    ({"max_epochs": 2.0}, TypeError, "`max_epochs` must be an int"),
+    ({"device": "gpu7"}, ValueError, "`device` must be a torch device"),
+])
+def test_train_config_rejects_bad_fields(changes, error, match):
+    with pytest.raises(error, match=match):
+        TrainConfig(**{"experiment": "3D-None", "profile": "smoke", "data": "d", **changes})
+
+
+def test_train_config_resolves_profile_defaults_and_round_trips_yaml(tmp_path):
+    config = TrainConfig(experiment="2D-Patch-n", profile="lab", data=tmp_path, max_epochs=5)
+    assert config.data == str(tmp_path)
+    assert (config.resolved("batch_size"), config.resolved("max_epochs")) == (32, 5)
+    assert config.resolved("patience") == get_profile("lab").patience
+    assert TrainConfig.from_yaml(config.to_yaml(tmp_path / "a.yaml")) == config
+    custom = _config(seed=7, loss="lambert")
+    assert TrainConfig.from_yaml(custom.to_yaml(tmp_path / "b.yaml")) == custom
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("experiment: 3D-None\nprofile: smoke\ndata: d\ncolour: red\n", r"unknown config field\(s\) \['colour'\]"),
+    ("- a list\n", "must be a mapping"),
+    ("experiment: 3D-None\nprofile: smoke\ndata: d\nfraction: 2\n", "invalid run config"),
+    ("experiment: 3D-None\nprofile: {name: x, wrong: 1}\ndata: d\n", "invalid profile"),
+    ("a: [unclosed\n", "cannot read the run config"),
+])
+def test_train_config_from_yaml_rejects_bad_files(tmp_path, text, match):
+    (tmp_path / "config.yaml").write_text(text)
+    with pytest.raises(RunError, match=match):
+        TrainConfig.from_yaml(tmp_path / "config.yaml")
+
+
+def test_seed_everything_repeats_all_generators():
+    import random
+
+    def draw():
+        return random.random(), np.random.rand(), torch.rand(1).item()
+
+    seed_everything(5)
+    first = draw()
+    seed_everything(5)
+    assert draw() == first
+    with pytest.raises(ValueError, match=r"`seed` must be in \[0, 2\*\*32\)"):
+        seed_everything(2**32)
+    with pytest.raises(TypeError, match="`seed` must be an int"):
+        seed_everything("5")
+
+
+# --- the loop -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("experiment", ["2D-None", "3D-None", "3D-Cube-n"])
+def test_train_writes_run_folder_and_load_run_returns_best_model(tmp_path, arrays, experiment):
+    result = _run(_config(experiment), tmp_path / "run", arrays)
+    assert result.finished and len(result.history) == 3
+    assert list(result.history.columns) == list(HISTORY_COLUMNS)
+    assert result.history["epoch"].tolist() == [1, 2, 3]
+    assert np.isfinite(result.history.drop(columns="epoch").to_numpy()).all()
+    assert result.best_val == result.history["val_recon"].min()
+    assert result.best_epoch == int(result.history["epoch"][result.history["val_recon"].idxmin()])
+    assert "best epoch" in result.summary()
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "run" / "history.csv"), result.history,
+                                  check_exact=False, rtol=1e-12)
+
+    model, config = load_run(tmp_path / "run", device="cpu")
+    assert config == _config(experiment) and not model.training
+    best = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["best_model"]
+    _assert_same_weights(model.state_dict(), best)
+    spatial_dims = int(experiment[0])
+    x = torch.from_numpy(arrays[2][:1, None] if spatial_dims == 3 else arrays[2][:1, None, :, :, SIZE // 2])
+    val_recon, _ = training._validate(model, arrays[2][:1], spatial_dims, batch_size=4, device=torch.device("cpu"))
+    assert model(x).recon.shape == x.shape and val_recon > 0
+
+
+def test_same_seed_gives_identical_weights_and_other_seed_differs(tmp_path, arrays):
+    runs = {name: _run(_config("3D-Cube-n", seed=seed, max_epochs=2), tmp_path / name, arrays)
+            for name, seed in (("a", 0), ("b", 0), ("c", 1))}
+    _assert_same_weights(_weights(tmp_path / "a"), _weights(tmp_path / "b"))
+    pd.testing.assert_frame_equal(runs["a"].history.drop(columns="seconds"),
+                                  runs["b"].history.drop(columns="seconds"))
+    first, other = _weights(tmp_path / "a"), _weights(tmp_path / "c")
+    assert any(not torch.equal(first[key], other[key]) for key in first)
+
+
+@pytest.mark.parametrize(("experiment", "loss"), [("3D-Cube-n", "elbo"), ("2D-Patch-n", "lambert")])
+def test_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path, arrays, experiment, loss):
+    config = _config(experiment, loss=loss)
+    full = _run(config, tmp_path / "full", arrays)
+    stopped = _run(config, tmp_path / "cut", arrays, _stop_after_epoch=1)
+    assert not stopped.finished and len(stopped.history) == 1
+    with pytest.raises(RunError, match="holds a training run"):
+        _run(config, tmp_path / "cut", arrays)
+    np.random.seed(123)  # the resumed process starts with other global RNG states
+    torch.manual_seed(123)
+    resumed = _run(config, tmp_path / "cut", arrays, resume=True)
+    assert resumed.finished and (resumed.best_epoch, resumed.best_val) == (full.best_epoch, full.best_val)
+    _assert_same_weights(_weights(tmp_path / "full"), _weights(tmp_path / "cut"))
+    pd.testing.assert_frame_equal(full.history.drop(columns="seconds"), resumed.history.drop(columns="seconds"))
+
+
+def test_resuming_a_finished_run_returns_without_training(tmp_path, arrays, monkeypatch):
+    config = _config(max_epochs=2)
+    first = _run(config, tmp_path / "run", arrays)
+    monkeypatch.setattr(training, "_train_epoch", _fail)
+    monkeypatch.setattr(training, "load_dataset", _fail)
+    again = train(config, tmp_path / "run", resume=True)
+    assert again.finished and again.best_val == first.best_val
+    pd.testing.assert_frame_equal(again.history, first.history)
+
+
+def _fail(*args, **kwargs):
+    raise AssertionError("must not be called")
+
+
+def test_existing_run_is_refused_unless_overwrite(tmp_path, arrays):
+    config = _config(max_epochs=1)
+    _run(config, tmp_path / "run", arrays)
+    with pytest.raises(RunError, match="pass resume=True .* or overwrite=True"):
+        _run(_config(max_epochs=2), tmp_path / "run", arrays)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.yaml").write_text("half-written")
+    with pytest.raises(RunError, match="holds a training run"):
+        _run(config, tmp_path / "other", arrays)
+    result = _run(_config(max_epochs=2), tmp_path / "run", arrays, overwrite=True)
+    assert len(result.history) == 2
+    assert TrainConfig.from_yaml(tmp_path / "run" / "config.yaml").max_epochs == 2
+    with pytest.raises(ValueError, match="`resume` and `overwrite` must not both be True"):
+        _run(config, tmp_path / "run", arrays, resume=True, overwrite=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunError, match="is not a folder"):
+        _run(config, tmp_path / "file", arrays)
+
+
+def test_resume_with_a_different_config_names_the_fields(tmp_path, arrays):
+    _run(_config(max_epochs=1), tmp_path / "run", arrays, _stop_after_epoch=1)
+    with pytest.raises(RunError, match=r"differs in seed \(stored 0, given 1\); max_epochs"):
+        _run(_config(max_epochs=2, seed=1), tmp_path / "run", arrays, resume=True)
+    moved = dataclasses.replace(_config(max_epochs=1), device="cuda")  # the device may change
+    training._prepare_run_dir(moved, tmp_path / "run", resume=True, overwrite=False)
+
+
+def test_resume_without_a_run_starts_afresh(tmp_path, arrays, capsys):
+    result = _run(_config(max_epochs=1), tmp_path / "new", arrays, resume=True)
+    assert result.finished and len(result.history) == 1
+    assert capsys.readouterr() == ("", "")  # quiet without progress=True
+
+
+def test_progress_bars_show_epochs_and_loss(tmp_path, arrays, capsys):
+    _run(_config(max_epochs=2), tmp_path / "run", arrays, progress=True)
+    err = capsys.readouterr().err
+    assert "3D-None epochs" in err and "2/2" in err and "loss=" in err
+
+
+def test_validation_error_falls_on_structured_data(tmp_path, rng):
+    images, brain_masks = _blobs(10, rng)
+    config = _config("2D-None", max_epochs=6, patience=6, batch_size=8, lr=3e-3)
+    history = _run(config, tmp_path / "run", (images[:8], brain_masks[:8], images[8:])).history
+    assert history["val_recon"].is_monotonic_decreasing  # seeds 1, 2, 1234: 0.44 -> 0.20-0.21
+    assert history["val_recon"].iloc[-1] < 0.6 * history["val_recon"].iloc[0]
+    assert history["train_loss"].iloc[-1] < 0.6 * history["train_loss"].iloc[0]
+
+
+def test_patience_stops_early_and_keeps_the_best_epoch(tmp_path, arrays, monkeypatch):
+    errors = iter([0.5, 0.3, 0.4, 0.35, 0.2])
+    monkeypatch.setattr(training, "_validate", lambda *a, **k: (next(errors), 1.0))
+    result = _run(_config(max_epochs=5, patience=2), tmp_path / "run", arrays)
+    assert result.finished and result.history["epoch"].tolist() == [1, 2, 3, 4]
+    assert (result.best_epoch, result.best_val) == (2, 0.3)
+
+
+class _ZeroErasing:
+    """Erases every brain voxel (a copy); records that it was used."""
+
+    calls = 0
+
+    def apply_batch(self, images, brain_masks, rng):
+        _ZeroErasing.calls += 1
+        assert isinstance(rng, np.random.Generator)
+        return np.where(brain_masks, 0.0, images).astype(np.float32)
+
+
+class _FakeExperiment(NamedTuple):
+    spatial_dims: int
+
+    def erasing(self, p=0.5):
+        return _ZeroErasing()
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_erasing_changes_the_input_and_never_the_target(tmp_path, arrays, monkeypatch, spatial_dims):
+    seen_inputs, targets = [], []
+    real_loss = training.elbo_loss
+
+    def loss(out, target, **kwargs):
+        targets.append(target.detach().clone())
+        return real_loss(out, target, **kwargs)
+
+    real_forward = training.VAE.forward
+    monkeypatch.setattr(training.VAE, "forward", lambda self, x: (seen_inputs.append(x.clone()), real_forward(self, x))[1])
+    monkeypatch.setattr(training, "elbo_loss", loss)
+    monkeypatch.setattr(training, "parse_experiment", lambda name: _FakeExperiment(spatial_dims))
+    _ZeroErasing.calls = 0
+    _run(_config(max_epochs=1), tmp_path / "run", arrays)
+
+    samples, _ = training._training_samples(arrays[0], arrays[1], spatial_dims)
+    clean = {s.tobytes() for s in samples}
+    assert _ZeroErasing.calls > 0 and targets
+    for target in targets:
+        assert all(t.numpy().tobytes() in clean for t in target)  # every target is a clean sample
+        assert target.abs().sum() > 0
+    train_inputs = seen_inputs[:len(targets)]  # validation forwards come after the training steps
+    assert all(float(x.abs().sum()) == 0.0 for x in train_inputs)  # the model saw the erased input
+
+
+def test_2d_samples_are_axial_slices_with_brain_voxels():
+    images = np.arange(2 * 3 * 3 * 4, dtype=np.float32).reshape(2, 3, 3, 4)
+    brain_masks = np.zeros(images.shape, bool)
+    brain_masks[0, 1, 1, 2] = brain_masks[1, 0, 0, [0, 3]] = True
+    samples, masks = training._training_samples(images, brain_masks, 2)
+    assert samples.shape == (3, 1, 3, 3) and masks.dtype == bool
+    np.testing.assert_array_equal(samples[:, 0], [images[0, :, :, 2], images[1, :, :, 0], images[1, :, :, 3]])
+    volumes, _ = training._training_samples(images, brain_masks, 3)
+    assert volumes.shape == (2, 1, 3, 3, 4)
+
+
+class _ZeroModel(torch.nn.Module):
+    """Reconstructs zeros with mu = logvar = 0 (KL = 0)."""
+
+    def forward(self, x):
+        zeros = torch.zeros(len(x), 2)
+        return type("Out", (), {"recon": torch.zeros_like(x), "mu": zeros, "logvar": zeros})()
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_validate_is_mean_l1_per_voxel(rng, spatial_dims):
+    val_images = rng.random((3, 4, 4, 4), dtype=np.float32)
+    recon, kl = training._validate(_ZeroModel(), val_images, spatial_dims, batch_size=2, device=torch.device("cpu"))
+    assert recon == pytest.approx(val_images.mean(), rel=1e-6) and kl == 0.0
+
+
+@pytest.mark.parametrize(("experiment", "change", "match"), [
+    ("3D-None", lambda i, m, v: (i[:, :8], m, v), "stack of cubes"),
+    ("3D-None", lambda i, m, v: (i, m[:2], v), r"brain masks .* do not match"),
+    ("3D-None", lambda i, m, v: (i, m, v[:, :8]), "validation images"),
+    ("2D-None", lambda i, m, v: (i, np.zeros_like(m), v), "no training sample holds a brain voxel"),
+])
+def test_bad_arrays_raise_dataset_error(tmp_path, arrays, experiment, change, match):
+    config = _config(experiment)
+    run_dir = training._prepare_run_dir(config, tmp_path / "run", resume=False, overwrite=False)
+    with pytest.raises(DatasetError, match=match):
+        training._train_arrays(config, run_dir, *change(*arrays))
+    assert not run_dir.exists()  # a failed start leaves no half-made run
+
+
+# --- the data-set wrapper, load_run, devices ------------------------------------------------------
+
+
+class _FakeDataset:
+    """Stands in for uadlab.data.BuiltDataset."""
+
+    def __init__(self, arrays, val=True):
+        images, brain_masks, val_images = arrays
+        self.volumes = {f"h{i}": (images[i], brain_masks[i]) for i in range(len(images))}
+        self.volumes.update({f"v{i}": (v, v > 0) for i, v in enumerate(val_images)} if val else {})
+        self.stacked = []
+
+    cohorts = ["healthy"]
+
+    def ids(self, *, cohort=None, split=None):
+        assert cohort == "healthy"
+        return sorted(k for k in self.volumes if k.startswith("h" if split == "train" else "v"))
+
+    def stack(self, ids):
+        self.stacked.append(list(ids))
+        return (np.stack([self.volumes[i][0] for i in ids]), np.stack([self.volumes[i][1] for i in ids]))
+
+
+def test_train_loads_the_healthy_subset_of_the_data_set(tmp_path, arrays, monkeypatch):
+    dataset = _FakeDataset(arrays)
+    monkeypatch.setattr(training, "load_dataset", lambda path: dataset)
+    config = _config(max_epochs=1, fraction=0.5, seed=2)
+    result = train(config, tmp_path / "run")
+    assert dataset.stacked == [training_subset(dataset.ids(cohort="healthy", split="train"), 0.5, 2), ["v0", "v1"]]
+    assert len(dataset.stacked[0]) == 3 and result.finished
+    with pytest.raises(TypeError, match="`config` must be a TrainConfig"):
+        train({"experiment": "3D-None"}, tmp_path / "x")
+
+
+def test_train_without_healthy_validation_raises_dataset_error(tmp_path, arrays, monkeypatch):
+    monkeypatch.setattr(training, "load_dataset", lambda path: _FakeDataset(arrays, val=False))
+    with pytest.raises(DatasetError, match="found 6 and 0"):
+        train(_config(), tmp_path / "run")
+
+
+def test_train_without_a_healthy_cohort_raises_dataset_error(tmp_path, arrays, monkeypatch):
+    dataset = _FakeDataset(arrays)
+    dataset.cohorts = ["tumour"]
+    monkeypatch.setattr(training, "load_dataset", lambda path: dataset)
+    with pytest.raises(DatasetError, match="no 'healthy' cohort"):
+        train(_config(), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_end_to_end_on_a_built_data_set_folder(tmp_path, rng, write_nifti):
+    """A folder in the layout of docs/ARCHITECTURE.md, read by the real uadlab.data.load_dataset."""
+    images, brain_masks = _blobs(5, rng)
+    rows = []
+    for i, (image, brain_mask) in enumerate(zip(images, brain_masks)):
+        subject_id = f"healthy-{i}"
+        write_nifti(f"data/images/{subject_id}.nii.gz", image)
+        write_nifti(f"data/brain_masks/{subject_id}.nii.gz", brain_mask.astype(np.uint8))
+        rows.append({"subject_id": subject_id, "cohort": "healthy", "split": "train" if i < 3 else "val",
+                     "image": f"images/{subject_id}.nii.gz", "brain_mask": f"brain_masks/{subject_id}.nii.gz",
+                     "lesion_mask": "", "lesion_voxels": 0, "lesion_volume_mm3": 0.0, "source": "blobs"})
+    pd.DataFrame(rows).to_csv(tmp_path / "data" / "subjects.csv", index=False)
+    info = {"name": "blobs", "profile": "tiny", "image_size": SIZE, "spacing_mm": 1.0,
+            "preprocessing": {"pad_shape_mm": [SIZE] * 3}, "cohorts": {"healthy": {"role": "healthy"}}}
+    (tmp_path / "data" / "dataset.json").write_text(json.dumps(info))
+    config = TrainConfig(experiment="2D-Half-Slice-n", profile=TINY, data=str(tmp_path / "data"),
+                         max_epochs=1, device="cpu")
+    result = train(config, tmp_path / "run")
+    assert result.finished and result.best_epoch == 1
+    model, stored = load_run(tmp_path / "run")
+    assert stored == config and model.spatial_dims == 2
+
+
+def test_load_run_without_a_run_raises(tmp_path, arrays):
+    with pytest.raises(RunError, match="not a training run"):
+        load_run(tmp_path)
+    _config().to_yaml(tmp_path / "config.yaml")
+    with pytest.raises(RunError, match="no checkpoint.pt"):
+        load_run(tmp_path)
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(RunError, match="unreadable checkpoint"):
+        load_run(tmp_path)
+
+
+def test_device_defaults_to_cuda_when_available():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert training._resolve_device(None).type == expected
+    assert training._resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="`device` must be a torch device"):
+        training._resolve_device("tpu-9")

@@ -1,0 +1,185 @@
+"""Tests of uadlab.widgets: the boxes build, react to their controls, and fall back to figures."""
+
+from __future__ import annotations
+
+import ipywidgets
+import matplotlib
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from uadlab import metrics, viz, widgets
+from uadlab.inference import make_maps
+
+matplotlib.use("Agg")
+
+SHAPE = (16, 16, 12)
+
+
+@pytest.fixture
+def subject(rng):
+    """A brain box with a lesion that the anomaly map scores higher than the rest."""
+    brain = np.zeros(SHAPE, bool)
+    brain[2:14, 2:14, 1:11] = True
+    lesion = np.zeros(SHAPE, bool)
+    lesion[5:9, 5:9, 7:10] = True
+    lesion[9, 5:9, 8] = True  # slice 8 holds the most lesion
+    image = (rng.random(SHAPE).astype(np.float32) * 0.5 + 0.25) * brain
+    recon = np.where(lesion, 0.0, image + rng.normal(0, 0.05, SHAPE)).astype(np.float32)
+    return image, brain, lesion, recon
+
+
+@pytest.fixture
+def maps(subject):
+    image, brain, lesion, recon = subject
+    return [make_maps("s1", image, recon, brain, lesion, postprocess_kwargs={"median_size": 1}),
+            make_maps("s2", image, image * 0.9, brain, lesion, postprocess_kwargs={"median_size": 1})]
+
+
+def _parts(box):
+    """(controls, extra widgets, image) of an explorer box."""
+    controls, *extra, image = box.children
+    return list(controls.children), extra, image
+
+
+# ----------------------------------------------------------------------------------------------
+# Threshold explorer
+# ----------------------------------------------------------------------------------------------
+
+def test_threshold_explorer_builds_widgets(maps):
+    box = widgets.threshold_explorer(maps, threshold=0.1)
+    assert isinstance(box, ipywidgets.VBox)
+    (slider, chooser), (summary,), image = _parts(box)
+    assert isinstance(slider, ipywidgets.FloatSlider) and slider.value == pytest.approx(0.1)
+    assert chooser.options == (("s1", 0), ("s2", 1))
+    assert image.value[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_threshold_explorer_dice_follows_the_slider(maps):
+    box = widgets.threshold_explorer(maps, threshold=0.01)
+    (slider, chooser), (summary,), image = _parts(box)
+    before_text, before_png = summary.value, image.value
+    slider.value = 0.2  # fires the observers, as the frontend would
+    expected = metrics.dice_dataset([metrics.binarize(m.anomaly_map, 0.2) for m in maps],
+                                    [m.lesion_mask for m in maps])
+    assert f"<b>DICE_D</b> = {expected:.4f}" in summary.value
+    assert summary.value != before_text
+    assert image.value != before_png
+    picture = image.value
+    chooser.value = 1
+    assert image.value != picture
+
+
+def test_threshold_explorer_static_figure(maps):
+    fig = widgets.threshold_explorer(maps, threshold=0.2, subject=1, static=True)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 3
+    assert fig.axes[0].get_title().startswith("s2, slice 8")  # the slice with most lesion
+    # the operating point pools brain voxels of all subjects: s1's lesion is found, s2's is not
+    point = fig.axes[2].lines[-1]
+    precision, recall = viz.operating_point([m.anomaly_map for m in maps], [m.lesion_mask for m in maps], 0.2,
+                                            mask=[m.brain_mask for m in maps])
+    assert (point.get_xdata()[0], point.get_ydata()[0]) == (recall, precision)
+    assert recall == pytest.approx(0.5, abs=0.1)
+
+
+def test_threshold_explorer_default_threshold_is_half_the_maximum(maps):
+    slider = _parts(widgets.threshold_explorer(maps))[0][0]
+    top = max(float(m.anomaly_map[m.brain_mask].max()) for m in maps)
+    assert slider.value == pytest.approx(top / 2)
+
+
+def test_threshold_explorer_validation(maps, subject):
+    image, brain, _, recon = subject
+    with pytest.raises(TypeError, match="`static` must be a bool"):
+        widgets.threshold_explorer(maps, static="yes")
+    with pytest.raises(ValueError, match="`maps` must hold at least one subject"):
+        widgets.threshold_explorer([])
+    with pytest.raises(ValueError, match=r"`subject` must be an int in \[0, 2\)"):
+        widgets.threshold_explorer(maps, subject=2)
+    healthy = make_maps("h", image, recon, brain, np.zeros(SHAPE, bool))
+    with pytest.raises(ValueError, match="at least one lesion voxel"):
+        widgets.threshold_explorer([healthy])
+    with pytest.raises(ValueError, match=r"`maps\[0\]` must have a lesion_mask"):
+        widgets.threshold_explorer([make_maps("u", image, recon, brain)])
+
+
+# ----------------------------------------------------------------------------------------------
+# Erasing explorer
+# ----------------------------------------------------------------------------------------------
+
+def test_erasing_explorer_builds_and_redraws(subject):
+    image, brain, _, _ = subject
+    box = widgets.erasing_explorer(image, brain, experiment="3D-Multi-Cube-0")
+    controls, _, picture = _parts(box)
+    dims, method, fill, prob, seed = controls
+    assert (dims.value, method.value, fill.value, prob.value) == (3, "multi", "0", 1.0)
+    first = picture.value
+    seed.value = 1
+    assert picture.value != first
+    dims.value, method.value = 2, "half"
+    assert picture.value[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_erasing_explorer_static_is_deterministic_and_erases(subject):
+    image, brain, _, _ = subject
+    a = widgets.erasing_explorer(image, brain, experiment="3D-Cube-0", seed=3, static=True)
+    b = widgets.erasing_explorer(image, brain, experiment="3D-Cube-0", seed=3, static=True)
+    assert len(a.axes) == 3
+    assert a.axes[1].get_title() == "input: 3D-Cube-0, p=1, seed 3 (erased)"
+    np.testing.assert_array_equal(a.axes[1].images[0].get_array(), b.axes[1].images[0].get_array())
+    assert a.axes[2].images[0].get_array().any()  # some erased voxels on the shown slice
+
+
+def test_erasing_explorer_none_and_p_zero_erase_nothing(subject):
+    image, brain, _, _ = subject
+    for kwargs in ({"experiment": "2D-None"}, {"experiment": "2D-Patch-n", "p": 0.0}):
+        fig = widgets.erasing_explorer(image, brain, static=True, **kwargs)
+        assert fig.axes[1].get_title().endswith("(not erased this draw)")
+        assert not fig.axes[2].images[0].get_array().any()
+
+
+def test_erasing_explorer_validation(subject):
+    image, brain, _, _ = subject
+    with pytest.raises(ValueError, match="`name` must be one of"):
+        widgets.erasing_explorer(image, brain, experiment="3D-Patch-n")
+    with pytest.raises(ValueError, match=r"`p` must be a number in \[0, 1\]"):
+        widgets.erasing_explorer(image, brain, p=1.5)
+    with pytest.raises(ValueError, match="`brain_mask` must have shape"):
+        widgets.erasing_explorer(image, brain[:4])
+    with pytest.raises(ValueError, match=r"`slice_index` must be an int in \[0, 12\)"):
+        widgets.erasing_explorer(image, brain, slice_index=12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Slice explorer and render_static
+# ----------------------------------------------------------------------------------------------
+
+def test_slice_explorer_slider_redraws(maps):
+    m = maps[0]
+    box = widgets.slice_explorer(m.image, m.recon, m.residual, m.lesion_mask, anomaly_map=m.anomaly_map)
+    (slider,), _, picture = _parts(box)
+    assert (slider.value, slider.max) == (8, SHAPE[2] - 1)  # starts at the slice with most lesion
+    first = picture.value
+    slider.value = 2
+    assert picture.value != first
+
+
+def test_slice_explorer_static(maps):
+    m = maps[0]
+    fig = widgets.slice_explorer(m.image, m.recon, m.residual, None, slice_index=4, static=True)
+    assert [ax.get_title() for ax in fig.axes] == ["input (slice 4)", "reconstruction", "residual", "ground truth"]
+    with pytest.raises(ValueError, match="`recon` must have shape"):
+        widgets.slice_explorer(m.image, m.recon[:2], m.residual)
+    with pytest.raises(ValueError, match=r"`slice_index` must be an int in \[0, 12\)"):
+        widgets.slice_explorer(m.image, m.recon, m.residual, slice_index=-1)
+
+
+def test_render_static_by_name(maps, subject):
+    image, brain, _, _ = subject
+    m = maps[0]
+    assert len(widgets.render_static("threshold", maps, threshold=0.1).axes) == 3
+    assert len(widgets.render_static("erasing", image, brain).axes) == 3
+    assert len(widgets.render_static("slices", m.image, m.recon, m.residual, m.lesion_mask).axes) == 4
+    with pytest.raises(ValueError, match="`widget_name` must be one of"):
+        widgets.render_static("histogram")

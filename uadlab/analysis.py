@@ -1,0 +1,405 @@
+"""Figures 4–7 and Table 1 of Bengs et al. 2021 as tables and arrays (no plotting; see ``uadlab.viz``).
+
+- Fig. 4, lesion size: :func:`lesion_size_table` and :func:`cubic_fit` (DICE_S against lesion size
+  with a 3rd-order polynomial).
+- Fig. 5, data-set size: :func:`data_size_table` (AUPRC against the share of healthy training data).
+- Fig. 6, slice-wise detection: :func:`slice_detection_curve` (precision–recall of axial slices).
+- Fig. 7, example cases: :func:`example_cases` (best / median / worst subject, the slice with most
+  lesion).
+- Table 1: :func:`table1` (numbers, percent) and :func:`table1_markdown` (the paper's layout).
+
+Inputs are what :mod:`uadlab.evaluation` produces: the per-subject table (``subjects.csv``,
+columns ``subject_id, cohort, lesion_voxels, dice, auprc``), metrics dicts and
+:class:`~uadlab.inference.SubjectMaps`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import precision_recall_curve
+
+from uadlab import metrics
+from uadlab.erasing import EXPERIMENTS
+from uadlab.inference import SubjectMaps
+
+__all__ = [
+    "TABLE1_METRICS",
+    "ExampleCase",
+    "lesion_size_table",
+    "cubic_fit",
+    "lesion_size_fit",
+    "data_size_table",
+    "slice_detection_curve",
+    "example_cases",
+    "table1",
+    "table1_markdown",
+]
+
+#: Column groups of Table 1 per test set: label -> metric key (DICE_S also uses ``dice_s_std``).
+TABLE1_METRICS: dict[str, str] = {"DICE_D": "dice_d", "DICE_S": "dice_s_mean", "AUPRC": "auprc"}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fig. 4: lesion size
+
+
+def lesion_size_table(per_subject: pd.DataFrame) -> pd.DataFrame:
+    """DICE_S against lesion size, one row per subject with a lesion (Fig. 4).
+
+    Subjects without lesion voxels or without a defined DICE are dropped (they have no place on a
+    log-size axis and no DICE to plot).
+
+    Args:
+        per_subject: the per-subject table of :func:`uadlab.evaluation.score` or ``subjects.csv``;
+            needs ``subject_id``, ``lesion_voxels`` and ``dice`` (``cohort`` kept when present).
+
+    Returns:
+        Columns ``subject_id, [cohort,] lesion_voxels, log10_lesion_voxels, dice``, sorted by size.
+
+    Raises:
+        TypeError: ``per_subject`` is not a DataFrame.
+        ValueError: a required column is missing.
+
+    >>> lesion_size_table(pd.DataFrame({"subject_id": ["a", "b", "c"], "lesion_voxels": [100, 0, 10],
+    ...                                 "dice": [0.5, float("nan"), 0.1]}))["subject_id"].tolist()
+    ['c', 'a']
+    """
+    _check_frame(per_subject, "per_subject", ("subject_id", "lesion_voxels", "dice"))
+    keep = (per_subject["lesion_voxels"] > 0) & per_subject["dice"].notna()
+    columns = ["subject_id"] + (["cohort"] if "cohort" in per_subject else []) + ["lesion_voxels", "dice"]
+    table = per_subject.loc[keep, columns].sort_values("lesion_voxels", kind="stable").reset_index(drop=True)
+    table.insert(table.columns.get_loc("lesion_voxels") + 1, "log10_lesion_voxels",
+                 np.log10(table["lesion_voxels"].to_numpy(dtype=np.float64)))
+    return table
+
+
+def cubic_fit(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> np.poly1d:
+    """Least-squares 3rd-order polynomial ``y ≈ p(x)`` (Bengs et al. 2021, Fig. 4).
+
+    Args:
+        x: ``(N,)`` finite abscissae (for Fig. 4: ``log10`` lesion voxels, see :func:`lesion_size_fit`).
+        y: ``(N,)`` finite ordinates (DICE_S).
+
+    Returns:
+        The fitted :class:`numpy.poly1d` (coefficients highest power first).
+
+    Raises:
+        ValueError: shapes differ, values are not finite, or fewer than 4 distinct ``x`` values.
+
+    >>> p = cubic_fit([0, 1, 2, 3, 4], [1, 2, 9, 28, 65])   # y = x^3 + 1
+    >>> np.round(p.coeffs, 6).tolist() == [1.0, 0.0, 0.0, 1.0]
+    True
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.ndim != 1 or x.shape != y.shape:
+        raise ValueError(f"`x` and `y` must be 1D arrays of one length, got shapes {x.shape!r} and {y.shape!r}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("`x` and `y` must be finite, got NaN/inf values")
+    if np.unique(x).size < 4:
+        raise ValueError(f"`x` must hold at least 4 distinct values for a cubic fit, got {np.unique(x).size}")
+    return np.poly1d(np.polyfit(x, y, 3))
+
+
+def lesion_size_fit(table: pd.DataFrame) -> np.poly1d:
+    """The Fig. 4 trend: :func:`cubic_fit` of DICE_S against ``log10`` lesion voxels.
+
+    The fit is on a log axis because lesion sizes span orders of magnitude (tens to tens of
+    thousands of voxels at 64^3): in linear size a cubic is dominated by the few largest lesions
+    and swings wildly among the many small ones. Evaluate it at ``np.log10(voxels)``.
+
+    Args:
+        table: output of :func:`lesion_size_table`.
+
+    Returns:
+        ``p`` with ``p(log10(lesion_voxels)) ≈ DICE_S``.
+
+    Raises:
+        ValueError: as :func:`cubic_fit` (fewer than 4 distinct sizes).
+    """
+    _check_frame(table, "table", ("log10_lesion_voxels", "dice"))
+    return cubic_fit(table["log10_lesion_voxels"].to_numpy(), table["dice"].to_numpy())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fig. 5: data-set size
+
+
+def data_size_table(results: Iterable[tuple[str, float, Mapping[str, Any]]]) -> pd.DataFrame:
+    """Metrics against the share of healthy training data (Bengs et al. 2021, Fig. 5).
+
+    Args:
+        results: ``(experiment, fraction, metrics)`` triples; ``metrics`` is the dict of
+            :func:`uadlab.evaluation.evaluate_run` (one row per cohort of its ``"cohorts"``) or one
+            cohort's metrics (``dataset`` then empty).
+
+    Returns:
+        Columns ``experiment, spatial_dims, fraction, percent, dataset, auprc, dice_d, dice_s_mean``,
+        sorted by Table 1 order, dataset and fraction.
+
+    Raises:
+        ValueError: a fraction outside ``(0, 1]`` or a metrics dict without ``auprc``.
+    """
+    rows = []
+    for experiment, fraction, result in results:
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+            raise ValueError(f"`fraction` must be in (0, 1], got {fraction!r}")
+        per_cohort = result["cohorts"] if "cohorts" in result else {"": result}
+        for dataset, m in per_cohort.items():
+            if "auprc" not in m:
+                raise ValueError(f"`metrics` must hold 'auprc', got keys {sorted(m)!r}")
+            rows.append({"experiment": experiment, "spatial_dims": _spatial_dims(experiment),
+                         "fraction": float(fraction), "percent": round(100 * fraction),
+                         "dataset": dataset, **{k: _num(m.get(k)) for k in ("auprc", "dice_d", "dice_s_mean")}})
+    columns = ["experiment", "spatial_dims", "fraction", "percent", "dataset", "auprc", "dice_d", "dice_s_mean"]
+    table = pd.DataFrame(rows, columns=columns)
+    table["_order"] = table["experiment"].map(_experiment_rank)
+    return table.sort_values(["_order", "dataset", "fraction"], kind="stable").drop(columns="_order") \
+        .reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fig. 6: slice-wise detection
+
+
+def slice_detection_curve(maps: Mapping[str, SubjectMaps] | Sequence[SubjectMaps], *,
+                          reduce: Literal["mean", "sum"] = "mean") -> tuple[np.ndarray, np.ndarray, float]:
+    """Precision–recall curve of axial-slice detection (Bengs et al. 2021, Sec. 2.3, Fig. 6).
+
+    A slice is abnormal when it holds a lesion voxel; its score is the residual averaged (or summed)
+    over its brain voxels (:func:`uadlab.metrics.slice_scores`, slices without brain dropped).
+
+    Args:
+        maps: labelled :class:`~uadlab.inference.SubjectMaps` (test split).
+        reduce: ``"mean"`` or ``"sum"`` of the residual over a slice's brain voxels.
+
+    Returns:
+        ``(precision, recall, auprc)``: ``(K,)`` arrays from
+        :func:`sklearn.metrics.precision_recall_curve` and the average precision
+        (:func:`uadlab.metrics.auprc`, NaN if no slice is abnormal).
+
+    Raises:
+        ValueError: no maps or a map without lesion mask; as :func:`uadlab.metrics.slice_scores`.
+    """
+    items = _maps_list(maps)
+    scores, labels = metrics.slice_scores([m.residual for m in items], [m.lesion_mask for m in items],
+                                          [m.brain_mask for m in items], reduce=reduce)
+    ap = metrics.auprc(scores, labels)
+    if not labels.any():
+        return np.array([1.0]), np.array([0.0]), ap
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    return precision, recall, ap
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fig. 7: example cases
+
+
+@dataclass(frozen=True, eq=False)
+class ExampleCase:
+    """One row of Fig. 7: the axial slice with the most lesion of one subject.
+
+    Attributes:
+        subject_id: the subject.
+        label: ``"best"``, ``"median"``, ``"worst"`` (or ``"q<percent>"`` for other picks).
+        dice: the subject's DICE_S at the threshold.
+        slice_index: axial index ``k`` of the slice (``volume[:, :, k]``).
+        image: ``(X, Y)`` input slice.
+        recon: ``(X, Y)`` reconstruction.
+        residual: ``(X, Y)`` ``|image - recon|``.
+        anomaly_map: ``(X, Y)`` post-processed residual.
+        prediction: ``(X, Y)`` bool, ``anomaly_map > threshold``.
+        lesion_mask: ``(X, Y)`` bool ground truth.
+    """
+
+    subject_id: str
+    label: str
+    dice: float
+    slice_index: int
+    image: np.ndarray
+    recon: np.ndarray
+    residual: np.ndarray
+    anomaly_map: np.ndarray
+    prediction: np.ndarray
+    lesion_mask: np.ndarray
+
+
+def example_cases(maps: Mapping[str, SubjectMaps] | Sequence[SubjectMaps], threshold: float,
+                  n: int = 3) -> list[ExampleCase]:
+    """Representative subjects for Fig. 7, from best to worst DICE_S.
+
+    Subjects with a lesion are ranked by DICE at ``threshold`` (ties by id, so the choice is
+    deterministic); ``n`` picks are spread evenly over the ranking: with ``n=3`` the best, the
+    median and the worst subject. Each is shown on its axial slice with the most lesion voxels.
+
+    Args:
+        maps: labelled :class:`~uadlab.inference.SubjectMaps` (test split).
+        threshold: the validation threshold used to binarise the anomaly maps.
+        n: number of cases, ``1 <= n <=`` number of subjects with a lesion.
+
+    Returns:
+        ``n`` :class:`ExampleCase` objects, best first.
+
+    Raises:
+        ValueError: a bad ``n`` or threshold, or no subject with a lesion.
+    """
+    items = [m for m in _maps_list(maps) if m.lesion_voxels > 0]
+    if not items:
+        raise ValueError("`maps` must hold at least one subject with lesion voxels, got none")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= len(items):
+        raise ValueError(f"`n` must be an int in [1, {len(items)}], got {n!r}")
+    preds = [metrics.binarize(m.anomaly_map, threshold) for m in items]
+    dices = metrics.dice_subjects(preds, [m.lesion_mask for m in items])
+    order = sorted(range(len(items)), key=lambda i: (-dices[i], items[i].subject_id))
+    positions = [0] if n == 1 else [round(j * (len(items) - 1) / (n - 1)) for j in range(n)]
+    cases = []
+    for j, pos in enumerate(positions):
+        m, pred = items[order[pos]], preds[order[pos]]
+        k = int(np.argmax(m.lesion_mask.sum(axis=(0, 1))))
+        cases.append(ExampleCase(
+            subject_id=m.subject_id, label=_pick_label(j, n), dice=float(dices[order[pos]]), slice_index=k,
+            image=m.image[:, :, k], recon=m.recon[:, :, k], residual=m.residual[:, :, k],
+            anomaly_map=m.anomaly_map[:, :, k], prediction=pred[:, :, k], lesion_mask=m.lesion_mask[:, :, k]))
+    return cases
+
+
+def _pick_label(j: int, n: int) -> str:
+    if j == 0:
+        return "best"
+    if j == n - 1:
+        return "worst"
+    if 2 * j == n - 1:
+        return "median"
+    return f"q{round(100 * j / (n - 1))}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Table 1
+
+
+def table1(rows: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 in numbers: experiments × (test set, metric), in percent (Bengs et al. 2021).
+
+    Args:
+        rows: one row per experiment and test set, columns ``experiment, dataset, dice_d,
+            dice_s_mean, dice_s_std, auprc`` (fractions in ``[0, 1]``), e.g. ``table1.csv`` of
+            :func:`uadlab.reproduce.reproduce`.
+
+    Returns:
+        Index ``experiment`` in Table 1 order (unknown names after, in order of appearance);
+        columns a MultiIndex ``(dataset, metric)`` with metrics ``DICE_D, DICE_S, DICE_S_sd, AUPRC``
+        in percent; datasets in order of appearance.
+
+    Raises:
+        TypeError: ``rows`` is not a DataFrame.
+        ValueError: a required column is missing or an (experiment, dataset) pair repeats.
+    """
+    _check_frame(rows, "rows", ("experiment", "dataset", "dice_d", "dice_s_mean", "dice_s_std", "auprc"))
+    duplicated = rows.duplicated(["experiment", "dataset"])
+    if duplicated.any():
+        pair = tuple(rows.loc[duplicated, ["experiment", "dataset"]].iloc[0])
+        raise ValueError(f"`rows` must hold one row per (experiment, dataset), got {pair!r} twice")
+    datasets = list(dict.fromkeys(rows["dataset"]))
+    experiments = sorted(dict.fromkeys(rows["experiment"]), key=_experiment_rank)
+    columns = pd.MultiIndex.from_tuples([(d, m) for d in datasets for m in ("DICE_D", "DICE_S", "DICE_S_sd", "AUPRC")],
+                                        names=["dataset", "metric"])
+    table = pd.DataFrame(np.nan, index=pd.Index(experiments, name="experiment"), columns=columns)
+    for row in rows.itertuples(index=False):
+        for metric, key in (("DICE_D", "dice_d"), ("DICE_S", "dice_s_mean"), ("DICE_S_sd", "dice_s_std"),
+                            ("AUPRC", "auprc")):
+            table.loc[row.experiment, (row.dataset, metric)] = 100.0 * _num(getattr(row, key))
+    return table
+
+
+def table1_markdown(table: pd.DataFrame) -> str:
+    """Table 1 as a Markdown table laid out like the paper's (percent, 2 decimals).
+
+    One row per experiment (Table 1 order); per test set the columns ``DICE_D``, ``DICE_S``
+    (``mean ± sd``) and ``AUPRC``. Missing values print as ``–``.
+
+    Args:
+        table: the long rows accepted by :func:`table1` (with an ``experiment`` column) or its output.
+
+    Returns:
+        The Markdown text, ending with a newline.
+
+    Raises:
+        TypeError, ValueError: as :func:`table1`.
+
+    >>> rows = pd.DataFrame({"experiment": ["3D-None"], "dataset": ["tumour"], "dice_d": [0.2814],
+    ...                      "dice_s_mean": [0.2693], "dice_s_std": [0.124], "auprc": [0.2469]})
+    >>> print(table1_markdown(rows), end="")
+    | Method | tumour DICE_D | tumour DICE_S | tumour AUPRC |
+    |---|---|---|---|
+    | 3D-None | 28.14 | 26.93 ± 12.40 | 24.69 |
+    """
+    if isinstance(table, pd.DataFrame) and "experiment" in table.columns:
+        table = table1(table)
+    if not isinstance(table, pd.DataFrame) or not isinstance(table.columns, pd.MultiIndex):
+        raise TypeError(f"`table` must be the rows of table1() or its output, got {type(table).__name__}")
+    datasets = list(dict.fromkeys(table.columns.get_level_values(0)))
+    header = ["Method"] + [f"{d} {m}" for d in datasets for m in TABLE1_METRICS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for experiment, row in table.iterrows():
+        cells = [str(experiment)]
+        for d in datasets:
+            sd = row[(d, "DICE_S_sd")]
+            dice_s = _pct(row[(d, "DICE_S")])
+            cells += [_pct(row[(d, "DICE_D")]),
+                      dice_s if dice_s == "–" or _isnan(sd) else f"{dice_s} ± {_pct(sd)}",
+                      _pct(row[(d, "AUPRC")])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _maps_list(maps: Mapping[str, SubjectMaps] | Sequence[SubjectMaps]) -> list[SubjectMaps]:
+    items = list(maps.values()) if isinstance(maps, Mapping) else list(maps)
+    if not items:
+        raise ValueError("`maps` must hold at least one subject, got none")
+    for m in items:
+        if not isinstance(m, SubjectMaps):
+            raise TypeError(f"`maps` must hold SubjectMaps, got {type(m).__name__}")
+        if m.lesion_mask is None:
+            raise ValueError(f"`maps` must be labelled, got subject {m.subject_id!r} without a lesion mask")
+    return items
+
+
+def _check_frame(frame: Any, name: str, required: Iterable[str]) -> None:
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"`{name}` must be a pandas DataFrame, got {type(frame).__name__}")
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ValueError(f"`{name}` must have columns {list(required)!r}, missing {missing!r}")
+
+
+def _experiment_rank(name: str) -> tuple[int, int]:
+    """Sort key: Table 1 position, unknown names after (stable among themselves)."""
+    return (EXPERIMENTS.index(name), 0) if name in EXPERIMENTS else (len(EXPERIMENTS), 0)
+
+
+def _spatial_dims(experiment: str) -> int | None:
+    return 2 if experiment.startswith("2D") else 3 if experiment.startswith("3D") else None
+
+
+def _num(value: Any) -> float:
+    """A metric as float; ``None`` (JSON null) becomes NaN."""
+    return float("nan") if value is None else float(value)
+
+
+def _isnan(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or bool(pd.isna(value))
+
+
+def _pct(value: Any) -> str:
+    """A percentage with 2 decimals, ``–`` when missing."""
+    return "–" if _isnan(value) else f"{float(value):.2f}"

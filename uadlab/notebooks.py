@@ -1,0 +1,176 @@
+"""Run the six lab notebooks headless, in order, with papermill (``uadlab notebooks run``).
+
+The notebooks under ``notebooks/`` hold narrative, parameters and ``uadlab`` calls only. Their first
+cell is tagged ``parameters`` (papermill injects the values after it) and every notebook takes the
+same ones: ``PROFILE``, ``OUT_DIR``, ``SEED`` and ``INTERACTIVE``. They share one ``OUT_DIR``, so a
+later notebook reuses the data set (``OUT_DIR/data``) and the training runs (``OUT_DIR/runs``) of
+the earlier ones; that is why they run in order. Executed copies go to ``OUT_DIR/executed/``.
+
+Headless runs pass ``INTERACTIVE=False``: the widgets of :mod:`uadlab.widgets` then render static
+figures, so nothing waits for a browser.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from uadlab.errors import UadlabError
+from uadlab.profiles import get_profile
+
+__all__ = ["NOTEBOOKS", "NOTEBOOK_DIR", "NotebookError", "run_notebooks", "strip_outputs", "notebook_problems"]
+
+#: The labs, in the order they must run.
+NOTEBOOKS: tuple[str, ...] = (
+    "00_data_prep.ipynb",
+    "01_vae_2d.ipynb",
+    "02_vae_3d.ipynb",
+    "03_erasing_ablation.ipynb",
+    "04_lesion_size.ipynb",
+    "05_data_size.ipynb",
+)
+
+#: Folder of the notebooks in the source tree.
+NOTEBOOK_DIR: Path = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+class NotebookError(UadlabError):
+    """A notebook is missing, or a cell failed while running it; the message names both."""
+
+
+def run_notebooks(*, profile: str = "smoke", out: str | Path, notebooks: Sequence[str] | None = None,
+                  progress: bool = False, seed: int = 0, kernel: str = "python3",
+                  source_dir: str | Path | None = None, timeout: int | None = None) -> list[Path]:
+    """Execute the lab notebooks in order with papermill and return the executed copies.
+
+    Every notebook gets the parameters ``PROFILE=profile``, ``OUT_DIR=<out, absolute>``,
+    ``SEED=seed`` and ``INTERACTIVE=False`` and runs with the notebook folder as working
+    directory. Results accumulate in ``out`` (data, runs, per-notebook outputs), so a second call
+    reuses finished work.
+
+    Args:
+        profile: ``smoke`` (CI: a few minutes on 2 CPU cores), ``lab`` or ``paper``.
+        out: the shared output folder; executed notebooks go to ``out/executed/``.
+        notebooks: subset of :data:`NOTEBOOKS` (run in :data:`NOTEBOOKS` order); ``None``: all six.
+            A later notebook needs the outputs of the earlier ones in ``out``.
+        progress: show papermill's cell progress bar.
+        seed: the ``SEED`` parameter.
+        kernel: Jupyter kernel name.
+        source_dir: folder holding the notebooks (default :data:`NOTEBOOK_DIR`).
+        timeout: per-cell timeout in seconds, ``None`` for none.
+
+    Returns:
+        Paths of the executed notebooks, in run order.
+
+    Raises:
+        ValueError: an unknown profile or notebook name.
+        NotebookError: a notebook file is missing, or a cell raised; the message names the notebook,
+            the cell (its index in the executed copy, which holds papermill's injected-parameters
+            cell, and its first source line), the error, and the executed copy kept for inspection.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    prof = get_profile(profile)
+    names = list(NOTEBOOKS) if notebooks is None else list(notebooks)
+    unknown = [name for name in names if name not in NOTEBOOKS]
+    if unknown:
+        raise ValueError(f"`notebooks` must be names from {NOTEBOOKS}, got unknown {unknown!r}")
+    names = [name for name in NOTEBOOKS if name in names]
+    source = NOTEBOOK_DIR if source_dir is None else Path(source_dir)
+    out = Path(out).resolve()
+    executed_dir = out / "executed"
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    parameters = {"PROFILE": prof.name, "OUT_DIR": str(out), "SEED": int(seed), "INTERACTIVE": False}
+    executed = []
+    for name in names:
+        notebook = source / name
+        if not notebook.is_file():
+            raise NotebookError(f"{notebook}: notebook not found")
+        target = executed_dir / name
+        try:
+            papermill.execute_notebook(str(notebook), str(target), parameters=parameters, kernel_name=kernel,
+                                       progress_bar=progress, log_output=False, cwd=str(source),
+                                       execution_timeout=timeout)
+        except PapermillExecutionError as error:
+            first_line = next((line for line in str(error.source).splitlines() if line.strip()), "")
+            raise NotebookError(
+                f"{name}: cell {error.cell_index} of the executed copy (execution count {error.exec_count}, "
+                f"`{first_line[:80]}`) "
+                f"failed with {error.ename}: {error.evalue}; executed copy: {target}"
+            ) from error
+        executed.append(target)
+    return executed
+
+
+def _load(path: str | Path) -> Any:
+    import nbformat
+
+    path = Path(path)
+    try:
+        return nbformat.read(path, as_version=4)
+    except (OSError, ValueError) as error:  # nbformat raises NotJSONError (a ValueError) on bad files
+        raise NotebookError(f"{path}: not a readable notebook ({error})") from error
+
+
+def strip_outputs(path: str | Path) -> bool:
+    """Remove outputs, execution counts and run metadata from a notebook file, in place.
+
+    Args:
+        path: an ``.ipynb`` file.
+
+    Returns:
+        True if the file changed.
+
+    Raises:
+        NotebookError: the file is missing or not a notebook.
+    """
+    import nbformat
+
+    from uadlab.io import atomic_write
+
+    nb = _load(path)
+    before = json.dumps(nb, sort_keys=True)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+    nb.metadata.pop("papermill", None)
+    if json.dumps(nb, sort_keys=True) == before:
+        return False
+    with atomic_write(path, overwrite=True) as tmp:
+        nbformat.write(nb, str(tmp))
+    return True
+
+
+def notebook_problems(path: str | Path) -> list[str]:
+    """What keeps a notebook from being committed or run by papermill (empty when fine).
+
+    Checks STYLE.md Sec. 10: the first cell is a code cell tagged ``parameters`` that holds
+    ``PROFILE``, ``OUT_DIR``, ``SEED`` and ``INTERACTIVE``; no code cell holds outputs or an
+    execution count; no code cell defines a class.
+
+    Raises:
+        NotebookError: the file is missing or not a notebook.
+    """
+    nb = _load(path)
+    problems = []
+    first = nb.cells[0] if nb.cells else None
+    if first is None or first.cell_type != "code" or "parameters" not in first.metadata.get("tags", []):
+        problems.append("the first cell is not a code cell tagged 'parameters'")
+    else:
+        for name in ("PROFILE", "OUT_DIR", "SEED", "INTERACTIVE"):
+            if f"{name}:" not in first.source:
+                problems.append(f"the parameters cell lacks a typed `{name}: ...` parameter")
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        if cell.get("outputs") or cell.get("execution_count") is not None:
+            problems.append(f"cell {index} holds outputs (strip them before committing)")
+        if any(line.lstrip().startswith("class ") for line in cell.source.splitlines()):
+            problems.append(f"cell {index} defines a class (logic belongs in uadlab)")
+    return problems

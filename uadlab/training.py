@@ -1,0 +1,665 @@
+"""Training loop of Bengs et al. 2021, Sec. 2.3: in-memory batches, early stopping, checkpoints, resume.
+
+A VAE (:class:`uadlab.models.VAE`) is trained on the healthy training split of a built data set with
+Adam (lr 1e-3) and the ELBO (or the Lambert et al. loss). Spatial erasing (Sec. 2.2) is applied to
+the *input* only; the reconstruction target is always the unerased image. The number of epochs is
+chosen on the healthy validation reconstruction error: the best epoch's weights are kept and
+training stops after ``patience`` epochs without improvement (or at ``max_epochs``).
+
+Batches are made in memory from the stacked arrays of :meth:`uadlab.data.BuiltDataset.stack`:
+
+- 3D: whole volumes.
+- 2D: axial slices ``volume[:, :, k]`` of all training volumes. Slices without a single brain voxel
+  are skipped for training (they are all-zero images and would only teach the model to output
+  zeros); validation reconstructs every slice, like :func:`uadlab.models.reconstruct` at test time.
+
+Each epoch shuffles the samples with a generator seeded from ``(seed, epoch)`` and splits them evenly
+into ``ceil(n / batch_size)`` batches of at most ``batch_size`` samples (never a lone sample that
+would upset batch statistics). Erasing and the VAE's latent sampling draw from generators seeded the
+same way, so a resumed run ends with bit-identical weights (on CPU) to an uninterrupted one.
+
+Run folder::
+
+    config.yaml      the TrainConfig (checked on resume)
+    checkpoint.pt    written atomically after every epoch: weights, optimiser, loss state, best
+                     weights, best epoch and validation error, epochs since best, RNG states, history,
+                     `finished`
+    history.csv      epoch, train_loss, train_recon, train_kl, val_recon, val_kl, seconds
+
+Shape:
+    - 3D training batch: ``(B, 1, X, Y, Z)`` float32 in [0, 1].
+    - 2D training batch: ``(B, 1, X, Y)`` float32 in [0, 1] (axial slices).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from uadlab.data import load_dataset
+from uadlab.erasing import parse_experiment
+from uadlab.errors import DatasetError, RunError
+from uadlab.io import atomic_write
+from uadlab.models import VAE, LambertLoss, elbo_loss
+from uadlab.profiles import Profile, get_profile
+
+__all__ = ["TrainConfig", "TrainResult", "train", "load_run", "seed_everything", "training_subset",
+           "HISTORY_COLUMNS"]
+
+#: Columns of ``history.csv`` and :attr:`TrainResult.history`.
+HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "train_loss", "train_recon", "train_kl", "val_recon",
+                                    "val_kl", "seconds")
+
+_CONFIG_FILE = "config.yaml"
+_CHECKPOINT_FILE = "checkpoint.pt"
+_HISTORY_FILE = "history.csv"
+_LOSSES = ("elbo", "lambert")
+_HEALTHY = "healthy"  # the cohort of healthy subjects in a built data set (uadlab.data)
+_ERASING_P = 0.5  # Sec. 2.2: erasing is applied with probability 0.5
+# Fields that may differ on resume: the device only decides where the same computation runs.
+_RESUME_FREE_FIELDS = ("device",)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines one training run; saved as ``config.yaml`` in the run folder.
+
+    Attributes:
+        experiment: Table 1 name, e.g. ``"3D-Cube-n"`` or ``"2D-None"``.
+        profile: profile name (``smoke``, ``lab``, ``paper``) or a :class:`~uadlab.profiles.Profile`
+            (stored in full in ``config.yaml``); gives the backbone, latent size and schedule.
+        data: folder built by ``uadlab data build``.
+        fraction: share of the healthy training split, in (0, 1] (data-set-size study, Fig. 5).
+        seed: seed of the subset, initial weights, shuffling, erasing and latent sampling.
+        loss: ``"elbo"`` (Sec. 2.3) or ``"lambert"`` (Lambert et al.'s collapse-robust loss).
+        lr: Adam learning rate (paper: 1e-3).
+        batch_size: samples per batch (volumes in 3D, slices in 2D); ``None``: the profile's.
+        max_epochs: epoch limit; ``None``: the profile's.
+        patience: epochs without validation improvement before stopping; ``None``: the profile's.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; ``None``: CUDA when available, else CPU.
+
+    Raises:
+        TypeError: a field of the wrong type.
+        ValueError: a field with an invalid value (unknown experiment, profile or loss, fraction
+            outside (0, 1], non-positive lr, batch size, epochs or patience, negative seed).
+    """
+
+    experiment: str
+    profile: str | Profile
+    data: str
+    fraction: float = 1.0
+    seed: int = 0
+    loss: str = "elbo"
+    lr: float = 1e-3
+    batch_size: int | None = None
+    max_epochs: int | None = None
+    patience: int | None = None
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.experiment, str):
+            raise TypeError(f"`experiment` must be a str, got {self.experiment!r}")
+        try:
+            parse_experiment(self.experiment)
+        except ValueError:
+            raise ValueError(f"`experiment` must be a Table 1 name such as '3D-Cube-n' or '2D-None', "
+                             f"got {self.experiment!r}") from None
+        if isinstance(self.data, os.PathLike):
+            self.data = os.fspath(self.data)
+        if not isinstance(self.data, str):
+            raise TypeError(f"`data` must be a path, got {self.data!r}")
+        if not isinstance(self.profile, (str, Profile)):
+            raise TypeError(f"`profile` must be a profile name or a Profile, got {self.profile!r}")
+        get_profile(self.profile)  # ValueError for an unknown name
+        _check_number("fraction", self.fraction, float)
+        if not 0.0 < self.fraction <= 1.0:
+            raise ValueError(f"`fraction` must be in (0, 1], got {self.fraction!r}")
+        _check_number("seed", self.seed, int)
+        if self.seed < 0:
+            raise ValueError(f"`seed` must be a non-negative int, got {self.seed!r}")
+        if self.loss not in _LOSSES:
+            raise ValueError(f"`loss` must be one of {list(_LOSSES)}, got {self.loss!r}")
+        _check_number("lr", self.lr, float)
+        if not self.lr > 0:
+            raise ValueError(f"`lr` must be > 0, got {self.lr!r}")
+        for name in ("batch_size", "max_epochs", "patience"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_number(name, value, int)
+                if value < 1:
+                    raise ValueError(f"`{name}` must be a positive int or None, got {value!r}")
+        if self.device is not None:
+            _resolve_device(self.device)
+
+    @property
+    def resolved_profile(self) -> Profile:
+        """The :class:`~uadlab.profiles.Profile` this run uses."""
+        return get_profile(self.profile)
+
+    def resolved(self, name: str) -> int:
+        """``batch_size``, ``max_epochs`` or ``patience``, falling back to the profile's value."""
+        value = getattr(self, name)
+        return getattr(self.resolved_profile, name) if value is None else value
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-YAML representation (a custom profile becomes a mapping)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        if isinstance(self.profile, Profile):
+            out["profile"] = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.profile).items()}
+        return out
+
+    def to_yaml(self, path: str | Path) -> Path:
+        """Write the config to ``path`` (atomically) and return the path."""
+        path = Path(path)
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        _atomic_save(path, lambda tmp: Path(tmp).write_text(text))
+        return path
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        """Read a config written by :meth:`to_yaml`.
+
+        Raises:
+            RunError: the file is missing, not YAML, or has unknown/missing/invalid fields.
+        """
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as error:
+            raise RunError(f"{path}: cannot read the run config ({error})") from None
+        if not isinstance(raw, dict):
+            raise RunError(f"{path}: the run config must be a mapping, got {type(raw).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise RunError(f"{path}: unknown config field(s) {unknown}")
+        if isinstance(raw.get("profile"), dict):
+            try:
+                raw["profile"] = Profile(**{k: tuple(v) if isinstance(v, list) else v
+                                            for k, v in raw["profile"].items()})
+            except TypeError as error:
+                raise RunError(f"{path}: invalid profile ({error})") from None
+        try:
+            return cls(**raw)
+        except (TypeError, ValueError) as error:
+            raise RunError(f"{path}: invalid run config ({error})") from None
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train`.
+
+    Attributes:
+        run_dir: the run folder.
+        history: one row per finished epoch, columns :data:`HISTORY_COLUMNS`. ``train_loss``,
+            ``train_recon``, ``train_kl``: the loss's terms averaged over the epoch's samples (for
+            both losses ``recon`` is the l1 error summed over a sample's voxels and ``kl`` the KL
+            summed over latent units, :func:`uadlab.models.elbo_loss`). ``val_recon``: mean l1 error
+            *per voxel* over all voxels of the healthy validation split (eval mode, ``z = mu``;
+            intensity units, images in [0, 1]); ``val_kl``: KL per sample (per slice in 2D).
+            ``seconds``: the epoch's wall time.
+        best_epoch: 1-based epoch with the lowest ``val_recon`` (0 before the first epoch).
+        best_val: that lowest ``val_recon`` (``inf`` before the first epoch).
+        finished: ``True`` when training stopped (patience or ``max_epochs``), ``False`` when it was
+            interrupted and can be resumed.
+    """
+
+    run_dir: Path
+    history: pd.DataFrame = field(repr=False)
+    best_epoch: int
+    best_val: float
+    finished: bool
+
+    def summary(self) -> str:
+        """One human-readable paragraph for the command line."""
+        epochs = len(self.history)
+        state = "finished" if self.finished else "stopped early (resume with --resume)"
+        return (f"{self.run_dir}: {state} after {epochs} epoch(s); best epoch {self.best_epoch} "
+                f"with healthy validation l1 error {self.best_val:.5f} per voxel")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy's global generator and torch (CPU and CUDA).
+
+    Also makes cuDNN deterministic (``deterministic=True``, ``benchmark=False``), which is cheap;
+    ``torch.use_deterministic_algorithms`` is left alone because it is global and needs
+    ``CUBLAS_WORKSPACE_CONFIG`` on GPUs.
+
+    Args:
+        seed: non-negative int below 2**32.
+
+    Raises:
+        TypeError: ``seed`` is not an int.
+        ValueError: ``seed`` is negative or >= 2**32.
+    """
+    _check_number("seed", seed, int)
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"`seed` must be in [0, 2**32), got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def training_subset(ids: Sequence[str], fraction: float, seed: int) -> list[str]:
+    """The first ``ceil(fraction * n)`` ids (at least one) of one seeded permutation of the sorted ids.
+
+    Subsets are nested for one seed: the 10 % subset lies inside the 20 % one, which lies inside
+    60 % and 100 % (data-set-size study, Bengs et al. 2021, Fig. 5). The result keeps the permuted
+    order.
+
+    Args:
+        ids: subject ids of the healthy training split (order and duplicates do not matter).
+        fraction: share in (0, 1].
+        seed: seed of the permutation.
+
+    Returns:
+        The selected ids.
+
+    Raises:
+        TypeError: ``ids`` is a single string, or ``fraction`` or ``seed`` of the wrong type.
+        ValueError: ``fraction`` outside (0, 1] or ``ids`` empty.
+
+    >>> ids = [f"s{i}" for i in range(10)]
+    >>> small, large = training_subset(ids, 0.2, seed=0), training_subset(ids, 0.6, seed=0)
+    >>> len(small), len(large), set(small) <= set(large)
+    (2, 6, True)
+    """
+    if isinstance(ids, str):
+        raise TypeError(f"`ids` must be a sequence of subject ids, got {ids!r}")
+    _check_number("fraction", fraction, float)
+    _check_number("seed", seed, int)
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"`fraction` must be in (0, 1], got {fraction!r}")
+    unique = sorted(set(ids))
+    if not unique:
+        raise ValueError(f"`ids` must not be empty, got {ids!r}")
+    order = np.random.default_rng(seed).permutation(len(unique))
+    count = max(1, math.ceil(fraction * len(unique) - 1e-9))  # 1e-9: 0.6 * 10 must give 6, not 7
+    return [unique[i] for i in order[:count]]
+
+
+def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
+          progress: bool = False) -> TrainResult:
+    """Train one experiment on the healthy cohort of a built data set (Bengs et al. 2021, Sec. 2.3).
+
+    Args:
+        config: the run's configuration.
+        out_dir: run folder; created if needed.
+        resume: continue from ``checkpoint.pt`` if the folder holds a run with the same config
+            (a finished run returns at once); start afresh when there is none.
+        overwrite: discard a run already in ``out_dir`` (its ``config.yaml``, ``checkpoint.pt``,
+            ``history.csv``) and start afresh.
+        progress: show tqdm bars for epochs and batches.
+
+    Returns:
+        The :class:`TrainResult`; weights are in ``out_dir/checkpoint.pt`` (see :func:`load_run`).
+
+    Raises:
+        TypeError: ``config`` is not a :class:`TrainConfig`.
+        ValueError: both ``resume`` and ``overwrite``.
+        RunError: ``out_dir`` holds a run and neither flag is set; the stored config differs from
+            ``config`` on resume; the checkpoint is unreadable.
+        DatasetError: the data set is missing, or has no healthy cohort or no healthy train/val
+            subjects.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"`config` must be a TrainConfig, got {config!r}")
+    run_dir = _prepare_run_dir(config, out_dir, resume=resume, overwrite=overwrite)
+    checkpoint = _load_checkpoint(run_dir) if resume else None
+    if checkpoint is not None and checkpoint["finished"]:
+        return _result(run_dir, checkpoint)
+    dataset = load_dataset(config.data)
+    if _HEALTHY not in dataset.cohorts:
+        raise DatasetError(f"{config.data}: no {_HEALTHY!r} cohort to train on (cohorts: {dataset.cohorts})")
+    train_ids = dataset.ids(cohort=_HEALTHY, split="train")
+    val_ids = dataset.ids(cohort=_HEALTHY, split="val")
+    if not train_ids or not val_ids:
+        raise DatasetError(f"{config.data}: training needs healthy 'train' and 'val' subjects, found "
+                           f"{len(train_ids)} and {len(val_ids)}")
+    images, brain_masks = dataset.stack(training_subset(train_ids, config.fraction, config.seed))
+    val_images, _ = dataset.stack(val_ids)
+    return _train_arrays(config, run_dir, images, brain_masks, val_images, checkpoint=checkpoint,
+                         progress=progress)
+
+
+def load_run(run_dir: str | Path, *, device: str | torch.device | None = None) -> tuple[VAE, TrainConfig]:
+    """The best-epoch model of a run (in eval mode) and its config.
+
+    Args:
+        run_dir: folder written by :func:`train`.
+        device: where to put the model; ``None``: CUDA when available, else CPU.
+
+    Raises:
+        RunError: no ``config.yaml``/``checkpoint.pt`` in ``run_dir``, or they are unreadable.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / _CONFIG_FILE).is_file():
+        raise RunError(f"{run_dir}: not a training run (no {_CONFIG_FILE})")
+    config = TrainConfig.from_yaml(run_dir / _CONFIG_FILE)
+    checkpoint = _load_checkpoint(run_dir)
+    if checkpoint is None:
+        raise RunError(f"{run_dir}: no {_CHECKPOINT_FILE}; train the run first")
+    model = VAE(**checkpoint["model_args"])
+    model.load_state_dict(checkpoint["best_model"])
+    model.to(_resolve_device(device))
+    model.eval()
+    return model, config
+
+
+# ---------------------------------------------------------------------------------------------------
+# The loop
+
+
+def _train_arrays(config: TrainConfig, run_dir: Path, images: np.ndarray, brain_masks: np.ndarray,
+                  val_images: np.ndarray, *, checkpoint: dict | None = None, progress: bool = False,
+                  _stop_after_epoch: int | None = None) -> TrainResult:
+    """Train on in-memory arrays and write ``run_dir`` (``config.yaml``, checkpoint, history).
+
+    Args:
+        config: the run's configuration.
+        run_dir: run folder, checked by :func:`_prepare_run_dir`.
+        images: healthy training volumes ``(N, X, Y, Z)`` float32 in [0, 1], cubic.
+        brain_masks: their brain masks ``(N, X, Y, Z)`` bool.
+        val_images: healthy validation volumes ``(M, X, Y, Z)`` float32.
+        checkpoint: a loaded checkpoint to continue from, or ``None`` to start afresh.
+        progress: tqdm bars.
+        _stop_after_epoch: test hook: return (unfinished) after saving this epoch's checkpoint, as if
+            the process had been killed.
+
+    Raises:
+        DatasetError: arrays of the wrong shape, or no training sample with brain voxels.
+    """
+    experiment = parse_experiment(config.experiment)
+    spatial_dims = experiment.spatial_dims
+    images, brain_masks, val_images = _check_arrays(images, brain_masks, val_images, config.data)
+    profile = config.resolved_profile
+    batch_size, max_epochs, patience = (config.resolved(n) for n in ("batch_size", "max_epochs", "patience"))
+    device = _resolve_device(config.device)
+    samples, sample_masks = _training_samples(images, brain_masks, spatial_dims)
+    if len(samples) == 0:
+        raise DatasetError(f"{config.data}: no training sample holds a brain voxel")
+    erasing = experiment.erasing(p=_ERASING_P)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.to_yaml(run_dir / _CONFIG_FILE)
+
+    seed_everything(config.seed)
+    model_args = {"spatial_dims": spatial_dims, "image_size": int(images.shape[1]),
+                  "latent_dim": profile.latent_dim(spatial_dims), "channels": tuple(profile.channels)}
+    model = VAE(**model_args).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    loss_fn = _make_loss(config.loss)
+    state = {"epoch": 0, "best_model": copy.deepcopy(model.state_dict()), "best_epoch": 0,
+             "best_val": math.inf, "epochs_since_best": 0, "history": [], "finished": False}
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if checkpoint.get("loss_state") is not None:
+            loss_fn.load_state_dict(checkpoint["loss_state"])
+        _set_rng_states(checkpoint["rng"])
+        state.update({k: checkpoint[k] for k in state})
+
+    epoch_bar = _progress_bar(progress, total=max_epochs, initial=state["epoch"],
+                              desc=f"{config.experiment} epochs", unit="epoch")
+    for epoch in range(state["epoch"] + 1, max_epochs + 1):
+        start = time.perf_counter()
+        rng = _epoch_rng(config.seed, epoch)
+        torch.manual_seed(int(rng.integers(2**63)))  # the VAE's latent sampling
+        train_terms = _train_epoch(model, optimizer, loss_fn, samples, sample_masks, erasing, rng,
+                                   batch_size=batch_size, device=device, progress=progress)
+        val_recon, val_kl = _validate(model, val_images, spatial_dims, batch_size=batch_size, device=device)
+        state["history"].append({"epoch": epoch, **train_terms, "val_recon": val_recon, "val_kl": val_kl,
+                                 "seconds": time.perf_counter() - start})
+        if val_recon < state["best_val"]:
+            state.update(best_val=val_recon, best_epoch=epoch, epochs_since_best=0,
+                         best_model=copy.deepcopy(model.state_dict()))
+        else:
+            state["epochs_since_best"] += 1
+        state["epoch"] = epoch
+        state["finished"] = epoch >= max_epochs or state["epochs_since_best"] >= patience
+        _save_checkpoint(run_dir, state, model, optimizer, loss_fn, model_args)
+        epoch_bar.set_postfix(loss=f"{train_terms['train_loss']:.4g}", val=f"{val_recon:.4g}")
+        epoch_bar.update(1)
+        if state["finished"] or epoch == _stop_after_epoch:
+            break
+    epoch_bar.close()
+    return _result(run_dir, state)
+
+
+def _train_epoch(model: VAE, optimizer: torch.optim.Optimizer, loss_fn: Callable, samples: np.ndarray,
+                 sample_masks: np.ndarray, erasing: Any, rng: np.random.Generator, *, batch_size: int,
+                 device: torch.device, progress: bool) -> dict[str, float]:
+    """One pass over the shuffled samples; returns sample-weighted mean loss terms."""
+    model.train()
+    totals = {"train_loss": 0.0, "train_recon": 0.0, "train_kl": 0.0}
+    n = len(samples)
+    batches = np.array_split(rng.permutation(n), math.ceil(n / batch_size))
+    bar = _progress_bar(progress, total=len(batches), desc="batches", unit="batch", leave=False)
+    for index in batches:
+        index = np.sort(index)
+        target = samples[index]
+        inputs = target if erasing is None else erasing.apply_batch(target, sample_masks[index], rng)
+        target_t = torch.from_numpy(target).to(device)
+        inputs_t = torch.as_tensor(np.asarray(inputs), dtype=torch.float32).to(device)
+        terms = loss_fn(model(inputs_t), target_t)
+        optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        optimizer.step()
+        for key, value in zip(totals, (terms.total, terms.recon, terms.kl)):
+            totals[key] += float(value.detach()) * len(index)
+        bar.set_postfix(loss=f"{float(terms.total.detach()):.4g}")
+        bar.update(1)
+    bar.close()
+    return {key: value / n for key, value in totals.items()}
+
+
+@torch.no_grad()
+def _validate(model: VAE, val_images: np.ndarray, spatial_dims: int, *, batch_size: int,
+              device: torch.device) -> tuple[float, float]:
+    """Mean l1 error per voxel over all validation voxels, and mean KL per sample (eval mode, mu).
+
+    2D reconstructs every axial slice of every volume; KL is then averaged over slices.
+    """
+    model.eval()
+    samples = _as_samples(val_images, spatial_dims)
+    abs_error, kl, n = 0.0, 0.0, len(samples)
+    for start in range(0, n, batch_size):
+        x = torch.from_numpy(samples[start:start + batch_size]).to(device)
+        out = model(x)
+        abs_error += float((out.recon - x).abs().sum())
+        kl += float((-0.5 * (1 + out.logvar - out.mu.pow(2) - out.logvar.exp())).flatten(1).sum(1).sum())
+    return abs_error / samples.size, kl / n
+
+
+def _training_samples(images: np.ndarray, brain_masks: np.ndarray,
+                      spatial_dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training samples ``(S, 1, X, Y[, Z])``: volumes (3D) or axial slices with brain voxels (2D)."""
+    samples, masks = _as_samples(images, spatial_dims), _as_samples(brain_masks, spatial_dims)
+    if spatial_dims == 2:
+        keep = masks.reshape(len(masks), -1).any(axis=1)
+        samples, masks = samples[keep], masks[keep]
+    return np.ascontiguousarray(samples), np.ascontiguousarray(masks)
+
+
+def _as_samples(volumes: np.ndarray, spatial_dims: int) -> np.ndarray:
+    """``(N, X, Y, Z)`` -> ``(N, 1, X, Y, Z)`` (3D) or all axial slices ``(N * Z, 1, X, Y)`` (2D)."""
+    if spatial_dims == 3:
+        return np.ascontiguousarray(volumes[:, None])
+    n, x, y, z = volumes.shape
+    return np.ascontiguousarray(volumes.transpose(0, 3, 1, 2).reshape(n * z, 1, x, y))
+
+
+def _check_arrays(images: np.ndarray, brain_masks: np.ndarray, val_images: np.ndarray,
+                  source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float32/bool copies of the arrays; DatasetError unless they are (N, S, S, S) alike."""
+    images = np.asarray(images, dtype=np.float32)
+    brain_masks = np.asarray(brain_masks, dtype=bool)
+    val_images = np.asarray(val_images, dtype=np.float32)
+    if images.ndim != 4 or len(set(images.shape[1:])) != 1 or len(images) == 0:
+        raise DatasetError(f"{source}: training images must be a non-empty (N, S, S, S) stack of cubes, "
+                           f"got shape {images.shape}")
+    if brain_masks.shape != images.shape:
+        raise DatasetError(f"{source}: brain masks {brain_masks.shape} do not match images {images.shape}")
+    if val_images.ndim != 4 or val_images.shape[1:] != images.shape[1:] or len(val_images) == 0:
+        raise DatasetError(f"{source}: validation images {val_images.shape} do not match training "
+                           f"images {images.shape}")
+    return images, brain_masks, val_images
+
+
+def _make_loss(name: str) -> Callable:
+    """``loss(out, target) -> LossTerms`` for a config's ``loss`` name."""
+    return LambertLoss() if name == "lambert" else elbo_loss
+
+
+def _epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    """The generator of one epoch (shuffling, erasing, latent seed), derived from ``(seed, epoch)``."""
+    return np.random.default_rng([seed, epoch])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Run folder, checkpoints, RNG states
+
+
+def _prepare_run_dir(config: TrainConfig, out_dir: str | Path, *, resume: bool, overwrite: bool) -> Path:
+    """Check the run folder (clearing it for ``overwrite``); see :func:`train` for the rules.
+
+    ``config.yaml`` is written later, by :func:`_train_arrays`, once the data has loaded, so that a
+    failed start leaves no half-made run behind.
+    """
+    if resume and overwrite:
+        raise ValueError("`resume` and `overwrite` must not both be True")
+    run_dir = Path(out_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"{run_dir}: exists and is not a folder")
+    config_path = run_dir / _CONFIG_FILE
+    has_run = config_path.exists() or (run_dir / _CHECKPOINT_FILE).exists()
+    if has_run and overwrite:
+        for name in (_CONFIG_FILE, _CHECKPOINT_FILE, _HISTORY_FILE):
+            (run_dir / name).unlink(missing_ok=True)
+    elif has_run and resume:
+        if config_path.exists():
+            _check_same_config(TrainConfig.from_yaml(config_path), config, run_dir)
+    elif has_run:
+        raise RunError(f"{run_dir}: holds a training run; pass resume=True (--resume) to continue it "
+                       "or overwrite=True (--overwrite) to discard it")
+    return run_dir
+
+
+def _check_same_config(stored: TrainConfig, given: TrainConfig, run_dir: Path) -> None:
+    """RunError naming every field (except the device) where ``stored`` and ``given`` differ."""
+    diffs = [f"{f.name} (stored {getattr(stored, f.name)!r}, given {getattr(given, f.name)!r})"
+             for f in fields(TrainConfig)
+             if f.name not in _RESUME_FREE_FIELDS and getattr(stored, f.name) != getattr(given, f.name)]
+    if diffs:
+        raise RunError(f"{run_dir}: cannot resume, the config differs in " + "; ".join(diffs))
+
+
+def _save_checkpoint(run_dir: Path, state: dict, model: VAE, optimizer: torch.optim.Optimizer,
+                     loss_fn: Any, model_args: dict) -> None:
+    """Write ``checkpoint.pt`` and ``history.csv`` atomically."""
+    checkpoint = {**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                  "loss_state": loss_fn.state_dict() if hasattr(loss_fn, "state_dict") else None,
+                  "model_args": model_args, "rng": _get_rng_states()}
+    _atomic_save(run_dir / _CHECKPOINT_FILE, lambda tmp: torch.save(checkpoint, tmp))
+    history = pd.DataFrame(state["history"], columns=list(HISTORY_COLUMNS))
+    _atomic_save(run_dir / _HISTORY_FILE, lambda tmp: history.to_csv(tmp, index=False))
+
+
+def _load_checkpoint(run_dir: Path) -> dict | None:
+    """The checkpoint in ``run_dir`` (``None`` when there is none); RunError if unreadable."""
+    path = run_dir / _CHECKPOINT_FILE
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for corrupt files
+        raise RunError(f"{path}: unreadable checkpoint ({type(error).__name__}: {error})") from None
+
+
+def _result(run_dir: Path, state: dict) -> TrainResult:
+    history = pd.DataFrame(state["history"], columns=list(HISTORY_COLUMNS))
+    return TrainResult(run_dir=run_dir, history=history, best_epoch=int(state["best_epoch"]),
+                       best_val=float(state["best_val"]), finished=bool(state["finished"]))
+
+
+def _get_rng_states() -> dict:
+    """Python, NumPy (global) and torch RNG states as tensors/lists (loadable with weights_only)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {"python": [version, list(internal), gauss],
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_states(states: dict) -> None:
+    """Inverse of :func:`_get_rng_states`."""
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _atomic_save(path: Path, write: Callable[[Path], Any]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then move it onto ``path``."""
+    with atomic_write(path, overwrite=True) as tmp:
+        write(tmp)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` -> CUDA when available else CPU; a string is parsed by ``torch.device``."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"`device` must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from None
+
+
+def _check_number(name: str, value: Any, kind: type) -> None:
+    """TypeError unless ``value`` is an int (``kind=int``) or a real number (``kind=float``); no bools."""
+    ok = isinstance(value, (int, np.integer)) if kind is int else isinstance(value, (int, float, np.number))
+    if isinstance(value, bool) or not ok:
+        raise TypeError(f"`{name}` must be {'an int' if kind is int else 'a number'}, got {value!r}")
+
+
+def _progress_bar(progress: bool, **kwargs: Any) -> Any:
+    """A manually updated tqdm bar when ``progress``, else a silent stand-in."""
+    if progress:
+        from tqdm.auto import tqdm
+
+        return tqdm(**kwargs)
+    return _Quiet()
+
+
+class _Quiet:
+    """Silent stand-in for a tqdm bar when progress is off."""
+
+    def update(self, n: int = 1) -> None:
+        """Ignore the step."""
+
+    def set_postfix(self, *args: Any, **kwargs: Any) -> None:
+        """Ignore the postfix."""
+
+    def close(self) -> None:
+        """Nothing to close."""

@@ -1,0 +1,728 @@
+"""Figures of volumes, erasing, anomaly maps and the paper's result plots (Bengs et al. 2021, Figs. 3-7).
+
+Static figures use matplotlib (and seaborn for the statistical plots); interactive ones use plotly.
+Both libraries are imported inside the function that needs them, so ``import uadlab.viz`` stays
+cheap and headless code never touches a GUI backend: static figures are built on
+:class:`matplotlib.figure.Figure` directly, not through ``pyplot``. Every static function takes
+``ax=None`` (an axes, or a sequence of axes for multi-panel figures) and returns the figure; save
+any of them with :func:`save_figure`.
+
+Orientation:
+    Volumes are ``(X, Y, Z)`` in RAS+ (X left->right, Y posterior->anterior, Z inferior->superior).
+    A slice ``volume[:, :, k]`` (axial), ``volume[:, k, :]`` (coronal) or ``volume[k, :, :]``
+    (sagittal) is shown as ``np.rot90(slice)``: its second voxel axis becomes the rows, running
+    upwards, and its first voxel axis the columns, running to the right. Axial slices are thus shown
+    with anterior up and the subject's left on the left of the screen (neurological convention);
+    coronal and sagittal slices with superior up.
+
+Shape:
+    - volume, image, recon, residual, anomaly_map: ``(X, Y, Z)`` float; masks ``(X, Y, Z)`` bool.
+    - A 2D array ``(X, Y)`` is accepted wherever a slice is shown (2D erasing works on slices).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "display_slice",
+    "show_slices",
+    "cohort_montage",
+    "erasing_gallery",
+    "lesion_size_plot",
+    "data_size_plot",
+    "slice_detection_plot",
+    "training_curves",
+    "lesion_volume_plot",
+    "example_cases_plot",
+    "operating_point",
+    "pr_curve_figure",
+    "orthogonal_slices",
+    "save_figure",
+]
+
+#: Colour of ground-truth lesion outlines in every figure.
+LESION_COLOUR = "#00e5ff"
+#: Colour of predicted (thresholded) anomaly outlines.
+PREDICTION_COLOUR = "#ff3b30"
+_AXIS_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
+
+
+# ----------------------------------------------------------------------------------------------
+# Slices and orientation
+# ----------------------------------------------------------------------------------------------
+
+def display_slice(volume: np.ndarray, *, axis: int = 2, index: int | None = None) -> np.ndarray:
+    """One slice of a volume, oriented for ``imshow`` (see the module's *Orientation*).
+
+    Args:
+        volume: ``(X, Y, Z)`` volume, or an ``(X, Y)`` slice (then ``axis``/``index`` are ignored).
+        axis: ``2`` axial, ``1`` coronal, ``0`` sagittal.
+        index: slice index along ``axis``; ``None``: the middle slice.
+
+    Returns:
+        ``(rows, cols)`` array ready for ``imshow(origin="upper")``.
+
+    Raises:
+        ValueError: ``volume`` is not 2D/3D, ``axis`` not 0-2, or ``index`` out of range.
+
+    >>> display_slice(np.arange(6).reshape(3, 2)).tolist()  # X = 3 columns, Y = 2 rows, anterior up
+    [[1, 3, 5], [0, 2, 4]]
+    """
+    volume = np.asarray(volume)
+    if volume.ndim == 2:
+        return np.rot90(volume)
+    if volume.ndim != 3:
+        raise ValueError(f"`volume` must be an (X, Y, Z) volume or an (X, Y) slice, got shape {volume.shape!r}")
+    if axis not in (0, 1, 2):
+        raise ValueError(f"`axis` must be 0, 1 or 2, got {axis!r}")
+    size = volume.shape[axis]
+    index = size // 2 if index is None else index
+    if not isinstance(index, (int, np.integer)) or not 0 <= index < size:
+        raise ValueError(f"`index` must be an int in [0, {size}), got {index!r}")
+    return np.rot90(np.take(volume, int(index), axis=axis))
+
+
+def _lesion_slice(mask: np.ndarray | None, axis: int, size: int) -> int:
+    """Index of the slice with the most lesion voxels; the middle slice without a lesion."""
+    if mask is None or np.asarray(mask).ndim != 3 or not np.any(mask):
+        return size // 2
+    other = tuple(a for a in range(3) if a != axis)
+    return int(np.argmax(np.count_nonzero(mask, axis=other)))
+
+
+def _new_figure(nrows: int, ncols: int, *, panel: float = 2.4, squeeze: bool = False):
+    """A pyplot-free figure with a grid of axes (safe in headless kernels and tests)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(panel * ncols, panel * nrows + 0.4), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=squeeze)
+    return fig, axes
+
+
+def _axes_grid(n: int, ax: Any, *, ncols: int | None = None, panel: float = 2.4) -> tuple[Any, list]:
+    """``n`` axes: new ones in a grid when ``ax`` is None, else ``ax`` (an axes or a sequence of them).
+
+    Raises:
+        ValueError: ``ax`` does not hold exactly ``n`` axes.
+    """
+    if ax is None:
+        ncols = n if ncols is None else max(1, min(ncols, n))
+        nrows = -(-n // ncols)
+        fig, grid = _new_figure(nrows, ncols, panel=panel)
+        axes = list(np.ravel(grid))
+        for extra in axes[n:]:
+            extra.set_visible(False)
+        return fig, axes[:n]
+    axes = list(np.ravel(np.asarray(ax, dtype=object))) if isinstance(ax, (Sequence, np.ndarray)) else [ax]
+    if len(axes) != n:
+        raise ValueError(f"`ax` must be None or hold {n} axes, got {len(axes)}")
+    return axes[0].figure, axes
+
+
+def _image_panel(ax: Any, data2d: np.ndarray, title: str | None = None, **imshow_kwargs: Any) -> Any:
+    """``imshow`` a display-oriented slice without ticks; boolean masks in black and white."""
+    data2d = np.asarray(data2d)
+    kwargs = {"cmap": "gray", "interpolation": "nearest"}
+    if data2d.dtype == bool:
+        data2d = data2d.astype(np.float32)
+        kwargs.update(vmin=0.0, vmax=1.0)
+    kwargs.update(imshow_kwargs)
+    image = ax.imshow(data2d, **kwargs)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+    return image
+
+
+def _outline(ax: Any, mask2d: np.ndarray, colour: str = LESION_COLOUR) -> None:
+    """Draw the contour of a display-oriented binary slice."""
+    mask2d = np.asarray(mask2d, dtype=np.float32)
+    if mask2d.any() and not mask2d.all():
+        ax.contour(mask2d, levels=[0.5], colors=[colour], linewidths=1.0)
+
+
+def _check_mapping(value: Any, name: str) -> None:
+    if not isinstance(value, Mapping) or not value:
+        raise TypeError(f"`{name}` must be a non-empty mapping of name -> array, got {type(value).__name__}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Volumes
+# ----------------------------------------------------------------------------------------------
+
+def show_slices(volumes: Mapping[str, np.ndarray], *, slice_index: int | Sequence[int] | None = None, axis: int = 2,
+                ax: Any = None, **imshow_kwargs: Any):
+    """Show the same slice of several volumes side by side (one panel each, titled by key).
+
+    Args:
+        volumes: title -> ``(X, Y, Z)`` volume (or ``(X, Y)`` slice); bool arrays are shown as masks.
+        slice_index: index along ``axis`` for every panel, one index per panel (volumes on
+            different grids), or ``None``: each volume's middle slice.
+        axis: ``2`` axial (default), ``1`` coronal, ``0`` sagittal.
+        ax: ``None`` (new figure) or ``len(volumes)`` axes.
+        **imshow_kwargs: passed to ``imshow`` (e.g. ``cmap``, ``vmin``, ``vmax``).
+
+    Returns:
+        The :class:`matplotlib.figure.Figure` holding the panels.
+
+    Raises:
+        TypeError: ``volumes`` is not a non-empty mapping.
+        ValueError: bad ``axis``/``slice_index`` or number of axes.
+    """
+    _check_mapping(volumes, "volumes")
+    indices = list(slice_index) if isinstance(slice_index, (Sequence, np.ndarray)) else [slice_index] * len(volumes)
+    if len(indices) != len(volumes):
+        raise ValueError(f"`slice_index` must be an int, None or {len(volumes)} indices, got {slice_index!r}")
+    fig, axes = _axes_grid(len(volumes), ax)
+    for panel, (title, volume), index in zip(axes, volumes.items(), indices):
+        _image_panel(panel, display_slice(volume, axis=axis, index=index), str(title), **imshow_kwargs)
+    return fig
+
+
+def cohort_montage(template: np.ndarray, healthy: Sequence[np.ndarray],
+                   lesion: Sequence[tuple[np.ndarray, np.ndarray]], *, axis: int = 2,
+                   healthy_titles: Sequence[str] | None = None, lesion_titles: Sequence[str] | None = None,
+                   ax: Any = None):
+    """The source template beside simulated healthy subjects and lesion cases (the phantom at a glance).
+
+    Healthy subjects and the template are shown at their middle slice; each lesion case at the slice
+    through most of its lesion (the middle slice often misses it), its lesion outlined in
+    :data:`LESION_COLOUR`. Used for ``docs/phantom.png``.
+
+    Args:
+        template: ``(X, Y, Z)`` source image (e.g. the MNI152 template), any grid.
+        healthy: ``(X, Y, Z)`` images of healthy subjects (typically 3).
+        lesion: ``(image, lesion_mask)`` pairs of ``(X, Y, Z)`` arrays (typically 3).
+        axis: slicing axis, ``2`` axial.
+        healthy_titles: panel titles of the healthy subjects (default ``healthy 1``...).
+        lesion_titles: panel titles of the lesion cases (default ``lesion 1``...).
+        ax: ``None`` or ``1 + len(healthy) + len(lesion)`` axes.
+
+    Returns:
+        The figure (one row of panels when ``ax`` is None).
+
+    Raises:
+        ValueError: a lesion entry is not an ``(image, mask)`` pair of equal shapes, or titles do
+            not match the numbers of cases.
+    """
+    healthy, lesion = list(healthy), list(lesion)
+    healthy_titles = list(healthy_titles) if healthy_titles is not None else [f"healthy {i + 1}" for i in range(len(healthy))]
+    lesion_titles = list(lesion_titles) if lesion_titles is not None else [f"lesion {i + 1}" for i in range(len(lesion))]
+    if len(healthy_titles) != len(healthy) or len(lesion_titles) != len(lesion):
+        raise ValueError(f"`healthy_titles`/`lesion_titles` must match the numbers of cases, got "
+                         f"{len(healthy_titles)}/{len(lesion_titles)} for {len(healthy)}/{len(lesion)}")
+    for i, pair in enumerate(lesion):
+        if len(pair) != 2 or np.shape(pair[0]) != np.shape(pair[1]):
+            raise ValueError(f"`lesion[{i}]` must be an (image, lesion_mask) pair of equal shapes, got {pair!r:.80}")
+    fig, axes = _axes_grid(1 + len(healthy) + len(lesion), ax)
+    _image_panel(axes[0], display_slice(template, axis=axis), "template")
+    for panel, image, title in zip(axes[1:], healthy, healthy_titles):
+        _image_panel(panel, display_slice(image, axis=axis), title)
+    for panel, (image, mask), title in zip(axes[1 + len(healthy):], lesion, lesion_titles):
+        k = _lesion_slice(np.asarray(mask, dtype=bool), axis, np.shape(image)[axis])
+        _image_panel(panel, display_slice(image, axis=axis, index=k), title)
+        _outline(panel, display_slice(np.asarray(mask, dtype=bool), axis=axis, index=k))
+    return fig
+
+
+def erasing_gallery(examples: Mapping[str, np.ndarray], *, target: np.ndarray | None = None, axis: int = 2,
+                    slice_index: int | None = None, ncols: int = 4, ax: Any = None):
+    """Erased inputs side by side (Bengs et al. 2021, Fig. 3), the unerased target first.
+
+    Without ``slice_index``, each 3D example is shown at the slice where it differs most from
+    ``target`` (where the erased box or half lies), or at its middle slice without a target.
+
+    Args:
+        examples: title (e.g. the experiment name ``3D-Cube-n``) -> erased ``(X, Y, Z)`` volume or
+            ``(X, Y)`` slice.
+        target: the unerased image, same shape as the examples, shown first as ``target``.
+        axis: slicing axis of 3D examples.
+        slice_index: fixed slice index for every 3D panel.
+        ncols: panels per row of a new figure.
+        ax: ``None`` or one axes per panel.
+
+    Returns:
+        The figure.
+
+    Raises:
+        TypeError: ``examples`` is not a non-empty mapping.
+        ValueError: an example's shape differs from ``target``.
+    """
+    _check_mapping(examples, "examples")
+    panels = {} if target is None else {"target": np.asarray(target)}
+    for title, volume in examples.items():
+        if target is not None and np.shape(volume) != np.shape(target):
+            raise ValueError(f"`examples[{title!r}]` must have the target's shape {np.shape(target)}, "
+                             f"got {np.shape(volume)}")
+        panels[str(title)] = np.asarray(volume)
+    fig, axes = _axes_grid(len(panels), ax, ncols=ncols)
+    for panel, (title, volume) in zip(axes, panels.items()):
+        index = slice_index
+        if volume.ndim == 3 and index is None and target is not None:
+            index = _lesion_slice(np.asarray(volume != target), axis, volume.shape[axis])
+        _image_panel(panel, display_slice(volume, axis=axis, index=index), title, vmin=0.0, vmax=1.0)
+    return fig
+
+
+def example_cases_plot(cases: Sequence[Any], *, threshold: float | None = None, axis: int = 2, ax: Any = None):
+    """Example cases as in Fig. 7: input, reconstruction, difference, heat map, ground truth.
+
+    Args:
+        cases: :class:`uadlab.analysis.ExampleCase` objects (``(X, Y)`` slices, already at the
+            slice with most lesion) or objects/mappings with ``(X, Y, Z)`` volumes such as
+            :class:`uadlab.inference.SubjectMaps` (shown at the slice through most of the lesion).
+            Each needs ``image``, ``recon``, ``residual``, ``anomaly_map`` and ``lesion_mask``;
+            ``prediction`` (bool), ``label``, ``dice`` and ``subject_id`` are used when present.
+        threshold: outline ``anomaly_map > threshold`` on the heat map in :data:`PREDICTION_COLOUR`
+            (a case's own ``prediction`` is outlined when this is ``None``).
+        axis: slicing axis of 3D cases.
+        ax: ``None`` or ``5 * len(cases)`` axes (row-major: one row per case).
+
+    Returns:
+        The figure: one row per case, five columns.
+
+    Raises:
+        ValueError: ``cases`` is empty, or a case lacks one of the arrays.
+    """
+    cases = list(cases)
+    if not cases:
+        raise ValueError("`cases` must hold at least one case, got an empty sequence")
+    columns = ("image", "recon", "residual", "anomaly_map", "lesion_mask")
+    headers = ("input", "reconstruction", "difference", "heat map", "ground truth")
+    if ax is None:
+        fig, grid = _new_figure(len(cases), 5, panel=2.0)
+        axes = list(np.ravel(grid))
+    else:
+        fig, axes = _axes_grid(5 * len(cases), ax)
+    for row, case in enumerate(cases):
+        arrays = {key: np.asarray(_field(case, key, row)) for key in columns}
+        mask = arrays["lesion_mask"].astype(bool)
+        k = _lesion_slice(mask, axis, mask.shape[axis]) if mask.ndim == 3 else None
+        prediction = _field(case, "prediction", row, default=None)
+        if threshold is not None:
+            prediction = arrays["anomaly_map"] > threshold
+        for col, (key, header) in enumerate(zip(columns, headers)):
+            panel = axes[5 * row + col]
+            volume = mask if key == "lesion_mask" else arrays[key].astype(np.float32)
+            style = {"cmap": "inferno", "vmin": 0.0} if key in ("residual", "anomaly_map") else {}
+            _image_panel(panel, display_slice(volume, axis=axis, index=k), header if row == 0 else None, **style)
+            if key == "anomaly_map" and prediction is not None:
+                _outline(panel, display_slice(np.asarray(prediction, bool), axis=axis, index=k), PREDICTION_COLOUR)
+        axes[5 * row].set_ylabel(_case_title(case, row), fontsize=8)
+    return fig
+
+
+def _case_title(case: Any, row: int) -> str:
+    """``"best\nsub-007\nDICE 0.41"`` from whichever of label, subject_id, dice a case has."""
+    parts = [_field(case, "label", row, default=None), _field(case, "subject_id", row, default=None)]
+    dice_value = _field(case, "dice", row, default=None)
+    if dice_value is not None:
+        parts.append(f"DICE {float(dice_value):.2f}")
+    return "\n".join(str(p) for p in parts if p is not None) or f"case {row + 1}"
+
+
+def _field(case: Any, key: str, row: int, default: Any = ...) -> Any:
+    """``case[key]`` or ``case.key``; ValueError naming the case when missing and no default."""
+    value = case.get(key, default) if isinstance(case, Mapping) else getattr(case, key, default)
+    if value is ...:
+        raise ValueError(f"`cases[{row}]` must have `{key}`, got {type(case).__name__} without it")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------
+# Result plots (Figs. 4-6)
+# ----------------------------------------------------------------------------------------------
+
+def _require_columns(df: Any, columns: Sequence[str], name: str) -> None:
+    import pandas as pd
+
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"`{name}` must be a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"`{name}` must have columns {list(columns)}, got {list(df.columns)} (missing {missing})")
+
+
+def _log_x(axes: Any) -> None:
+    """Log x axis with labels on the decades only (minor labels overlap on narrow ranges)."""
+    from matplotlib.ticker import NullFormatter
+
+    axes.set_xscale("log")
+    axes.xaxis.set_minor_formatter(NullFormatter())
+
+
+def lesion_size_plot(df: Any, fit: Any = None, *, hue: str | None = "experiment", ax: Any = None):
+    """DICE_S against lesion size with a cubic fit, as Fig. 4 (Bengs et al. 2021, Sec. 3).
+
+    Lesion size is drawn on a log axis, matching :func:`uadlab.analysis.lesion_size_fit`, whose
+    polynomial is in ``log10`` voxels.
+
+    Args:
+        df: :func:`uadlab.analysis.lesion_size_table` output (several experiments concatenated with
+            an ``experiment`` column are fine): columns ``lesion_voxels`` (size in voxels, > 0) and
+            ``dice`` (the subject's DICE), optionally ``hue``.
+        fit: the cubic fit ``p(log10(voxels)) -> DICE``: a :class:`numpy.poly1d` or coefficient
+            sequence (highest power first), or a mapping hue value -> such a fit (one curve per
+            group, in the group's colour). ``None``: no curve.
+        hue: grouping column (used when present in ``df``), or ``None``.
+        ax: ``None`` or one axes.
+
+    Returns:
+        The figure.
+
+    Raises:
+        TypeError: ``df`` is not a DataFrame.
+        ValueError: a column is missing or a lesion size is not positive.
+    """
+    import seaborn as sns
+
+    _require_columns(df, ["lesion_voxels", "dice"], "df")
+    if (df["lesion_voxels"] <= 0).any():
+        raise ValueError("`df['lesion_voxels']` must be positive (drop subjects without lesion), got a value <= 0")
+    hue = hue if hue is not None and hue in df.columns else None
+    levels = [str(v) for v in dict.fromkeys(df[hue])] if hue else []
+    palette = dict(zip(levels, sns.color_palette(n_colors=max(len(levels), 1))))
+    data = df.assign(**{hue: df[hue].astype(str)}) if hue else df
+    fig, (axes,) = _axes_grid(1, ax, panel=4.5)
+    sns.scatterplot(data=data, x="lesion_voxels", y="dice", hue=hue, palette=palette if hue else None, ax=axes,
+                    s=22, alpha=0.7)
+    _log_x(axes)
+    grid = np.geomspace(float(df["lesion_voxels"].min()), float(df["lesion_voxels"].max()), 200) if len(df) else []
+    curves = fit.items() if isinstance(fit, Mapping) else [] if fit is None else [(None, fit)]
+    for label, poly in curves:
+        colour = palette.get(str(label), "k")
+        axes.plot(grid, np.clip(np.polyval(np.asarray(poly, float), np.log10(grid)), 0, 1), color=colour, lw=1.5,
+                  gid="cubic_fit")
+    axes.set_xlabel("lesion size (voxels, log scale)")
+    axes.set_ylabel("DICE (per subject)")
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_title("Fig. 4: DICE vs lesion size (cubic fit)", fontsize=10)
+    return fig
+
+
+def data_size_plot(df: Any, *, metric: str = "auprc", ax: Any = None):
+    """Detection performance against training-set size, as Fig. 5 (Bengs et al. 2021, Sec. 3).
+
+    Args:
+        df: one row per (experiment, fraction[, dataset]) with columns ``experiment``, ``fraction``
+            (share of the healthy training set in ``(0, 1]``) and ``metric``; an optional
+            ``dataset`` column draws one line style per lesion cohort.
+        metric: the y column (``auprc`` or ``dice_d``), shown in percent.
+        ax: ``None`` or one axes.
+
+    Returns:
+        The figure.
+
+    Raises:
+        TypeError: ``df`` is not a DataFrame.
+        ValueError: a column is missing.
+    """
+    import seaborn as sns
+
+    _require_columns(df, ["experiment", "fraction", metric], "df")
+    data = df.assign(percent=100 * df["fraction"].astype(float), value=100 * df[metric].astype(float))
+    fig, (axes,) = _axes_grid(1, ax, panel=4.5)
+    style = "dataset" if "dataset" in data.columns else None
+    sns.lineplot(data=data, x="percent", y="value", hue="experiment", style=style, markers=True, ax=axes)
+    axes.set_xlabel("healthy training data used (%)")
+    axes.set_ylabel(f"{metric.upper()} (%)")
+    axes.set_title(f"Fig. 5: {metric.upper()} vs training-set size", fontsize=10)
+    return fig
+
+
+def slice_detection_plot(curves: Any, *, ax: Any = None):
+    """Slice-wise detection precision-recall curves, as Fig. 6 (Bengs et al. 2021, Sec. 3).
+
+    Args:
+        curves: mapping label -> curve, a curve being a mapping or object with ``precision`` and
+            ``recall`` arrays (and optionally ``auprc``, added to the legend), or a
+            ``(precision, recall[, auprc])`` tuple as :func:`uadlab.analysis.slice_detection_curve`
+            returns; or a DataFrame with columns ``experiment``,
+            ``precision``, ``recall`` (optionally ``auprc``).
+        ax: ``None`` or one axes.
+
+    Returns:
+        The figure.
+
+    Raises:
+        TypeError: ``curves`` is neither a mapping nor a DataFrame.
+        ValueError: a curve lacks precision/recall or their lengths differ.
+    """
+    import pandas as pd
+
+    if isinstance(curves, pd.DataFrame):
+        _require_columns(curves, ["experiment", "precision", "recall"], "curves")
+        curves = {name: part for name, part in curves.groupby("experiment", sort=False)}
+    if not isinstance(curves, Mapping):
+        raise TypeError(f"`curves` must be a mapping or a DataFrame, got {type(curves).__name__}")
+    fig, (axes,) = _axes_grid(1, ax, panel=4.5)
+    for label, curve in curves.items():
+        precision, recall, area = _curve_arrays(curve, label)
+        text = str(label) if area is None else f"{label} (AUPRC {100 * area:.1f} %)"
+        axes.step(recall, precision, where="post", label=text)
+    axes.set_xlabel("recall")
+    axes.set_ylabel("precision")
+    axes.set_xlim(0, 1.01)
+    axes.set_ylim(0, 1.01)
+    axes.legend(fontsize=8, loc="lower left")
+    axes.set_title("Fig. 6: slice-wise detection", fontsize=10)
+    return fig
+
+
+def _curve_arrays(curve: Any, label: Any) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """``(precision, recall, auprc or None)`` of one curve in any accepted form."""
+    import pandas as pd
+
+    if isinstance(curve, pd.DataFrame):
+        area = float(curve["auprc"].iloc[0]) if "auprc" in curve.columns else None
+        return curve["precision"].to_numpy(float), curve["recall"].to_numpy(float), area
+    if isinstance(curve, Mapping):
+        precision, recall, area = curve.get("precision"), curve.get("recall"), curve.get("auprc")
+    elif isinstance(curve, (tuple, list)) and len(curve) in (2, 3):  # analysis.slice_detection_curve
+        precision, recall, area = (*curve, None)[:3]
+    else:
+        precision, recall, area = (getattr(curve, k, None) for k in ("precision", "recall", "auprc"))
+    if precision is None or recall is None or np.shape(precision) != np.shape(recall):
+        raise ValueError(f"`curves[{label!r}]` must hold equally long `precision` and `recall`, got {curve!r:.80}")
+    return np.asarray(precision, float), np.asarray(recall, float), None if area is None else float(area)
+
+
+def training_curves(history: Any, *, ax: Any = None):
+    """Learning curves of one run: training loss terms and the healthy validation error per epoch.
+
+    Args:
+        history: ``history.csv`` of a run (:attr:`uadlab.training.TrainResult.history`): columns
+            ``epoch``, ``train_recon`` and ``val_recon`` (l1 per voxel), optionally ``train_kl``.
+        ax: ``None`` or one axes.
+
+    Returns:
+        The figure; the epoch with the lowest ``val_recon`` (the kept checkpoint, Sec. 2.3) is marked.
+
+    Raises:
+        TypeError: ``history`` is not a DataFrame.
+        ValueError: a column is missing.
+    """
+    _require_columns(history, ["epoch", "train_recon", "val_recon"], "history")
+    fig, (axes,) = _axes_grid(1, ax, panel=4.0)
+    axes.plot(history["epoch"], history["train_recon"], "o-", label="train l1 (erased input)")
+    axes.plot(history["epoch"], history["val_recon"], "s-", label="healthy val l1")
+    if len(history):
+        best = history.loc[history["val_recon"].idxmin()]
+        axes.axvline(best["epoch"], color="0.5", ls=":", label=f"best epoch {int(best['epoch'])}")
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("reconstruction error (l1 per voxel)")
+    axes.legend(fontsize=8)
+    return fig
+
+
+def lesion_volume_plot(subjects: Any, *, ax: Any = None):
+    """Distribution of lesion sizes per cohort (a built data set's ``subjects.csv``).
+
+    Args:
+        subjects: columns ``cohort`` and ``lesion_voxels`` (voxels in the built grid); subjects
+            without lesion are left out.
+        ax: ``None`` or one axes.
+
+    Returns:
+        The figure (strip plot on a log axis).
+
+    Raises:
+        TypeError: ``subjects`` is not a DataFrame.
+        ValueError: a column is missing.
+    """
+    import seaborn as sns
+
+    _require_columns(subjects, ["cohort", "lesion_voxels"], "subjects")
+    lesions = subjects[subjects["lesion_voxels"] > 0]
+    fig, (axes,) = _axes_grid(1, ax, panel=4.0)
+    sns.stripplot(data=lesions, x="lesion_voxels", y="cohort", hue="cohort", ax=axes, size=5, legend=False)
+    if len(lesions):
+        _log_x(axes)
+    axes.set_xlabel("lesion size (voxels, log scale)")
+    axes.set_title("lesion sizes per cohort", fontsize=10)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Precision-recall at an operating point (shared with uadlab.widgets)
+# ----------------------------------------------------------------------------------------------
+
+def _flat_scores(scores: Any, labels: Any, mask: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pool ``scores``/``labels`` (arrays or lists of volumes) over ``mask`` voxels into 1D arrays."""
+    def pool(x: Any) -> np.ndarray:
+        if isinstance(x, (list, tuple)):
+            return np.concatenate([np.ravel(v) for v in x]) if x else np.zeros(0)
+        return np.ravel(np.asarray(x))
+
+    s, y = pool(scores).astype(np.float64), pool(labels).astype(bool)
+    if s.shape != y.shape:
+        raise ValueError(f"`scores` and `labels` must hold the same number of voxels, got {s.size} and {y.size}")
+    if mask is not None:
+        m = pool(mask).astype(bool)
+        if m.shape != s.shape:
+            raise ValueError(f"`mask` must hold as many voxels as `scores`, got {m.size} and {s.size}")
+        s, y = s[m], y[m]
+    return s, y
+
+
+def operating_point(scores: Any, labels: Any, threshold: float, *, mask: Any = None) -> tuple[float, float]:
+    """Precision and recall of the segmentation ``scores > threshold``: a point on the PR curve.
+
+    Args:
+        scores: anomaly map(s): an array or a list of volumes.
+        labels: lesion mask(s) of the same structure.
+        threshold: threshold in score units.
+        mask: voxels that count (e.g. brain masks), or ``None``.
+
+    Returns:
+        ``(precision, recall)``; precision is 1 for an empty prediction (the PR curve's left end),
+        recall NaN without positive voxels.
+
+    Raises:
+        ValueError: shapes differ.
+
+    >>> operating_point(np.array([0.1, 0.6, 0.8]), np.array([0, 0, 1]), 0.5)
+    (0.5, 1.0)
+    """
+    s, y = _flat_scores(scores, labels, mask)
+    return _precision_recall_at(s, y, float(threshold))
+
+
+def _precision_recall_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[float, float]:
+    """Precision and recall of ``scores > threshold`` on pooled 1D arrays."""
+    pred = scores > threshold
+    tp = np.count_nonzero(pred & labels)
+    n_pred, n_pos = np.count_nonzero(pred), np.count_nonzero(labels)
+    return (float(tp / n_pred) if n_pred else 1.0), (float(tp / n_pos) if n_pos else float("nan"))
+
+
+def pr_curve_figure(scores: Any, labels: Any, *, operating_point: float | None = None, mask: Any = None,
+                    title: str = "voxel-wise precision-recall"):
+    """Interactive voxel-wise precision-recall curve (plotly), with an optional operating point.
+
+    Args:
+        scores: anomaly map(s): an array or a list of ``(X, Y, Z)`` volumes.
+        labels: lesion mask(s) of the same structure.
+        operating_point: a threshold; the precision/recall of ``scores > threshold`` is marked.
+        mask: voxels that count (e.g. brain masks), same structure; ``None``: all voxels.
+        title: figure title; the AUPRC (average precision) is appended.
+
+    Returns:
+        A :class:`plotly.graph_objects.Figure`.
+
+    Raises:
+        ValueError: shapes differ or there is no positive voxel.
+    """
+    import plotly.graph_objects as go
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    s, y = _flat_scores(scores, labels, mask)
+    if not y.any():
+        raise ValueError("`labels` must hold at least one positive voxel, got none")
+    precision, recall, thresholds = precision_recall_curve(y, s)
+    area = average_precision_score(y, s)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=recall, y=precision, mode="lines", line_shape="hv", name="PR curve",
+                             customdata=np.append(thresholds, np.nan),
+                             hovertemplate="recall %{x:.3f}<br>precision %{y:.3f}<br>threshold %{customdata:.4f}"))
+    if operating_point is not None:
+        p, r = _precision_recall_at(s, y, float(operating_point))
+        fig.add_trace(go.Scatter(x=[r], y=[p], mode="markers", marker={"size": 12, "color": PREDICTION_COLOUR},
+                                 name=f"threshold {float(operating_point):.4g}"))
+    fig.update_layout(title=f"{title} (AUPRC {100 * area:.1f} %)", xaxis_title="recall", yaxis_title="precision",
+                      xaxis_range=[0, 1.01], yaxis_range=[0, 1.01], width=520, height=440)
+    return fig
+
+
+def orthogonal_slices(volume: np.ndarray, overlay: np.ndarray | None = None, *, index: Sequence[int] | None = None,
+                      title: str = ""):
+    """Interactive sagittal, coronal and axial slices through one voxel (plotly), with an overlay.
+
+    Args:
+        volume: ``(X, Y, Z)`` image.
+        overlay: ``(X, Y, Z)`` mask or map drawn semi-transparently in red on top, or ``None``.
+        index: ``(i, j, k)`` voxel the three planes pass through; ``None``: the centre.
+        title: figure title.
+
+    Returns:
+        A :class:`plotly.graph_objects.Figure` with three heat-map panels.
+
+    Raises:
+        ValueError: ``volume`` is not 3D, ``overlay`` has another shape, or ``index`` is out of range.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    volume = np.asarray(volume, dtype=np.float32)
+    if volume.ndim != 3:
+        raise ValueError(f"`volume` must be an (X, Y, Z) volume, got shape {volume.shape!r}")
+    if overlay is not None and np.shape(overlay) != volume.shape:
+        raise ValueError(f"`overlay` must have the volume's shape {volume.shape}, got {np.shape(overlay)}")
+    index = tuple(s // 2 for s in volume.shape) if index is None else tuple(index)
+    if len(index) != 3 or not all(0 <= int(i) < s for i, s in zip(index, volume.shape)):
+        raise ValueError(f"`index` must be 3 voxel indices inside {volume.shape}, got {index!r}")
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[_AXIS_NAMES[a] for a in (0, 1, 2)])
+    for col, axis in enumerate((0, 1, 2), start=1):
+        # plotly draws row 0 at the bottom, so the un-rotated slice's transpose puts the second voxel
+        # axis upwards -- the same orientation as display_slice.
+        plane = np.take(volume, int(index[axis]), axis=axis).T
+        fig.add_trace(go.Heatmap(z=plane, colorscale="gray", showscale=False, name=_AXIS_NAMES[axis]),
+                      row=1, col=col)
+        if overlay is not None:
+            layer = np.take(np.asarray(overlay, dtype=np.float32), int(index[axis]), axis=axis).T
+            fig.add_trace(go.Heatmap(z=np.where(layer > 0, layer, np.nan), colorscale="Reds", opacity=0.5,
+                                     showscale=False, name="overlay"), row=1, col=col)
+        fig.update_yaxes(scaleanchor=f"x{'' if col == 1 else col}", row=1, col=col, showticklabels=False)
+        fig.update_xaxes(showticklabels=False, row=1, col=col)
+    fig.update_layout(title=title, width=900, height=340)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Saving
+# ----------------------------------------------------------------------------------------------
+
+_MATPLOTLIB_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
+
+
+def save_figure(fig: Any, path: str | Path, *, dpi: int = 120) -> Path:
+    """Write a figure atomically: matplotlib as PNG (or PDF/SVG), plotly as self-contained HTML (works offline).
+
+    Args:
+        fig: a :class:`matplotlib.figure.Figure` or a :class:`plotly.graph_objects.Figure`.
+        path: output file; ``.png``/``.pdf``/``.svg`` for matplotlib, ``.html`` for plotly. Its
+            folder is created. An existing file is replaced (figures are derived outputs).
+        dpi: resolution of matplotlib raster output.
+
+    Returns:
+        ``path`` as a :class:`pathlib.Path`.
+
+    Raises:
+        TypeError: ``fig`` is neither kind of figure.
+        ValueError: the suffix does not suit the figure kind.
+    """
+    from uadlab.io import atomic_write
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if hasattr(fig, "savefig"):
+        if suffix not in _MATPLOTLIB_FORMATS:
+            raise ValueError(f"`path` must end in {sorted(_MATPLOTLIB_FORMATS)} for a matplotlib figure, got {str(path)!r}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, overwrite=True) as tmp:
+            fig.savefig(tmp, format=_MATPLOTLIB_FORMATS[suffix], dpi=dpi)
+        return path
+    if hasattr(fig, "write_html"):
+        if suffix != ".html":
+            raise ValueError(f"`path` must end in '.html' for a plotly figure, got {str(path)!r}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, overwrite=True) as tmp:
+            fig.write_html(tmp, include_plotlyjs=True, full_html=True)
+        return path
+    raise TypeError(f"`fig` must be a matplotlib or plotly figure, got {type(fig).__name__}")

@@ -1,0 +1,391 @@
+"""Interactive explorers for the labs: threshold, spatial erasing, slices (ipywidgets).
+
+Each ``*_explorer`` function returns an :class:`ipywidgets.VBox` of controls above a rendered
+picture; moving a control redraws the picture at once (the observers run in the kernel, so the
+boxes also work in tests without a browser). The picture is a matplotlib figure rendered to PNG
+into an :class:`ipywidgets.Image`, which needs no GUI backend.
+
+Headless runs (papermill, CI) pass ``static=True`` (the notebooks pass ``static=not INTERACTIVE``):
+the function then returns the same picture as a :class:`matplotlib.figure.Figure` for the
+initial control values, so nothing waits for a frontend. :func:`render_static` does the same by
+name and produces the documentation images (``docs/widget_*.png``).
+
+- :func:`threshold_explorer`: the anomaly-map threshold (Bengs et al. 2021, Sec. 2.3) -- the
+  binarised map on a slice, DICE_D over all subjects and the operating point on the voxel-wise
+  precision-recall curve.
+- :func:`erasing_explorer`: the spatial erasing of Sec. 2.2 / Fig. 3 -- method, fill, probability
+  and seed; the erased input beside the unerased target.
+- :func:`slice_explorer`: input, reconstruction, residual and ground truth, slice by slice.
+
+Shape:
+    image, recon, residual, anomaly_map: ``(X, Y, Z)`` float; brain_mask, lesion_mask: ``(X, Y, Z)``
+    bool. Slices are axial (``volume[:, :, k]``), shown as in :func:`uadlab.viz.display_slice`.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from uadlab import metrics, viz
+from uadlab.erasing import METHODS, parse_experiment
+
+__all__ = ["WIDGETS", "threshold_explorer", "erasing_explorer", "slice_explorer", "render_static"]
+
+#: Names accepted by :func:`render_static`.
+WIDGETS: tuple[str, ...] = ("threshold", "erasing", "slices")
+
+_SLIDER_STEPS = 200  # resolution of the threshold slider over [0, max score]
+_PNG_DPI = 90
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared helpers
+# ----------------------------------------------------------------------------------------------
+
+def _figure(ncols: int, *, panel: float = 2.8):
+    """A pyplot-free figure with one row of ``ncols`` axes."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(panel * ncols, panel + 0.5), layout="constrained")
+    return fig, list(np.ravel(fig.subplots(1, ncols, squeeze=False)))
+
+
+def _png(fig: Any) -> bytes:
+    """The figure as PNG bytes (for an :class:`ipywidgets.Image`)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=_PNG_DPI)
+    return buffer.getvalue()
+
+
+def _volume(array: Any, name: str, shape: tuple[int, ...] | None = None, *, dtype: Any = np.float32) -> np.ndarray:
+    """``array`` as an ``(X, Y, Z)`` array of ``dtype``; ValueError naming it otherwise."""
+    array = np.asarray(array)
+    if array.ndim != 3:
+        raise ValueError(f"`{name}` must be an (X, Y, Z) volume, got shape {array.shape!r}")
+    if shape is not None and array.shape != shape:
+        raise ValueError(f"`{name}` must have shape {shape!r}, got {array.shape!r}")
+    return array.astype(dtype)
+
+
+def _show(ax: Any, slice2d: np.ndarray, title: str, **kwargs: Any) -> None:
+    ax.imshow(viz.display_slice(slice2d), interpolation="nearest", **({"cmap": "gray"} | kwargs))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+
+
+def _contour(ax: Any, mask2d: np.ndarray, colour: str) -> None:
+    shown = viz.display_slice(np.asarray(mask2d, dtype=np.float32))
+    if shown.any() and not shown.all():
+        ax.contour(shown, levels=[0.5], colors=[colour], linewidths=1.0)
+
+
+def _check_static(static: Any) -> None:
+    if not isinstance(static, bool):
+        raise TypeError(f"`static` must be a bool, got {static!r}")
+
+
+def _box(controls: list, draw: Callable[[], Any], extra: list | None = None):
+    """VBox of ``controls`` (+ ``extra`` widgets) above an Image that ``draw()`` refreshes on any change."""
+    import ipywidgets as widgets
+
+    image = widgets.Image(format="png")
+
+    def redraw(_change: Any = None) -> None:
+        image.value = _png(draw())
+
+    for control in controls:
+        control.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([widgets.HBox(controls), *(extra or []), image])
+
+
+# ----------------------------------------------------------------------------------------------
+# Threshold explorer
+# ----------------------------------------------------------------------------------------------
+
+class _ThresholdData:
+    """Pooled brain-voxel scores of all subjects and their PR curve, computed once per explorer."""
+
+    def __init__(self, maps: Any) -> None:
+        from sklearn.metrics import precision_recall_curve
+
+        items = list(maps.values()) if isinstance(maps, Mapping) else list(maps)
+        if not items:
+            raise ValueError("`maps` must hold at least one subject, got none")
+        self.items = items
+        self.anomaly_maps, self.lesion_masks, self.images, self.ids = [], [], [], []
+        for i, m in enumerate(items):
+            lesion = getattr(m, "lesion_mask", None)
+            if lesion is None:
+                raise ValueError(f"`maps[{i}]` must have a lesion_mask (ground truth), got None")
+            anomaly = _volume(m.anomaly_map, f"maps[{i}].anomaly_map")
+            self.anomaly_maps.append(anomaly)
+            self.lesion_masks.append(_volume(lesion, f"maps[{i}].lesion_mask", anomaly.shape, dtype=bool))
+            self.images.append(_volume(m.image, f"maps[{i}].image", anomaly.shape))
+            self.ids.append(str(getattr(m, "subject_id", f"subject {i}")))
+        brains = [np.asarray(m.brain_mask, bool) for m in items]
+        self.scores = np.concatenate([a[b] for a, b in zip(self.anomaly_maps, brains)]).astype(np.float64)
+        self.labels = np.concatenate([l[b] for l, b in zip(self.lesion_masks, brains)])
+        if not self.labels.any():
+            raise ValueError("`maps` must hold at least one lesion voxel inside the brain, got none")
+        self.precision, self.recall, _ = precision_recall_curve(self.labels, self.scores)
+        self.auprc = metrics.auprc(self.scores, self.labels)
+        self.max_score = float(self.scores.max()) if self.scores.size else 1.0
+
+    def dice_d(self, threshold: float) -> float:
+        """Pooled DICE_D of ``anomaly_map > threshold`` over all subjects (NaN when undefined)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", metrics.UndefinedMetricWarning)
+            return metrics.dice_dataset([metrics.binarize(a, threshold) for a in self.anomaly_maps],
+                                        self.lesion_masks)
+
+    def summary(self, threshold: float) -> str:
+        """One HTML line: threshold, DICE_D, precision and recall."""
+        precision, recall = viz.operating_point(self.scores, self.labels, threshold)
+        return (f"<b>threshold</b> {threshold:.4f} &nbsp; <b>DICE_D</b> = {self.dice_d(threshold):.4f} &nbsp; "
+                f"precision {precision:.3f} &nbsp; recall {recall:.3f} &nbsp; (AUPRC {self.auprc:.3f})")
+
+    def figure(self, threshold: float, subject: int):
+        """Slice with prediction and ground truth, the binarised map, and the PR curve with the point."""
+        anomaly, lesion, image = self.anomaly_maps[subject], self.lesion_masks[subject], self.images[subject]
+        k = int(np.argmax(lesion.sum(axis=(0, 1)))) if lesion.any() else lesion.shape[2] // 2
+        pred = anomaly[:, :, k] > threshold
+        fig, axes = _figure(3)
+        _show(axes[0], image[:, :, k], f"{self.ids[subject]}, slice {k}", vmin=0, vmax=1)
+        _contour(axes[0], lesion[:, :, k], viz.LESION_COLOUR)
+        _contour(axes[0], pred, viz.PREDICTION_COLOUR)
+        _show(axes[1], pred, f"anomaly map > {threshold:.3f}", vmin=0, vmax=1)
+        _contour(axes[1], lesion[:, :, k], viz.LESION_COLOUR)
+        precision, recall = viz.operating_point(self.scores, self.labels, threshold)
+        axes[2].step(self.recall, self.precision, where="post", color="0.3", lw=1)
+        axes[2].plot([recall], [precision], "o", color=viz.PREDICTION_COLOUR, ms=8)
+        axes[2].set(xlim=(0, 1.01), ylim=(0, 1.01), xlabel="recall", ylabel="precision")
+        axes[2].set_title(f"DICE_D {self.dice_d(threshold):.3f}, AUPRC {self.auprc:.3f}", fontsize=9)
+        return fig
+
+
+def threshold_explorer(maps: Sequence[Any] | Mapping[str, Any], *, threshold: float | None = None,
+                       subject: int = 0, static: bool = False):
+    """Explore the anomaly-map threshold (Bengs et al. 2021, Sec. 2.3).
+
+    A slider sets the threshold ``t``; the picture shows, for the chosen subject, the axial slice
+    with most lesion (ground truth outlined in cyan, ``anomaly_map > t`` in red), the binarised map,
+    and the voxel-wise precision-recall curve of all subjects with the operating point of ``t``.
+    The line above reports DICE_D pooled over all subjects, precision and recall at ``t``.
+
+    Args:
+        maps: labelled :class:`uadlab.inference.SubjectMaps` (a sequence, or a mapping id -> maps),
+            e.g. the validation subjects.
+        threshold: initial threshold (e.g. the one fitted on validation); ``None``: half the
+            largest brain-voxel score.
+        subject: index of the subject shown first.
+        static: return a :class:`matplotlib.figure.Figure` at ``threshold`` instead of widgets.
+
+    Returns:
+        An :class:`ipywidgets.VBox` (slider, subject selector, summary line, picture), or the static
+        figure.
+
+    Raises:
+        TypeError: ``static`` is not a bool.
+        ValueError: no subject, a subject without lesion mask, no lesion voxel, mismatched shapes,
+            or ``subject`` out of range.
+    """
+    _check_static(static)
+    data = _ThresholdData(maps)
+    if isinstance(subject, bool) or not isinstance(subject, (int, np.integer)) or not 0 <= subject < len(data.ids):
+        raise ValueError(f"`subject` must be an int in [0, {len(data.ids)}), got {subject!r}")
+    threshold = data.max_score / 2 if threshold is None else float(threshold)
+    if static:
+        return data.figure(threshold, int(subject))
+    import ipywidgets as widgets
+
+    top = max(data.max_score, threshold, 1e-6)
+    slider = widgets.FloatSlider(value=threshold, min=0.0, max=top, step=top / _SLIDER_STEPS, readout_format=".4f",
+                                 description="threshold", continuous_update=False)
+    chooser = widgets.Dropdown(options=[(name, i) for i, name in enumerate(data.ids)], value=int(subject),
+                               description="subject")
+    summary = widgets.HTML(data.summary(threshold))
+    slider.observe(lambda change: setattr(summary, "value", data.summary(change["new"])), names="value")
+    return _box([slider, chooser], lambda: data.figure(slider.value, chooser.value), extra=[summary])
+
+
+# ----------------------------------------------------------------------------------------------
+# Erasing explorer
+# ----------------------------------------------------------------------------------------------
+
+_FAMILIES = ("None", "box", "multi", "half")
+_FAMILY_LABELS = {"None": "None", "box": "Patch / Cube", "multi": "Multi-Patch / Multi-Cube",
+                  "half": "Half-Slice / Half-Volume"}
+
+
+def _experiment_name(spatial_dims: int, family: str, fill: str) -> str:
+    """Table 1 name from the explorer's controls, e.g. ``(3, "box", "n") -> "3D-Cube-n"``."""
+    if family == "None":
+        return f"{spatial_dims}D-None"
+    return f"{spatial_dims}D-{METHODS[spatial_dims][_FAMILIES.index(family) - 1]}-{fill}"
+
+
+def _erasing_figure(image: np.ndarray, brain_mask: np.ndarray, name: str, p: float, seed: int,
+                    slice_index: int):
+    """Target, erased input and erased region of one draw of experiment ``name``."""
+    experiment = parse_experiment(name)
+    erasing = experiment.erasing(p=p)
+    rng = np.random.default_rng(seed)
+    if experiment.spatial_dims == 2:
+        target, mask = image[None, :, :, slice_index], brain_mask[None, :, :, slice_index]
+    else:
+        target, mask = image[None], brain_mask[None]
+    erased = target if erasing is None else erasing(target, mask, rng)
+    changed = erased[0] != target[0]
+    if experiment.spatial_dims == 3:  # show the axial slice where most was erased
+        k = int(np.argmax(changed.sum(axis=(0, 1)))) if changed.any() else slice_index
+        target2d, erased2d, changed2d = target[0, :, :, k], erased[0, :, :, k], changed[:, :, k]
+    else:
+        k, target2d, erased2d, changed2d = slice_index, target[0], erased[0], changed
+    fig, axes = _figure(3)
+    _show(axes[0], target2d, f"target (unerased), slice {k}", vmin=0, vmax=1)
+    drew = "erased" if changed.any() else "not erased this draw"
+    _show(axes[1], erased2d, f"input: {name}, p={p:g}, seed {seed} ({drew})", vmin=0, vmax=1)
+    _show(axes[2], changed2d, f"erased voxels: {100 * changed.mean():.1f} %", vmin=0, vmax=1)
+    return fig
+
+
+def erasing_explorer(image: np.ndarray, brain_mask: np.ndarray, *, experiment: str = "3D-Cube-n", p: float = 1.0,
+                     seed: int = 0, slice_index: int | None = None, static: bool = False):
+    """Explore spatial input erasing (Bengs et al. 2021, Sec. 2.2, Fig. 3).
+
+    Controls: input dimension (2D erases one axial slice, 3D the volume), method family
+    (Patch/Cube, Multi-Patch/Multi-Cube, Half-Slice/Half-Volume or None), fill (``0`` zeros,
+    ``n`` noise from the image's brain voxels), probability ``p`` and the seed of the draw. The
+    picture shows the unerased target, the erased input and the erased voxels (for 3D, on the axial
+    slice where most was erased). Uses :mod:`uadlab.erasing` exactly as training does.
+
+    Args:
+        image: ``(X, Y, Z)`` preprocessed image in ``[0, 1]``.
+        brain_mask: ``(X, Y, Z)`` bool brain mask (the noise fill samples its voxels).
+        experiment: initial Table 1 name, e.g. ``"3D-Cube-n"`` or ``"2D-Half-Slice-0"``.
+        p: initial erasing probability in ``[0, 1]`` (training uses 0.5; 1 always erases).
+        seed: initial seed of the draw.
+        slice_index: axial slice of 2D erasing (and of 3D draws that erase nothing); ``None``: middle.
+        static: return a :class:`matplotlib.figure.Figure` of the initial settings instead of widgets.
+
+    Returns:
+        An :class:`ipywidgets.VBox`, or the static figure.
+
+    Raises:
+        TypeError: ``static`` is not a bool.
+        ValueError: an unknown experiment, ``p`` outside ``[0, 1]``, bad shapes or slice index.
+    """
+    _check_static(static)
+    image = _volume(image, "image")
+    brain_mask = _volume(brain_mask, "brain_mask", image.shape, dtype=bool)
+    parsed = parse_experiment(experiment)
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+        raise ValueError(f"`p` must be a number in [0, 1], got {p!r}")
+    k = image.shape[2] // 2 if slice_index is None else slice_index
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < image.shape[2]:
+        raise ValueError(f"`slice_index` must be an int in [0, {image.shape[2]}), got {slice_index!r}")
+    if static:
+        return _erasing_figure(image, brain_mask, parsed.name, float(p), int(seed), int(k))
+    import ipywidgets as widgets
+
+    family = "None" if parsed.method == "None" else _FAMILIES[1 + METHODS[parsed.spatial_dims].index(parsed.method)]
+    dims = widgets.ToggleButtons(options=[("2D", 2), ("3D", 3)], value=parsed.spatial_dims, description="input")
+    method = widgets.Dropdown(options=[(_FAMILY_LABELS[f], f) for f in _FAMILIES], value=family, description="method")
+    fill = widgets.ToggleButtons(options=["0", "n"], value=parsed.fill or "n", description="fill")
+    prob = widgets.FloatSlider(value=float(p), min=0.0, max=1.0, step=0.05, description="p")
+    seed_box = widgets.IntText(value=int(seed), description="seed")
+
+    def draw():
+        name = _experiment_name(dims.value, method.value, fill.value)
+        return _erasing_figure(image, brain_mask, name, prob.value, seed_box.value, int(k))
+
+    return _box([dims, method, fill, prob, seed_box], draw)
+
+
+# ----------------------------------------------------------------------------------------------
+# Slice explorer
+# ----------------------------------------------------------------------------------------------
+
+def _slices_figure(volumes: dict[str, np.ndarray], lesion_mask: np.ndarray, k: int):
+    """Input, reconstruction, residual (and anomaly map) and ground truth at axial slice ``k``."""
+    fig, axes = _figure(len(volumes) + 1, panel=2.6)
+    residual_max = max(float(volumes["residual"].max()), 1e-6)
+    for ax, (title, volume) in zip(axes, volumes.items()):
+        style = {"cmap": "inferno", "vmin": 0, "vmax": residual_max} if title in ("residual", "anomaly map") \
+            else {"vmin": 0, "vmax": 1}
+        _show(ax, volume[:, :, k], f"{title} (slice {k})" if title == "input" else title, **style)
+    _show(axes[-1], lesion_mask[:, :, k], "ground truth", vmin=0, vmax=1)
+    _contour(axes[0], lesion_mask[:, :, k], viz.LESION_COLOUR)
+    return fig
+
+
+def slice_explorer(image: np.ndarray, recon: np.ndarray, residual: np.ndarray, lesion_mask: np.ndarray | None = None,
+                   *, anomaly_map: np.ndarray | None = None, slice_index: int | None = None, static: bool = False):
+    """Step through axial slices of input, reconstruction, residual and ground truth (Sec. 2.3).
+
+    Args:
+        image: ``(X, Y, Z)`` input in ``[0, 1]``.
+        recon: ``(X, Y, Z)`` reconstruction.
+        residual: ``(X, Y, Z)`` ``|image - recon|``.
+        lesion_mask: ``(X, Y, Z)`` bool ground truth, or ``None`` (an empty panel).
+        anomaly_map: optional ``(X, Y, Z)`` post-processed map, shown after the residual.
+        slice_index: first slice shown; ``None``: the slice with most lesion (middle without).
+        static: return a :class:`matplotlib.figure.Figure` of that slice instead of widgets.
+
+    Returns:
+        An :class:`ipywidgets.VBox` (slice slider above the picture), or the static figure.
+
+    Raises:
+        TypeError: ``static`` is not a bool.
+        ValueError: shapes differ or ``slice_index`` is out of range.
+    """
+    _check_static(static)
+    image = _volume(image, "image")
+    volumes = {"input": image, "reconstruction": _volume(recon, "recon", image.shape),
+               "residual": _volume(residual, "residual", image.shape)}
+    if anomaly_map is not None:
+        volumes["anomaly map"] = _volume(anomaly_map, "anomaly_map", image.shape)
+    lesion = np.zeros(image.shape, bool) if lesion_mask is None else _volume(lesion_mask, "lesion_mask", image.shape,
+                                                                             dtype=bool)
+    depth = image.shape[2]
+    if slice_index is None:
+        slice_index = int(np.argmax(lesion.sum(axis=(0, 1)))) if lesion.any() else depth // 2
+    if isinstance(slice_index, bool) or not isinstance(slice_index, (int, np.integer)) or not 0 <= slice_index < depth:
+        raise ValueError(f"`slice_index` must be an int in [0, {depth}), got {slice_index!r}")
+    if static:
+        return _slices_figure(volumes, lesion, int(slice_index))
+    import ipywidgets as widgets
+
+    slider = widgets.IntSlider(value=int(slice_index), min=0, max=depth - 1, description="axial slice")
+    return _box([slider], lambda: _slices_figure(volumes, lesion, slider.value))
+
+
+# ----------------------------------------------------------------------------------------------
+# Static rendering by name
+# ----------------------------------------------------------------------------------------------
+
+def render_static(widget_name: str, *args: Any, **kwargs: Any):
+    """The static figure of an explorer, by name (for headless runs and ``docs/widget_*.png``).
+
+    Args:
+        widget_name: ``"threshold"``, ``"erasing"`` or ``"slices"`` (see :data:`WIDGETS`).
+        *args: the explorer's positional arguments.
+        **kwargs: its keyword arguments (``static`` is set to True).
+
+    Returns:
+        A :class:`matplotlib.figure.Figure`.
+
+    Raises:
+        ValueError: an unknown ``widget_name``; as the explorer.
+    """
+    explorers = {"threshold": threshold_explorer, "erasing": erasing_explorer, "slices": slice_explorer}
+    if widget_name not in explorers:
+        raise ValueError(f"`widget_name` must be one of {WIDGETS}, got {widget_name!r}")
+    return explorers[widget_name](*args, **{**kwargs, "static": True})
