@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
-import pytest
-import torch
+# pytest-xdist runs two workers on two cores: one thread each, also in the notebook kernels that
+# inherit this environment (oversubscribed OpenMP threads make torch many times slower).
+os.environ["OMP_NUM_THREADS"] = "1"
+
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 torch.set_num_threads(1)
 os.environ.setdefault("UADLAB_CACHE", "")  # tests pass explicit cache folders; see uadlab.preprocessing

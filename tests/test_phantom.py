@@ -14,8 +14,6 @@ from uadlab.phantom import (
     PhantomSubject,
     SourceBrain,
     load_sources,
-    simulate_healthy,
-    simulate_lesion,
     simulate_subject,
     subject_seed,
 )
@@ -269,17 +267,6 @@ def test_voxel_mm_resamples_the_source(source):
     subject = simulate_subject(source, "healthy", 0, voxel_mm=8.0)
     np.testing.assert_allclose(np.diag(subject.affine)[:3], 8.0)
     assert subject.image.shape == (25, 30, 24)
-
-
-def test_tuple_wrappers_match_simulate_subject(source):
-    image, brain_mask, affine = simulate_healthy(source, 5)
-    subject = simulate_subject(source, "healthy", 5)
-    np.testing.assert_array_equal(image, subject.image)
-    np.testing.assert_array_equal(brain_mask, subject.brain_mask)
-    image, brain_mask, lesion_mask, affine = simulate_lesion(source, 5, "tumour")
-    np.testing.assert_array_equal(lesion_mask, simulate_subject(source, "tumour", 5).lesion_mask)
-    with pytest.raises(ValueError, match="`kind` must be 'tumour' or 'stroke'"):
-        simulate_lesion(source, 5, "healthy")
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ Subcommands::
     uadlab data check --manifest M --root R
     uadlab train --experiment NAME --data DIR --profile P --out runs/NAME [--fraction F] [--seed S] [--resume] [--overwrite]
     uadlab evaluate --run runs/NAME --data DIR [--val-data DIR2] --out OUT
-    uadlab reproduce --profile P --data phantom|DIR --out results/ [--experiments A,B]
+    uadlab reproduce --profile P --data phantom|DIR --out results/ [--experiments A,B] [--seed S]
     uadlab notebooks run --profile P --out DIR
 """
 
@@ -62,8 +62,15 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     metrics = evaluate_run(args.run, args.data, args.out, val_data=args.val_data, overwrite=args.overwrite,
                            progress=not args.quiet)
-    for key, value in metrics.items():
-        print(f"{key:>14}: {value}")
+
+    def num(value: float | None, spec: str = ".3f") -> str:  # NaN metrics are stored as null
+        return "n/a" if value is None else format(value, spec)
+
+    print(f"{metrics['experiment']} ({metrics['run']}) on {metrics['data']}, written to {args.out}")
+    for cohort, m in metrics["cohorts"].items():
+        print(f"  {cohort}: DICE_D {num(m['dice_d'])}  DICE_S {num(m['dice_s_mean'])} ± {num(m['dice_s_std'])}  "
+              f"AUPRC {num(m['auprc'])}  slice AUPRC {num(m['slice_auprc'])}  threshold {num(m['threshold'], '.4g')}"
+              f"  (n={m['n_subjects']}; test-tuned oracle DICE_D {num(m['oracle_dice_d'])}, reference only)")
 
 
 def _reproduce(args: argparse.Namespace) -> None:
@@ -71,7 +78,7 @@ def _reproduce(args: argparse.Namespace) -> None:
 
     experiments = args.experiments.split(",") if args.experiments else None
     outputs = reproduce(profile=args.profile, data=args.data, out=args.out, experiments=experiments,
-                        root=args.root, progress=not args.quiet)
+                        root=args.root, seed=args.seed, progress=not args.quiet)
     for name, path in outputs.items():
         print(f"{name}: {path}")
 
@@ -130,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--root", type=Path, default=None, help="data root for a real manifest")
     reproduce.add_argument("--out", type=Path, default=Path("results"))
     reproduce.add_argument("--experiments", default=None, help="comma-separated subset, e.g. 3D-Cube-n,2D-None")
+    reproduce.add_argument("--seed", type=int, default=0, help="seed of every training run")
     reproduce.set_defaults(func=_reproduce)
 
     notebooks = sub.add_parser("notebooks", help="run the notebooks").add_subparsers(dest="action", required=True)

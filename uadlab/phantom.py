@@ -55,8 +55,6 @@ __all__ = [
     "PhantomSubject",
     "SourceBrain",
     "load_sources",
-    "simulate_healthy",
-    "simulate_lesion",
     "simulate_subject",
     "subject_seed",
 ]
@@ -557,32 +555,6 @@ def simulate_subject(
         image=image, brain_mask=brain, lesion_mask=lesion_mask, affine=source.affine.copy(),
         lesion_volume_mm3=volume, source=source.name, kind=kind,
     )
-
-
-def simulate_healthy(
-    source: SourceBrain, rng: int | np.random.Generator, params: PhantomParams | Mapping | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``simulate_subject(source, "healthy", rng)`` as ``(image, brain_mask, affine)``.
-
-    Kept for the tuple-returning contract of docs/ARCHITECTURE.md; see :func:`simulate_subject`.
-    """
-    subject = simulate_subject(source, "healthy", rng, params=params)
-    return subject.image, subject.brain_mask, subject.affine
-
-
-def simulate_lesion(
-    source: SourceBrain, rng: int | np.random.Generator, kind: str, params: PhantomParams | Mapping | None = None,
-    *, target_volume_mm3: float | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A lesion case as ``(image, brain_mask, lesion_mask, affine)``; see :func:`simulate_subject`.
-
-    Raises:
-        ValueError: ``kind`` is not ``"tumour"`` or ``"stroke"`` (and as :func:`simulate_subject`).
-    """
-    if kind not in ("tumour", "stroke"):
-        raise ValueError(f"`kind` must be 'tumour' or 'stroke', got {kind!r}")
-    subject = simulate_subject(source, kind, rng, params=params, target_volume_mm3=target_volume_mm3)
-    return subject.image, subject.brain_mask, subject.lesion_mask, subject.affine
 
 
 # --------------------------------------------------------------------------------------------------

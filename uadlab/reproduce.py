@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from uadlab import analysis, viz
@@ -29,9 +30,10 @@ from uadlab.data import build_dataset, load_dataset
 from uadlab.erasing import EXPERIMENTS, parse_experiment
 from uadlab.errors import DatasetError
 from uadlab.evaluation import evaluate_run
+from uadlab.inference import predict
 from uadlab.io import atomic_write
 from uadlab.profiles import get_profile
-from uadlab.training import TrainConfig, train
+from uadlab.training import TrainConfig, load_run, train
 
 __all__ = ["DATA_SIZE_EXPERIMENTS", "PHANTOM_MANIFEST", "reproduce", "run_name"]
 
@@ -135,7 +137,7 @@ def reproduce(
 
     figures = out / "figures"
     figures.mkdir(exist_ok=True)
-    _write_figures(figures, dataset, out, names, subject_tables, pd.DataFrame(size_rows))
+    _write_figures(figures, dataset, out, table, subject_tables, pd.DataFrame(size_rows), progress)
     with atomic_write(out / "reproduce.json", overwrite=True) as tmp:
         tmp.write_text(json.dumps({"profile": prof.name, "data": str(data_dir), "seed": seed,
                                    "experiments": names, "runs": [run_name(*r) for r in runs]}, indent=2))
@@ -143,7 +145,53 @@ def reproduce(
             "runs": out / "runs"}
 
 
-def _write_figures(figures: Path, dataset, out: Path, names: list[str],
-                   subject_tables: dict[str, pd.DataFrame], size_table: pd.DataFrame) -> None:
-    """Figs. 4–7 for the baselines and the best run (by mean DICE_D over cohorts) among ``names``."""
-    raise NotImplementedError  # filled in once uadlab.analysis and uadlab.viz land
+def _write_figures(figures: Path, dataset, out: Path, table: pd.DataFrame,
+                   subject_tables: dict[str, pd.DataFrame], size_table: pd.DataFrame,
+                   progress: bool) -> None:
+    """Figs. 4–7 for the two baselines and the best run (highest mean DICE_D over cohorts).
+
+    Fig. 4 (DICE_S over lesion size, cubic fit per experiment) and Fig. 5 (AUPRC over the share of
+    training data) come from the tables; Figs. 6 (slice-wise detection) and 7 (best / median /
+    worst case) reconstruct each cohort's test split again with the chosen models. Fig. 7 is also
+    written as interactive plotly HTML (orthogonal slices of the worst case with its anomaly map).
+    """
+    ranking = table.groupby("experiment", sort=False)["dice_d"].mean().sort_values(ascending=False, kind="stable")
+    best = str(ranking.index[0])
+    shown = list(dict.fromkeys([e for e in ("2D-None", "3D-None") if e in subject_tables] + [best]))
+
+    sizes = pd.concat([analysis.lesion_size_table(subject_tables[e]).assign(experiment=e) for e in shown],
+                      ignore_index=True)
+    fits = {e: analysis.lesion_size_fit(part) for e, part in sizes.groupby("experiment", sort=False)
+            if part["log10_lesion_voxels"].nunique() >= 4}
+    _save(viz.lesion_size_plot(sizes, fits), figures / "fig4_lesion_size.png")
+    if not size_table.empty:
+        for metric in ("auprc", "dice_d"):
+            _save(viz.data_size_plot(size_table, metric=metric), figures / f"fig5_data_size_{metric}.png")
+
+    models = {e: load_run(out / "runs" / run_name(e))[0] for e in shown}
+    for cohort in dataset.lesion_cohorts:
+        ids = dataset.ids(cohort=cohort, split="test")
+        if not ids:
+            continue
+        curves = {}
+        for experiment, model in models.items():
+            maps = predict(model, dataset, ids, progress=progress)
+            curves[experiment] = analysis.slice_detection_curve(maps)
+            if experiment == best:
+                threshold = float(table.query("experiment == @experiment and dataset == @cohort")["threshold"].iloc[0])
+                cases = analysis.example_cases(maps, threshold, n=min(3, sum(m.lesion_voxels > 0 for m in maps.values())))
+                _save(viz.example_cases_plot(cases, threshold=threshold),
+                      figures / f"fig7_examples_{cohort}_{experiment}.png")
+                worst = maps[cases[-1].subject_id]
+                index = (*np.argwhere(worst.lesion_mask).mean(axis=0).astype(int),) if worst.lesion_voxels else None
+                _save(viz.orthogonal_slices(worst.image, worst.anomaly_map, index=index,
+                                            title=f"{experiment}, {cohort}, {worst.subject_id}: anomaly map"),
+                      figures / f"fig7_examples_{cohort}_{experiment}.html")
+        _save(viz.slice_detection_plot(curves), figures / f"fig6_slice_detection_{cohort}.png")
+
+
+def _save(fig, path: Path) -> None:
+    """Write a figure with :func:`uadlab.viz.save_figure` and free a matplotlib figure's memory."""
+    viz.save_figure(fig, path)
+    if hasattr(fig, "clf"):
+        fig.clf()
