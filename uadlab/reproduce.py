@@ -32,7 +32,7 @@ from uadlab.errors import DatasetError
 from uadlab.evaluation import evaluate_run
 from uadlab.inference import predict
 from uadlab.io import atomic_write
-from uadlab.profiles import get_profile
+from uadlab.profiles import Profile, get_profile
 from uadlab.training import TrainConfig, load_run, train
 
 __all__ = ["DATA_SIZE_EXPERIMENTS", "PHANTOM_MANIFEST", "reproduce", "run_name"]
@@ -55,7 +55,7 @@ def run_name(experiment: str, fraction: float = 1.0) -> str:
     return experiment if fraction == 1.0 else f"{experiment}@{round(fraction * 100)}"
 
 
-def _resolve_data(data: str | Path, out: Path, profile: str, root: Path | None, progress: bool) -> Path:
+def _resolve_data(data: str | Path, out: Path, profile: Profile, root: Path | None, progress: bool) -> Path:
     """Return a built data-set folder for ``data``: ``phantom``, a manifest YAML, or a built folder."""
     data_path = Path(data)
     if str(data) == "phantom":
@@ -71,7 +71,7 @@ def _resolve_data(data: str | Path, out: Path, profile: str, root: Path | None, 
 
 
 def reproduce(
-    profile: str = "smoke",
+    profile: str | Profile = "smoke",
     data: str | Path = "phantom",
     out: str | Path = "results",
     *,
@@ -83,10 +83,13 @@ def reproduce(
     """Run the whole study and write Table 1 and Figs. 4–7 (Bengs et al. 2021, Sec. 3).
 
     Args:
-        profile: ``smoke`` (CI, minutes on 2 CPU cores), ``lab`` or ``paper``.
+        profile: ``smoke`` (CI, minutes on 2 CPU cores), ``lab`` or ``paper``, or a
+            :class:`~uadlab.profiles.Profile`.
         data: ``"phantom"`` (default data set), a manifest YAML (then ``root`` is the data folder),
             or a folder built by ``uadlab data build``.
-        out: output folder; existing runs and data inside it are reused, never discarded.
+        out: output folder; existing data, runs and evaluations inside it are reused, never
+            discarded: a finished run is not trained again, and its evaluation is redone only when
+            its checkpoint is newer than its ``metrics.json``.
         experiments: subset of Table 1 names (default: all 14, in Table 1 order).
         root: data root of a real manifest.
         seed: seed of every training run.
@@ -103,7 +106,7 @@ def reproduce(
     names = list(EXPERIMENTS) if experiments is None else [parse_experiment(e).name for e in experiments]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    data_dir = _resolve_data(data, out, prof.name, Path(root) if root else None, progress)
+    data_dir = _resolve_data(data, out, prof, Path(root) if root else None, progress)
     dataset = load_dataset(data_dir)
     if not dataset.lesion_cohorts:
         raise DatasetError(f"{data_dir}: no lesion cohort to evaluate on")
@@ -114,11 +117,9 @@ def reproduce(
     rows, size_rows, subject_tables = [], [], {}
     for experiment, fraction in runs:
         name = run_name(experiment, fraction)
-        config = TrainConfig(experiment=experiment, profile=prof.name, data=str(data_dir),
-                             fraction=fraction, seed=seed)
+        config = TrainConfig(experiment=experiment, profile=prof, data=str(data_dir), fraction=fraction, seed=seed)
         run_dir = train(config, out / "runs" / name, resume=True, progress=progress).run_dir
-        metrics = evaluate_run(run_dir, data_dir, out / "evaluation" / name, overwrite=True,
-                               progress=progress)
+        metrics = _evaluation(run_dir, data_dir, out / "evaluation" / name, progress)
         for cohort, m in metrics["cohorts"].items():
             if fraction == 1.0:
                 rows.append({"experiment": experiment, "dataset": cohort,
@@ -143,6 +144,14 @@ def reproduce(
                                    "experiments": names, "runs": [run_name(*r) for r in runs]}, indent=2))
     return {"table1.csv": out / "table1.csv", "table1.md": out / "table1.md", "figures": figures,
             "runs": out / "runs"}
+
+
+def _evaluation(run_dir: Path, data_dir: Path, eval_dir: Path, progress: bool) -> dict:
+    """The run's ``metrics.json``: read back when newer than its checkpoint, else evaluated anew."""
+    metrics_file = eval_dir / "metrics.json"
+    if metrics_file.exists() and metrics_file.stat().st_mtime >= (run_dir / "checkpoint.pt").stat().st_mtime:
+        return json.loads(metrics_file.read_text())
+    return evaluate_run(run_dir, data_dir, eval_dir, overwrite=True, progress=progress)
 
 
 def _write_figures(figures: Path, dataset, out: Path, table: pd.DataFrame,

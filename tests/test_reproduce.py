@@ -1,0 +1,72 @@
+"""Tests of the main job, ``uadlab reproduce``, on a tiny phantom with a two-epoch schedule."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+import pytest
+
+from uadlab.errors import DatasetError
+from uadlab.profiles import get_profile
+from uadlab.reproduce import reproduce, run_name
+
+EXPERIMENTS = ["2D-None", "3D-Cube-n"]
+
+
+@pytest.fixture(scope="module")
+def tiny_profile():
+    """The smoke profile with 6 healthy, 4 tumour and 4 stroke subjects and two epochs."""
+    return dataclasses.replace(get_profile("smoke"), phantom_counts={"healthy": 6, "tumour": 4, "stroke": 4},
+                               max_epochs=2, patience=2, fractions=(0.5, 1.0))
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, tiny_profile):
+    out = tmp_path_factory.mktemp("results")
+    return out, reproduce(tiny_profile, "phantom", out, experiments=EXPERIMENTS)
+
+
+@pytest.mark.slow
+def test_table1_has_one_row_per_experiment_and_test_set(results):
+    out, outputs = results
+    table = pd.read_csv(outputs["table1.csv"])
+    assert list(table.columns) == ["experiment", "dataset", "dice_d", "dice_s_mean", "dice_s_std", "auprc", "threshold"]
+    assert list(zip(table["experiment"], table["dataset"])) == [
+        ("2D-None", "tumour"), ("2D-None", "stroke"), ("3D-Cube-n", "tumour"), ("3D-Cube-n", "stroke")]
+    assert table[["dice_d", "auprc"]].apply(lambda c: c.between(0, 1)).all().all()
+    markdown = outputs["table1.md"].read_text()
+    assert "tumour DICE_D" in markdown and "| 3D-Cube-n |" in markdown
+
+
+@pytest.mark.slow
+def test_every_run_and_figure_is_written(results):
+    out, outputs = results
+    runs = sorted(p.name for p in outputs["runs"].iterdir())
+    assert runs == sorted(EXPERIMENTS + [run_name(e, 0.5) for e in EXPERIMENTS])  # both are data-size experiments
+    figures = {p.name for p in outputs["figures"].iterdir()}
+    assert {"fig4_lesion_size.png", "fig5_data_size_auprc.png", "fig6_slice_detection_tumour.png",
+            "fig6_slice_detection_stroke.png"} <= figures
+    assert any(name.startswith("fig7_examples_tumour_") and name.endswith(".png") for name in figures)
+    assert any(name.endswith(".html") for name in figures)
+
+
+@pytest.mark.slow
+def test_rerun_neither_retrains_nor_reevaluates(results, tiny_profile):
+    out, outputs = results
+    stamps = {p: p.stat().st_mtime_ns for p in [*out.glob("runs/*/checkpoint.pt"), *out.glob("evaluation/*/metrics.json")]}
+    table = outputs["table1.csv"].read_text()
+    reproduce(tiny_profile, "phantom", out, experiments=EXPERIMENTS)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert outputs["table1.csv"].read_text() == table
+
+
+def test_unknown_experiment_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="3D-Sphere-n"):
+        reproduce("smoke", "phantom", tmp_path, experiments=["3D-Sphere-n"])
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_folder_that_is_no_data_set_is_named(tmp_path):
+    with pytest.raises(DatasetError, match="no dataset.json"):
+        reproduce("smoke", tmp_path, tmp_path / "out")
