@@ -1,10 +1,13 @@
 """Throughput of one VAE training step (Bengs et al. 2021, Sec. 2.2-2.3): 3D at 64³ vs 2D at 64².
 
 For the paper's and the lab profile's backbones, times Adam steps (forward, ELBO, backward, update) on
-random data and prints a table of samples/s, voxels/s and achieved GFLOP/s. FLOPs of one step are
+random data and prints a table of samples/s, voxels/s and achieved GFLOP/s, after a header with the
+device, torch threads and CPU cores (usable by this process, and in the machine). FLOPs of one step are
 counted with :class:`torch.utils.flop_counter.FlopCounterMode` (matrix products and convolutions,
-forward and backward; a multiply-add counts as 2 FLOPs). The last lines give the 3D/2D ratio of
-voxels/s, both measured in the same run, so they transfer between machines better than raw figures.
+forward and backward; a multiply-add counts as 2 FLOPs; Adam's element-wise update is not counted).
+The baseline is the 2D model of the same profile: the last lines give the 3D/2D ratios of voxels/s
+and of FLOPs per voxel, both models measured in the same run, so the ratios transfer between
+machines better than raw figures.
 
 Usage::
 
@@ -100,6 +103,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when present)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
+    for flag in ("steps", "batch_size", "image_size", "threads"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be a positive int, got {value}")
+    if args.warmup < 0:
+        parser.error(f"--warmup must be >= 0, got {args.warmup}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -108,8 +117,9 @@ def main(argv: list[str] | None = None) -> None:
                     warmup=args.warmup, device=device)
             for name in _PROFILES for dims in (3, 2)]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"device {device} ({name}), torch {torch.__version__}, torch threads {torch.get_num_threads()}, "
-          f"cores {os.cpu_count()}, input {args.image_size}^3 (3D) / {args.image_size}^2 (2D), "
+          f"cores {usable} usable of {os.cpu_count()}, input {args.image_size}^3 (3D) / {args.image_size}^2 (2D), "
           f"{args.steps} timed steps after {args.warmup} warm-up")
     print(_table(rows))
     for i, profile_name in enumerate(_PROFILES):

@@ -332,8 +332,6 @@ def tiny_phantom_profile():
 @pytest.mark.slow
 def test_phantom_build_is_deterministic_and_varied(tmp_path, tiny_phantom_profile):
     manifest = MANIFESTS / "phantom.yaml"
-    if not manifest.exists():
-        pytest.skip("data_manifests/phantom.yaml not written yet")
     first = build_dataset(manifest, tmp_path / "a", profile=tiny_phantom_profile, cache_dir=tmp_path / "cache_a")
     second = build_dataset(manifest, tmp_path / "b", profile=tiny_phantom_profile, cache_dir=tmp_path / "cache_b")
     a, b = load_dataset(first), load_dataset(second)

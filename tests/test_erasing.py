@@ -249,6 +249,16 @@ def test_zero_fill_sets_exactly_the_mask_to_zero(rng):
     np.testing.assert_array_equal(erase(image, params, "0"), erased)  # deterministic
 
 
+def test_noise_fill_writes_only_inside_the_mask(rng):
+    image, _ = _sample(3, rng)
+    params = SpatialErasing(3, "Cube", "n", p=1.0).get_params(image.shape[1:], rng)
+    source = np.array([2.0, 3.0], np.float32)  # outside [0.1, 1], the range of the image
+    erased = erase(image, params, "n", noise_source=source, rng=rng)
+    mask = params.mask()[None]
+    assert set(np.unique(erased[mask]).tolist()) == {2.0, 3.0}  # every erased voxel drawn, both values
+    np.testing.assert_array_equal(erased[~mask], image[~mask])
+
+
 @pytest.mark.parametrize(("spatial_dims", "method"),
                          [(2, "Patch"), (2, "Half-Slice"), (3, "Cube"), (3, "Multi-Cube")])
 def test_noise_fill_draws_from_brain_voxels(spatial_dims, method, rng):

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import average_precision_score
 
 from uadlab import evaluation, metrics
 from uadlab.errors import DatasetError, RunError
@@ -93,6 +94,63 @@ def test_score_matches_metrics_at_a_given_threshold(test):
     assert list(result.subjects.columns) == list(SUBJECT_COLUMNS)
     assert result.subjects["lesion_voxels"].tolist() == [64] * 4
     assert result.subjects["cohort"].tolist() == ["tumour"] * 4
+
+
+def _known(subject_id, lesion, predicted):
+    """A subject whose anomaly map is 0.6 on ``predicted`` voxels and 0 elsewhere (threshold 0.3)."""
+    brain = np.zeros((SIZE,) * 3, bool)
+    brain[2:-2, 2:-2, 2:-2] = True
+    image = np.where(brain, 0.8, 0.0).astype(np.float32)
+    return make_maps(subject_id, image, image - 0.6 * predicted, brain, lesion, postprocess_kwargs=RAW)
+
+
+def test_dice_d_is_pooled_and_dice_s_per_subject_known_answer():
+    """A big lesion found perfectly and a 1-voxel lesion found with one false positive."""
+    big = np.zeros((SIZE,) * 3, bool)
+    big[4:8, 4:8, 4:8] = True                      # 64 voxels
+    small = np.zeros_like(big)
+    small[10, 10, 10] = True
+    small_pred = small.copy()
+    small_pred[10, 10, 11] = True                  # 2 predicted, 1 right
+    maps = [_known("big", big, big), _known("small", small, small_pred)]
+    result = score(maps, 0.3, n_resamples=200, seed=5, confidence=0.5)
+    assert result.dice_d == pytest.approx(2 * 65 / (66 + 65))        # pooled: 0.992
+    assert result.dice_s_mean == pytest.approx(5 / 6)                # mean of (1, 2/3)
+    assert result.dice_s_std == pytest.approx(1 / 6)                 # population sd
+    np.testing.assert_allclose(result.subjects["dice"], [1.0, 2 / 3])
+    # each interval resamples its own statistic (a 50 % interval tells the two apart)
+    preds, labels = [big, small_pred], [big, small]
+    assert result.dice_d_ci == metrics.bootstrap_ci(metrics.pooled_dice_statistic(preds, labels), n_subjects=2,
+                                                    n_resamples=200, seed=5, confidence=0.5)
+    assert result.dice_s_ci == metrics.bootstrap_ci(np.array([1.0, 2 / 3]), n_resamples=200, seed=5,
+                                                    confidence=0.5)
+    assert result.dice_d_ci != result.dice_s_ci
+
+
+def test_auprc_counts_brain_voxels_only(test):
+    """A lesion voxel outside the brain (score 0) is ignored, as in sklearn on brain voxels."""
+    maps = list(test.values())
+    spill = maps[0].lesion_mask.copy()
+    spill[0, 0, 0] = True                          # outside the brain mask
+    maps[0] = dataclasses.replace(maps[0], lesion_mask=spill)
+    result = score(maps, 0.3, n_resamples=20)
+    brain_s = np.concatenate([m.anomaly_map[m.brain_mask] for m in maps])
+    brain_y = np.concatenate([m.lesion_mask[m.brain_mask] for m in maps])
+    assert result.auprc == pytest.approx(average_precision_score(brain_y, brain_s), abs=1e-9)
+    whole = average_precision_score(np.concatenate([m.lesion_mask.ravel() for m in maps]),
+                                    np.concatenate([m.anomaly_map.ravel() for m in maps]))
+    assert result.auprc - whole > 1e-3
+
+
+def test_fit_threshold_passes_its_options(val):
+    scores = [m.anomaly_map for m in val.values()]
+    labels = [m.lesion_mask for m in val.values()]
+    assert fit_threshold(val, iterations=3, lo=0.1, hi=0.5) == \
+        metrics.greedy_threshold_search(scores, labels, 3, 0.1, 0.5)
+    assert fit_threshold(val, method="grid") == metrics.grid_threshold_search(scores, labels)
+    assert fit_threshold(val, method="grid", thresholds=[0.05, 0.2]) == 0.2  # 0.05 lies inside the noise
+    with pytest.raises(ValueError, match="`thresholds` must be None with method='greedy'"):
+        fit_threshold(val, thresholds=[0.2])
 
 
 def test_confidence_intervals_are_seeded_and_bracket_the_estimate(test):
@@ -299,6 +357,11 @@ def test_evaluate_run_refuses_to_overwrite(fake_run, tmp_path):
         evaluate_run("run", "phantom", tmp_path, postprocess_kwargs=RAW, n_resamples=10)
     assert (tmp_path / "metrics.json").read_text() == before
     evaluate_run("run", "phantom", tmp_path, postprocess_kwargs=RAW, n_resamples=10, overwrite=True)
+    (tmp_path / "metrics.json").unlink()  # a per-subject table alone is protected too
+    before = (tmp_path / "subjects.csv").read_text()
+    with pytest.raises(RunError, match="subjects.csv already exists"):
+        evaluate_run("run", "phantom", tmp_path, postprocess_kwargs=RAW, n_resamples=10)
+    assert (tmp_path / "subjects.csv").read_text() == before and not (tmp_path / "metrics.json").exists()
 
 
 def test_evaluate_run_takes_thresholds_from_val_data(fake_run, tmp_path):

@@ -196,6 +196,9 @@ def test_save_maps_validates(dataset, healer, tmp_path):
         save_maps(maps, tmp_path, fields=[])
     with pytest.raises(TypeError, match="`maps` must hold SubjectMaps, got str"):
         save_maps(["s0"], tmp_path)
+    with pytest.raises(ValueError, match="one map per subject, got duplicates \\['s0'\\]"):
+        save_maps([maps["s0"], maps["s0"]], tmp_path)
+    assert not (tmp_path / "anomaly_maps").exists()  # refused before the first write
 
 
 def test_subject_maps_is_immutable(rng):

@@ -7,7 +7,6 @@ import pytest
 from scipy import ndimage as ndi
 
 from uadlab.errors import VolumeError
-
 from uadlab.phantom import (
     KINDS,
     PhantomParams,
@@ -59,6 +58,11 @@ def test_default_source_is_the_normalised_mni_template_on_the_requested_grid(sou
     assert 1500 < brain_cm3 < 2200  # the MNI152 brain mask is ~1.9 l
     means = [source.image[getattr(source, t) > 0.6].mean() for t in ("csf", "gm", "wm")]
     assert means == sorted(means)  # T1: CSF < GM < WM
+    # nilearn ships the *symmetric* ICBM 2009a template: mirrored about x = 0 (the grid's middle
+    # plane, since it runs from -98 to +98 mm) it is the same brain, as load_sources documents.
+    assert source.affine[0, 3] == -(source.shape[0] - 1) * VOXEL_MM / 2
+    np.testing.assert_allclose(source.image[::-1], source.image, atol=1e-5)
+    np.testing.assert_array_equal(source.brain_mask[::-1], source.brain_mask)
 
 
 def test_sources_are_cached_and_read_only(source):

@@ -72,8 +72,20 @@ def test_nothing_leaks_outside_the_eroded_mask():
     eroded = np.zeros_like(mask)
     eroded[2:8, 2:8, 2:4] = True
     out = anomaly_map(r, mask, erosion_iterations=1, median_size=3, closing_iterations=1)
-    assert np.all(out[~eroded] == 0)  # the closing's dilation would spill over without re-masking
+    assert np.all(out[~eroded] == 0)  # the mask is eroded before anything else
     assert np.count_nonzero(out[eroded]) == 4 * 4 * 2  # the median keeps the slab's interior
+
+
+def test_median_over_a_concave_border_is_masked_again():
+    # a one-voxel hole in the mask, surrounded by hot brain: the median of its window (26 hot, 1
+    # masked) is hot, so only the final re-masking keeps the hole at 0
+    r = np.ones((7, 7, 7), np.float32)
+    mask = np.ones_like(r, bool)
+    mask[3, 3, 3] = False
+    for closing in (0, 1):
+        out = anomaly_map(r, mask, erosion_iterations=0, median_size=3, closing_iterations=closing)
+        assert out[3, 3, 3] == 0.0
+        assert out[3, 3, 2] == 1.0  # its neighbours keep their score
 
 
 def test_closing_fills_a_one_voxel_gap():

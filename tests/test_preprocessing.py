@@ -176,7 +176,22 @@ def test_paper_defaults_give_64_cubed(reference):
     affine, image, brain, lesion, _ = reference
     out = preprocess(image, affine, brain, lesion)
     assert out.image.shape == (64, 64, 64)
-    np.testing.assert_allclose(np.diag(out.affine)[:3], np.array([191.0, 158.0, 163.0]) / 64)
+    np.testing.assert_allclose(np.diag(out.affine)[:3], np.array([158.0, 191.0, 163.0]) / 64)
+
+
+def test_paper_box_holds_a_whole_adult_brain():
+    """The default box fits an MNI152-sized brain (145 x 181 x 155 mm, RAS): nothing is cropped."""
+    params = PreprocessingParams(spacing_mm=2.0, out_size=32)  # the paper's box, coarser for speed
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    shape = (90, 110, 96)
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
+    centre = (np.array(shape) - 1) / 2
+    brain = ((((index - centre) * 2.0) / (np.array([145.0, 181.0, 155.0]) / 2)) ** 2).sum(axis=-1) <= 1.0
+    out = preprocess(brain * 100.0, affine, brain, params=params)
+    for axis in range(3):  # no brain on the box's faces: the brain's front and back are kept
+        assert not np.take(out.brain_mask, [0, -1], axis=axis).any(), axis
+    extent = np.ptp(np.argwhere(out.brain_mask), axis=0) + 1
+    np.testing.assert_allclose(extent * np.diag(out.affine)[:3], [145.0, 181.0, 155.0], rtol=0.06)
 
 
 def test_deterministic(reference):
@@ -250,11 +265,11 @@ def test_params_validation(kwargs, error, match):
 def test_params_from_profile_and_helpers():
     smoke = PreprocessingParams.from_profile("smoke")
     assert (smoke.spacing_mm, smoke.out_size) == (4.0, 32)
-    assert smoke.pad_shape == (48, 40, 41)  # round(191/4), round(158/4), round(163/4)
-    assert PreprocessingParams().pad_shape == (191, 158, 163)
+    assert smoke.pad_shape == (40, 48, 41)  # round(158/4), round(191/4), round(163/4)
+    assert PreprocessingParams().pad_shape == (158, 191, 163)
     assert PreprocessingParams.from_profile("paper") == PreprocessingParams()
     assert PreprocessingParams.from_profile("lab", clip_percentile=99.0).clip_percentile == 99.0
-    assert smoke.to_dict() == {"spacing_mm": 4.0, "pad_shape_mm": [191.0, 158.0, 163.0], "out_size": 32,
+    assert smoke.to_dict() == {"spacing_mm": 4.0, "pad_shape_mm": [158.0, 191.0, 163.0], "out_size": 32,
                                "clip_percentile": 99.5}
     assert PreprocessingParams(pad_shape_mm=[100, 100, 100]).pad_shape_mm == (100.0, 100.0, 100.0)
     with pytest.raises(ValueError, match="`profile` must be one of"):
@@ -314,7 +329,30 @@ def test_cache_without_lesion_mask_roundtrips(tmp_path, reference):
     assert compute.calls == 1
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "wrong_shape", "missing_array", "other_key"])
+def _damaged(arrays: dict, damage: str) -> dict:
+    """The arrays of a good cache entry with one thing wrong."""
+    arrays = dict(arrays)
+    if damage == "wrong_shape":
+        arrays.update(image=arrays["image"][:8], brain_mask=arrays["brain_mask"][:8],
+                      lesion_mask=arrays["lesion_mask"][:8])
+    elif damage == "wrong_dtype":
+        arrays["image"] = arrays["image"].astype(np.float64)
+    elif damage == "nan":
+        arrays["image"] = arrays["image"].copy()
+        arrays["image"][0, 0, 0] = np.nan
+    elif damage == "missing_array":
+        del arrays["brain_mask"]
+    elif damage == "missing_lesion":  # would otherwise read back as a healthy subject
+        del arrays["lesion_mask"]
+    elif damage == "other_key":
+        arrays["key"] = np.array("subject-2")
+    return arrays
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["truncate", "garbage", "wrong_shape", "wrong_dtype", "nan", "missing_array", "missing_lesion", "other_key"],
+)
 def test_corrupt_cache_entry_is_rebuilt(tmp_path, reference, damage):
     *_, out = reference
     cache = PreprocessCache(tmp_path)
@@ -325,14 +363,11 @@ def test_corrupt_cache_entry_is_rebuilt(tmp_path, reference, damage):
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     elif damage == "garbage":
         path.write_bytes(b"not a zip file")
-    elif damage == "wrong_shape":
-        np.savez(path, key=np.array("subject-1"), meta=np.array("{}"), image=out.image[:8],
-                 brain_mask=out.brain_mask[:8], affine=out.affine)
-    elif damage == "missing_array":
-        np.savez(path, key=np.array("subject-1"), meta=np.array("{}"), image=out.image, affine=out.affine)
     else:
-        np.savez(path, key=np.array("subject-2"), meta=np.array("{}"), image=out.image,
-                 brain_mask=out.brain_mask, affine=out.affine)
+        with np.load(path) as entry:
+            arrays = {name: entry[name] for name in entry.files}
+        with open(path, "wb") as handle:
+            np.savez(handle, **_damaged(arrays, damage))
     rebuilt = cache.get_or_compute("subject-1", compute, params=SMALL)
     assert compute.calls == 2
     _assert_same(rebuilt, out)

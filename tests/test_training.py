@@ -109,7 +109,8 @@ def test_training_subset_rejects_bad_arguments(ids, fraction, seed, error, match
     ({"profile": 1}, TypeError, "`profile` must be a profile name"),
     ({"data": 1}, TypeError, "`data` must be a path"),
     ({"fraction": 0}, ValueError, r"`fraction` must be in \(0, 1\]"),
-    ({"seed": -1}, ValueError, "`seed` must be a non-negative int"),
+    ({"seed": -1}, ValueError, r"`seed` must be a non-negative int below 2\*\*32"),
+    ({"seed": 2**32}, ValueError, r"`seed` must be a non-negative int below 2\*\*32"),
     ({"seed": True}, TypeError, "`seed` must be an int"),
     ({"loss": "mse"}, ValueError, "`loss` must be one of"),
     ({"lr": 0.0}, ValueError, "`lr` must be > 0"),
@@ -130,6 +131,13 @@ def test_train_config_resolves_profile_defaults_and_round_trips_yaml(tmp_path):
     assert TrainConfig.from_yaml(config.to_yaml(tmp_path / "a.yaml")) == config
     custom = _config(seed=7, loss="lambert")
     assert TrainConfig.from_yaml(custom.to_yaml(tmp_path / "b.yaml")) == custom
+
+
+def test_train_config_accepts_numpy_numbers_and_writes_plain_yaml(tmp_path):
+    config = TrainConfig(experiment="3D-None", profile="smoke", data="d", fraction=np.float64(0.5),
+                         seed=np.int64(3), lr=np.float32(0.5), batch_size=np.int64(2))
+    assert [type(v) for v in (config.fraction, config.seed, config.lr, config.batch_size)] == [float, int, float, int]
+    assert TrainConfig.from_yaml(config.to_yaml(tmp_path / "c.yaml")) == config
 
 
 @pytest.mark.parametrize(("text", "match"), [
@@ -173,7 +181,7 @@ def test_train_writes_run_folder_and_load_run_returns_best_model(tmp_path, array
     assert np.isfinite(result.history.drop(columns="epoch").to_numpy()).all()
     assert result.best_val == result.history["val_recon"].min()
     assert result.best_epoch == int(result.history["epoch"][result.history["val_recon"].idxmin()])
-    assert "best epoch" in result.summary()
+    assert "best epoch" in result.summary() and "finished" in result.summary()
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "run" / "history.csv"), result.history,
                                   check_exact=False, rtol=1e-12)
 
@@ -202,7 +210,7 @@ def test_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path, arrays, exp
     config = _config(experiment, loss=loss)
     full = _run(config, tmp_path / "full", arrays)
     stopped = _run(config, tmp_path / "cut", arrays, _stop_after_epoch=1)
-    assert not stopped.finished and len(stopped.history) == 1
+    assert not stopped.finished and len(stopped.history) == 1 and "interrupted" in stopped.summary()
     with pytest.raises(RunError, match="holds a training run"):
         _run(config, tmp_path / "cut", arrays)
     np.random.seed(123)  # the resumed process starts with other global RNG states
@@ -241,9 +249,34 @@ def test_existing_run_is_refused_unless_overwrite(tmp_path, arrays):
     assert TrainConfig.from_yaml(tmp_path / "run" / "config.yaml").max_epochs == 2
     with pytest.raises(ValueError, match="`resume` and `overwrite` must not both be True"):
         _run(config, tmp_path / "run", arrays, resume=True, overwrite=True)
+    (tmp_path / "history").mkdir()
+    (tmp_path / "history" / "history.csv").write_text("epoch\n1\n")  # a history alone is a run too
+    with pytest.raises(RunError, match="holds a training run"):
+        _run(config, tmp_path / "history", arrays)
+    assert (tmp_path / "history" / "history.csv").read_text() == "epoch\n1\n"
     (tmp_path / "file").write_text("x")
     with pytest.raises(RunError, match="is not a folder"):
         _run(config, tmp_path / "file", arrays)
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, arrays, monkeypatch):
+    run_dir = tmp_path / "run"
+    _run(_config(max_epochs=2), run_dir, arrays, _stop_after_epoch=1)
+    before = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert {"model", "optimizer", "rng", "best_model", "best_epoch", "finished"} <= set(before)
+    assert before["optimizer"]["state"]  # Adam's moments are saved, not only the weights
+
+    def crash(obj, path):  # the process dies half-way through writing the next checkpoint
+        Path(path).write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(training.torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        _run(_config(max_epochs=2), run_dir, arrays, resume=True)
+    after = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert after["epoch"] == 1 and not after["finished"]
+    _assert_same_weights(after["model"], before["model"])
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint.pt", "config.yaml", "history.csv"]
 
 
 def test_resume_with_a_different_config_names_the_fields(tmp_path, arrays):

@@ -270,6 +270,7 @@ def example_cases(maps: Mapping[str, SubjectMaps] | Sequence[SubjectMaps], thres
 
 
 def _pick_label(j: int, n: int) -> str:
+    """Label of pick ``j`` of ``n`` (best first): best, median, worst, else ``q<percent>``."""
     if j == 0:
         return "best"
     if j == n - 1:
@@ -382,12 +383,13 @@ def _check_frame(frame: Any, name: str, required: Iterable[str]) -> None:
         raise ValueError(f"`{name}` must have columns {list(required)!r}, missing {missing!r}")
 
 
-def _experiment_rank(name: str) -> tuple[int, int]:
-    """Sort key: Table 1 position, unknown names after (stable among themselves)."""
-    return (EXPERIMENTS.index(name), 0) if name in EXPERIMENTS else (len(EXPERIMENTS), 0)
+def _experiment_rank(name: str) -> int:
+    """Sort key: Table 1 position; unknown names after (in input order, as the sorts are stable)."""
+    return EXPERIMENTS.index(name) if name in EXPERIMENTS else len(EXPERIMENTS)
 
 
 def _spatial_dims(experiment: str) -> int | None:
+    """2 or 3 from a Table 1 name (``"3D-Cube-n"`` -> 3); ``None`` for other names."""
     return 2 if experiment.startswith("2D") else 3 if experiment.startswith("3D") else None
 
 

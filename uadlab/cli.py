@@ -128,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--val-data", type=Path, default=None,
                           help="labelled validation data for the threshold when --data has only test cases")
     evaluate.add_argument("--out", type=Path, required=True)
-    evaluate.add_argument("--overwrite", action="store_true")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace OUT/metrics.json and OUT/subjects.csv")
     evaluate.set_defaults(func=_evaluate)
 
     reproduce = sub.add_parser("reproduce", help="the main job: data, all Table 1 runs, evaluation, figures")

@@ -249,6 +249,7 @@ def _phantom_items(manifest: Manifest, profile: Profile, root: Path | None) -> l
     source_paths = phantom_sources(manifest, root)
     params = PhantomParams(**spec.params)
     sources = _LazySources(source_paths, profile.spacing_mm)
+    source_key = [_file_sha256(p) for p in source_paths] if source_paths else "mni152"  # hashed once
     cases = []
     for cohort in manifest.cohorts:
         count = int(profile.phantom_counts.get(cohort.name, spec.counts.get(cohort.name, 0)))
@@ -264,7 +265,7 @@ def _phantom_items(manifest: Manifest, profile: Profile, root: Path | None) -> l
         seed = subject_seed(spec.seed, case.cohort, index)
         key = json.dumps({
             "kind": "phantom", "cohort": case.cohort, "index": index, "seed": seed,
-            "sources": [_file_sha256(p) for p in source_paths] if source_paths else "mni152",
+            "sources": source_key,
             "phantom": params.to_dict(), "voxel_mm": profile.spacing_mm, "profile": profile.name,
         }, sort_keys=True)
         items.append(_Item(
@@ -302,9 +303,9 @@ def _build_item(item: _Item, folder: Path, cache: PreprocessCache, params: Prepr
     row = {"subject_id": item.subject_id, "cohort": item.cohort, "split": item.split}
     arrays = {"image": result.image, "brain_mask": result.brain_mask}
     if item.role == "lesion":
-        arrays["lesion_mask"] = (
-            result.lesion_mask if result.lesion_mask is not None else np.zeros(result.image.shape, bool)
-        )
+        if result.lesion_mask is None:  # the cache never returns an entry that lost its lesion mask
+            raise DatasetError(f"{item.subject_id} ({item.cohort}): lesion subject has no lesion mask")
+        arrays["lesion_mask"] = result.lesion_mask
     for name, folder_name in _FOLDERS.items():
         if name in arrays:
             relative = f"{folder_name}/{item.subject_id}.nii.gz"

@@ -38,9 +38,12 @@ Decisions the paper leaves open (METHOD.md asks for them to be fixed and documen
   (at least one voxel) such that the *sum* of box sizes lies in ``[ceil(1 % N), floor(25 % N)]``.
   Boxes may overlap, so the erased *union* is at most 25 % and can be below 1 % (never below
   ``ceil(1 % N) / n``: the largest box holds at least the mean share).
-- **Half-Slice/Half-Volume.** "Left" is the low-``X`` half (RAS+: ``X`` runs left -> right). For an
-  odd ``X`` the middle column is the mid-sagittal plane itself and is never erased, so both halves
-  have ``X // 2`` columns. Half-Volume erases ``t ~ U{1..min(32, Z)}`` consecutive axial slices
+- **Half-Slice/Half-Volume.** "Left" is the low-``X`` half (RAS+: ``X`` runs left -> right). The
+  mid-sagittal plane is taken as the middle of the ``X`` axis: preprocessing crops to the brain's
+  bounding box and pads it centred (Sec. 2.1, :mod:`uadlab.preprocessing`), so the grid's middle
+  is the brain's. The whole half of the grid is erased, background included, as the boxes of
+  Patch/Cube also are. For an odd ``X`` the middle column is the mid-sagittal plane itself and is
+  never erased, so both halves have ``X // 2`` columns. Half-Volume erases ``t ~ U{1..min(32, Z)}`` consecutive axial slices
   starting at ``z0 ~ U{0..Z - t}``; the 32 is the paper's, in voxels of the 64^3 grid, and is kept
   (clipped at ``Z``) on other grids.
 - **Noise fill.** Values are sampled with replacement from the sample's brain voxels

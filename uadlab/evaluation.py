@@ -6,7 +6,8 @@ The protocol, as ``fit``/``predict``:
    (:func:`fit_threshold`: the paper's greedy search, or Lambert et al.'s grid).
 2. **Score** the *test* split with that threshold unchanged (:func:`score`): DICE_D (pooled),
    DICE_S (per subject, mean ± sd), voxel AUPRC over brain voxels, slice-wise AUPRC, sensitivity and
-   specificity inside the brain, each with a 95 % bootstrap interval over subjects (seeded).
+   specificity inside the brain; DICE_D, DICE_S and AUPRC with a 95 % bootstrap interval over
+   subjects (seeded).
 3. **Beside it, clearly labelled**, two references that are *not* results:
 
    - the **oracle** (``oracle_dice_d``, ``oracle_threshold``): the best DICE_D any threshold reaches
@@ -175,25 +176,30 @@ def fit_threshold(
         iterations: interval halvings of the greedy search.
         lo: lower end of the greedy search interval, in anomaly-map units.
         hi: upper end of the greedy search interval.
-        thresholds: candidate grid for ``"grid"``; ``None``: 15 values in ``[0, 0.15]``.
+        thresholds: candidate grid for ``"grid"``; ``None``: the default of
+            :func:`uadlab.metrics.grid_threshold_search` (15 values in ``[0, 0.15]``).
 
     Returns:
         The threshold, in anomaly-map units.
 
     Raises:
-        ValueError: an unknown ``method``, no maps, a subject without a lesion mask, or no lesion
-            voxel in the whole split.
+        ValueError: an unknown ``method``, ``thresholds`` with ``method="greedy"``, no maps, a
+            subject without a lesion mask, or no lesion voxel in the whole split.
         TypeError: an element is not a :class:`SubjectMaps`.
     """
     if method not in ("greedy", "grid"):
         raise ValueError(f"`method` must be 'greedy' or 'grid', got {method!r}")
+    if method == "greedy" and thresholds is not None:
+        raise ValueError(f"`thresholds` must be None with method='greedy' (it is the grid of "
+                         f"method='grid'), got {thresholds!r}")
     items = _as_list(val_maps, "val_maps", labelled=True)
     scores = [m.anomaly_map for m in items]
     labels = [m.lesion_mask for m in items]
     if method == "greedy":
         return metrics.greedy_threshold_search(scores, labels, iterations, lo, hi)
-    grid = np.linspace(0.0, 0.15, 15) if thresholds is None else thresholds
-    return metrics.grid_threshold_search(scores, labels, grid)
+    if thresholds is None:
+        return metrics.grid_threshold_search(scores, labels)
+    return metrics.grid_threshold_search(scores, labels, thresholds)
 
 
 def score(maps: Maps, threshold: float, *, n_resamples: int = 1000, seed: int = 0,
@@ -225,14 +231,15 @@ def score(maps: Maps, threshold: float, *, n_resamples: int = 1000, seed: int = 
     boot = {"n_resamples": n_resamples, "confidence": confidence, "seed": seed}
 
     dice_d = metrics.dice_dataset(preds, labels)
-    dice_d_ci = _ci(metrics.pooled_dice_statistic(preds, labels), n, boot)
+    dice_d_ci = metrics.bootstrap_ci(metrics.pooled_dice_statistic(preds, labels), n_subjects=n, **boot)
     dice_s = metrics.dice_subjects(preds, labels)
     defined = dice_s[~np.isnan(dice_s)]
     dice_s_mean = float(defined.mean()) if defined.size else float("nan")
     dice_s_std = float(defined.std()) if defined.size else float("nan")
     dice_s_ci = metrics.bootstrap_ci(dice_s, **boot) if defined.size else (float("nan"), float("nan"))
     voxel_auprc = metrics.auprc(scores, labels, mask=brains)
-    auprc_ci = _ci(metrics.pooled_auprc_statistic(scores, labels, mask=brains), n, boot)
+    auprc_ci = metrics.bootstrap_ci(metrics.pooled_auprc_statistic(scores, labels, mask=brains),
+                                    n_subjects=n, **boot)
     with warnings.catch_warnings():  # a subject without lesion: NaN, reported once by the pooled metrics
         warnings.simplefilter("ignore", metrics.UndefinedMetricWarning)
         per_subject_auprc = [metrics.auprc(s, y, mask=b) for s, y, b in zip(scores, labels, brains)]
@@ -373,7 +380,7 @@ def evaluate_run(
         out_dir: output folder, created if needed.
         val_data: another built data set with labelled validation cases, for cohorts ``data_dir``
             has no validation cases of.
-        overwrite: replace an existing ``OUT/metrics.json``.
+        overwrite: replace an existing ``OUT/metrics.json`` and ``OUT/subjects.csv``.
         progress: show progress bars.
         device: where the model runs; ``None``: CUDA when available, else CPU.
         method: threshold search, see :func:`fit_threshold`.
@@ -386,15 +393,16 @@ def evaluate_run(
         The dict written to ``metrics.json``.
 
     Raises:
-        RunError: ``OUT/metrics.json`` exists and ``overwrite`` is False; the run is missing or
-            unreadable.
+        RunError: ``OUT/metrics.json`` or ``OUT/subjects.csv`` exists and ``overwrite`` is False
+            (checked before any work); the run is missing or unreadable.
         DatasetError: a data set is missing, has no lesion test subjects, its volumes do not fit
             the model, or a cohort has no labelled validation subject in ``data_dir`` nor in
             ``val_data``.
     """
     out_dir = Path(out_dir)
-    if (out_dir / _METRICS_FILE).exists() and not overwrite:
-        raise RunError(f"{out_dir / _METRICS_FILE} already exists; pass overwrite=True (--overwrite) to replace it")
+    existing = [out_dir / name for name in (_METRICS_FILE, _SUBJECTS_FILE) if (out_dir / name).exists()]
+    if existing and not overwrite:
+        raise RunError(f"{existing[0]} already exists; pass overwrite=True (--overwrite) to replace it")
     model, config = load_run(run_dir, device=device)
     dataset = load_dataset(data_dir)
     val_dataset = load_dataset(val_data) if val_data is not None else None
@@ -440,7 +448,7 @@ def evaluate_run(
     subjects = pd.concat([r.subjects for r in results.values()], ignore_index=True)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out_dir / _SUBJECTS_FILE, overwrite=True) as tmp:
+    with atomic_write(out_dir / _SUBJECTS_FILE, overwrite=overwrite) as tmp:
         subjects.to_csv(tmp, index=False)
     with atomic_write(out_dir / _METRICS_FILE, overwrite=overwrite) as tmp:
         Path(tmp).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
@@ -501,13 +509,6 @@ def _check_threshold(threshold: float) -> float:
             or not math.isfinite(threshold):
         raise ValueError(f"`threshold` must be a finite number, got {threshold!r}")
     return float(threshold)
-
-
-def _ci(statistic: Any, n: int, boot: dict[str, Any]) -> tuple[float, float]:
-    """Bootstrap interval of a pooled statistic; ``(nan, nan)`` when it is undefined throughout."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return metrics.bootstrap_ci(statistic, n_subjects=n, **boot)
 
 
 def _fpr_key(fpr: float) -> str:

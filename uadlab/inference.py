@@ -190,8 +190,8 @@ def predict(
 ) -> dict[str, SubjectMaps]:
     """Reconstruct subjects of a built data set and post-process them (Bengs et al. 2021, Sec. 2.3).
 
-    Holds every map in memory: about 5 MB per ``64^3`` subject (five float32 volumes), so a few
-    hundred subjects fit easily; use :func:`iter_predict` to stream.
+    Holds every map in memory: about 4.5 MB per ``64^3`` subject (four float32 volumes and two
+    bool masks), so a few hundred subjects fit easily; use :func:`iter_predict` to stream.
 
     Args:
         model: a trained :class:`uadlab.models.VAE` (2D or 3D).
@@ -240,7 +240,7 @@ def save_maps(
         The written paths, subject by subject.
 
     Raises:
-        ValueError: an unknown field.
+        ValueError: an unknown field, or two maps with one subject id (one file each).
         TypeError: an element is not a :class:`SubjectMaps`.
         RunError: a target file exists and ``overwrite`` is False.
     """
@@ -252,6 +252,10 @@ def save_maps(
     for item in items:
         if not isinstance(item, SubjectMaps):
             raise TypeError(f"`maps` must hold SubjectMaps, got {type(item).__name__}")
+    ids = [m.subject_id for m in items]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"`maps` must hold one map per subject, got duplicates "
+                         f"{sorted({i for i in ids if ids.count(i) > 1})!r}")
     out_dir = Path(out_dir)
     targets = [(m, f, out_dir / MAP_FOLDERS[f] / f"{m.subject_id}.nii.gz") for m in items for f in fields]
     if not overwrite:

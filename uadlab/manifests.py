@@ -65,10 +65,11 @@ Phantom manifests (``kind: phantom``) have no files; their cohorts are ``healthy
 ``stroke`` (roles healthy, lesion, lesion) with a ``split`` and ``seed`` only, plus::
 
     phantom:
-      sources: mni152             # default: nilearn's MNI152 2009 template; or a list of globs of
-                                  #   skull-stripped healthy T1 files relative to --root
+      sources: mni152             # default: nilearn's MNI152 2009a symmetric template; or a list
+                                  #   of globs of skull-stripped healthy T1 files relative to --root
       seed: 0                     # seed of the simulation
-      counts: {healthy: 200, tumour: 60, stroke: 60}   # subjects per cohort (the default)
+      counts: {healthy: 200, tumour: 60, stroke: 60}   # subjects per cohort (the default); a
+                                  #   profile's phantom_counts take precedence (uadlab.data)
       params: {}                  # passed unchanged to uadlab.phantom.PhantomParams
 
 Source: Bengs et al. 2021, Sec. 2.1 (data sets and splits).

@@ -1,9 +1,10 @@
 """The default data set: healthy subjects, tumour and stroke cases simulated from real brain MRI.
 
-Bengs et al. 2021 (Sec. 2.1, 3) train on healthy T1 scans (HCP) and test on BraTS (glioma) and
-ATLAS (chronic stroke). Those data sets need registration and cannot ship with a library, so the
-default data set is *simulated from real MRI that does ship*: the MNI152 2009 T1 template and its
-tissue maps inside nilearn (or, when passed, real skull-stripped healthy T1 scans).
+Bengs et al. 2021 (Sec. 2.1, 3) train on T1 scans of 2008 healthy subjects (a private clinical
+data set) and test on BraTS 2019 (glioma) and ATLAS R1.2 (chronic stroke). None of these can ship
+with a library (private, or registration and a data use agreement), so the default data set is
+*simulated from real MRI that does ship*: the MNI152 2009 T1 template and its tissue maps inside
+nilearn (or, when passed, real skull-stripped healthy T1 scans); see :func:`load_sources` for why.
 
 A **healthy subject** is a source brain under a seeded smooth random deformation (a small affine
 plus an elastic field, applied in one interpolation pass), a multiplicative bias field, gamma
@@ -76,8 +77,9 @@ class PhantomParams:
     """Every random range of the phantom, with its unit, in one place.
 
     Ranges ``(lo, hi)`` are sampled uniformly per subject unless stated otherwise. Build with keyword
-    overrides, e.g. from a manifest's ``params`` mapping: ``PhantomParams(**manifest["params"])``;
-    lists are accepted where tuples are expected (YAML has no tuples).
+    overrides, e.g. from a phantom manifest's ``params`` mapping:
+    ``PhantomParams(**manifest.phantom.params)``; lists are accepted where tuples are expected (YAML
+    has no tuples).
 
     Attributes:
         rotation_deg: largest rotation about each axis, degrees (uniform in ``±rotation_deg``).
@@ -234,12 +236,18 @@ class SourceBrain:
 def load_sources(paths: Iterable[str | Path] | None = None, *, voxel_mm: float = 1.0) -> list[SourceBrain]:
     """Load the source brains of the phantom, resampled onto an isotropic ``voxel_mm`` grid.
 
-    The default (``paths=None``) is the MNI152 2009 nonlinear-asymmetric T1 template at 1 mm with
-    its grey/white-matter probability maps, read from the copy that ships inside nilearn: it works
-    offline with nothing to download, it is real MRI (an average of 152 healthy adults, so it looks
-    like a clean, high-SNR scan) and it comes with tissue maps, which the lesion models need.
-    Passing real healthy skull-stripped T1 scans (e.g. ``../shared/data/real/healthy/*.nii.gz``)
-    gives more anatomical variety between subjects.
+    The default (``paths=None``) is the ICBM 2009a nonlinear *symmetric* MNI152 T1 template at 1 mm
+    (``mni_icbm152_t1_tal_nlin_sym_09a``, skull-stripped, 197 x 233 x 189 voxels) with its
+    grey/white-matter probability maps, read from the copy that ships inside nilearn. Why this
+    one: it works offline with nothing to download, its licence allows redistribution of derived
+    images (see ``data_manifests/phantom.yaml``), it is real MRI (an average of 152 healthy adults,
+    so it looks like a clean, high-SNR scan), and it comes with tissue maps, which the lesion
+    models need. The price: every subject shares one anatomy up to its random warp, and that
+    anatomy is exactly left-right mirror-symmetric (each subject's random pose and elastic warp make
+    it only approximately so), which may make the Half-Slice/Half-Volume in-painting task easier
+    than on real brains. Passing real healthy skull-stripped T1 scans (e.g.
+    ``../shared/data/real/healthy/*.nii.gz``, via a manifest's ``phantom.sources``) gives more,
+    and asymmetric, anatomical variety between subjects.
 
     A real scan is read with :func:`uadlab.io.load_volume` and reoriented with
     :func:`nibabel.as_closest_canonical`. Its brain mask is ``image != 0`` (holes filled); its tissues

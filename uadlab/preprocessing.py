@@ -14,9 +14,13 @@ its brain mask and lesion mask so that all three stay voxel-aligned:
    say how, so this step is skipped (the phantom's noise is part of what the models must handle).
 5. **Crop** to the bounding box of the brain mask.
 6. **Zero-pad** (centred) to a common physical box, ``pad_shape_mm`` (paper: 191 × 158 × 163 mm, the
-   largest brain of its data), i.e. ``round(pad_shape_mm / spacing_mm)`` voxels. A brain box larger
-   than that along an axis is centre-cropped to it (tissue at its two ends is lost), so every output
-   covers the same physical extent.
+   largest brain of its data), i.e. ``round(pad_shape_mm / spacing_mm)`` voxels. The paper does not
+   say which axis is which; a brain is longest front to back (MNI152 brain: 145 × 181 × 155 mm in
+   RAS X, Y, Z), so the default box is ``(X, Y, Z) = (158, 191, 163)`` mm: 191 along Y
+   (posterior-anterior), 158 along X (left-right). Read as ``(191, 158, 163)`` in RAS, the box would
+   cut 10-25 mm off the front and back of every brain. A brain box larger than the pad box along an
+   axis is centre-cropped to it (tissue at its two ends is lost), so every output covers the same
+   physical extent.
 7. **Downsample** to ``out_size``³ voxels (paper: 64³) with :func:`scipy.ndimage.zoom` in grid mode
    (the box's outer edges are kept): cubic for the image after a Gaussian anti-aliasing filter of
    sigma ``(factor - 1) / 2`` voxels (the convention of ``skimage.transform.resize``), clipped back to
@@ -72,7 +76,8 @@ __all__ = [
 
 _IMAGE_ORDER = 3  # cubic splines for intensities (Sec. 2.1)
 _MASK_ORDER = 1  # masks: linear interpolation, then > 0.5
-_CACHE_FORMAT = 1  # bump when the pipeline or the entry layout changes: old entries are ignored
+_CACHE_FORMAT = 2  # bump when the pipeline (or the phantom simulation, whose code is not in the phantom
+# keys) or the entry layout changes: old entries are then ignored
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +86,9 @@ class PreprocessingParams:
 
     Attributes:
         spacing_mm: isotropic voxel size of the resampling step, mm (paper: 1.0).
-        pad_shape_mm: ``(X, Y, Z)`` extent of the common box the cropped brain is padded to, mm
-            (paper: 191 × 158 × 163).
+        pad_shape_mm: ``(X, Y, Z)`` extent, in RAS+ axes, of the common box the cropped brain is
+            padded to, mm (paper: 191 × 158 × 163 with the axes unnamed; here 158 left-right,
+            191 posterior-anterior, 163 inferior-superior, see the module docstring).
         out_size: edge of the final cubic volume, voxels (paper: 64).
         clip_percentile: intensities are clipped at this percentile of the brain voxels before the
             min–max scaling, in ``(0, 100]``.
@@ -94,7 +100,7 @@ class PreprocessingParams:
     """
 
     spacing_mm: float = 1.0
-    pad_shape_mm: tuple[float, float, float] = (191.0, 158.0, 163.0)
+    pad_shape_mm: tuple[float, float, float] = (158.0, 191.0, 163.0)  # RAS X, Y, Z; Sec. 2.1
     out_size: int = 64
     clip_percentile: float = 99.5
 
@@ -407,8 +413,9 @@ class PreprocessCache:
     An entry's file name is the sha256 of the caller's ``key`` (which must identify the *input*:
     e.g. the sha256 of the input files, or a phantom's seed, cohort, index and simulation
     parameters), the :class:`PreprocessingParams` and a format version. Entries are written
-    atomically; an entry that cannot be read back, lacks an array, has the wrong shape or dtype, or
-    was stored under another key is recomputed and replaced, never trusted.
+    atomically; an entry that cannot be read back, lacks an array (the lesion mask included: an entry
+    records whether it has one), has the wrong shape or dtype, holds NaN/inf, or was stored under
+    another key is recomputed and replaced, never trusted.
 
     Args:
         directory: folder of the entries; created on first write. ``None`` means
@@ -490,6 +497,7 @@ class PreprocessCache:
             raise TypeError(f"`compute` must return a Preprocessed, got {got}")
         result, meta = output
         arrays = {"key": np.array(key), "meta": np.array(json.dumps(meta, sort_keys=True)),
+                  "has_lesion": np.array(result.lesion_mask is not None),
                   "image": result.image, "brain_mask": result.brain_mask, "affine": result.affine}
         if result.lesion_mask is not None:
             arrays["lesion_mask"] = result.lesion_mask
@@ -514,6 +522,7 @@ def _read_entry(
         with np.load(path, allow_pickle=False) as data:
             stored_key = str(data["key"])
             meta = json.loads(str(data["meta"]))
+            has_lesion = bool(data["has_lesion"])
             image, brain, affine = data["image"], data["brain_mask"], data["affine"]
             lesion = data["lesion_mask"] if "lesion_mask" in data.files else None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
@@ -522,6 +531,7 @@ def _read_entry(
     ok = (
         stored_key == key and image.ndim == 3 and image.shape == shape and image.dtype == np.float32
         and brain.shape == shape and brain.dtype == bool and affine.shape == (4, 4)
+        and has_lesion == (lesion is not None)
         and (lesion is None or (lesion.shape == shape and lesion.dtype == bool))
         and np.isfinite(image).all() and np.isfinite(affine).all()
     )

@@ -4,8 +4,8 @@ a course lab on a laptop CPU and the paper's full settings.
 A profile is data, not scattered constants: training, data building and the main job all take a
 profile name and read their settings from the :class:`Profile` it names.
 
-- ``smoke``: 32³ volumes, a handful of subjects, a few epochs — seconds to a minute on 2 CPU cores;
-  for CI, tests and the notebooks' headless runs. Numbers from it are not meaningful.
+- ``smoke``: 32³ volumes, a handful of subjects, a tiny backbone and a short schedule with early
+  stopping, for CI, tests and the notebooks' headless runs. Numbers from it are not meaningful.
 - ``lab``: 64³ volumes (the paper's size), the default phantom counts, a lighter backbone and a short
   schedule — minutes to an hour on a 2-core CPU.
 - ``paper``: Bengs et al. 2021 settings (Sec. 2.1–2.3): 1 mm resampling, 64³, batch 32, latent
@@ -29,7 +29,7 @@ class Profile:
         spacing_mm: isotropic voxel size (mm) of the resampling step of the preprocessing
             (paper: 1.0). The phantom is simulated directly on this grid. Coarser values only
             change the intermediate grid: the final volume is always ``image_size`` voxels across
-            the same 191 × 158 × 163 mm box.
+            the same 158 × 191 × 163 mm box (left-right × posterior-anterior × inferior-superior).
         phantom_counts: number of simulated subjects per cohort (``healthy``, ``tumour``,
             ``stroke``) when the phantom is built with this profile.
         batch_size: training mini-batch size (paper: 32).

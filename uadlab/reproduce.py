@@ -117,7 +117,7 @@ def reproduce(
     rows, size_rows, subject_tables = [], [], {}
     for experiment, fraction in runs:
         name = run_name(experiment, fraction)
-        config = TrainConfig(experiment=experiment, profile=prof, data=str(data_dir), fraction=fraction, seed=seed)
+        config = TrainConfig(experiment=experiment, profile=profile, data=str(data_dir), fraction=fraction, seed=seed)
         run_dir = train(config, out / "runs" / name, resume=True, progress=progress).run_dir
         metrics = _evaluation(run_dir, data_dir, out / "evaluation" / name, progress)
         for cohort, m in metrics["cohorts"].items():

@@ -14,9 +14,10 @@ Batches are made in memory from the stacked arrays of :meth:`uadlab.data.BuiltDa
   zeros); validation reconstructs every slice, like :func:`uadlab.models.reconstruct` at test time.
 
 Each epoch shuffles the samples with a generator seeded from ``(seed, epoch)`` and splits them evenly
-into ``ceil(n / batch_size)`` batches of at most ``batch_size`` samples (never a lone sample that
-would upset batch statistics). Erasing and the VAE's latent sampling draw from generators seeded the
-same way, so a resumed run ends with bit-identical weights (on CPU) to an uninterrupted one.
+into ``ceil(n / batch_size)`` batches of at most ``batch_size`` samples (so no batch of one sample,
+which would upset batch statistics, unless there is only one sample). Erasing and the VAE's latent
+sampling draw from generators seeded the same way, so a resumed run ends with bit-identical weights
+(on CPU) to an uninterrupted one.
 
 Run folder::
 
@@ -93,7 +94,10 @@ class TrainConfig:
     Raises:
         TypeError: a field of the wrong type.
         ValueError: a field with an invalid value (unknown experiment, profile or loss, fraction
-            outside (0, 1], non-positive lr, batch size, epochs or patience, negative seed).
+            outside (0, 1], non-positive lr, batch size, epochs or patience, seed outside
+            [0, 2**32)).
+
+    NumPy numbers are converted to ``int``/``float`` so that the config can be written as YAML.
     """
 
     experiment: str
@@ -127,8 +131,8 @@ class TrainConfig:
         if not 0.0 < self.fraction <= 1.0:
             raise ValueError(f"`fraction` must be in (0, 1], got {self.fraction!r}")
         _check_number("seed", self.seed, int)
-        if self.seed < 0:
-            raise ValueError(f"`seed` must be a non-negative int, got {self.seed!r}")
+        if not 0 <= self.seed < 2**32:  # the range seed_everything accepts
+            raise ValueError(f"`seed` must be a non-negative int below 2**32, got {self.seed!r}")
         if self.loss not in _LOSSES:
             raise ValueError(f"`loss` must be one of {list(_LOSSES)}, got {self.loss!r}")
         _check_number("lr", self.lr, float)
@@ -140,6 +144,8 @@ class TrainConfig:
                 _check_number(name, value, int)
                 if value < 1:
                     raise ValueError(f"`{name}` must be a positive int or None, got {value!r}")
+                setattr(self, name, int(value))
+        self.fraction, self.seed, self.lr = float(self.fraction), int(self.seed), float(self.lr)
         if self.device is not None:
             _resolve_device(self.device)
 
@@ -225,7 +231,7 @@ class TrainResult:
     def summary(self) -> str:
         """One human-readable paragraph for the command line."""
         epochs = len(self.history)
-        state = "finished" if self.finished else "stopped early (resume with --resume)"
+        state = "finished" if self.finished else "interrupted (resume with --resume)"
         return (f"{self.run_dir}: {state} after {epochs} epoch(s); best epoch {self.best_epoch} "
                 f"with healthy validation l1 error {self.best_val:.5f} per voxel")
 
@@ -545,7 +551,7 @@ def _prepare_run_dir(config: TrainConfig, out_dir: str | Path, *, resume: bool, 
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"{run_dir}: exists and is not a folder")
     config_path = run_dir / _CONFIG_FILE
-    has_run = config_path.exists() or (run_dir / _CHECKPOINT_FILE).exists()
+    has_run = any((run_dir / name).exists() for name in (_CONFIG_FILE, _CHECKPOINT_FILE, _HISTORY_FILE))
     if has_run and overwrite:
         for name in (_CONFIG_FILE, _CHECKPOINT_FILE, _HISTORY_FILE):
             (run_dir / name).unlink(missing_ok=True)
