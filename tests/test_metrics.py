@@ -216,10 +216,11 @@ def test_slice_scores_and_auprc_known_answer():
     sums, _ = slice_scores(r, lesion, brain, reduce="sum")
     np.testing.assert_allclose(sums, [0.4, 1.2, 1.4, 3.2])
     # mean: abnormal slices rank 2nd and 4th -> AP = (1/2)(1) + (1/2)(2/3) = 5/6
-    assert slice_auprc(r, lesion, brain) == pytest.approx(5 / 6)
-    assert slice_auprc(r, lesion, brain, reduce="sum") == pytest.approx(1.0)  # sums rank them first
+    assert slice_auprc(r, lesion, brain, reduce="mean") == pytest.approx(5 / 6)
+    assert slice_auprc(r, lesion, brain) == pytest.approx(1.0)  # sums (the default, the paper's l1) rank them first
     # batched and list forms pool the slices of all subjects
-    assert slice_auprc(np.stack([r, r]), np.stack([lesion, lesion]), np.stack([brain, brain])) == pytest.approx(5 / 6)
+    assert slice_auprc(np.stack([r, r]), np.stack([lesion, lesion]), np.stack([brain, brain]),
+                       reduce="mean") == pytest.approx(5 / 6)
     assert slice_scores([r, r], [lesion, lesion], [brain, brain])[0].shape == (8,)
 
 

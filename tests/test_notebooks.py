@@ -61,6 +61,8 @@ def test_notebook_problems_reports_each_problem(tmp_path):
         "cell 1 holds outputs (strip them before committing)",
         "cell 1 defines a class (logic belongs in uadlab)",
     ]
+    path = _write(tmp_path / "helper.ipynb", [_parameters_cell(), new_code_cell("def helper(x):\n    return x")])
+    assert notebook_problems(path) == ["cell 1 defines a function (logic belongs in uadlab)"]
     path = _write(tmp_path / "untyped.ipynb", [_parameters_cell("PROFILE = 'smoke'")])
     assert "the parameters cell lacks a typed `PROFILE: ...` parameter" in notebook_problems(path)
 
@@ -150,7 +152,8 @@ def test_model_labs_outputs(executed, name, experiment):
     assert summary["experiment"] == experiment
     assert set(summary["cohorts"]) == {"tumour", "stroke"}
     for metrics in summary["cohorts"].values():
-        assert 0.0 <= metrics["auprc"] <= 1.0
+        assert 0.0 <= metrics["auprc"] <= 1.0 and 0.0 <= metrics["slice_auprc"] <= 1.0
+        assert metrics["dice_d"] <= metrics["oracle_dice_d"] + 1e-9  # the oracle bounds the honest DICE_D
     assert (out / "runs" / experiment / "checkpoint.pt").exists()
     assert (out / name / "reconstructions.png").stat().st_size > 1000
 
@@ -178,10 +181,16 @@ def test_04_lesion_size_outputs(executed):
     out, _ = executed
     sizes = pd.read_csv(out / "04_lesion_size" / "lesion_size.csv")
     assert (sizes["lesion_voxels"] > 0).all() and sizes["dice"].between(0, 1).all()
+    assert set(sizes["cohort"]) == {"tumour", "stroke"}  # Fig. 4 per test set, as the paper
     summary = json.loads((out / "04_lesion_size" / "lesion_size.json").read_text())
-    assert [c["label"] for c in summary["cases"]][0] == "best"
-    assert (out / "04_lesion_size" / "fig4_lesion_size.png").exists()
-    assert (out / "04_lesion_size" / "fig7_example_cases.png").exists()
+    assert summary["experiments"] == ["2D-None", "2D-Patch-n", "3D-None", "3D-Cube-n"]
+    assert summary["best_experiment"] in summary["experiments"]
+    assert set(summary["cases"]) == {"tumour", "stroke"}
+    for cohort, cases in summary["cases"].items():
+        assert [c["label"] for c in cases] == ["best", "median", "worst"]
+        assert [c["dice"] for c in cases] == sorted((c["dice"] for c in cases), reverse=True)
+        assert (out / "04_lesion_size" / f"fig4_lesion_size_{cohort}.png").stat().st_size > 1000
+        assert (out / "04_lesion_size" / f"fig7_example_cases_{cohort}.png").stat().st_size > 1000
 
 
 @_mark
@@ -191,5 +200,7 @@ def test_05_data_size_outputs(executed):
     assert sorted(table["percent"].unique()) == [50, 100]  # smoke fractions
     assert set(table["experiment"]) == {"2D-None", "3D-None", "3D-Cube-n"}
     summary = json.loads((out / "05_data_size" / "data_size.json").read_text())
-    assert set(summary["slice_auprc"]) == {"2D-None", "3D-None", "3D-Cube-n"}
+    assert set(summary["slice_auprc"]) == {"2D-None", "2D-Patch-n", "3D-None", "3D-Cube-n"}
+    assert all(0.0 <= v <= 1.0 for v in summary["slice_auprc"].values())
+    assert summary["cohorts"] == ["tumour", "stroke"]  # Fig. 6 pools the test sets, as the paper
     assert (out / "05_data_size" / "fig6_slice_detection.png").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import ipywidgets
 import matplotlib
 import numpy as np
@@ -102,6 +104,10 @@ def test_threshold_explorer_validation(maps, subject):
         widgets.threshold_explorer([healthy])
     with pytest.raises(ValueError, match=r"`maps\[0\]` must have a lesion_mask"):
         widgets.threshold_explorer([make_maps("u", image, recon, brain)])
+    bad_brain = SimpleNamespace(subject_id="b", image=image, anomaly_map=maps[0].anomaly_map,
+                                lesion_mask=maps[0].lesion_mask, brain_mask=brain[:, :, :4])
+    with pytest.raises(ValueError, match=r"`maps\[1\].brain_mask` must have shape \(16, 16, 12\)"):
+        widgets.threshold_explorer([maps[0], bad_brain])
 
 
 # ----------------------------------------------------------------------------------------------

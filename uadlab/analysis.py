@@ -169,15 +169,16 @@ def data_size_table(results: Iterable[tuple[str, float, Mapping[str, Any]]]) -> 
 
 
 def slice_detection_curve(maps: Mapping[str, SubjectMaps] | Sequence[SubjectMaps], *,
-                          reduce: Literal["mean", "sum"] = "mean") -> tuple[np.ndarray, np.ndarray, float]:
+                          reduce: Literal["mean", "sum"] = "sum") -> tuple[np.ndarray, np.ndarray, float]:
     """Precision–recall curve of axial-slice detection (Bengs et al. 2021, Sec. 2.3, Fig. 6).
 
-    A slice is abnormal when it holds a lesion voxel; its score is the residual averaged (or summed)
+    A slice is abnormal when it holds a lesion voxel; its score is the residual summed (or averaged)
     over its brain voxels (:func:`uadlab.metrics.slice_scores`, slices without brain dropped).
 
     Args:
         maps: labelled :class:`~uadlab.inference.SubjectMaps` (test split).
-        reduce: ``"mean"`` or ``"sum"`` of the residual over a slice's brain voxels.
+        reduce: ``"sum"`` (default: the slice's l1 distance, as the paper) or ``"mean"`` of the
+            residual over a slice's brain voxels.
 
     Returns:
         ``(precision, recall, auprc)``: ``(K,)`` arrays from

@@ -253,7 +253,7 @@ def score(maps: Maps, threshold: float, *, n_resamples: int = 1000, seed: int = 
     return EvaluationResult(
         threshold=threshold, n_subjects=n, dice_d=dice_d, dice_d_ci=dice_d_ci, dice_s_mean=dice_s_mean,
         dice_s_std=dice_s_std, dice_s_ci=dice_s_ci, auprc=voxel_auprc, auprc_ci=auprc_ci,
-        slice_auprc=metrics.slice_auprc([m.residual for m in items], labels, brains, reduce="mean"),
+        slice_auprc=metrics.slice_auprc([m.residual for m in items], labels, brains),
         sensitivity=metrics.sensitivity(preds, labels, mask=brains),
         specificity=metrics.specificity(preds, labels, mask=brains),
         subjects=subjects,

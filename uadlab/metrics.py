@@ -455,19 +455,20 @@ def _threshold_below(sorted_scores: _SortedScores, value: float) -> float:
 # --------------------------------------------------------------------------------------------
 
 def slice_scores(residuals: ArrayOrVolumes, lesion_masks: ArrayOrVolumes, brain_masks: ArrayOrVolumes,
-                 *, reduce: Literal["mean", "sum"] = "mean") -> tuple[np.ndarray, np.ndarray]:
+                 *, reduce: Literal["mean", "sum"] = "sum") -> tuple[np.ndarray, np.ndarray]:
     """Score and label every axial slice (Bengs et al. 2021, Sec. 2.3, Fig. 6).
 
     Slice ``k`` of a volume is ``volume[:, :, k]`` (last axis). Its label is True when it holds any
-    lesion voxel; its score is the residual summed (``"sum"``) or averaged (``"mean"``) over the
-    slice's brain voxels. Slices without brain voxels are excluded: they carry no brain to judge
+    lesion voxel; its score is the residual summed (``"sum"``, the paper's l1 distance between the
+    slice and its reconstruction) or averaged (``"mean"``, which discounts the brain's area in the
+    slice) over the slice's brain voxels. Slices without brain voxels are excluded: they carry no brain to judge
     and would add trivially-normal zero-score slices that inflate precision.
 
     Args:
         residuals: ``(X, Y, Z)``, ``(N, X, Y, Z)`` or a list of ``(X, Y, Z)`` residuals / anomaly maps.
         lesion_masks: lesion masks, same structure.
         brain_masks: brain masks, same structure.
-        reduce: ``"mean"`` or ``"sum"`` over the slice's brain voxels.
+        reduce: ``"sum"`` (default, the paper's) or ``"mean"`` over the slice's brain voxels.
 
     Returns:
         ``(scores, labels)``, ``(S,)`` float64 and bool, the kept slices of all volumes in order.
@@ -512,7 +513,7 @@ def _is_batch(x: ArrayOrVolumes) -> bool:
 
 
 def slice_auprc(residuals: ArrayOrVolumes, lesion_masks: ArrayOrVolumes, brain_masks: ArrayOrVolumes,
-                *, reduce: Literal["mean", "sum"] = "mean") -> float:
+                *, reduce: Literal["mean", "sum"] = "sum") -> float:
     """Slice-wise detection AUPRC (Bengs et al. 2021, Sec. 2.3, Fig. 6).
 
     :func:`auprc` of the axial-slice scores and labels of :func:`slice_scores` (slices without
@@ -522,7 +523,8 @@ def slice_auprc(residuals: ArrayOrVolumes, lesion_masks: ArrayOrVolumes, brain_m
         residuals: ``(X, Y, Z)``, ``(N, X, Y, Z)`` or a list of residuals / anomaly maps.
         lesion_masks: lesion masks, same structure.
         brain_masks: brain masks, same structure.
-        reduce: ``"mean"`` (default) or ``"sum"`` of the residual over a slice's brain voxels.
+        reduce: ``"sum"`` (default: the slice's l1 distance, as the paper) or ``"mean"`` of the
+            residual over a slice's brain voxels.
 
     Returns:
         AUPRC in ``[0, 1]``; NaN with an :class:`UndefinedMetricWarning` if no slice is abnormal.

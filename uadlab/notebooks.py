@@ -152,7 +152,13 @@ def notebook_problems(path: str | Path) -> list[str]:
 
     Checks STYLE.md Sec. 10: the first cell is a code cell tagged ``parameters`` that holds
     ``PROFILE``, ``OUT_DIR``, ``SEED`` and ``INTERACTIVE``; no code cell holds outputs or an
-    execution count; no code cell defines a class.
+    execution count; no code cell defines a class or a function (logic belongs in ``uadlab``).
+
+    Args:
+        path: an ``.ipynb`` file.
+
+    Returns:
+        One sentence per problem, in cell order after the parameters-cell checks.
 
     Raises:
         NotebookError: the file is missing or not a notebook.
@@ -171,6 +177,7 @@ def notebook_problems(path: str | Path) -> list[str]:
             continue
         if cell.get("outputs") or cell.get("execution_count") is not None:
             problems.append(f"cell {index} holds outputs (strip them before committing)")
-        if any(line.lstrip().startswith("class ") for line in cell.source.splitlines()):
-            problems.append(f"cell {index} defines a class (logic belongs in uadlab)")
+        for keyword, what in (("class ", "a class"), ("def ", "a function")):
+            if any(line.lstrip().startswith(keyword) for line in cell.source.splitlines()):
+                problems.append(f"cell {index} defines {what} (logic belongs in uadlab)")
     return problems

@@ -35,13 +35,15 @@ from uadlab.io import atomic_write
 from uadlab.profiles import Profile, get_profile
 from uadlab.training import TrainConfig, load_run, train
 
-__all__ = ["DATA_SIZE_EXPERIMENTS", "PHANTOM_MANIFEST", "reproduce", "run_name"]
+__all__ = ["DATA_SIZE_EXPERIMENTS", "FIGURE_EXPERIMENTS", "PHANTOM_MANIFEST", "reproduce", "run_name"]
 
 #: Manifest of the default data set (shipped beside the package in the source tree).
 PHANTOM_MANIFEST = Path(__file__).resolve().parents[1] / "data_manifests" / "phantom.yaml"
 
-#: Experiments of the data-set-size study (Fig. 5): the 2D and 3D baselines and the best 3D erasing.
-DATA_SIZE_EXPERIMENTS: tuple[str, ...] = ("2D-None", "3D-None", "3D-Cube-n")
+#: Experiments of Figs. 4–6 and of the data-set-size study (Fig. 5): the 2D and 3D baselines and
+#: their erasing counterparts the paper draws (2D-Patch-n, 3D-Cube-n).
+FIGURE_EXPERIMENTS: tuple[str, ...] = ("2D-None", "2D-Patch-n", "3D-None", "3D-Cube-n")
+DATA_SIZE_EXPERIMENTS: tuple[str, ...] = FIGURE_EXPERIMENTS
 
 _TABLE1_COLUMNS = ["experiment", "dataset", "dice_d", "dice_s_mean", "dice_s_std", "auprc", "threshold"]
 
@@ -157,46 +159,59 @@ def _evaluation(run_dir: Path, data_dir: Path, eval_dir: Path, progress: bool) -
 def _write_figures(figures: Path, dataset, out: Path, table: pd.DataFrame,
                    subject_tables: dict[str, pd.DataFrame], size_table: pd.DataFrame,
                    progress: bool) -> None:
-    """Figs. 4–7 for the two baselines and the best run (highest mean DICE_D over cohorts).
+    """Figs. 4–7 as the paper draws them (Sec. 3), for :data:`FIGURE_EXPERIMENTS` and the best run.
 
-    Fig. 4 (DICE_S over lesion size, cubic fit per experiment) and Fig. 5 (AUPRC over the share of
-    training data) come from the tables; Figs. 6 (slice-wise detection) and 7 (best / median /
-    worst case) reconstruct each cohort's test split again with the chosen models. Fig. 7 is also
-    written as interactive plotly HTML (orthogonal slices of the worst case with its anomaly map).
+    The best run has the highest DICE_D averaged over the test sets. Fig. 4: DICE_S over lesion
+    size with a cubic fit, one figure per test set. Fig. 5: AUPRC (and DICE_D) over the share of
+    training data, averaged over the test sets. Fig. 6: slice-wise detection on all test sets
+    pooled. Fig. 7: best, median and worst case of the best run, one figure per test set, also as
+    interactive plotly HTML (orthogonal slices of the worst case with its anomaly map).
     """
     ranking = table.groupby("experiment", sort=False)["dice_d"].mean().sort_values(ascending=False, kind="stable")
     best = str(ranking.index[0])
-    shown = list(dict.fromkeys([e for e in ("2D-None", "3D-None") if e in subject_tables] + [best]))
+    shown = [e for e in FIGURE_EXPERIMENTS if e in subject_tables] or [best]
 
-    sizes = pd.concat([analysis.lesion_size_table(subject_tables[e]).assign(experiment=e) for e in shown],
-                      ignore_index=True)
-    fits = {e: analysis.lesion_size_fit(part) for e, part in sizes.groupby("experiment", sort=False)
-            if part["log10_lesion_voxels"].nunique() >= 4}
-    _save(viz.lesion_size_plot(sizes, fits), figures / "fig4_lesion_size.png")
-    if not size_table.empty:
-        for metric in ("auprc", "dice_d"):
-            _save(viz.data_size_plot(size_table, metric=metric), figures / f"fig5_data_size_{metric}.png")
-
-    models = {e: load_run(out / "runs" / run_name(e))[0] for e in shown}
     for cohort in dataset.lesion_cohorts:
-        ids = dataset.ids(cohort=cohort, split="test")
-        if not ids:
+        sizes = pd.concat([analysis.lesion_size_table(subject_tables[e]).assign(experiment=e) for e in shown],
+                          ignore_index=True)
+        sizes = sizes[sizes["cohort"] == cohort]
+        if sizes.empty:
             continue
-        curves = {}
-        for experiment, model in models.items():
-            maps = predict(model, dataset, ids, progress=progress)
+        fits = {e: analysis.lesion_size_fit(part) for e, part in sizes.groupby("experiment", sort=False)
+                if part["log10_lesion_voxels"].nunique() >= 4}
+        fig = viz.lesion_size_plot(sizes, fits)
+        fig.axes[0].set_title(f"Fig. 4: DICE_S vs lesion size, {cohort} (cubic fit)", fontsize=10)
+        _save(fig, figures / f"fig4_lesion_size_{cohort}.png")
+    if not size_table.empty:
+        averaged = size_table.groupby(["experiment", "fraction"], sort=False)[["auprc", "dice_d"]].mean().reset_index()
+        for metric in ("auprc", "dice_d"):
+            _save(viz.data_size_plot(averaged, metric=metric), figures / f"fig5_data_size_{metric}.png")
+
+    test_ids = [i for cohort in dataset.lesion_cohorts for i in dataset.ids(cohort=cohort, split="test")]
+    curves = {}
+    for experiment in dict.fromkeys(shown + [best]):
+        maps = predict(load_run(out / "runs" / run_name(experiment))[0], dataset, test_ids, progress=progress)
+        if experiment in shown:
             curves[experiment] = analysis.slice_detection_curve(maps)
-            if experiment == best:
-                threshold = float(table.query("experiment == @experiment and dataset == @cohort")["threshold"].iloc[0])
-                cases = analysis.example_cases(maps, threshold, n=min(3, sum(m.lesion_voxels > 0 for m in maps.values())))
-                _save(viz.example_cases_plot(cases, threshold=threshold),
-                      figures / f"fig7_examples_{cohort}_{experiment}.png")
-                worst = maps[cases[-1].subject_id]
-                index = (*np.argwhere(worst.lesion_mask).mean(axis=0).astype(int),) if worst.lesion_voxels else None
-                _save(viz.orthogonal_slices(worst.image, worst.anomaly_map, index=index,
-                                            title=f"{experiment}, {cohort}, {worst.subject_id}: anomaly map"),
-                      figures / f"fig7_examples_{cohort}_{experiment}.html")
-        _save(viz.slice_detection_plot(curves), figures / f"fig6_slice_detection_{cohort}.png")
+        if experiment == best:
+            _write_examples(figures, experiment, maps, table)
+    _save(viz.slice_detection_plot(curves), figures / "fig6_slice_detection.png")
+
+
+def _write_examples(figures: Path, experiment: str, maps: dict, table: pd.DataFrame) -> None:
+    """Fig. 7 of one run, per test set, at that test set's validation threshold."""
+    for cohort, threshold in table.loc[table["experiment"] == experiment, ["dataset", "threshold"]].itertuples(index=False):
+        cohort_maps = [m for m in maps.values() if m.cohort == cohort and m.lesion_voxels > 0]
+        if not cohort_maps:
+            continue
+        cases = analysis.example_cases(cohort_maps, float(threshold), n=min(3, len(cohort_maps)))
+        _save(viz.example_cases_plot(cases, threshold=float(threshold)),
+              figures / f"fig7_examples_{cohort}_{experiment}.png")
+        worst = next(m for m in cohort_maps if m.subject_id == cases[-1].subject_id)
+        centre = tuple(int(i) for i in np.argwhere(worst.lesion_mask).mean(axis=0))
+        _save(viz.orthogonal_slices(worst.image, worst.anomaly_map, index=centre,
+                                    title=f"{experiment}, {cohort}, {worst.subject_id}: anomaly map"),
+              figures / f"fig7_examples_{cohort}_{experiment}.html")
 
 
 def _save(fig, path: Path) -> None:

@@ -129,14 +129,15 @@ class _ThresholdData:
             self.lesion_masks.append(_volume(lesion, f"maps[{i}].lesion_mask", anomaly.shape, dtype=bool))
             self.images.append(_volume(m.image, f"maps[{i}].image", anomaly.shape))
             self.ids.append(str(getattr(m, "subject_id", f"subject {i}")))
-        brains = [np.asarray(m.brain_mask, bool) for m in items]
+        brains = [_volume(m.brain_mask, f"maps[{i}].brain_mask", a.shape, dtype=bool)
+                  for i, (m, a) in enumerate(zip(items, self.anomaly_maps))]
         self.scores = np.concatenate([a[b] for a, b in zip(self.anomaly_maps, brains)]).astype(np.float64)
         self.labels = np.concatenate([l[b] for l, b in zip(self.lesion_masks, brains)])
         if not self.labels.any():
             raise ValueError("`maps` must hold at least one lesion voxel inside the brain, got none")
         self.precision, self.recall, _ = precision_recall_curve(self.labels, self.scores)
         self.auprc = metrics.auprc(self.scores, self.labels)
-        self.max_score = float(self.scores.max()) if self.scores.size else 1.0
+        self.max_score = float(self.scores.max())  # not empty: a lesion voxel lies inside the brain
 
     def dice_d(self, threshold: float) -> float:
         """Pooled DICE_D of ``anomaly_map > threshold`` over all subjects (NaN when undefined)."""
