@@ -198,7 +198,7 @@ def test_05_data_size_outputs(executed):
     out, _ = executed
     table = pd.read_csv(out / "05_data_size" / "data_size.csv")
     assert sorted(table["percent"].unique()) == [50, 100]  # smoke fractions
-    assert set(table["experiment"]) == {"2D-None", "3D-None", "3D-Cube-n"}
+    assert set(table["experiment"]) == {"2D-None", "2D-Patch-n", "3D-None", "3D-Cube-n"}
     summary = json.loads((out / "05_data_size" / "data_size.json").read_text())
     assert set(summary["slice_auprc"]) == {"2D-None", "2D-Patch-n", "3D-None", "3D-Cube-n"}
     assert all(0.0 <= v <= 1.0 for v in summary["slice_auprc"].values())
