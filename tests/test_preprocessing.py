@@ -7,6 +7,7 @@ import pytest
 
 from uadlab.errors import VolumeError
 from uadlab.preprocessing import (
+    STEPS,
     PreprocessCache,
     Preprocessed,
     PreprocessingParams,
@@ -192,6 +193,39 @@ def test_paper_box_holds_a_whole_adult_brain():
         assert not np.take(out.brain_mask, [0, -1], axis=axis).any(), axis
     extent = np.ptp(np.argwhere(out.brain_mask), axis=0) + 1
     np.testing.assert_allclose(extent * np.diag(out.affine)[:3], [145.0, 181.0, 155.0], rtol=0.06)
+
+
+def test_on_step_shows_each_step_on_its_own_grid(reference):
+    affine, image, brain, lesion, out = reference
+    flip = np.eye(4)  # the same voxels stored L-P-S (world positions unchanged): step 1 flips them back
+    flip[0, 0] = flip[1, 1] = -1
+    flip[0, 3], flip[1, 3] = image.shape[0] - 1, image.shape[1] - 1
+    lps = affine @ flip
+    flipped = [np.flip(a, axis=(0, 1)) for a in (image, brain, lesion)]
+    states = {}
+    result = preprocess(flipped[0], lps, flipped[1], flipped[2], params=SMALL,
+                        on_step=lambda name, state: states.setdefault(name, state))
+    assert tuple(states) == STEPS
+    reoriented = states["reorient"]
+    np.testing.assert_array_equal(reoriented.image, image)  # RAS+ again, untouched
+    np.testing.assert_allclose(reoriented.affine, affine)
+    assert states["resample"].image.shape == (45, 45, 45)  # 90 mm field of view at 2 mm
+    np.testing.assert_allclose(np.diag(states["resample"].affine)[:3], 2.0)
+    standardised = states["standardise"]
+    assert standardised.image[~standardised.brain_mask].max() == 0.0  # skull stripped
+    assert standardised.image.min() == 0.0 and standardised.image.max() == 1.0
+    crop = states["crop"]
+    for axis in range(3):  # the brain touches every face of its bounding box
+        assert np.take(crop.brain_mask, [0], axis=axis).any() and np.take(crop.brain_mask, [-1], axis=axis).any()
+    assert states["pad"].image.shape == SMALL.pad_shape == (40, 40, 40)
+    assert states["pad"].lesion_mask.sum() == crop.lesion_mask.sum() == standardised.lesion_mask.sum()
+    assert states["downsample"] is result
+    np.testing.assert_array_equal(result.image, out.image)  # the hook changes nothing
+    for state in states.values():  # every step's arrays share its grid, and the lesion stays in the brain
+        assert state.image.shape == state.brain_mask.shape == state.lesion_mask.shape
+        assert (state.lesion_mask & state.brain_mask).sum() >= 0.9 * state.lesion_mask.sum()
+    with pytest.raises(TypeError, match="on_step"):
+        preprocess(image, affine, brain, params=SMALL, on_step="print")
 
 
 def test_deterministic(reference):

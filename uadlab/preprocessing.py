@@ -69,6 +69,7 @@ from uadlab.profiles import Profile, get_profile
 __all__ = [
     "PreprocessingParams",
     "Preprocessed",
+    "STEPS",
     "preprocess",
     "PreprocessCache",
     "default_cache_dir",
@@ -76,6 +77,9 @@ __all__ = [
 
 _IMAGE_ORDER = 3  # cubic splines for intensities (Sec. 2.1)
 _MASK_ORDER = 1  # masks: linear interpolation, then > 0.5
+STEPS = ("reorient", "resample", "standardise", "crop", "pad", "downsample")
+"""Names of the pipeline's steps, in order, as :func:`preprocess` passes them to ``on_step``
+(``"standardise"`` is steps 3-4 of the module docstring: skull strip, then standardise)."""
 _CACHE_FORMAT = 2  # bump when the pipeline (or the phantom simulation, whose code is not in the phantom
 # keys) or the entry layout changes: old entries are then ignored
 
@@ -170,6 +174,7 @@ def preprocess(
     lesion_mask: np.ndarray | None = None,
     *,
     params: PreprocessingParams | None = None,
+    on_step: Callable[[str, Preprocessed], None] | None = None,
 ) -> Preprocessed:
     """Resample, skull strip, standardise, crop, pad and downsample one subject (Sec. 2.1).
 
@@ -181,9 +186,15 @@ def preprocess(
         brain_mask: ``(I, J, K)`` brain mask; nonzero/True is brain.
         lesion_mask: ``(I, J, K)`` lesion ground truth (nonzero/True is lesion), or ``None``.
         params: :class:`PreprocessingParams`; ``None`` means the paper's defaults.
+        on_step: called after each step as ``on_step(name, state)``, ``name`` from :data:`STEPS`
+            and ``state`` a :class:`Preprocessed` with that step's arrays on that step's grid
+            (their shapes change from step to step; the image is in ``[0, 1]`` from
+            ``"standardise"`` on). For showing the pipeline (lab 0); the arrays may be views into
+            the next step's inputs, so copy them to modify them.
 
     Returns:
-        :class:`Preprocessed` with ``(out_size,) * 3`` arrays and the output affine.
+        :class:`Preprocessed` with ``(out_size,) * 3`` arrays and the output affine; the state
+        passed with ``"downsample"``.
 
     Raises:
         TypeError: an array is not a numpy array, or ``params`` is not a
@@ -195,7 +206,13 @@ def preprocess(
     params = PreprocessingParams() if params is None else params
     if not isinstance(params, PreprocessingParams):
         raise TypeError(f"`params` must be a PreprocessingParams or None, got {type(params).__name__}")
+    if on_step is not None and not callable(on_step):
+        raise TypeError(f"`on_step` must be callable or None, got {type(on_step).__name__}")
     image, affine, brain_mask, lesion_mask = _checked_inputs(image, affine, brain_mask, lesion_mask)
+
+    def report(step: str, *arrays: np.ndarray | None) -> None:
+        if on_step is not None:
+            on_step(step, Preprocessed(*arrays, affine=affine))
 
     # 1. RAS+ canonical orientation (a permutation/flip of the axes, no interpolation).
     image, canonical_affine = _canonical(image, affine)
@@ -203,6 +220,7 @@ def preprocess(
     if lesion_mask is not None:
         lesion_mask, _ = _canonical(lesion_mask, affine)
     affine = canonical_affine
+    report("reorient", image, brain_mask > 0.5, None if lesion_mask is None else lesion_mask > 0.5)
 
     # 2. Isotropic resampling.
     iso_affine, iso_shape = _iso_grid(affine, image.shape, params.spacing_mm)
@@ -213,9 +231,11 @@ def preprocess(
     if not brain_mask.any():
         raise VolumeError(f"the brain mask is empty after resampling to {params.spacing_mm} mm voxels")
     affine = iso_affine
+    report("resample", image, brain_mask, lesion_mask)
 
     # 3.-4. Skull strip and standardise to [0, 1] inside the brain.
     image = _standardise(image, brain_mask, params.clip_percentile)
+    report("standardise", image, brain_mask, lesion_mask)
 
     # 5.-6. Crop to the brain's bounding box, then pad (or centre-crop) to the common box.
     where = np.argwhere(brain_mask)
@@ -223,8 +243,10 @@ def preprocess(
     box = tuple(slice(a, b) for a, b in zip(start, stop))
     affine = _shifted(affine, start)
     arrays = [image[box], brain_mask[box]] + ([lesion_mask[box]] if lesion_mask is not None else [])
+    report("crop", arrays[0], arrays[1], arrays[2] if lesion_mask is not None else None)
     arrays, offset = _fit_to_box(arrays, params.pad_shape)
     affine = _shifted(affine, offset)
+    report("pad", arrays[0], arrays[1], arrays[2] if lesion_mask is not None else None)
 
     # 7. Downsample to out_size^3.
     out_shape = (params.out_size,) * 3
@@ -236,7 +258,10 @@ def preprocess(
         lesion_mask = _lesion_threshold(_zoom(arrays[2], out_shape, order=_MASK_ORDER))
     image = np.where(brain_mask, np.clip(image, 0.0, 1.0), 0.0).astype(np.float32)
     affine = _zoomed_affine(affine, arrays[0].shape, out_shape)
-    return Preprocessed(image=image, brain_mask=brain_mask, lesion_mask=lesion_mask, affine=affine)
+    result = Preprocessed(image=image, brain_mask=brain_mask, lesion_mask=lesion_mask, affine=affine)
+    if on_step is not None:
+        on_step("downsample", result)
+    return result
 
 
 # --------------------------------------------------------------------------------------------------
