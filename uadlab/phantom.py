@@ -49,6 +49,7 @@ from scipy import ndimage as ndi
 
 from uadlab.errors import VolumeError
 from uadlab.io import load_volume
+from uadlab.resampling import iso_grid, resample
 
 __all__ = [
     "KINDS",
@@ -334,13 +335,13 @@ def _make_source(
     voxel_mm: float,
 ) -> SourceBrain:
     """Resample a source onto the isotropic grid, derive CSF, normalise intensities, freeze arrays."""
-    out_affine, out_shape = _iso_grid(affine, image.shape, voxel_mm)
-    brain = _resample(brain.astype(np.float32), affine, out_affine, out_shape, order=1) > 0.5
+    out_affine, out_shape = iso_grid(affine, image.shape, voxel_mm)
+    brain = resample(brain.astype(np.float32), affine, out_affine, out_shape, order=1) > 0.5
     if not brain.any():
         raise VolumeError(f"{name}: the brain mask is empty on a {voxel_mm} mm grid")
-    image = np.clip(_resample(image, affine, out_affine, out_shape, order=3), 0, None) * brain
-    gm = np.clip(_resample(tissues["gm"], affine, out_affine, out_shape, order=1), 0, 1) * brain
-    wm = np.clip(_resample(tissues["wm"], affine, out_affine, out_shape, order=1), 0, 1) * brain
+    image = np.clip(resample(image, affine, out_affine, out_shape, order=3), 0, None) * brain
+    gm = np.clip(resample(tissues["gm"], affine, out_affine, out_shape, order=1), 0, 1) * brain
+    wm = np.clip(resample(tissues["wm"], affine, out_affine, out_shape, order=1), 0, 1) * brain
     total = gm + wm
     over = total > 1
     gm[over] /= total[over]
@@ -355,36 +356,6 @@ def _make_source(
     for array in arrays.values():
         array.setflags(write=False)
     return SourceBrain(name=name, **arrays)
-
-
-def _iso_grid(affine: np.ndarray, shape: tuple[int, ...], voxel_mm: float) -> tuple[np.ndarray, tuple[int, ...]]:
-    """An axis-aligned RAS grid of ``voxel_mm`` voxels covering the field of view of ``(affine, shape)``."""
-    corners = np.array(np.meshgrid(*[[0, n - 1] for n in shape], indexing="ij")).reshape(3, -1)
-    world = affine[:3, :3] @ corners + affine[:3, 3:]
-    lo, hi = world.min(axis=1), world.max(axis=1)
-    out_shape = tuple(int(n) for n in np.floor((hi - lo) / voxel_mm + 1e-6).astype(int) + 1)
-    out_affine = np.eye(4)
-    out_affine[:3, :3] *= voxel_mm
-    out_affine[:3, 3] = lo
-    return out_affine, out_shape
-
-
-def _resample(
-    array: np.ndarray, affine: np.ndarray, out_affine: np.ndarray, out_shape: tuple[int, ...], *, order: int
-) -> np.ndarray:
-    """Resample ``array`` onto ``(out_affine, out_shape)``; anti-alias with a Gaussian when coarsening."""
-    in_mm = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    out_mm = np.sqrt((out_affine[:3, :3] ** 2).sum(axis=0))
-    # Voxel sizes along the input axes after a rotation are approximated by the mean output size.
-    sigma = np.maximum(0.0, (out_mm.mean() / in_mm - 1) / 2)
-    array = np.asarray(array, dtype=np.float32)
-    if sigma.max() > 0:
-        array = ndi.gaussian_filter(array, sigma, mode="constant")
-    to_input = np.linalg.solve(affine, out_affine)
-    return ndi.affine_transform(
-        array, to_input[:3, :3], offset=to_input[:3, 3], output_shape=out_shape, order=order,
-        mode="constant", cval=0.0, output=np.float32,
-    )
 
 
 def _at_grid(source: SourceBrain, voxel_mm: float) -> SourceBrain:

@@ -65,6 +65,7 @@ from scipy import ndimage as ndi
 from uadlab.errors import VolumeError
 from uadlab.io import atomic_write
 from uadlab.profiles import Profile, get_profile
+from uadlab.resampling import iso_grid, resample
 
 __all__ = [
     "PreprocessingParams",
@@ -223,11 +224,11 @@ def preprocess(
     report("reorient", image, brain_mask > 0.5, None if lesion_mask is None else lesion_mask > 0.5)
 
     # 2. Isotropic resampling.
-    iso_affine, iso_shape = _iso_grid(affine, image.shape, params.spacing_mm)
-    image = _resample(image, affine, iso_affine, iso_shape, order=_IMAGE_ORDER)
-    brain_mask = _resample(brain_mask, affine, iso_affine, iso_shape, order=_MASK_ORDER) > 0.5
+    iso_affine, iso_shape = iso_grid(affine, image.shape, params.spacing_mm)
+    image = resample(image, affine, iso_affine, iso_shape, order=_IMAGE_ORDER)
+    brain_mask = resample(brain_mask, affine, iso_affine, iso_shape, order=_MASK_ORDER) > 0.5
     if lesion_mask is not None:
-        lesion_mask = _lesion_threshold(_resample(lesion_mask, affine, iso_affine, iso_shape, order=_MASK_ORDER))
+        lesion_mask = _lesion_threshold(resample(lesion_mask, affine, iso_affine, iso_shape, order=_MASK_ORDER))
     if not brain_mask.any():
         raise VolumeError(f"the brain mask is empty after resampling to {params.spacing_mm} mm voxels")
     affine = iso_affine
@@ -313,43 +314,6 @@ def _canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.nd
     """``array`` and ``affine`` in the closest RAS+ orientation (axes permuted/flipped only)."""
     canonical = nib.as_closest_canonical(nib.Nifti1Image(array, affine))
     return np.asarray(canonical.dataobj, dtype=np.float32), canonical.affine
-
-
-def _iso_grid(affine: np.ndarray, shape: tuple[int, ...], spacing_mm: float) -> tuple[np.ndarray, tuple[int, ...]]:
-    """An axis-aligned RAS grid of ``spacing_mm`` voxels covering the voxel centres of ``(affine, shape)``.
-
-    Its first voxel sits on the lowest corner of that field of view, so an input grid that is already
-    axis-aligned with ``spacing_mm`` voxels is reproduced exactly.
-    """
-    corners = np.array(np.meshgrid(*[[0, n - 1] for n in shape], indexing="ij")).reshape(3, -1)
-    world = affine[:3, :3] @ corners + affine[:3, 3:]
-    lo, hi = world.min(axis=1), world.max(axis=1)
-    out_shape = tuple(int(n) for n in np.floor((hi - lo) / spacing_mm + 1e-4).astype(int) + 1)
-    out_affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0])
-    out_affine[:3, 3] = lo
-    return out_affine, out_shape
-
-
-def _resample(
-    array: np.ndarray, affine: np.ndarray, out_affine: np.ndarray, out_shape: tuple[int, ...], *, order: int
-) -> np.ndarray:
-    """``array`` (float32) interpolated onto the grid ``(out_affine, out_shape)``; zero outside its field of view.
-
-    Axes whose voxels get coarser are first smoothed with a Gaussian of sigma
-    ``(ratio - 1) / 2`` input voxels.
-    """
-    to_input = np.linalg.solve(affine, out_affine)  # output voxel -> input voxel
-    if tuple(out_shape) == array.shape and np.allclose(to_input, np.eye(4), atol=1e-5):
-        return array.astype(np.float32, copy=True)
-    in_mm = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    out_mm = float(abs(out_affine[0, 0]))
-    sigma = np.maximum(0.0, (out_mm / in_mm - 1.0) / 2.0)
-    if sigma.max() > 0:
-        array = ndi.gaussian_filter(array, sigma, mode="constant")
-    return ndi.affine_transform(
-        array, to_input[:3, :3], offset=to_input[:3, 3], output_shape=tuple(out_shape), order=order,
-        mode="constant", cval=0.0, output=np.float32,
-    )
 
 
 def _standardise(image: np.ndarray, brain_mask: np.ndarray, percentile: float) -> np.ndarray:
