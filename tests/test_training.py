@@ -128,6 +128,10 @@ def test_train_config_resolves_profile_defaults_and_round_trips_yaml(tmp_path):
     assert config.data == str(tmp_path)
     assert (config.resolved("batch_size"), config.resolved("max_epochs")) == (32, 5)
     assert config.resolved("patience") == get_profile("lab").patience
+    # 3D batches hold volumes: the lab profile makes them smaller so an epoch still makes enough steps
+    assert TrainConfig(experiment="3D-Cube-n", profile="lab", data=tmp_path).resolved("batch_size") == 8
+    assert TrainConfig(experiment="3D-Cube-n", profile="paper", data=tmp_path).resolved("batch_size") == 32
+    assert TrainConfig(experiment="3D-None", profile="lab", data=tmp_path, batch_size=4).resolved("batch_size") == 4
     assert TrainConfig.from_yaml(config.to_yaml(tmp_path / "a.yaml")) == config
     custom = _config(seed=7, loss="lambert")
     assert TrainConfig.from_yaml(custom.to_yaml(tmp_path / "b.yaml")) == custom

@@ -86,7 +86,8 @@ class TrainConfig:
         seed: seed of the subset, initial weights, shuffling, erasing and latent sampling.
         loss: ``"elbo"`` (Sec. 2.3) or ``"lambert"`` (Lambert et al.'s collapse-robust loss).
         lr: Adam learning rate (paper: 1e-3).
-        batch_size: samples per batch (volumes in 3D, slices in 2D); ``None``: the profile's.
+        batch_size: samples per batch (volumes in 3D, slices in 2D); ``None``: the profile's
+            (:meth:`~uadlab.profiles.Profile.batch_size_for`).
         max_epochs: epoch limit; ``None``: the profile's.
         patience: epochs without validation improvement before stopping; ``None``: the profile's.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; ``None``: CUDA when available, else CPU.
@@ -155,9 +156,14 @@ class TrainConfig:
         return get_profile(self.profile)
 
     def resolved(self, name: str) -> int:
-        """``batch_size``, ``max_epochs`` or ``patience``, falling back to the profile's value."""
+        """``batch_size``, ``max_epochs`` or ``patience``, falling back to the profile's value (for
+        ``batch_size``, the profile's for this experiment's 2D or 3D VAE)."""
         value = getattr(self, name)
-        return getattr(self.resolved_profile, name) if value is None else value
+        if value is not None:
+            return value
+        if name == "batch_size":
+            return self.resolved_profile.batch_size_for(parse_experiment(self.experiment).spatial_dims)
+        return getattr(self.resolved_profile, name)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-YAML representation (a custom profile becomes a mapping)."""
