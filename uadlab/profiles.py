@@ -7,7 +7,7 @@ profile name and read their settings from the :class:`Profile` it names.
 - ``smoke``: 32³ volumes, a handful of subjects, a tiny backbone and a short schedule with early
   stopping, for CI, tests and the notebooks' headless runs. Numbers from it are not meaningful.
 - ``lab``: 64³ volumes (the paper's size), the default phantom counts, a lighter backbone and a short
-  schedule — minutes to an hour on a 2-core CPU.
+  schedule — 10 to 20 minutes per model on a 2-core CPU, about 5 hours for the whole main job.
 - ``paper``: Bengs et al. 2021 settings (Sec. 2.1–2.3): 1 mm resampling, 64³, batch 32, latent
   128 (2D) / 512 (3D), a long schedule with early stopping; meant for a GPU.
 """
