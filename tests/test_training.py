@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from uadlab import training
+from uadlab import profiles, training
 from uadlab.errors import DatasetError, RunError
 from uadlab.profiles import get_profile
 from uadlab.training import (
@@ -190,7 +190,8 @@ def test_train_writes_run_folder_and_load_run_returns_best_model(tmp_path, array
                                   check_exact=False, rtol=1e-12)
 
     model, config = load_run(tmp_path / "run", device="cpu")
-    assert config == _config(experiment) and not model.training
+    assert config == dataclasses.replace(_config(experiment), batch_size=4, max_epochs=3, patience=3)
+    assert not model.training
     best = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["best_model"]
     _assert_same_weights(model.state_dict(), best)
     spatial_dims = int(experiment[0])
@@ -289,6 +290,27 @@ def test_resume_with_a_different_config_names_the_fields(tmp_path, arrays):
         _run(_config(max_epochs=2, seed=1), tmp_path / "run", arrays, resume=True)
     moved = dataclasses.replace(_config(max_epochs=1), device="cuda")  # the device may change
     training._prepare_run_dir(moved, tmp_path / "run", resume=True, overwrite=False)
+
+
+def test_config_yaml_records_the_resolved_profile_values(tmp_path, arrays):
+    _run(_config(), tmp_path / "run", arrays, _stop_after_epoch=1)
+    stored = TrainConfig.from_yaml(tmp_path / "run" / "config.yaml")
+    assert (stored.batch_size, stored.max_epochs, stored.patience) == (4, 3, 3)  # TINY's
+    assert _run(_config(), tmp_path / "run", arrays, resume=True).finished  # the same command resumes
+
+
+def test_resume_is_refused_when_a_named_profile_changed(tmp_path, arrays, monkeypatch):
+    config = dataclasses.replace(_config(), profile="smoke")
+    _run(config, tmp_path / "run", arrays, _stop_after_epoch=1)
+    smoke = get_profile("smoke")
+    monkeypatch.setitem(profiles.PROFILES, "smoke", dataclasses.replace(smoke, batch_size_3d=2))
+    with pytest.raises(RunError, match=r"differs in batch_size \(stored 8, given 2\)"):
+        _run(config, tmp_path / "run", arrays, resume=True)
+    monkeypatch.setitem(profiles.PROFILES, "smoke", dataclasses.replace(smoke, latent_3d=16))
+    with pytest.raises(RunError, match=r"checkpoint's VAE differs in latent_dim \(stored 64, given 16\)"):
+        _run(config, tmp_path / "run", arrays, resume=True)
+    assert TrainConfig.from_yaml(tmp_path / "run" / "config.yaml") == dataclasses.replace(
+        config, batch_size=8, max_epochs=20, patience=5)  # left as the run wrote it
 
 
 def test_resume_without_a_run_starts_afresh(tmp_path, arrays, capsys):
@@ -473,7 +495,7 @@ def test_train_end_to_end_on_a_built_data_set_folder(tmp_path, rng, write_nifti)
     result = train(config, tmp_path / "run")
     assert result.finished and result.best_epoch == 1
     model, stored = load_run(tmp_path / "run")
-    assert stored == config and model.spatial_dims == 2
+    assert stored == dataclasses.replace(config, batch_size=4, patience=3) and model.spatial_dims == 2
 
 
 def test_load_run_without_a_run_raises(tmp_path, arrays):

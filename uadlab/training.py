@@ -40,7 +40,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,8 @@ _HEALTHY = "healthy"  # the cohort of healthy subjects in a built data set (uadl
 _ERASING_P = 0.5  # Sec. 2.2: erasing is applied with probability 0.5
 # Fields that may differ on resume: the device only decides where the same computation runs.
 _RESUME_FREE_FIELDS = ("device",)
+#: Fields that fall back to the run's profile when ``None`` (see :meth:`TrainConfig.resolved`).
+_PROFILE_FIELDS = ("batch_size", "max_epochs", "patience")
 
 
 @dataclass
@@ -90,6 +92,8 @@ class TrainConfig:
             (:meth:`~uadlab.profiles.Profile.batch_size_for`).
         max_epochs: epoch limit; ``None``: the profile's.
         patience: epochs without validation improvement before stopping; ``None``: the profile's.
+            The run folder's ``config.yaml`` records the values these three resolved to, and a
+            resume is refused when they (or the profile's backbone) no longer match.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; ``None``: CUDA when available, else CPU.
 
     Raises:
@@ -139,7 +143,7 @@ class TrainConfig:
         _check_number("lr", self.lr, float)
         if not self.lr > 0:
             raise ValueError(f"`lr` must be > 0, got {self.lr!r}")
-        for name in ("batch_size", "max_epochs", "patience"):
+        for name in _PROFILE_FIELDS:
             value = getattr(self, name)
             if value is not None:
                 _check_number(name, value, int)
@@ -405,12 +409,16 @@ def _train_arrays(config: TrainConfig, run_dir: Path, images: np.ndarray, brain_
     if len(samples) == 0:
         raise DatasetError(f"{config.data}: no training sample holds a brain voxel")
     erasing = experiment.erasing(p=_ERASING_P)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config.to_yaml(run_dir / _CONFIG_FILE)
-
-    seed_everything(config.seed)
     model_args = {"spatial_dims": spatial_dims, "image_size": int(images.shape[1]),
                   "latent_dim": profile.latent_dim(spatial_dims), "channels": tuple(profile.channels)}
+    if checkpoint is not None:
+        _check_same_model(checkpoint["model_args"], model_args, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # The values the run uses, not None: a later change to a named profile cannot alter a run silently.
+    replace(config, batch_size=batch_size, max_epochs=max_epochs, patience=patience).to_yaml(
+        run_dir / _CONFIG_FILE)
+
+    seed_everything(config.seed)
     model = VAE(**model_args).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     loss_fn = _make_loss(config.loss)
@@ -571,12 +579,30 @@ def _prepare_run_dir(config: TrainConfig, out_dir: str | Path, *, resume: bool, 
 
 
 def _check_same_config(stored: TrainConfig, given: TrainConfig, run_dir: Path) -> None:
-    """RunError naming every field (except the device) where ``stored`` and ``given`` differ."""
-    diffs = [f"{f.name} (stored {getattr(stored, f.name)!r}, given {getattr(given, f.name)!r})"
+    """RunError naming every field (except the device) where ``stored`` and ``given`` differ.
+
+    ``batch_size``, ``max_epochs`` and ``patience`` are compared as resolved, so that a run started
+    with the profile's values resumes under the same command, and refuses to when the profile changed.
+    """
+    def value(config: TrainConfig, name: str) -> Any:
+        return config.resolved(name) if name in _PROFILE_FIELDS else getattr(config, name)
+
+    diffs = [f"{f.name} (stored {value(stored, f.name)!r}, given {value(given, f.name)!r})"
              for f in fields(TrainConfig)
-             if f.name not in _RESUME_FREE_FIELDS and getattr(stored, f.name) != getattr(given, f.name)]
+             if f.name not in _RESUME_FREE_FIELDS and value(stored, f.name) != value(given, f.name)]
     if diffs:
-        raise RunError(f"{run_dir}: cannot resume, the config differs in " + "; ".join(diffs))
+        raise RunError(f"{run_dir}: cannot resume, the config differs in " + "; ".join(diffs)
+                       + "; pass overwrite=True (--overwrite) to start afresh")
+
+
+def _check_same_model(stored: dict, given: dict, run_dir: Path) -> None:
+    """RunError when the checkpoint's VAE differs from the one the config builds now (a named
+    profile's channels or latent size changed since the run began, or the data's image size)."""
+    stored = {**stored, "channels": tuple(stored["channels"])}
+    diffs = [f"{k} (stored {stored.get(k)!r}, given {given[k]!r})" for k in given if stored.get(k) != given[k]]
+    if diffs:
+        raise RunError(f"{run_dir}: cannot resume, the checkpoint's VAE differs in " + "; ".join(diffs)
+                       + "; pass overwrite=True (--overwrite) to start afresh")
 
 
 def _save_checkpoint(run_dir: Path, state: dict, model: VAE, optimizer: torch.optim.Optimizer,
