@@ -1,11 +1,14 @@
 """The ``uadlab`` command line.
 
 The only place that prints and exits. Every subcommand is a thin call into the library; a
-:class:`uadlab.errors.UadlabError` becomes one line on stderr and exit code 2.
+:class:`uadlab.errors.UadlabError` (a problem with the user's files or runs), or a ValueError or
+TypeError (the library's argument checks: an unknown profile or experiment, a fraction outside
+(0, 1]...), becomes one line on stderr and exit code 2. ``uadlab --debug ...`` shows the traceback
+instead.
 
 Subcommands::
 
-    uadlab data build --manifest M [--root R] --out DIR [--profile P] [--overwrite]
+    uadlab data build --manifest M [--root R] --out DIR [--profile P] [--workers N] [--overwrite]
     uadlab data check --manifest M --root R
     uadlab train --experiment NAME --data DIR --profile P --out runs/NAME [--fraction F] [--seed S] [--resume] [--overwrite]
     uadlab evaluate --run runs/NAME --data DIR [--val-data DIR2] --out OUT
@@ -29,7 +32,7 @@ def _data_build(args: argparse.Namespace) -> None:
 
     out = build_dataset(
         args.manifest, args.out, root=args.root, profile=args.profile, overwrite=args.overwrite,
-        progress=not args.quiet,
+        progress=not args.quiet, workers=args.workers,
     )
     print(load_dataset(out).summary())
 
@@ -93,6 +96,7 @@ def _notebooks_run(args: argparse.Namespace) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uadlab", description=__doc__.split("\n\n")[0])
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="build or check a data set").add_subparsers(dest="action", required=True)
@@ -101,6 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--root", type=Path, help="folder holding a real data set (not for the phantom)")
     build.add_argument("--out", type=Path, required=True, help="output folder")
     build.add_argument("--profile", default="lab", help="smoke | lab | paper (default: lab)")
+    build.add_argument("--workers", type=int, default=1,
+                       help="processes building subjects at once, e.g. the CPU core count (default: 1)")
     build.add_argument("--overwrite", action="store_true", help="replace an existing, different data set in --out")
     build.set_defaults(func=_data_build)
     check = data.add_parser("check", help="list every missing or unreadable file of a real data set")
@@ -153,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         args.func(args)
-    except UadlabError as error:
+    except (UadlabError, ValueError, TypeError) as error:
+        if args.debug:
+            raise
         print(f"uadlab: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,40 @@
+"""Tests of the command line: errors are one line and exit code 2, ``--debug`` shows the traceback."""
+
+from __future__ import annotations
+
+import pytest
+from uadlab.cli import main
+from uadlab.errors import RunError
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--fraction", "2"], "`fraction` must be in (0, 1], got 2.0"),
+    (["--experiment", "2D-Foo"], "`experiment` must be a Table 1 name"),
+    (["--profile", "huge"], "`profile` must be one of ['lab', 'paper', 'smoke'], got 'huge'"),
+])
+def test_a_bad_argument_is_one_line_and_exit_code_2(tmp_path, capsys, args, message):
+    defaults = {"--experiment": "2D-None", "--profile": "smoke", "--data": str(tmp_path / "data"),
+                "--out": str(tmp_path / "run")}
+    defaults.update(dict(zip(args[::2], args[1::2])))
+    assert main(["train", *[x for pair in defaults.items() for x in pair]]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("uadlab: error: ") and message in err and err.count("\n") == 1
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
+
+
+def test_a_problem_with_the_users_files_is_one_line_and_exit_code_2(tmp_path, capsys):
+    code = main(["evaluate", "--run", str(tmp_path / "run"), "--data", str(tmp_path / "nothing"),
+                 "--out", str(tmp_path / "eval")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("uadlab: error: ") and err.count("\n") == 1
+    assert f"{tmp_path / 'run'}: not a training run" in err
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(ValueError, match="`workers` must be at least 1"):
+        main(["--debug", "data", "build", "--manifest", "data_manifests/phantom.yaml", "--out", str(tmp_path / "d"),
+              "--workers", "0"])
+    with pytest.raises(RunError, match="not a training run"):
+        main(["--debug", "evaluate", "--run", str(tmp_path / "run"), "--data", str(tmp_path / "nothing"),
+              "--out", str(tmp_path / "eval")])
