@@ -294,6 +294,10 @@ def test_build_validation(fake_tree, tmp_path):
         build_dataset(manifest, 3, root=root)
     with pytest.raises(ValueError, match="`profile` must be one of"):
         build_dataset(manifest, tmp_path / "d", root=root, profile="huge")
+    with pytest.raises(ValueError, match="`workers` must be at least 1, got 0"):
+        build_dataset(manifest, tmp_path / "d", root=root, workers=0)
+    with pytest.raises(TypeError, match="`workers` must be an int"):
+        build_dataset(manifest, tmp_path / "d", root=root, workers=2.0)
     with pytest.raises(ValueError, match="`root` must be the folder of the real data set"):
         build_dataset(manifest, tmp_path / "d", profile="smoke", cache_dir=tmp_path / "c")
     assert not (tmp_path / "d").exists()
@@ -333,7 +337,8 @@ def tiny_phantom_profile():
 def test_phantom_build_is_deterministic_and_varied(tmp_path, tiny_phantom_profile):
     manifest = MANIFESTS / "phantom.yaml"
     first = build_dataset(manifest, tmp_path / "a", profile=tiny_phantom_profile, cache_dir=tmp_path / "cache_a")
-    second = build_dataset(manifest, tmp_path / "b", profile=tiny_phantom_profile, cache_dir=tmp_path / "cache_b")
+    second = build_dataset(manifest, tmp_path / "b", profile=tiny_phantom_profile, cache_dir=tmp_path / "cache_b",
+                           workers=2)  # parallel processes build the same subjects
     a, b = load_dataset(first), load_dataset(second)
     pd.testing.assert_frame_equal(a.table, b.table)
     for subject_id in a.ids():

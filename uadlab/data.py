@@ -35,10 +35,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import multiprocessing
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -114,6 +116,7 @@ def build_dataset(
     overwrite: bool = False,
     progress: bool = False,
     cache_dir: str | os.PathLike | None = None,
+    workers: int = 1,
 ) -> Path:
     """Build the data set a manifest describes into the folder ``out``.
 
@@ -127,7 +130,8 @@ def build_dataset(
     about 40/60).
 
     If ``out`` already holds a complete data set built from the same manifest text, root and
-    profile, it is returned untouched (no work at all).
+    profile, it is returned untouched (no work at all). Subjects are independent (each has its own
+    seed), so ``workers`` processes build them in parallel into the very same files as one process.
 
     Example:
         >>> out = build_dataset("data_manifests/phantom.yaml", "data/phantom", profile="smoke")  # doctest: +SKIP
@@ -144,13 +148,18 @@ def build_dataset(
         progress: show a tqdm progress bar.
         cache_dir: folder of the preprocessing cache; ``None`` means
             :func:`uadlab.preprocessing.default_cache_dir`.
+        workers: processes that simulate and preprocess subjects at once (e.g. the number of CPU
+            cores); each loads its own copy of the source brains (about 5 s at 2 mm). They are
+            started with Python's ``spawn`` method, so a script calling this with ``workers > 1``
+            must guard its top level with ``if __name__ == "__main__":`` (notebooks and the CLI
+            need nothing).
 
     Returns:
         ``out`` as a :class:`~pathlib.Path`.
 
     Raises:
         TypeError: an argument has the wrong type.
-        ValueError: unknown profile, or ``root`` missing for a real manifest.
+        ValueError: unknown profile, ``workers`` below 1, or ``root`` missing for a real manifest.
         uadlab.errors.ManifestError: the manifest is invalid or files it names are missing.
         uadlab.errors.VolumeError: an input volume is unreadable, or an image and its masks do not
             share one grid, or a brain mask is empty.
@@ -164,6 +173,10 @@ def build_dataset(
     for name, flag in (("overwrite", overwrite), ("progress", progress)):
         if not isinstance(flag, bool):
             raise TypeError(f"`{name}` must be a bool, got {flag!r}")
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)):
+        raise TypeError(f"`workers` must be an int, got {workers!r}")
+    if workers < 1:
+        raise ValueError(f"`workers` must be at least 1, got {workers!r}")
     profile = get_profile(profile)
     manifest = load_manifest(manifest_path)
     manifest_sha = hashlib.sha256(manifest_path.read_bytes()).hexdigest()
@@ -188,7 +201,13 @@ def build_dataset(
     partial = out.with_name(f"{out.name}.partial-{secrets.token_hex(4)}")
     partial.mkdir()
     try:
-        rows = [_build_item(item, partial, cache, params) for item in _progress(items, progress, manifest.name)]
+        build = functools.partial(_build_item, folder=partial, cache=cache, params=params)
+        if workers == 1:
+            rows = [build(item) for item in _progress(items, progress, manifest.name)]
+        else:  # "spawn": a fork of a process that runs torch or OpenMP threads can deadlock
+            with ProcessPoolExecutor(int(workers), mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_single_threaded) as pool:
+                rows = list(_progress(pool.map(build, items), progress, manifest.name, total=len(items)))
         table = pd.DataFrame(rows, columns=list(COLUMNS))
         with atomic_write(partial / _TABLE) as tmp:
             table.to_csv(tmp, index=False)
@@ -384,12 +403,20 @@ def _swap_into_place(partial: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _progress(items: Sequence[_Item], progress: bool, name: str) -> Iterator[_Item]:
+def _single_threaded() -> None:
+    """Worker initializer: one BLAS/OpenMP thread per process, so that workers do not oversubscribe
+    the cores (the simulation gains nothing from threads)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
+def _progress(items: Iterable, progress: bool, name: str, total: int | None = None) -> Iterator:
     if not progress:
         return iter(items)
     from tqdm.auto import tqdm
 
-    return iter(tqdm(items, desc=f"building {name}", unit="subject"))
+    return iter(tqdm(items, desc=f"building {name}", unit="subject", total=total))
 
 
 def _file_sha256(path: Path) -> str:

@@ -627,28 +627,28 @@ def _coarse_noise(
     return noise.astype(np.float32), step
 
 
-def _interpolation_matrix(lo: int, hi: int, scale: float, size: int) -> np.ndarray:
-    """``(hi - lo, size)`` weights of linear interpolation at coarse positions ``i * scale``, ``lo <= i < hi``."""
-    position = np.clip(np.arange(lo, hi) * scale, 0, size - 1)
-    left = np.minimum(np.floor(position).astype(int), size - 2)
-    weight = (position - left).astype(np.float32)
-    matrix = np.zeros((hi - lo, size), np.float32)
-    rows = np.arange(hi - lo)
-    matrix[rows, left] = 1 - weight
-    matrix[rows, left + 1] = weight
-    return matrix
-
-
 def _upsample(coarse: np.ndarray, step_mm: float, voxel_mm: float, lo, hi) -> np.ndarray:
     """A coarse field ``(*coarse)`` linearly interpolated on the output-grid box ``[lo, hi)``.
 
-    Separable: three small matrix products instead of a per-voxel interpolation.
+    Separable, one axis at a time: each output point weighs its two coarse neighbours.
     """
     out = coarse
     for axis in range(3):
-        matrix = _interpolation_matrix(lo[axis], hi[axis], voxel_mm / step_mm, coarse.shape[axis])
-        out = np.moveaxis(np.tensordot(matrix, out, axes=([1], [axis])), 0, axis)
+        size = coarse.shape[axis]
+        position = np.clip(np.arange(lo[axis], hi[axis]) * (voxel_mm / step_mm), 0, size - 1)
+        left = np.minimum(np.floor(position).astype(int), size - 2)
+        weight = (position - left).astype(np.float32).reshape([-1 if a == axis else 1 for a in range(3)])
+        out = np.take(out, left, axis=axis) * (1 - weight) + np.take(out, left + 1, axis=axis) * weight
     return out
+
+
+def _apply_3x3(matrix: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """``matrix @ vectors`` for a ``(3, 3)`` matrix and vectors ``(3, *shape)``, as element-wise
+    products and sums: unlike a BLAS product, the same bits whatever the number of threads, so a
+    subject does not depend on the cores (or parallel workers) that built it."""
+    matrix = matrix.astype(np.result_type(matrix, vectors))
+    return np.stack([matrix[i, 0] * vectors[0] + matrix[i, 1] * vectors[1] + matrix[i, 2] * vectors[2]
+                     for i in range(3)])
 
 
 def _sample_warp(source: SourceBrain, rng: np.random.Generator, params: PhantomParams) -> _Warp:
@@ -691,7 +691,7 @@ def _source_points(source: SourceBrain, warp: _Warp, lo, hi, lesion: _Lesion | N
     offset_mm = (grid - warp.centre.reshape(3, 1, 1, 1).astype(np.float32)) * np.float32(v)
     if lesion is not None and lesion.push_mm > 0:
         _push(offset_mm, grid, source, lesion)
-    moved = np.tensordot(warp.matrix.astype(np.float32), offset_mm, axes=1)
+    moved = _apply_3x3(warp.matrix.astype(np.float32), offset_mm)
     moved += warp.shift_mm.astype(np.float32).reshape(3, 1, 1, 1)
     for axis, component in enumerate(warp.elastic):
         moved[axis] += _upsample(component, warp.elastic_step_mm, v, lo, hi)
@@ -845,7 +845,7 @@ def _shape_score(
     rotation, _ = np.linalg.qr(rng.standard_normal((3, 3)))
     axes = np.exp(rng.uniform(-elongation, elongation, 3))
     axes /= np.prod(axes) ** (1 / 3)
-    local = np.tensordot(rotation.T, offsets_mm, axes=1) / axes.reshape(3, 1, 1, 1)
+    local = _apply_3x3(rotation.T, offsets_mm) / axes.reshape(3, 1, 1, 1)
     noise = _smooth_noise(rng, offsets_mm.shape[1:], 0.35 * radius_mm / voxel_mm)
     return (np.sqrt((local**2).sum(axis=0)) / radius_mm + irregularity * noise).astype(np.float32)
 

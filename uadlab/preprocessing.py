@@ -81,7 +81,7 @@ _MASK_ORDER = 1  # masks: linear interpolation, then > 0.5
 STEPS = ("reorient", "resample", "standardise", "crop", "pad", "downsample")
 """Names of the pipeline's steps, in order, as :func:`preprocess` passes them to ``on_step``
 (``"standardise"`` is steps 3-4 of the module docstring: skull strip, then standardise)."""
-_CACHE_FORMAT = 2  # bump when the pipeline (or the phantom simulation, whose code is not in the phantom
+_CACHE_FORMAT = 3  # bump when the pipeline (or the phantom simulation, whose code is not in the phantom
 # keys) or the entry layout changes: old entries are then ignored
 
 
