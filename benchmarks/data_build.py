@@ -24,12 +24,12 @@ import numpy as np
 import pandas as pd
 
 from uadlab.data import build_dataset, load_dataset
-from uadlab.profiles import get_profile
+from uadlab.profiles import Profile, get_profile
 
 MANIFEST = Path(__file__).resolve().parents[1] / "data_manifests" / "phantom.yaml"
 
 
-def _build(profile, out: Path, workers: int) -> float:
+def _build(profile: Profile, out: Path, workers: int) -> float:
     start = time.perf_counter()
     build_dataset(MANIFEST, out, profile=profile, cache_dir=out.with_name(out.name + "_cache"), workers=workers)
     return time.perf_counter() - start
