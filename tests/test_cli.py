@@ -38,3 +38,9 @@ def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(RunError, match="not a training run"):
         main(["--debug", "evaluate", "--run", str(tmp_path / "run"), "--data", str(tmp_path / "nothing"),
               "--out", str(tmp_path / "eval")])
+
+
+def test_reproduce_passes_workers_to_the_data_build(tmp_path, capsys):
+    assert main(["reproduce", "--profile", "smoke", "--out", str(tmp_path / "results"), "--workers", "0"]) == 2
+    assert "`workers` must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "results" / "data").exists()

@@ -12,7 +12,7 @@ Subcommands::
     uadlab data check --manifest M --root R
     uadlab train --experiment NAME --data DIR --profile P --out runs/NAME [--fraction F] [--seed S] [--resume] [--overwrite]
     uadlab evaluate --run runs/NAME --data DIR [--val-data DIR2] --out OUT
-    uadlab reproduce --profile P --data phantom|DIR --out results/ [--experiments A,B] [--seed S]
+    uadlab reproduce --profile P --data phantom|DIR --out results/ [--experiments A,B] [--seed S] [--workers N]
     uadlab notebooks run --profile P --out DIR
 """
 
@@ -81,7 +81,8 @@ def _reproduce(args: argparse.Namespace) -> None:
 
     experiments = args.experiments.split(",") if args.experiments else None
     outputs = reproduce(profile=args.profile, data=args.data, out=args.out, experiments=experiments,
-                        root=args.root, seed=args.seed, progress=not args.quiet)
+                        root=args.root, seed=args.seed, workers=args.workers,
+                        progress=not args.quiet)
     for name, path in outputs.items():
         print(f"{name}: {path}")
 
@@ -144,6 +145,8 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--out", type=Path, default=Path("results"))
     reproduce.add_argument("--experiments", default=None, help="comma-separated subset, e.g. 3D-Cube-n,2D-None")
     reproduce.add_argument("--seed", type=int, default=0, help="seed of every training run")
+    reproduce.add_argument("--workers", type=int, default=1,
+                           help="processes building the data set at once (default: 1)")
     reproduce.set_defaults(func=_reproduce)
 
     notebooks = sub.add_parser("notebooks", help="run the notebooks").add_subparsers(dest="action", required=True)

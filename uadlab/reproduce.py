@@ -57,13 +57,15 @@ def run_name(experiment: str, fraction: float = 1.0) -> str:
     return experiment if fraction == 1.0 else f"{experiment}@{round(fraction * 100)}"
 
 
-def _resolve_data(data: str | Path, out: Path, profile: Profile, root: Path | None, progress: bool) -> Path:
+def _resolve_data(data: str | Path, out: Path, profile: Profile, root: Path | None, progress: bool,
+                  workers: int) -> Path:
     """Return a built data-set folder for ``data``: ``phantom``, a manifest YAML, or a built folder."""
     data_path = Path(data)
     if str(data) == "phantom":
-        return build_dataset(PHANTOM_MANIFEST, out / "data", profile=profile, progress=progress)
+        return build_dataset(PHANTOM_MANIFEST, out / "data", profile=profile, progress=progress, workers=workers)
     if data_path.suffix in (".yaml", ".yml"):
-        return build_dataset(data_path, out / "data", root=root, profile=profile, progress=progress)
+        return build_dataset(data_path, out / "data", root=root, profile=profile, progress=progress,
+                             workers=workers)
     if (data_path / "dataset.json").exists():
         return data_path
     raise DatasetError(
@@ -80,6 +82,7 @@ def reproduce(
     experiments: list[str] | None = None,
     root: str | Path | None = None,
     seed: int = 0,
+    workers: int = 1,
     progress: bool = False,
 ) -> dict[str, Path]:
     """Run the whole study and write Table 1 and Figs. 4–7 (Bengs et al. 2021, Sec. 3).
@@ -95,20 +98,22 @@ def reproduce(
         experiments: subset of Table 1 names (default: all 14, in Table 1 order).
         root: data root of a real manifest.
         seed: seed of every training run.
+        workers: processes building the data set at once (see :func:`uadlab.data.build_dataset`;
+            the output does not depend on it). Unused when ``data`` is an already built folder.
         progress: show tqdm progress bars.
 
     Returns:
         Paths of the outputs: ``table1.csv``, ``table1.md``, ``figures``, ``runs``.
 
     Raises:
-        ValueError: an unknown experiment name.
+        ValueError: an unknown experiment name, or ``workers`` below 1.
         DatasetError: ``data`` is not a data set, or it has no lesion cohort to evaluate.
     """
     prof = get_profile(profile)
     names = list(EXPERIMENTS) if experiments is None else [parse_experiment(e).name for e in experiments]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    data_dir = _resolve_data(data, out, prof, Path(root) if root else None, progress)
+    data_dir = _resolve_data(data, out, prof, Path(root) if root else None, progress, workers)
     dataset = load_dataset(data_dir)
     if not dataset.lesion_cohorts:
         raise DatasetError(f"{data_dir}: no lesion cohort to evaluate on")
