@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import doctest
+
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
+import uadlab.analysis
+from uadlab import metrics
 from uadlab.analysis import (
+    ablation_differences,
     cubic_fit,
     data_size_table,
     example_cases,
     lesion_size_fit,
     lesion_size_table,
+    paired_difference,
     slice_detection_curve,
     table1,
     table1_markdown,
@@ -200,3 +206,65 @@ def test_table1_validates():
         table1(ROWS.drop(columns="auprc"))
     with pytest.raises(TypeError, match="`table` must be the rows of table1\\(\\) or its output"):
         table1_markdown(pd.DataFrame({"a": [1]}))
+
+
+def _subjects(values, cohort="tumour", metric="dice"):
+    return pd.DataFrame({"subject_id": [f"{cohort}_{i:03d}" for i in range(len(values))], "cohort": cohort,
+                         metric: values})
+
+
+def test_paired_difference_sees_a_small_consistent_gain_that_unpaired_intervals_miss(rng):
+    base = rng.uniform(0.1, 0.9, size=40)  # subjects differ a lot ...
+    better = base + rng.uniform(0.01, 0.03, size=40)  # ... the method gains a little on every one
+    row = paired_difference(_subjects(better), _subjects(base)).iloc[0]
+    assert row["n_subjects"] == 40 and row["difference"] == pytest.approx(np.mean(better - base))
+    assert 0.01 <= row["ci_low"] < row["difference"] < row["ci_high"] <= 0.03
+    low_better, _ = metrics.bootstrap_ci(better)
+    _, high_base = metrics.bootstrap_ci(base)
+    assert low_better < high_base  # the per-method intervals overlap
+
+
+def test_paired_difference_aligns_subjects_per_cohort_and_skips_undefined():
+    a = pd.concat([_subjects([0.5, 0.7, np.nan]), _subjects([0.2, 0.4], cohort="stroke")], ignore_index=True)
+    b = a.iloc[::-1].assign(dice=[0.3, 0.1, 0.6, 0.6, 0.2])  # other order: stroke 1, 0; tumour 2, 1, 0
+    table = paired_difference(a, b, n_resamples=50)
+    assert table["cohort"].tolist() == ["tumour", "stroke"]
+    tumour, stroke = table.iloc[0], table.iloc[1]
+    assert tumour["n_subjects"] == 2 and tumour["difference"] == pytest.approx(((0.5 - 0.2) + (0.7 - 0.6)) / 2)
+    assert stroke["mean_a"] == pytest.approx(0.3) and stroke["mean_b"] == pytest.approx(0.2)
+    swapped = paired_difference(b, a, n_resamples=50)  # cohorts in the order of its first table
+    assert swapped["cohort"].tolist() == ["stroke", "tumour"]
+    assert swapped["difference"].tolist() == pytest.approx([-0.1, -0.2])
+
+
+def test_paired_difference_validates():
+    a = _subjects([0.5, 0.6])
+    with pytest.raises(ValueError, match="only in one of them: \\['tumour_001', 'tumour_002'\\]"):
+        paired_difference(a, _subjects([0.5, 0.6, 0.7]).drop(index=1))
+    with pytest.raises(ValueError, match="each subject once, got 'tumour_000' twice"):
+        paired_difference(pd.concat([a, a.iloc[[0]]]), a)
+    with pytest.raises(ValueError, match="no 'tumour' subject where 'dice' is defined in both"):
+        paired_difference(a, a.assign(dice=np.nan))
+    with pytest.raises(ValueError, match="`metric` must be 'dice' or 'auprc'"):
+        paired_difference(a, a, metric="dice_d")
+    with pytest.raises(ValueError, match="missing \\['auprc'\\]"):
+        paired_difference(a, a, metric="auprc")
+    with pytest.raises(TypeError, match="`b` must be a pandas DataFrame"):
+        paired_difference(a, a["dice"])
+
+
+def test_ablation_differences_compares_each_method_with_its_dimensions_baseline():
+    tables = {"3D-Cube-n": _subjects([0.6, 0.7]), "2D-None": _subjects([0.4, 0.4]), "3D-None": _subjects([0.5, 0.5]),
+              "2D-Patch-0": _subjects([0.5, 0.3]), "2D-Half-Slice-n": _subjects([0.4, 0.4])}
+    table = ablation_differences(tables, n_resamples=50)
+    assert table[["experiment", "baseline"]].values.tolist() == [
+        ["2D-Patch-0", "2D-None"], ["3D-Cube-n", "3D-None"], ["2D-Half-Slice-n", "2D-None"]]  # Table 1 order
+    assert table["difference"].tolist() == pytest.approx([0.0, 0.15, 0.0])
+    assert ablation_differences({"3D-Cube-n": tables["3D-Cube-n"]}).empty
+    with pytest.raises(ValueError, match="keyed by Table 1 names, got 'my-model'"):
+        ablation_differences({"my-model": tables["2D-None"]})
+
+
+def test_doctests_pass():
+    result = doctest.testmod(uadlab.analysis)
+    assert result.attempted > 0 and result.failed == 0

@@ -174,6 +174,10 @@ def test_03_erasing_ablation_outputs(executed):
     assert (out / "table1.md").exists()
     assert (out / "03_erasing_ablation" / "erasing_3d.png").exists()
     assert (out / "03_erasing_ablation" / "erasing_2d.png").exists()
+    paired = pd.read_csv(out / "03_erasing_ablation" / "paired_vs_none.csv")
+    assert paired[["experiment", "baseline"]].drop_duplicates().values.tolist() == [
+        ["2D-Patch-n", "2D-None"], ["3D-Cube-n", "3D-None"]]
+    assert set(paired["cohort"]) == {"tumour", "stroke"} and (paired["ci_low"] <= paired["ci_high"]).all()
 
 
 @_mark

@@ -7,6 +7,9 @@
 - Fig. 7, example cases: :func:`example_cases` (best / median / worst subject, the slice with most
   lesion).
 - Table 1: :func:`table1` (numbers, percent) and :func:`table1_markdown` (the paper's layout).
+- Do two methods really differ? :func:`paired_difference` (one method against another on the same
+  subjects, with a paired bootstrap interval) and :func:`ablation_differences` (every erasing
+  experiment against the ``None`` baseline of its dimension).
 
 Inputs are what :mod:`uadlab.evaluation` produces: the per-subject table (``subjects.csv``,
 columns ``subject_id, cohort, lesion_voxels, dice, auprc``), metrics dicts and
@@ -39,6 +42,8 @@ __all__ = [
     "example_cases",
     "table1",
     "table1_markdown",
+    "paired_difference",
+    "ablation_differences",
 ]
 
 #: Column groups of Table 1 per test set: label -> metric key (DICE_S also uses ``dice_s_std``).
@@ -358,6 +363,101 @@ def table1_markdown(table: pd.DataFrame) -> str:
                       _pct(row[(d, "AUPRC")])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Paired comparison of two methods
+
+
+def paired_difference(a: pd.DataFrame, b: pd.DataFrame, *, metric: Literal["dice", "auprc"] = "dice",
+                      n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Mean per-subject difference ``a − b`` of two methods on the same test subjects, per cohort.
+
+    Both methods were scored on the same subjects, so their per-subject values are paired: the
+    bootstrap resamples subjects and recomputes the mean of the differences
+    (:func:`uadlab.metrics.bootstrap_ci` on ``a − b``). This interval is much narrower than the
+    overlap of the two methods' own intervals, which carry the spread between subjects that both
+    methods share; an interval excluding 0 says the methods differ on these subjects. With
+    ``metric="dice"`` the mean is DICE_S; subjects where either DICE is undefined (NaN) are skipped.
+
+    Args:
+        a, b: per-subject tables (``subjects.csv`` of :func:`uadlab.evaluation.evaluate_run`),
+            columns ``subject_id, cohort`` and ``metric``, with the same subjects in each cohort.
+        metric: per-subject column compared: ``"dice"`` or ``"auprc"`` (fractions in ``[0, 1]``).
+        n_resamples, confidence, seed: as :func:`uadlab.metrics.bootstrap_ci`.
+
+    Returns:
+        One row per cohort (order of appearance in ``a``): ``cohort, n_subjects, mean_a, mean_b,
+        difference, ci_low, ci_high`` (fractions; ``difference`` = ``mean_a − mean_b`` over the
+        subjects defined in both).
+
+    Raises:
+        TypeError: ``a`` or ``b`` is not a DataFrame.
+        ValueError: a missing column, an unknown ``metric``, a subject listed twice, a cohort whose
+            subjects differ between ``a`` and ``b`` (named), or no subject defined in both.
+
+    >>> a = pd.DataFrame({"subject_id": ["s0", "s1", "s2"], "cohort": "tumour", "dice": [0.5, 0.6, 0.7]})
+    >>> b = a.assign(dice=a["dice"] - 0.1)
+    >>> print(paired_difference(a, b, n_resamples=200).round(3).to_string(index=False))
+    cohort  n_subjects  mean_a  mean_b  difference  ci_low  ci_high
+    tumour           3     0.6     0.5         0.1     0.1      0.1
+    """
+    if metric not in ("dice", "auprc"):
+        raise ValueError(f"`metric` must be 'dice' or 'auprc', got {metric!r}")
+    for name, frame in (("a", a), ("b", b)):
+        _check_frame(frame, name, ("subject_id", "cohort", metric))
+        repeated = frame["subject_id"][frame["subject_id"].duplicated()]
+        if not repeated.empty:
+            raise ValueError(f"`{name}` must list each subject once, got {repeated.iloc[0]!r} twice")
+    rows = []
+    for cohort in dict.fromkeys(a["cohort"]):
+        left = a[a["cohort"] == cohort].set_index("subject_id")[metric]
+        right = b[b["cohort"] == cohort].set_index("subject_id")[metric]
+        only = sorted(set(left.index) ^ set(right.index))
+        if only:
+            raise ValueError(f"`a` and `b` must score the same {cohort!r} subjects; only in one of them: {only}")
+        right = right.loc[left.index]
+        both = left.notna().to_numpy() & right.notna().to_numpy()
+        if not both.any():
+            raise ValueError(f"`a` and `b` have no {cohort!r} subject where {metric!r} is defined in both")
+        x, y = left.to_numpy(float)[both], right.to_numpy(float)[both]
+        low, high = metrics.bootstrap_ci(x - y, n_resamples=n_resamples, confidence=confidence, seed=seed)
+        rows.append({"cohort": cohort, "n_subjects": int(both.sum()), "mean_a": float(x.mean()),
+                     "mean_b": float(y.mean()), "difference": float((x - y).mean()),
+                     "ci_low": low, "ci_high": high})
+    return pd.DataFrame(rows, columns=["cohort", "n_subjects", "mean_a", "mean_b", "difference", "ci_low", "ci_high"])
+
+
+def ablation_differences(subject_tables: Mapping[str, pd.DataFrame], *, metric: Literal["dice", "auprc"] = "dice",
+                         n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Each erasing experiment against the ``None`` baseline of its dimension (Table 1's ablation).
+
+    ``2D-Patch-n`` is compared with ``2D-None``, ``3D-Cube-0`` with ``3D-None`` and so on, each with
+    :func:`paired_difference`; experiments whose baseline is absent are skipped.
+
+    Args:
+        subject_tables: Table 1 name -> per-subject table (``subjects.csv``) of that experiment.
+        metric, n_resamples, confidence, seed: as :func:`paired_difference`.
+
+    Returns:
+        Columns ``experiment, baseline`` and those of :func:`paired_difference` (``difference`` =
+        experiment − baseline), rows in Table 1 order; empty when nothing can be compared.
+
+    Raises:
+        TypeError, ValueError: as :func:`paired_difference`; ValueError for a name that is not a
+            Table 1 experiment.
+    """
+    frames = []
+    for name in sorted(subject_tables, key=_experiment_rank):
+        if name not in EXPERIMENTS:
+            raise ValueError(f"`subject_tables` must be keyed by Table 1 names, got {name!r}")
+        baseline = f"{name[:2]}-None"
+        if name != baseline and baseline in subject_tables:
+            diff = paired_difference(subject_tables[name], subject_tables[baseline], metric=metric,
+                                     n_resamples=n_resamples, confidence=confidence, seed=seed)
+            frames.append(diff.assign(experiment=name, baseline=baseline))
+    columns = ["experiment", "baseline", "cohort", "n_subjects", "mean_a", "mean_b", "difference", "ci_low", "ci_high"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 
 # ---------------------------------------------------------------------------------------------------
