@@ -100,11 +100,16 @@ def test_experiment_erasing():
     ((3, "Cube", "x"), {}, "`fill` must be one of"),
     ((3, "Cube", "0"), {"p": 1.5}, r"`p` must be a probability in \[0, 1\]"),
     ((3, "Cube", "0"), {"p": -0.1}, "`p` must be a probability"),
-    ((3, "Cube", "0"), {"p": True}, "`p` must be a probability"),
 ])
 def test_spatial_erasing_validation(args, kwargs, match):
     with pytest.raises(ValueError, match=match):
         SpatialErasing(*args, **kwargs)
+
+
+@pytest.mark.parametrize("p", [True, "0.5", None])
+def test_spatial_erasing_rejects_a_p_that_is_not_a_number(p):
+    with pytest.raises(TypeError, match=f"`p` must be a probability in \\[0, 1\\], got {p!r}"):
+        SpatialErasing(3, "Cube", "0", p=p)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -256,7 +256,7 @@ def test_bad_arguments(val, test, rng):
         score("maps", 0.5)
     with pytest.raises(ValueError, match="`threshold` must be a finite number, got nan"):
         score(test, float("nan"))
-    with pytest.raises(ValueError, match="`threshold` must be a finite number, got True"):
+    with pytest.raises(TypeError, match="`threshold` must be a finite number, got True"):
         score(test, True)
     healthy_only = {k: make_maps(k, m.image, m.recon, m.brain_mask, np.zeros_like(m.lesion_mask))
                     for k, m in val.items()}

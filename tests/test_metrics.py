@@ -360,8 +360,9 @@ def test_fpr_threshold_gives_the_stated_rate(rng):
     t = fpr_threshold(healthy, 0.1, mask=brain)
     assert np.mean(flat[flat > 0.5] > t) == pytest.approx(0.1, abs=1e-3)
     assert fpr_threshold(np.zeros(10), 0.0) == 0.0
-    for bad in (-0.1, 1.5, True, "0.1"):
-        with pytest.raises(ValueError, match="`fpr` must be a number in"):
+    for bad, error in ((-0.1, ValueError), (1.5, ValueError), (float("nan"), ValueError), (True, TypeError),
+                       ("0.1", TypeError)):
+        with pytest.raises(error, match="`fpr` must be a number in"):
             fpr_threshold(healthy, bad)
 
 
@@ -428,7 +429,9 @@ def test_bootstrap_pooled_auprc(rng):
         ((np.ones(3),), {"n_subjects": 4}, ValueError, "`n_subjects` must equal"),
         ((np.array([]),), {}, ValueError, "non-empty 1D array"),
         ((np.array([np.nan, np.nan]),), {}, ValueError, "non-empty 1D array"),
-        ((lambda counts: 0.0,), {}, ValueError, "`n_subjects` must be a positive int"),
+        ((lambda counts: 0.0,), {}, TypeError, "`n_subjects` must be a positive int"),
+        ((lambda counts: 0.0,), {"n_subjects": 0}, ValueError, "`n_subjects` must be a positive int"),
+        ((np.ones(3),), {"n_resamples": 10.0}, TypeError, "`n_resamples` must be a positive int"),
         (("abc",), {}, TypeError, "per-subject values or a callable"),
     ],
 )

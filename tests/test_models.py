@@ -155,7 +155,7 @@ def test_elbo_backpropagates_through_the_model():
      r"`target` must have the reconstruction's shape \(2, 1, 4, 4\)"),
     (np.zeros((2, 1, 4, 4)), {}, TypeError, "`target` must be a torch.Tensor"),
     (torch.zeros(2, 1, 4, 4), {"kl_weight": -1.0}, ValueError, "`kl_weight` must be a non-negative number"),
-    (torch.zeros(2, 1, 4, 4), {"kl_weight": "1"}, ValueError, "`kl_weight` must be"),
+    (torch.zeros(2, 1, 4, 4), {"kl_weight": "1"}, TypeError, "`kl_weight` must be"),
 ])
 def test_elbo_validation(target, kwargs, error, match):
     with pytest.raises(error, match=match):

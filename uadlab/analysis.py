@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve
 
+from uadlab._checks import check_int, check_real
 from uadlab import metrics
 from uadlab.erasing import EXPERIMENTS
 from uadlab.inference import SubjectMaps
@@ -149,12 +150,12 @@ def data_size_table(results: Iterable[tuple[str, float, Mapping[str, Any]]]) -> 
         sorted by Table 1 order, dataset and fraction.
 
     Raises:
+        TypeError: a fraction that is not a number.
         ValueError: a fraction outside ``(0, 1]`` or a metrics dict without ``auprc``.
     """
     rows = []
     for experiment, fraction, result in results:
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-            raise ValueError(f"`fraction` must be in (0, 1], got {fraction!r}")
+        check_real("fraction", fraction, "in (0, 1]", lambda v: 0 < v <= 1)
         per_cohort = result["cohorts"] if "cohorts" in result else {"": result}
         for dataset, m in per_cohort.items():
             if "auprc" not in m:
@@ -253,13 +254,13 @@ def example_cases(maps: Mapping[str, SubjectMaps] | Sequence[SubjectMaps], thres
         ``n`` :class:`ExampleCase` objects, best first.
 
     Raises:
-        ValueError: a bad ``n`` or threshold, or no subject with a lesion.
+        TypeError: ``n`` is not an int.
+        ValueError: ``n`` out of range, a bad threshold, or no subject with a lesion.
     """
     items = [m for m in _maps_list(maps) if m.lesion_voxels > 0]
     if not items:
         raise ValueError("`maps` must hold at least one subject with lesion voxels, got none")
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= len(items):
-        raise ValueError(f"`n` must be an int in [1, {len(items)}], got {n!r}")
+    check_int("n", n, f"an int in [1, {len(items)}]", lambda v: 1 <= v <= len(items))
     preds = [metrics.binarize(m.anomaly_map, threshold) for m in items]
     dices = metrics.dice_subjects(preds, [m.lesion_mask for m in items])
     order = sorted(range(len(items)), key=lambda i: (-dices[i], items[i].subject_id))

@@ -73,6 +73,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from uadlab._checks import check_real
+
 __all__ = [
     "EXPERIMENTS",
     "ErasingParams",
@@ -233,6 +235,7 @@ class SpatialErasing:
         p: probability of erasing a sample; otherwise it passes unchanged.
 
     Raises:
+        TypeError: ``p`` is not a number.
         ValueError: an unknown or mismatched dimension/method/fill, or ``p`` outside ``[0, 1]``.
 
     Shape:
@@ -244,8 +247,7 @@ class SpatialErasing:
         if method == "None":
             raise ValueError("`method` must be an erasing method, got 'None' (use no transform instead)")
         Experiment(spatial_dims, method, fill)  # validates the combination
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-            raise ValueError(f"`p` must be a probability in [0, 1], got {p!r}")
+        check_real("p", p, "a probability in [0, 1]", lambda v: 0.0 <= v <= 1.0)
         self.spatial_dims = spatial_dims
         self.method = method
         self.fill = fill

@@ -50,6 +50,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from uadlab._checks import check_real
 from uadlab import metrics
 from uadlab.data import load_dataset
 from uadlab.errors import DatasetError, RunError
@@ -505,10 +506,7 @@ def _as_list(maps: Maps, name: str, *, labelled: bool) -> list[SubjectMaps]:
 
 
 def _check_threshold(threshold: float) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(threshold):
-        raise ValueError(f"`threshold` must be a finite number, got {threshold!r}")
-    return float(threshold)
+    return check_real("threshold", threshold, "a finite number")
 
 
 def _fpr_key(fpr: float) -> str:

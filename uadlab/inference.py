@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from uadlab._checks import check_int
 from uadlab.errors import RunError
 from uadlab.io import save_volume
 from uadlab.models import reconstruct
@@ -160,11 +161,11 @@ def iter_predict(
         One :class:`SubjectMaps` per id, in order.
 
     Raises:
+        TypeError: ``batch_size`` is not an int.
         ValueError: a non-positive ``batch_size``; as :func:`make_maps`.
         DatasetError: an unknown subject id (from ``dataset.subject``).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
+    check_int("batch_size", batch_size, "a positive int", lambda v: v >= 1)
     ids = list(ids)
     if progress:
         from tqdm.auto import tqdm

@@ -34,6 +34,8 @@ from typing import Literal
 
 import numpy as np
 
+from uadlab._checks import check_int, check_real
+
 __all__ = [
     "UndefinedMetricWarning",
     "binarize",
@@ -546,10 +548,7 @@ def slice_auprc(residuals: ArrayOrVolumes, lesion_masks: ArrayOrVolumes, brain_m
 
 def _check_threshold(value: float, name: str) -> float:
     """``value`` as a finite float, or ``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(value):
-        raise ValueError(f"`{name}` must be a finite number, got {value!r}")
-    return float(value)
+    return check_real(name, value, "a finite number")
 
 
 def _search_data(scores, labels, mask) -> _SortedScores:
@@ -586,14 +585,14 @@ def greedy_threshold_search(scores: ArrayOrVolumes, labels: ArrayOrVolumes, iter
         The threshold with the best DICE_D seen.
 
     Raises:
+        TypeError: ``iterations`` is not an int, or ``lo``/``hi`` not a number.
         ValueError: on bad arguments, shape mismatch, non-finite scores, or no lesion voxels.
 
     >>> s = np.array([0.1, 0.2, 0.6, 0.7]); y = np.array([0, 0, 1, 1])
     >>> t = greedy_threshold_search(s, y); bool(0.2 <= t < 0.6)
     True
     """
-    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
-        raise ValueError(f"`iterations` must be a positive int, got {iterations!r}")
+    check_int("iterations", iterations, "a positive int", lambda v: v >= 1)
     lo, hi = _check_threshold(lo, "lo"), _check_threshold(hi, "hi")
     if not hi > lo:
         raise ValueError(f"`hi` must be greater than `lo` ({lo!r}), got {hi!r}")
@@ -653,13 +652,13 @@ def fpr_threshold(healthy_scores: ArrayOrVolumes, fpr: float, *, mask: ArrayOrVo
         The threshold, in score units.
 
     Raises:
+        TypeError: if ``fpr`` is not a number.
         ValueError: if ``fpr`` is outside ``[0, 1]``, or the scores are empty or not finite.
 
     >>> fpr_threshold(np.arange(100) / 100, 0.1)
     0.9
     """
-    if isinstance(fpr, bool) or not isinstance(fpr, (int, float, np.integer, np.floating)) or not 0 <= fpr <= 1:
-        raise ValueError(f"`fpr` must be a number in [0, 1], got {fpr!r}")
+    check_real("fpr", fpr, "a number in [0, 1]", lambda v: 0 <= v <= 1)
     vs = _volumes(healthy_scores, "healthy_scores")
     dummy = [np.zeros(v.shape, bool) for v in vs]
     s, _ = _pooled_scores(vs, dummy, mask)
@@ -696,22 +695,19 @@ def bootstrap_ci(values_or_fn: np.ndarray | Sequence[float] | Callable[[np.ndarr
         ``(low, high)``, the ``(1 − c)/2`` and ``(1 + c)/2`` percentiles of the resampled statistic.
 
     Raises:
-        ValueError: on bad options, empty/infinite/all-NaN values, or a missing ``n_subjects``.
-        TypeError: if ``values_or_fn`` is neither array-like nor callable.
+        ValueError: on bad option values, or empty/infinite/all-NaN values.
+        TypeError: if ``values_or_fn`` is neither array-like nor callable, an option has the wrong
+            type, or ``n_subjects`` is missing with a function.
 
     >>> low, high = bootstrap_ci(np.array([0.2, 0.4, 0.6]), n_resamples=200)
     >>> bool(0.2 <= low <= 0.4 <= high <= 0.6)
     True
     """
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
-        raise ValueError(f"`n_resamples` must be a positive int, got {n_resamples!r}")
-    if isinstance(confidence, bool) or not isinstance(confidence, (float, np.floating)) or not 0 < confidence < 1:
-        raise ValueError(f"`confidence` must be a float in (0, 1), got {confidence!r}")
+    check_int("n_resamples", n_resamples, "a positive int", lambda v: v >= 1)
+    check_real("confidence", confidence, "a float in (0, 1)", lambda v: 0 < v < 1)
     if callable(values_or_fn):
-        if isinstance(n_subjects, bool) or not isinstance(n_subjects, (int, np.integer)) or n_subjects < 1:
-            raise ValueError(f"`n_subjects` must be a positive int when a statistic function is given, "
-                             f"got {n_subjects!r}")
-        statistic, n = values_or_fn, int(n_subjects)
+        statistic = values_or_fn
+        n = check_int("n_subjects", n_subjects, "a positive int when a statistic function is given", lambda v: v >= 1)
     else:
         if isinstance(values_or_fn, (str, bytes)) or not isinstance(values_or_fn, (np.ndarray, list, tuple)):
             raise TypeError(f"`values_or_fn` must be per-subject values or a callable, "
@@ -800,14 +796,14 @@ def pooled_auprc_statistic(scores: ArrayOrVolumes, labels: ArrayOrVolumes, *,
         ``fn(counts: (N,) int) -> float`` (NaN when the resample has no positive voxel).
 
     Raises:
-        ValueError: as :func:`auprc`, or a bad ``n_bins``.
+        TypeError: ``n_bins`` is not an int.
+        ValueError: as :func:`auprc`, or ``n_bins`` below 2.
 
     >>> fn = pooled_auprc_statistic([np.array([0.1, 0.4]), np.array([0.35, 0.8])], [np.array([0, 0]), np.array([1, 1])])
     >>> fn(np.array([1, 1]))
     0.8333333333333333
     """
-    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 2:
-        raise ValueError(f"`n_bins` must be an int >= 2, got {n_bins!r}")
+    check_int("n_bins", n_bins, "an int >= 2", lambda v: v >= 2)
     ss, ys = _subjects(scores, "scores"), _subjects(labels, "labels")
     _check_pair(ss, ys, "scores", "labels")
     ms: list[np.ndarray | None] = [None] * len(ss)

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from uadlab._checks import check_real
+
 __all__ = ["VAE", "VAEOutput", "LossTerms", "elbo_loss", "LambertLoss", "reconstruct"]
 
 #: Layer classes per spatial dimension: (convolution, normalisation, transposed convolution).
@@ -220,8 +222,8 @@ def elbo_loss(out: VAEOutput, target: torch.Tensor, *, kl_weight: float = 1.0) -
         :class:`LossTerms` of scalar tensors (``total`` carries the gradient).
 
     Raises:
-        TypeError: ``target`` is not a tensor.
-        ValueError: shapes differ, or ``kl_weight`` is negative or not a number.
+        TypeError: ``target`` is not a tensor, or ``kl_weight`` not a number.
+        ValueError: shapes differ, or ``kl_weight`` is negative.
 
     Example:
         >>> x = torch.zeros(2, 1, 4, 4)
@@ -229,8 +231,7 @@ def elbo_loss(out: VAEOutput, target: torch.Tensor, *, kl_weight: float = 1.0) -
         >>> float(elbo_loss(out, x).total)  # 16 voxels x 0.5, KL 0
         8.0
     """
-    if isinstance(kl_weight, bool) or not isinstance(kl_weight, (int, float)) or not kl_weight >= 0:
-        raise ValueError(f"`kl_weight` must be a non-negative number, got {kl_weight!r}")
+    check_real("kl_weight", kl_weight, "a non-negative number", lambda v: v >= 0)
     recon, kl, _ = _loss_parts(out, target)
     return LossTerms(recon + kl_weight * kl, recon, kl)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from uadlab._checks import check_int
 from uadlab.errors import VolumeError
 
 __all__ = ["residual", "anomaly_map", "STRUCTURE"]
@@ -82,7 +83,8 @@ def anomaly_map(
 
     Raises:
         ValueError: if the shapes differ, the mask is not ``bool``, the residual holds NaN/inf or
-            is not 3D/4D, or an option is not a non-negative integer.
+            is not 3D/4D, or an option is negative.
+        TypeError: if an option is not an integer.
         VolumeError: if a brain mask is empty.
 
     >>> r = np.zeros((5, 5, 5), np.float32); r[2, 2, 2] = 1.0   # an isolated hot voxel
@@ -98,8 +100,7 @@ def anomaly_map(
                          f"got {brain_mask.shape!r}")
     for name, value in (("erosion_iterations", erosion_iterations), ("median_size", median_size),
                         ("closing_iterations", closing_iterations)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"`{name}` must be a non-negative int, got {value!r}")
+        check_int(name, value, "a non-negative int", lambda v: v >= 0)
 
     batched = residual.ndim == 4
     residuals = residual if batched else residual[None]

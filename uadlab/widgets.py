@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from uadlab._checks import check_int, check_real
 from uadlab import metrics, viz
 from uadlab.erasing import METHODS, parse_experiment
 
@@ -193,14 +194,13 @@ def threshold_explorer(maps: Sequence[Any] | Mapping[str, Any], *, threshold: fl
         figure.
 
     Raises:
-        TypeError: ``static`` is not a bool.
+        TypeError: ``static`` is not a bool, or ``subject`` not an int.
         ValueError: no subject, a subject without lesion mask, no lesion voxel, mismatched shapes,
             or ``subject`` out of range.
     """
     _check_static(static)
     data = _ThresholdData(maps)
-    if isinstance(subject, bool) or not isinstance(subject, (int, np.integer)) or not 0 <= subject < len(data.ids):
-        raise ValueError(f"`subject` must be an int in [0, {len(data.ids)}), got {subject!r}")
+    check_int("subject", subject, f"an int in [0, {len(data.ids)})", lambda v: 0 <= v < len(data.ids))
     threshold = data.max_score / 2 if threshold is None else float(threshold)
     if static:
         return data.figure(threshold, int(subject))
@@ -280,18 +280,16 @@ def erasing_explorer(image: np.ndarray, brain_mask: np.ndarray, *, experiment: s
         An :class:`ipywidgets.VBox`, or the static figure.
 
     Raises:
-        TypeError: ``static`` is not a bool.
+        TypeError: ``static`` is not a bool, ``p`` not a number or the slice index not an int.
         ValueError: an unknown experiment, ``p`` outside ``[0, 1]``, bad shapes or slice index.
     """
     _check_static(static)
     image = _volume(image, "image")
     brain_mask = _volume(brain_mask, "brain_mask", image.shape, dtype=bool)
     parsed = parse_experiment(experiment)
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-        raise ValueError(f"`p` must be a number in [0, 1], got {p!r}")
+    check_real("p", p, "a number in [0, 1]", lambda v: 0.0 <= v <= 1.0)
     k = image.shape[2] // 2 if slice_index is None else slice_index
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < image.shape[2]:
-        raise ValueError(f"`slice_index` must be an int in [0, {image.shape[2]}), got {slice_index!r}")
+    check_int("slice_index", k, f"an int in [0, {image.shape[2]})", lambda v: 0 <= v < image.shape[2])
     if static:
         return _erasing_figure(image, brain_mask, parsed.name, float(p), int(seed), int(k))
     import ipywidgets as widgets
@@ -344,7 +342,7 @@ def slice_explorer(image: np.ndarray, recon: np.ndarray, residual: np.ndarray, l
         An :class:`ipywidgets.VBox` (slice slider above the picture), or the static figure.
 
     Raises:
-        TypeError: ``static`` is not a bool.
+        TypeError: ``static`` is not a bool or ``slice_index`` not an int.
         ValueError: shapes differ or ``slice_index`` is out of range.
     """
     _check_static(static)
@@ -358,8 +356,7 @@ def slice_explorer(image: np.ndarray, recon: np.ndarray, residual: np.ndarray, l
     depth = image.shape[2]
     if slice_index is None:
         slice_index = int(np.argmax(lesion.sum(axis=(0, 1)))) if lesion.any() else depth // 2
-    if isinstance(slice_index, bool) or not isinstance(slice_index, (int, np.integer)) or not 0 <= slice_index < depth:
-        raise ValueError(f"`slice_index` must be an int in [0, {depth}), got {slice_index!r}")
+    check_int("slice_index", slice_index, f"an int in [0, {depth})", lambda v: 0 <= v < depth)
     if static:
         return _slices_figure(volumes, lesion, int(slice_index))
     import ipywidgets as widgets

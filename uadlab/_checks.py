@@ -1,0 +1,31 @@
+"""Argument checks at the public boundary: ``TypeError`` for a wrong type, ``ValueError`` for a bad value.
+
+Both name the argument and what it must be, in the library's one message form
+``f"`{name}` must be {expected}, got {value!r}"``. ``bool`` is never accepted as a number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+def check_int(name: str, value: Any, expected: str, valid: Callable[[int], bool] = lambda v: True) -> int:
+    """``value`` as an ``int``; ``TypeError`` unless a Python or NumPy integer, ``ValueError`` unless ``valid``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"`{name}` must be {expected}, got {value!r}")
+    if not valid(int(value)):
+        raise ValueError(f"`{name}` must be {expected}, got {value!r}")
+    return int(value)
+
+
+def check_real(name: str, value: Any, expected: str, valid: Callable[[float], bool] = np.isfinite) -> float:
+    """``value`` as a ``float``; ``TypeError`` unless a real number, ``ValueError`` unless ``valid``
+    (default: finite)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"`{name}` must be {expected}, got {value!r}")
+    if not valid(float(value)):
+        raise ValueError(f"`{name}` must be {expected}, got {value!r}")
+    return float(value)
