@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve
 
-from uadlab._checks import check_int, check_real
 from uadlab import metrics
+from uadlab._checks import check_int, check_real
 from uadlab.erasing import EXPERIMENTS
 from uadlab.inference import SubjectMaps
 

@@ -50,8 +50,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from uadlab._checks import check_real
 from uadlab import metrics
+from uadlab._checks import check_real
 from uadlab.data import load_dataset
 from uadlab.errors import DatasetError, RunError
 from uadlab.inference import SubjectMaps, predict

@@ -547,7 +547,7 @@ def slice_auprc(residuals: ArrayOrVolumes, lesion_masks: ArrayOrVolumes, brain_m
 # --------------------------------------------------------------------------------------------
 
 def _check_threshold(value: float, name: str) -> float:
-    """``value`` as a finite float, or ``ValueError``."""
+    """``value`` as a finite float; ``TypeError`` for a non-number, ``ValueError`` for NaN/inf."""
     return check_real(name, value, "a finite number")
 
 

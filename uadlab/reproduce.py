@@ -107,6 +107,7 @@ def reproduce(
 
     Raises:
         ValueError: an unknown experiment name, or ``workers`` below 1.
+        TypeError: ``workers`` is not an int.
         DatasetError: ``data`` is not a data set, or it has no lesion cohort to evaluate.
     """
     prof = get_profile(profile)

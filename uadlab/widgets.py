@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from uadlab._checks import check_int, check_real
 from uadlab import metrics, viz
+from uadlab._checks import check_int, check_real
 from uadlab.erasing import METHODS, parse_experiment
 
 __all__ = ["WIDGETS", "threshold_explorer", "erasing_explorer", "slice_explorer", "render_static"]
