@@ -378,7 +378,9 @@ def paired_difference(a: pd.DataFrame, b: pd.DataFrame, *, metric: Literal["dice
     bootstrap resamples subjects and recomputes the mean of the differences
     (:func:`uadlab.metrics.bootstrap_ci` on ``a − b``). This interval is much narrower than the
     overlap of the two methods' own intervals, which carry the spread between subjects that both
-    methods share; an interval excluding 0 says the methods differ on these subjects. With
+    methods share; an interval excluding 0 says the two *trained models* differ on these subjects.
+    It does not cover training randomness: to say the *methods* differ, compare runs of several
+    seeds (on the lab profile one 3D experiment moved by 5 DICE_S points between two seeds). With
     ``metric="dice"`` the mean is DICE_S; subjects where either DICE is undefined (NaN) are skipped.
 
     Args:
