@@ -6,6 +6,8 @@ Both name the argument and what it must be, in the library's one message form
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -28,4 +30,14 @@ def check_real(name: str, value: Any, expected: str, valid: Callable[[float], bo
         raise TypeError(f"`{name}` must be {expected}, got {value!r}")
     if not valid(float(value)):
         raise ValueError(f"`{name}` must be {expected}, got {value!r}")
+    return float(value)
+
+
+def check_positive_real(name: str, value: Any) -> float:
+    """``value`` as a ``float``; ``TypeError`` unless a :class:`numbers.Real`, ``ValueError`` unless
+    finite and > 0 (sizes and spacings in mm, volumes in mm³...)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a number, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive finite number, got {value!r}")
     return float(value)

@@ -454,7 +454,7 @@ def ablation_differences(subject_tables: Mapping[str, pd.DataFrame], *, metric: 
     for name in sorted(subject_tables, key=_experiment_rank):
         if name not in EXPERIMENTS:
             raise ValueError(f"`subject_tables` must be keyed by Table 1 names, got {name!r}")
-        baseline = f"{name[:2]}-None"
+        baseline = f"{_spatial_dims(name)}D-None"
         if name != baseline and baseline in subject_tables:
             diff = paired_difference(subject_tables[name], subject_tables[baseline], metric=metric,
                                      n_resamples=n_resamples, confidence=confidence, seed=seed)

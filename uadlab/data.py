@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 import uadlab
+from uadlab._checks import check_int
 from uadlab.errors import DatasetError
 from uadlab.io import atomic_write, load_volume, save_volume
 from uadlab.manifests import Case, Manifest, assign_splits, discover_cases, load_case, load_manifest, phantom_sources
@@ -173,8 +174,7 @@ def build_dataset(
     for name, flag in (("overwrite", overwrite), ("progress", progress)):
         if not isinstance(flag, bool):
             raise TypeError(f"`{name}` must be a bool, got {flag!r}")
-    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)):
-        raise TypeError(f"`workers` must be an int, got {workers!r}")
+    check_int("workers", workers, "an int")
     if workers < 1:
         raise ValueError(f"`workers` must be at least 1, got {workers!r}")
     profile = get_profile(profile)

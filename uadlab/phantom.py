@@ -47,6 +47,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
+from uadlab._checks import check_positive_real
 from uadlab.errors import VolumeError
 from uadlab.io import load_volume
 from uadlab.resampling import iso_grid, resample
@@ -273,7 +274,7 @@ def load_sources(paths: Iterable[str | Path] | None = None, *, voxel_mm: float =
         ValueError: ``paths`` is empty, or ``voxel_mm`` is not a positive number.
         uadlab.errors.VolumeError: a file is unreadable, not 3D, or holds no brain voxels.
     """
-    voxel_mm = _positive_number("voxel_mm", voxel_mm)
+    voxel_mm = check_positive_real("voxel_mm", voxel_mm)
     if paths is None:
         return list(_cached_sources(None, voxel_mm))
     if isinstance(paths, (str, Path)) or not isinstance(paths, Iterable):
@@ -511,11 +512,11 @@ def simulate_subject(
         raise ValueError(f"`kind` must be one of {KINDS}, got {kind!r}")
     params = _as_params(params)
     if voxel_mm is not None:
-        source = _at_grid(source, _positive_number("voxel_mm", voxel_mm))
+        source = _at_grid(source, check_positive_real("voxel_mm", voxel_mm))
     if target_volume_mm3 is not None:
         if kind == "healthy":
             raise ValueError(f"`target_volume_mm3` must be None for a healthy subject, got {target_volume_mm3!r}")
-        target_volume_mm3 = _positive_number("target_volume_mm3", target_volume_mm3)
+        target_volume_mm3 = check_positive_real("target_volume_mm3", target_volume_mm3)
     anatomy_rng, lesion_rng = _child_rngs(seed_or_rng)
 
     warp = _sample_warp(source, anatomy_rng, params)
@@ -538,14 +539,6 @@ def simulate_subject(
 
 # --------------------------------------------------------------------------------------------------
 # Validation helpers
-
-
-def _positive_number(name: str, value: object) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"`{name}` must be a number, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive finite number, got {value!r}")
-    return float(value)
 
 
 def _as_params(params: PhantomParams | Mapping | None) -> PhantomParams:

@@ -49,7 +49,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import numbers
 import os
 import zipfile
@@ -62,6 +61,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
+from uadlab._checks import check_positive_real
 from uadlab.errors import VolumeError
 from uadlab.io import atomic_write
 from uadlab.profiles import Profile, get_profile
@@ -110,15 +110,15 @@ class PreprocessingParams:
     clip_percentile: float = 99.5
 
     def __post_init__(self) -> None:
-        spacing = _positive_real("spacing_mm", self.spacing_mm)
+        spacing = check_positive_real("spacing_mm", self.spacing_mm)
         if not isinstance(self.pad_shape_mm, (tuple, list)) or len(self.pad_shape_mm) != 3:
             raise TypeError(f"`pad_shape_mm` must be a tuple of 3 numbers, got {self.pad_shape_mm!r}")
-        pad = tuple(_positive_real("pad_shape_mm", v) for v in self.pad_shape_mm)
+        pad = tuple(check_positive_real("pad_shape_mm", v) for v in self.pad_shape_mm)
         if not isinstance(self.out_size, numbers.Integral) or isinstance(self.out_size, bool):
             raise TypeError(f"`out_size` must be an int, got {self.out_size!r}")
         if self.out_size < 2:
             raise ValueError(f"`out_size` must be >= 2, got {self.out_size!r}")
-        percentile = _positive_real("clip_percentile", self.clip_percentile)
+        percentile = check_positive_real("clip_percentile", self.clip_percentile)
         if percentile > 100:
             raise ValueError(f"`clip_percentile` must lie in (0, 100], got {self.clip_percentile!r}")
         object.__setattr__(self, "spacing_mm", spacing)
@@ -375,14 +375,6 @@ def _zoomed_affine(affine: np.ndarray, in_shape: tuple[int, ...], out_shape: tup
     scale = np.diag([*factor, 1.0])
     scale[:3, 3] = 0.5 * factor - 0.5
     return affine @ scale
-
-
-def _positive_real(name: str, value: object) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"`{name}` must be a number, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive finite number, got {value!r}")
-    return float(value)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ import pandas as pd
 import torch
 import yaml
 
+from uadlab._checks import check_int, check_real
 from uadlab.data import load_dataset
 from uadlab.erasing import parse_experiment
 from uadlab.errors import DatasetError, RunError
@@ -132,21 +133,21 @@ class TrainConfig:
         if not isinstance(self.profile, (str, Profile)):
             raise TypeError(f"`profile` must be a profile name or a Profile, got {self.profile!r}")
         get_profile(self.profile)  # ValueError for an unknown name
-        _check_number("fraction", self.fraction, float)
+        check_real("fraction", self.fraction, "a number", lambda v: True)
         if not 0.0 < self.fraction <= 1.0:
             raise ValueError(f"`fraction` must be in (0, 1], got {self.fraction!r}")
-        _check_number("seed", self.seed, int)
+        check_int("seed", self.seed, "an int")
         if not 0 <= self.seed < 2**32:  # the range seed_everything accepts
             raise ValueError(f"`seed` must be a non-negative int below 2**32, got {self.seed!r}")
         if self.loss not in _LOSSES:
             raise ValueError(f"`loss` must be one of {list(_LOSSES)}, got {self.loss!r}")
-        _check_number("lr", self.lr, float)
+        check_real("lr", self.lr, "a number", lambda v: True)
         if not self.lr > 0:
             raise ValueError(f"`lr` must be > 0, got {self.lr!r}")
         for name in _PROFILE_FIELDS:
             value = getattr(self, name)
             if value is not None:
-                _check_number(name, value, int)
+                check_int(name, value, "an int")
                 if value < 1:
                     raise ValueError(f"`{name}` must be a positive int or None, got {value!r}")
                 setattr(self, name, int(value))
@@ -260,7 +261,7 @@ def seed_everything(seed: int) -> None:
         TypeError: ``seed`` is not an int.
         ValueError: ``seed`` is negative or >= 2**32.
     """
-    _check_number("seed", seed, int)
+    check_int("seed", seed, "an int")
     if not 0 <= seed < 2**32:
         raise ValueError(f"`seed` must be in [0, 2**32), got {seed!r}")
     random.seed(seed)
@@ -296,8 +297,8 @@ def training_subset(ids: Sequence[str], fraction: float, seed: int) -> list[str]
     """
     if isinstance(ids, str):
         raise TypeError(f"`ids` must be a sequence of subject ids, got {ids!r}")
-    _check_number("fraction", fraction, float)
-    _check_number("seed", seed, int)
+    check_real("fraction", fraction, "a number", lambda v: True)
+    check_int("seed", seed, "an int")
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"`fraction` must be in (0, 1], got {fraction!r}")
     unique = sorted(set(ids))
@@ -672,13 +673,6 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
         return torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(f"`device` must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from None
-
-
-def _check_number(name: str, value: Any, kind: type) -> None:
-    """TypeError unless ``value`` is an int (``kind=int``) or a real number (``kind=float``); no bools."""
-    ok = isinstance(value, (int, np.integer)) if kind is int else isinstance(value, (int, float, np.number))
-    if isinstance(value, bool) or not ok:
-        raise TypeError(f"`{name}` must be {'an int' if kind is int else 'a number'}, got {value!r}")
 
 
 def _progress_bar(progress: bool, **kwargs: Any) -> Any:
