@@ -275,6 +275,8 @@ class _FakeDataset:
         self._subjects = {s.subject_id: s for s in subjects}
 
     def ids(self, *, cohort=None, split=None):
+        if cohort is not None and cohort not in self.cohorts:  # as BuiltDataset.ids
+            raise ValueError(f"`cohort` must be one of {self.cohorts}, got {cohort!r}")
         return [i for i, s in self._subjects.items()
                 if (cohort is None or s.cohort == cohort) and (split is None or s.split == split)]
 
@@ -321,10 +323,17 @@ def fake_run(monkeypatch, rng):
         "val_tumour": _fake_data(rng, {("tumour", "val"): 2}),
         "val_brats": _fake_data(rng, {("brats2014", "val"): 2, ("tumour", "val"): 1}),
         "empty": _fake_data(rng, {("healthy", "val"): 1}),
+        "brats_only": _fake_data(rng, {("brats2014", "val"): 2, ("brats2014", "test"): 3}),
     }
-    monkeypatch.setattr(evaluation, "load_run",
-                        lambda run_dir, device=None: ("model", SimpleNamespace(experiment="3D-Cube-n")))
-    monkeypatch.setattr(evaluation, "load_dataset", lambda path: datasets[Path(path).name])
+    monkeypatch.setattr(evaluation, "load_run", lambda run_dir, device=None: (
+        "model", SimpleNamespace(experiment="3D-Cube-n", data="deleted")))
+
+    def load(path):
+        if Path(path).name not in datasets:
+            raise DatasetError(f"{path}: no data-set folder here; build one with `uadlab data build`")
+        return datasets[Path(path).name]
+
+    monkeypatch.setattr(evaluation, "load_dataset", load)
     monkeypatch.setattr("uadlab.inference.reconstruct",
                         lambda model, volume, batch_size, device: np.minimum(volume, 0.3))
     return datasets
@@ -373,6 +382,34 @@ def test_evaluate_run_takes_thresholds_from_val_data(fake_run, tmp_path):
     pooled = evaluate_run("run", "real", tmp_path / "b", val_data="phantom", postprocess_kwargs=RAW, n_resamples=10)
     assert pooled["cohorts"]["brats2014"]["n_val_subjects"] == 4
     assert list(pooled["cohorts"]["brats2014"]["fpr_thresholds"]) == ["0.01", "0.05", "0.1"]
+
+
+def test_evaluate_run_on_lesion_cohorts_only_takes_healthy_maps_from_the_training_data(fake_run, monkeypatch,
+                                                                                      tmp_path):
+    """A data set without a healthy cohort (e.g. BraTS split val/test): FPR thresholds from the run's data."""
+    monkeypatch.setattr(evaluation, "load_run", lambda run_dir, device=None: (
+        "model", SimpleNamespace(experiment="3D-None", data="/runs/data/phantom")))
+    result = evaluate_run("run", "brats_only", tmp_path / "a", postprocess_kwargs=RAW, n_resamples=10)
+    m = result["cohorts"]["brats2014"]
+    assert m["threshold_source"] == "val split of brats2014 in brats_only" and m["n_subjects"] == 3
+    assert m["dice_d"] == pytest.approx(1.0)
+    assert list(m["fpr_thresholds"]) == ["0.01", "0.05", "0.1"]
+    assert result["healthy_val_data"] == "/runs/data/phantom"
+    assert result["healthy_val_note"] == "healthy val split of the run's training data /runs/data/phantom"
+    # the same FPR thresholds as evaluating with the training data passed as --val-data
+    direct = evaluate_run("run", "brats_only", tmp_path / "b", val_data="phantom", postprocess_kwargs=RAW,
+                          n_resamples=10)
+    assert direct["cohorts"]["brats2014"]["fpr_thresholds"] == m["fpr_thresholds"]
+    assert direct["healthy_val_note"] == "healthy val split of phantom"
+
+
+def test_evaluate_run_on_lesion_cohorts_only_skips_fpr_when_the_training_data_is_gone(fake_run, tmp_path):
+    result = evaluate_run("run", "brats_only", tmp_path, postprocess_kwargs=RAW, n_resamples=10)
+    assert result["cohorts"]["brats2014"]["fpr_thresholds"] == {}
+    assert result["cohorts"]["brats2014"]["dice_d"] == pytest.approx(1.0)
+    assert result["healthy_val_data"] is None
+    assert result["healthy_val_note"].startswith("FPR thresholds skipped")
+    assert "deleted: no data-set folder here" in result["healthy_val_note"]
 
 
 def test_evaluate_run_val_data_may_reuse_test_ids(fake_run, rng, tmp_path):

@@ -70,6 +70,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         return "n/a" if value is None else format(value, spec)
 
     print(f"{metrics['experiment']} ({metrics['run']}) on {metrics['data']}, written to {args.out}")
+    print(f"  unsupervised FPR thresholds: {metrics['healthy_val_note']}")
     for cohort, m in metrics["cohorts"].items():
         print(f"  {cohort}: DICE_D {num(m['dice_d'])}  DICE_S {num(m['dice_s_mean'])} ± {num(m['dice_s_std'])}  "
               f"AUPRC {num(m['auprc'])}  slice AUPRC {num(m['slice_auprc'])}  threshold {num(m['threshold'], '.4g')}"

@@ -80,6 +80,7 @@ SUBJECT_COLUMNS: tuple[str, ...] = ("subject_id", "cohort", "lesion_voxels", "di
 SUMMARY_KEYS: tuple[str, ...] = ("dice_d", "dice_s_mean", "dice_s_std", "auprc", "slice_auprc",
                                  "threshold", "n_subjects")
 
+_HEALTHY = "healthy"  # the healthy cohort of a built data set (uadlab.data)
 _METRICS_FILE = "metrics.json"
 _SUBJECTS_FILE = "subjects.csv"
 
@@ -368,11 +369,14 @@ def evaluate_run(
     name if it has one, otherwise all its lesion cohorts' validation subjects pooled (a
     domain-shifted but still honest threshold: no test label is used). ``threshold_source`` in
     each cohort's metrics records which. The unsupervised FPR thresholds use the healthy
-    validation split of ``data_dir``, else of ``val_data``; they are omitted when neither has one.
+    validation split of ``data_dir``, else of ``val_data``, else of the run's own training data
+    (``config.data`` of the run, so a run scores a data set of lesion cohorts only); they are
+    omitted, with a note in ``healthy_val_note``, when none has one or the training data is gone.
 
     Writes, atomically, ``OUT/metrics.json`` — the :data:`SUMMARY_KEYS` of the first lesion cohort
     at the top level plus ``"cohort"`` (its name), ``"run"``, ``"experiment"``, ``"data"``,
-    ``"val_data"`` and ``"cohorts": {name: every metric incl. CIs, oracle and FPR thresholds}`` —
+    ``"val_data"``, ``"healthy_val_data"`` and ``"healthy_val_note"`` (where the FPR thresholds
+    came from, or why they were skipped) and ``"cohorts": {name: every metric incl. CIs, oracle and FPR thresholds}`` —
     and ``OUT/subjects.csv`` (one row per test subject, :data:`SUBJECT_COLUMNS`).
 
     Args:
@@ -427,9 +431,11 @@ def evaluate_run(
                     dataclasses.replace(m, subject_id=f"val_data:{subject_id}")
         return [cache[(id(source), i)] for i in ids]
 
-    healthy_source = next((d for d in (dataset, val_dataset)
-                           if d is not None and d.ids(cohort="healthy", split="val")), None)
-    healthy = (maps_of(healthy_source, healthy_source.ids(cohort="healthy", split="val"))
+    healthy_source, healthy_path, healthy_note = _healthy_plan(
+        [(dataset, data_dir), (val_dataset, val_data)], getattr(config, "data", None))
+    if healthy_source is not None:
+        _check_grid(model, run_dir, healthy_source, healthy_path)
+    healthy = (maps_of(healthy_source, healthy_source.ids(cohort=_HEALTHY, split="val"))
                if healthy_source is not None else None)
 
     results: dict[str, EvaluationResult] = {}
@@ -445,6 +451,8 @@ def evaluate_run(
     summary: dict[str, Any] = {key: first[key] for key in SUMMARY_KEYS}
     summary.update({"cohort": cohorts[0], "experiment": config.experiment, "run": str(run_dir),
                     "data": str(data_dir), "val_data": None if val_data is None else str(val_data),
+                    "healthy_val_data": None if healthy_path is None else str(healthy_path),
+                    "healthy_val_note": healthy_note,
                     "cohorts": {c: r.to_dict() for c, r in results.items()}})
     subjects = pd.concat([r.subjects for r in results.values()], ignore_index=True)
 
@@ -466,6 +474,28 @@ def _check_grid(model: Any, run_dir: Any, dataset: Any, data_dir: Any) -> None:
     if shape != (size,) * 3:
         raise DatasetError(f"{data_dir}: volumes are {shape}, but the run {run_dir} was trained on "
                            f"{size}^3 volumes; build the data set with the run's profile")
+
+
+def _healthy_plan(candidates: list[tuple[Any, Any]], train_data: Any) -> tuple[Any, Any, str]:
+    """``(data set, its path, note)`` whose healthy validation split gives the FPR thresholds.
+
+    The first of ``candidates`` (``(data set or None, path)``: the evaluated data set, then
+    ``val_data``) with healthy validation subjects; else the run's own training data set
+    (``config.data``) when it can still be opened; else ``(None, None, why)``.
+    """
+    for source, path in candidates:
+        if source is not None and _HEALTHY in source.cohorts and source.ids(cohort=_HEALTHY, split="val"):
+            return source, path, f"healthy val split of {path}"
+    if train_data is not None:
+        try:
+            source = load_dataset(train_data)
+        except (DatasetError, OSError) as error:
+            return None, None, f"FPR thresholds skipped: no healthy val split here, and the run's " \
+                               f"training data cannot be opened ({error})"
+        if _HEALTHY in source.cohorts and source.ids(cohort=_HEALTHY, split="val"):
+            return source, train_data, f"healthy val split of the run's training data {train_data}"
+    return None, None, "FPR thresholds skipped: no healthy val split in the evaluated data or the run's " \
+                       "training data"
 
 
 def _validation_plan(cohort: str, dataset: Any, val_dataset: Any, data_dir: Any,
