@@ -14,6 +14,8 @@ import pytest
 import uadlab.data as data_module
 from uadlab.data import COLUMNS, BuiltDataset, Subject, build_dataset, load_dataset
 from uadlab.errors import DatasetError, VolumeError
+from uadlab.io import load_volume
+from uadlab.preprocessing import PreprocessingParams, preprocess
 from uadlab.profiles import get_profile
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "data_manifests"
@@ -417,3 +419,41 @@ def test_sample_real_builds_at_64(real_data_dir, tmp_path):
     assert len(dataset.ids(cohort="healthy")) == 17
     assert set(dataset.table.loc[dataset.table["cohort"] == "healthy", "split"]) == {"train", "val"}
     _check_real_lesions(dataset, 64)
+
+
+def test_whole_head_cases_are_skull_stripped_once_and_cached(tmp_path, monkeypatch):
+    """``brain_mask: deepbet``: the mask comes from skull_strip, is cached, and reused by another profile."""
+    rng = np.random.default_rng(3)
+    ras = np.diag([VOXEL_MM] * 3 + [1.0])
+    brains = {}
+    for i in range(2):
+        image, brain = _scan(rng)
+        image = np.clip(image, 1.0, 140.0) * brain
+        scalp = ~np.pad(np.ones(np.subtract(SHAPE, 4), bool), 2)  # a bright 2-voxel shell off the brain
+        assert not (scalp & brain).any()
+        _save(tmp_path / "root" / "IXI-T1" / f"IXI00{i}-Guys-0001-T1.nii.gz", image + 200.0 * scalp, ras)
+        brains[f"IXI00{i}-Guys-0001"] = brain
+    calls = []
+
+    def fake_strip(image, affine, *, method):
+        calls.append(method)
+        return (image > 0) & (image < 150)  # the brain, not the scalp
+
+    monkeypatch.setattr(data_module, "skull_strip", fake_strip)
+    manifest = MANIFESTS / "ixi_t1.yaml"
+    out = build_dataset(manifest, tmp_path / "data", root=tmp_path / "root", profile="smoke",
+                        cache_dir=tmp_path / "cache")
+    assert calls == ["deepbet", "deepbet"]
+    dataset = load_dataset(out)
+    params = PreprocessingParams.from_profile(get_profile("smoke"))
+    for subject_id in dataset.ids():
+        subject = dataset.subject(subject_id)
+        image, _ = load_volume(tmp_path / "root" / "IXI-T1" / f"{subject_id}-T1.nii.gz")
+        expected = preprocess(image, ras, brains[subject_id], params=params)  # as if the true mask were given
+        np.testing.assert_array_equal(subject.brain_mask, expected.brain_mask)
+        np.testing.assert_allclose(subject.image, expected.image, atol=1e-6)
+    assert len(list(tmp_path.joinpath("cache").glob("*.mask.npz"))) == 2
+    tiny = dataclasses.replace(get_profile("smoke"), name="tiny", image_size=16)
+    build_dataset(manifest, tmp_path / "data16", root=tmp_path / "root", profile=tiny, cache_dir=tmp_path / "cache")
+    assert calls == ["deepbet", "deepbet"]  # the full-resolution masks came from the cache
+    assert load_dataset(tmp_path / "data16").subject("IXI000-Guys-0001").brain_mask.shape == (16,) * 3

@@ -348,14 +348,30 @@ def test_atlas_without_user_brain_masks(tmp_path, rng):
 
 
 def test_ixi_layout_and_match_filter(tmp_path, rng):
+    """IXI is whole-head: ``brain_mask: deepbet`` needs no mask file; load_case leaves the mask to preprocessing."""
     root = tmp_path / "root"
     for name in ("IXI002-Guys-0828", "IXI012-HH-1211"):
         _nifti(root / "IXI-T1" / f"{name}-T1.nii.gz", _brain(rng))
-        _nifti(root / "brain_masks" / f"{name}_mask.nii.gz", (_brain(rng) > 0).astype(np.uint8))
     _nifti(root / "IXI-T1" / "IXIbad-T1.nii.gz", _brain(rng))  # not matched by `match`: skipped
-    cases = discover_cases(load_manifest(MANIFESTS / "ixi_t1.yaml"), root)
+    manifest = load_manifest(MANIFESTS / "ixi_t1.yaml")
+    assert manifest.cohort("healthy").brain_mask == "deepbet"
+    cases = discover_cases(manifest, root)
     assert [c.subject_id for c in cases] == ["IXI002-Guys-0828", "IXI012-HH-1211"]
     assert cases[0].lesion_masks == () and cases[0].lesion_rule is None and cases[0].role == "healthy"
+    assert cases[0].brain_mask is None and cases[0].skull_strip == "deepbet"
+    assert check_manifest(manifest, root) == []
+    volumes = load_case(cases[0])
+    assert volumes.brain_mask is None and volumes.image.shape == _brain(rng).shape
+
+
+def test_deepbet_case_with_an_all_zero_image_is_not_an_empty_mask_problem(tmp_path):
+    """A whole-head image is checked for readability only: its mask does not exist before skull stripping."""
+    root = tmp_path / "root"
+    _nifti(root / "IXI-T1" / "IXI002-Guys-0828-T1.nii.gz", np.zeros((8, 8, 8), np.float32))
+    assert check_manifest(load_manifest(MANIFESTS / "ixi_t1.yaml"), root) == []
+    (root / "IXI-T1" / "IXI002-Guys-0828-T1.nii.gz").write_bytes(b"not a nifti")
+    problems = check_manifest(load_manifest(MANIFESTS / "ixi_t1.yaml"), root)
+    assert len(problems) == 1 and problems[0].startswith("IXI002-Guys-0828 (healthy): ")
 
 
 def test_discovery_problems(tmp_path, rng):

@@ -53,7 +53,14 @@ from uadlab.errors import DatasetError
 from uadlab.io import atomic_write, load_volume, save_volume
 from uadlab.manifests import Case, Manifest, assign_splits, discover_cases, load_case, load_manifest, phantom_sources
 from uadlab.phantom import PhantomParams, load_sources, simulate_subject, subject_seed
-from uadlab.preprocessing import PreprocessCache, Preprocessed, PreprocessingParams, preprocess
+from uadlab.preprocessing import (
+    PreprocessCache,
+    Preprocessed,
+    PreprocessingParams,
+    preprocess,
+    skull_strip,
+    skull_strip_version,
+)
 from uadlab.profiles import Profile, get_profile
 
 __all__ = ["COLUMNS", "BuiltDataset", "Subject", "build_dataset", "load_dataset"]
@@ -122,7 +129,8 @@ def build_dataset(
     """Build the data set a manifest describes into the folder ``out``.
 
     Real manifests: every case found under ``root`` is read (:func:`uadlab.manifests.load_case`:
-    brain mask from its file ``> 0`` or, for skull-stripped data, ``image != 0``; lesion mask the
+    brain mask from its file ``> 0``, for skull-stripped data ``image != 0``, or for whole-head
+    data (``brain_mask: deepbet``) :func:`uadlab.preprocessing.skull_strip`, cached; lesion mask the
     union of its files ``> 0``; all on one grid) and preprocessed. Phantom manifests: each
     subject is simulated on the profile's ``spacing_mm`` grid with the seed
     :func:`uadlab.phantom.subject_seed` ``(seed, cohort, index)`` and preprocessed identically; the
@@ -195,7 +203,7 @@ def build_dataset(
     else:
         if root is None:
             raise ValueError(f"`root` must be the folder of the real data set {manifest.name!r}, got None")
-        items, seed = _real_items(manifest, root), None
+        items, seed = _real_items(manifest, root, cache), None
 
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f"{out.name}.partial-{secrets.token_hex(4)}")
@@ -221,34 +229,48 @@ def build_dataset(
     return out
 
 
-def _real_items(manifest: Manifest, root: Path) -> list[_Item]:
+def _real_items(manifest: Manifest, root: Path, cache: PreprocessCache) -> list[_Item]:
     """One :class:`_Item` per case of a real manifest, split assigned.
 
     The cache key holds the sha256 of every input file's bytes, so a changed file is preprocessed
-    again while a moved or renamed data root is not.
+    again while a moved or renamed data root is not. A ``brain_mask: deepbet`` case's key names
+    the deepbet version; its full-resolution mask is cached on its own in ``cache`` (another
+    profile reuses it).
     """
     items = []
     for case in assign_splits(discover_cases(manifest, root), manifest):
+        image_sha = _file_sha256(case.image)
+        if case.skull_strip is not None:
+            brain_key = skull_strip_version(case.skull_strip)
+        elif case.brain_mask is None:
+            brain_key = "image != 0"
+        else:
+            brain_key = _file_sha256(case.brain_mask)
         key = json.dumps({
-            "kind": "real", "role": case.role, "image": _file_sha256(case.image),
-            "brain_mask": "image != 0" if case.brain_mask is None else _file_sha256(case.brain_mask),
+            "kind": "real", "role": case.role, "image": image_sha,
+            "brain_mask": brain_key,
             "lesion_masks": [_file_sha256(p) for p in case.lesion_masks] if case.role == "lesion" else [],
         }, sort_keys=True)
         items.append(_Item(
             subject_id=case.subject_id, cohort=case.cohort, role=case.role, split=case.split,
             source=_relative_source(case.image, root), key=key,
-            compute=lambda params, case=case: _preprocess_case(case, params),
+            compute=functools.partial(_preprocess_case, case, cache, f"{image_sha} {brain_key}"),
         ))
     return items
 
 
-def _preprocess_case(case: Case, params: PreprocessingParams) -> tuple[Preprocessed, dict]:
-    """Read (:func:`uadlab.manifests.load_case`) and preprocess one real case.
+def _preprocess_case(case: Case, cache: PreprocessCache, mask_key: str,
+                     params: PreprocessingParams) -> tuple[Preprocessed, dict]:
+    """Read (:func:`uadlab.manifests.load_case`), skull strip if the manifest asks, preprocess one real case.
 
     Metadata: the lesion volume in mm³, counted on the file's own grid.
     """
     volumes = load_case(case)
-    result = preprocess(volumes.image, volumes.affine, volumes.brain_mask, volumes.lesion_mask, params=params)
+    brain_mask = volumes.brain_mask
+    if case.skull_strip is not None:
+        brain_mask = cache.get_or_compute_mask(
+            mask_key, lambda: skull_strip(volumes.image, volumes.affine, method=case.skull_strip))
+    result = preprocess(volumes.image, volumes.affine, brain_mask, volumes.lesion_mask, params=params)
     voxel_mm3 = float(abs(np.linalg.det(volumes.affine[:3, :3])))
     volume = 0.0 if volumes.lesion_mask is None else float(volumes.lesion_mask.sum()) * voxel_mm3
     return result, {"lesion_volume_mm3": volume}

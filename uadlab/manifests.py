@@ -24,7 +24,8 @@ Schema::
                                   #   placeholders; anchors that do not match are skipped
         subject_id: "{stem}"      # template of the subject id (default "{stem}")
         image: "{case_dir}/{stem}_t1.nii.gz"
-        brain_mask: nonzero       # a pattern, or "nonzero": skull-stripped data, brain = image != 0
+        brain_mask: nonzero       # a pattern, or "nonzero": skull-stripped data, brain = image != 0,
+                                  #   or "deepbet": whole-head T1, skull-stripped by uadlab.preprocessing
         lesion_mask: "{case_dir}/{stem}_seg.nii.gz"   # lesion cohorts only; may be a glob
         lesion_rule: "> 0"        # lesion = union over the lesion files of (value > 0)
 
@@ -111,6 +112,9 @@ __all__ = [
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 NONZERO = "nonzero"
+#: ``brain_mask: deepbet``: the mask is computed from the T1 by :func:`uadlab.preprocessing.skull_strip`.
+DEEPBET = "deepbet"
+_COMPUTED_MASKS = (NONZERO, DEEPBET)
 _PHANTOM_ROLES = {"healthy": "healthy", "tumour": "lesion", "stroke": "lesion"}
 _DEFAULT_COUNTS = {"healthy": 200, "tumour": 60, "stroke": 60}
 _ANCHOR_FIELDS = frozenset({"anchor", "case_dir", "stem", "parent"})
@@ -196,7 +200,7 @@ class Cohort(_Strict):
         known = _ANCHOR_FIELDS | groups
         for key in ("subject_id", "image", "brain_mask", "lesion_mask", "cases"):
             template = getattr(self, key)
-            if template is None or (key == "brain_mask" and template == NONZERO):
+            if template is None or (key == "brain_mask" and template in _COMPUTED_MASKS):
                 continue
             if key != "subject_id" and (template.startswith(("/", "~")) or ".." in Path(template).parts):
                 raise ValueError(f"{key} must be a path relative to the data root, got {template!r}")
@@ -388,10 +392,12 @@ class Case:
         role: ``"healthy"`` or ``"lesion"``.
         image: the T1 image file.
         brain_mask: the brain mask file, or ``None`` when the cohort's brain mask is ``nonzero``
-            (skull-stripped data: brain = ``image != 0``).
+            (skull-stripped data: brain = ``image != 0``) or computed (``skull_strip``).
         lesion_masks: lesion files, merged by union; empty for healthy cohorts.
         split: ``"train"``, ``"val"`` or ``"test"`` once :func:`assign_splits` ran, else ``None``.
         lesion_rule: ``"> 0"`` for lesion cohorts (lesion = value > 0), ``None`` for healthy ones.
+        skull_strip: ``"deepbet"`` when the cohort says ``brain_mask: deepbet`` (the mask is
+            computed from the image during preprocessing), else ``None``.
     """
 
     subject_id: str
@@ -402,6 +408,7 @@ class Case:
     lesion_masks: tuple[Path, ...]
     split: str | None = None
     lesion_rule: str | None = None
+    skull_strip: str | None = None
 
 
 def _strip_nifti(name: str) -> str:
@@ -462,7 +469,7 @@ def _discover(manifest: Manifest, root: Path) -> tuple[list[Case], list[str]]:
             n_problems = len(problems)
             for key in ("image", "brain_mask", "lesion_mask"):
                 template = getattr(cohort, key)
-                if template is None or (key == "brain_mask" and template == NONZERO):
+                if template is None or (key == "brain_mask" and template in _COMPUTED_MASKS):
                     continue
                 matches = _resolve(root, template, fields)
                 label = key.replace("_", " ")
@@ -480,6 +487,7 @@ def _discover(manifest: Manifest, root: Path) -> tuple[list[Case], list[str]]:
                     brain_mask=files["brain_mask"][0] if "brain_mask" in files else None,
                     lesion_masks=tuple(files.get("lesion_mask", ())),
                     lesion_rule=cohort.lesion_rule if cohort.role == "lesion" else None,
+                    skull_strip=DEEPBET if cohort.brain_mask == DEEPBET else None,
                 ))
         if n_found == 0:
             problems.append(f"cohort {cohort.name!r}: no case matches {cohort.cases!r} under {root}")
@@ -584,7 +592,7 @@ def _volume_problems(case: Case) -> list[str]:
             problems.append(f"{who}: {error}")
             continue
         grids[path] = (data.shape, affine)
-        if path == case.image and case.brain_mask is None:
+        if path == case.image and case.brain_mask is None and case.skull_strip is None:
             brain_empty = not np.any(data != 0)
         elif path == case.brain_mask:
             brain_empty = not np.any(data > 0)
@@ -768,14 +776,15 @@ class CaseVolumes(NamedTuple):
 
     Attributes:
         image: ``(X, Y, Z)`` float32, as stored (not normalised).
-        brain_mask: ``(X, Y, Z)`` bool, non-empty.
+        brain_mask: ``(X, Y, Z)`` bool, non-empty; ``None`` for a case whose mask is computed by
+            skull stripping (``case.skull_strip``: :func:`uadlab.preprocessing.skull_strip`).
         lesion_mask: ``(X, Y, Z)`` bool (union of the lesion files, rule ``> 0``), or ``None`` for
             healthy cases.
         affine: ``(4, 4)`` float64 voxel-to-world matrix of the image, mm.
     """
 
     image: np.ndarray
-    brain_mask: np.ndarray
+    brain_mask: np.ndarray | None
     lesion_mask: np.ndarray | None
     affine: np.ndarray
 
@@ -786,7 +795,8 @@ def load_case(case: Case) -> CaseVolumes:
     Brain mask: the mask file ``> 0``, or ``image != 0`` when the cohort's brain mask is ``nonzero``
     (not ``> 0``: bias-corrected skull-stripped images may hold small negative values inside the
     brain). Lesion mask: the union of the lesion files, each ``> 0`` (BraTS labels 1, 2, 4 all count
-    as lesion). No reorientation or resampling (that is :mod:`uadlab.preprocessing`).
+    as lesion). A ``brain_mask: deepbet`` case returns no brain mask (``None``): the caller skull
+    strips the image (:func:`uadlab.data.build_dataset` does, with a cache). No reorientation or resampling (that is :mod:`uadlab.preprocessing`).
 
     Args:
         case: a case from :func:`discover_cases`.
@@ -802,13 +812,16 @@ def load_case(case: Case) -> CaseVolumes:
     if not isinstance(case, Case):
         raise TypeError(f"`case` must be a Case, got {case!r}")
     image, affine = load_volume(case.image)
-    if case.brain_mask is None:
+    if case.skull_strip is not None:
+        brain_mask = None
+    elif case.brain_mask is None:
         brain_mask = image != 0
     else:
         mask, mask_affine = load_volume(case.brain_mask)
         check_same_grid(str(case.image), image.shape, affine, str(case.brain_mask), mask.shape, mask_affine)
         brain_mask = mask > 0
-    check_mask(f"{case.subject_id}: brain mask ({case.brain_mask or f'{case.image} != 0'})", brain_mask)
+    if brain_mask is not None:
+        check_mask(f"{case.subject_id}: brain mask ({case.brain_mask or f'{case.image} != 0'})", brain_mask)
     lesion_mask = None
     if case.lesion_masks:
         lesion_mask = np.zeros(image.shape, dtype=bool)

@@ -51,6 +51,7 @@ import hashlib
 import json
 import numbers
 import os
+import warnings
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -61,7 +62,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
-from uadlab._checks import check_positive_real
+from uadlab._checks import check_positive_real, check_real
 from uadlab.errors import VolumeError
 from uadlab.io import atomic_write
 from uadlab.profiles import Profile, get_profile
@@ -73,7 +74,10 @@ __all__ = [
     "STEPS",
     "preprocess",
     "PreprocessCache",
+    "SKULL_STRIP_METHODS",
     "default_cache_dir",
+    "skull_strip",
+    "skull_strip_version",
 ]
 
 _IMAGE_ORDER = 3  # cubic splines for intensities (Sec. 2.1)
@@ -381,6 +385,97 @@ def _zoomed_affine(affine: np.ndarray, in_shape: tuple[int, ...], out_shape: tup
 # Cache
 
 
+# --------------------------------------------------------------------------------------------------
+# Skull stripping of whole-head T1 (a manifest's ``brain_mask: deepbet``)
+
+SKULL_STRIP_METHODS: tuple[str, ...] = ("deepbet",)
+"""Methods of :func:`skull_strip` (a manifest names one as its ``brain_mask``)."""
+
+
+def skull_strip(image: np.ndarray, affine: np.ndarray, *, method: str = "deepbet", threshold: float = 0.5,
+                device: str | None = None) -> np.ndarray:
+    """Brain mask of a whole-head T1 volume (step 3 of this module, for data sets without masks).
+
+    ``deepbet`` (Fisch et al. 2024, MIT licence; its two networks ship inside the ``deepbet`` wheel,
+    so nothing is downloaded): a coarse network at 128³ finds the brain's bounding box, a second one
+    segments the box at 256³; the largest connected component is kept and its holes filled. The
+    input is reoriented to RAS+ for the networks and the mask returned on the input's own grid.
+    On a 2-core CPU it takes about a minute or more per 1 mm volume (see the README), which is why
+    :func:`uadlab.data.build_dataset` caches the mask (:meth:`PreprocessCache.get_or_compute_mask`).
+
+    Args:
+        image: ``(I, J, K)`` T1 intensities, any scale (the networks normalise by the 0.5 / 99.5
+            percentiles), skull and all.
+        affine: ``(4, 4)`` voxel-to-world matrix of ``image``, mm.
+        method: one of :data:`SKULL_STRIP_METHODS`.
+        threshold: probability above which a voxel is brain, in ``(0, 1)``.
+        device: ``"cpu"``, ``"cuda"``...; ``None``: CUDA when available, else CPU.
+
+    Returns:
+        ``(I, J, K)`` bool brain mask on ``image``'s grid.
+
+    Raises:
+        ValueError: an unknown ``method``, ``threshold`` outside ``(0, 1)``, or a bad ``image`` /
+            ``affine`` shape.
+        TypeError: ``threshold`` is not a number.
+        uadlab.errors.VolumeError: the image holds NaN/inf, or no brain was found.
+    """
+    if method not in SKULL_STRIP_METHODS:
+        raise ValueError(f"`method` must be one of {list(SKULL_STRIP_METHODS)}, got {method!r}")
+    threshold = check_real("threshold", threshold, "a number in (0, 1)", lambda v: 0 < v < 1)
+    image = np.asarray(image)
+    affine = np.asarray(affine, dtype=np.float64)
+    if image.ndim != 3:
+        raise ValueError(f"`image` must be a 3D (I, J, K) array, got shape {image.shape}")
+    if affine.shape != (4, 4):
+        raise ValueError(f"`affine` must be a (4, 4) matrix, got shape {affine.shape}")
+    if not np.isfinite(image).all():
+        raise VolumeError("skull stripping: the image holds NaN or inf values")
+    extractor = _deepbet(device)
+    try:
+        _, mask_img, _ = extractor.run(nib.Nifti1Image(image.astype(np.float32), affine), threshold=threshold)
+    except (AssertionError, ValueError) as error:  # deepbet asserts when it finds no foreground
+        raise VolumeError(f"skull stripping (deepbet) found no brain: {error}") from error
+    mask = np.asarray(mask_img.dataobj) > 0
+    if mask.shape != image.shape or not mask.any():
+        raise VolumeError("skull stripping (deepbet) found no brain")
+    return mask
+
+
+_EXTRACTORS: dict[str | None, object] = {}
+
+
+def _deepbet(device: str | None):
+    """The deepbet extractor for ``device``, loaded once per process (two TorchScript networks)."""
+    if device not in _EXTRACTORS:
+        import torch
+        from deepbet import BrainExtraction
+
+        use_gpu = torch.cuda.is_available() if device is None else str(device).startswith("cuda")
+        with warnings.catch_warnings():  # deepbet's networks are TorchScript files (torch.jit.load)
+            warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
+            extractor = BrainExtraction(no_gpu=not use_gpu)
+        if device is not None and use_gpu:
+            extractor.model.to(device)
+            extractor.bbox_model.to(device)
+        _EXTRACTORS[device] = extractor
+    return _EXTRACTORS[device]
+
+
+def skull_strip_version(method: str = "deepbet") -> str:
+    """``"deepbet==1.0.2"``: the method and its installed version, for cache keys (another version,
+    another mask).
+
+    Raises:
+        ValueError: an unknown ``method``.
+    """
+    if method not in SKULL_STRIP_METHODS:
+        raise ValueError(f"`method` must be one of {list(SKULL_STRIP_METHODS)}, got {method!r}")
+    from importlib.metadata import version
+
+    return f"{method}=={version(method)}"
+
+
 def default_cache_dir() -> Path:
     """Folder of the preprocessing cache: ``$UADLAB_CACHE`` if set and non-empty, else
     ``~/.cache/uadlab/preprocessed``."""
@@ -486,6 +581,46 @@ class PreprocessCache:
         with atomic_write(path, overwrite=True) as temporary, open(temporary, "wb") as handle:
             np.savez_compressed(handle, **arrays)
         return result, meta
+
+
+    def get_or_compute_mask(self, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """A full-resolution brain mask cached under ``key`` (e.g. :func:`skull_strip`'s), or ``compute()``.
+
+        Kept apart from the preprocessed entries (``<sha256>.mask.npz``) and independent of any
+        :class:`PreprocessingParams`, so that another profile reuses the mask of the same input.
+        An unreadable entry, or one stored under another key or not a non-empty bool volume, is
+        recomputed.
+
+        Args:
+            key: text identifying the input image and the method (e.g. its sha256 and
+                ``deepbet==1.0.2``).
+            compute: returns an ``(I, J, K)`` bool mask.
+
+        Returns:
+            The ``(I, J, K)`` bool mask.
+
+        Raises:
+            TypeError: ``key`` is not a string, ``compute`` is not callable or returns no bool 3D array.
+        """
+        if not isinstance(key, str):
+            raise TypeError(f"`key` must be a str, got {key!r}")
+        if not callable(compute):
+            raise TypeError(f"`compute` must be callable, got {compute!r}")
+        path = self.directory / f"{_entry_digest('mask:' + key, None)}.mask.npz"
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if str(data["key"]) == key and data["mask"].dtype == bool and data["mask"].ndim == 3 \
+                        and data["mask"].any():
+                    return data["mask"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
+            pass
+        mask = compute()
+        if not (isinstance(mask, np.ndarray) and mask.dtype == bool and mask.ndim == 3):
+            raise TypeError(f"`compute` must return a 3D bool array, got {type(mask).__name__}")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, overwrite=True) as temporary, open(temporary, "wb") as handle:
+            np.savez_compressed(handle, key=np.array(key), mask=mask)
+        return mask
 
 
 def _entry_digest(key: str, params: PreprocessingParams | None) -> str:
