@@ -10,6 +10,9 @@
 - Do two methods really differ? :func:`paired_difference` (one method against another on the same
   subjects, with a paired bootstrap interval) and :func:`ablation_differences` (every erasing
   experiment against the ``None`` baseline of its dimension).
+- Beyond seed noise? :func:`seed_summary` (mean and sd over training seeds) and
+  :func:`paired_difference_seeds` / :func:`ablation_differences_seeds` (a bootstrap over both
+  seeds and subjects).
 
 Inputs are what :mod:`uadlab.evaluation` produces: the per-subject table (``subjects.csv``,
 columns ``subject_id, cohort, lesion_voxels, dice, auprc``), metrics dicts and
@@ -45,6 +48,9 @@ __all__ = [
     "table1_markdown",
     "paired_difference",
     "ablation_differences",
+    "seed_summary",
+    "paired_difference_seeds",
+    "ablation_differences_seeds",
 ]
 
 #: Column groups of Table 1 per test set: label -> metric key (DICE_S also uses ``dice_s_std``).
@@ -302,7 +308,9 @@ def table1(rows: pd.DataFrame) -> pd.DataFrame:
     Returns:
         Index ``experiment`` in Table 1 order (unknown names after, in order of appearance);
         columns a MultiIndex ``(dataset, metric)`` with metrics ``DICE_D, DICE_S, DICE_S_sd, AUPRC``
-        in percent; datasets in order of appearance.
+        in percent; datasets in order of appearance. Rows of :func:`seed_summary` add
+        ``DICE_D_seed_sd, DICE_S_seed_sd, AUPRC_seed_sd`` (sd over training seeds) and
+        ``table.attrs["n_seeds"]``.
 
     Raises:
         TypeError: ``rows`` is not a DataFrame.
@@ -315,13 +323,17 @@ def table1(rows: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"`rows` must hold one row per (experiment, dataset), got {pair!r} twice")
     datasets = list(dict.fromkeys(rows["dataset"]))
     experiments = sorted(dict.fromkeys(rows["experiment"]), key=_experiment_rank)
-    columns = pd.MultiIndex.from_tuples([(d, m) for d in datasets for m in ("DICE_D", "DICE_S", "DICE_S_sd", "AUPRC")],
-                                        names=["dataset", "metric"])
+    keys = {"DICE_D": "dice_d", "DICE_S": "dice_s_mean", "DICE_S_sd": "dice_s_std", "AUPRC": "auprc"}
+    if all(f"{k}_seed_sd" in rows.columns for k in ("dice_d", "dice_s_mean", "auprc")):  # seed_summary rows
+        keys.update({"DICE_D_seed_sd": "dice_d_seed_sd", "DICE_S_seed_sd": "dice_s_mean_seed_sd",
+                     "AUPRC_seed_sd": "auprc_seed_sd"})
+    columns = pd.MultiIndex.from_tuples([(d, m) for d in datasets for m in keys], names=["dataset", "metric"])
     table = pd.DataFrame(np.nan, index=pd.Index(experiments, name="experiment"), columns=columns)
     for row in rows.itertuples(index=False):
-        for metric, key in (("DICE_D", "dice_d"), ("DICE_S", "dice_s_mean"), ("DICE_S_sd", "dice_s_std"),
-                            ("AUPRC", "auprc")):
+        for metric, key in keys.items():
             table.loc[row.experiment, (row.dataset, metric)] = 100.0 * _num(getattr(row, key))
+    if "n_seeds" in rows.columns:
+        table.attrs["n_seeds"] = int(rows["n_seeds"].max())
     return table
 
 
@@ -329,7 +341,9 @@ def table1_markdown(table: pd.DataFrame) -> str:
     """Table 1 as a Markdown table laid out like the paper's (percent, 2 decimals).
 
     One row per experiment (Table 1 order); per test set the columns ``DICE_D``, ``DICE_S``
-    (``mean ± sd``) and ``AUPRC``. Missing values print as ``–``.
+    (``mean ± sd``) and ``AUPRC``. Missing values print as ``–``. Rows of :func:`seed_summary`
+    (several training seeds) print the sd over seeds beside each mean in brackets, ``28.14 (±1.20)``,
+    and a note under the table says so; the ``±`` of DICE_S stays the sd over subjects.
 
     Args:
         table: the long rows accepted by :func:`table1` (with an ``experiment`` column) or its output.
@@ -354,15 +368,25 @@ def table1_markdown(table: pd.DataFrame) -> str:
     datasets = list(dict.fromkeys(table.columns.get_level_values(0)))
     header = ["Method"] + [f"{d} {m}" for d in datasets for m in TABLE1_METRICS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    seeds = "DICE_D_seed_sd" in table.columns.get_level_values(1)
+
+    def with_seed_sd(cell: str, d: str, metric: str) -> str:
+        sd = row[(d, f"{metric}_seed_sd")] if seeds else float("nan")
+        return cell if cell == "–" or _isnan(sd) else f"{cell} (±{_pct(sd)})"
+
     for experiment, row in table.iterrows():
         cells = [str(experiment)]
         for d in datasets:
             sd = row[(d, "DICE_S_sd")]
             dice_s = _pct(row[(d, "DICE_S")])
-            cells += [_pct(row[(d, "DICE_D")]),
-                      dice_s if dice_s == "–" or _isnan(sd) else f"{dice_s} ± {_pct(sd)}",
-                      _pct(row[(d, "AUPRC")])]
+            cells += [with_seed_sd(_pct(row[(d, "DICE_D")]), d, "DICE_D"),
+                      with_seed_sd(dice_s if dice_s == "–" or _isnan(sd) else f"{dice_s} ± {_pct(sd)}", d, "DICE_S"),
+                      with_seed_sd(_pct(row[(d, "AUPRC")]), d, "AUPRC")]
         lines.append("| " + " | ".join(cells) + " |")
+    if seeds:
+        n = table.attrs.get("n_seeds")
+        lines += ["", f"Mean over {n if n else 'several'} training seeds; (±x): sd over seeds; "
+                      "DICE_S ± y: sd over subjects."]
     return "\n".join(lines) + "\n"
 
 
@@ -460,6 +484,167 @@ def ablation_differences(subject_tables: Mapping[str, pd.DataFrame], *, metric: 
                                      n_resamples=n_resamples, confidence=confidence, seed=seed)
             frames.append(diff.assign(experiment=name, baseline=baseline))
     columns = ["experiment", "baseline", "cohort", "n_subjects", "mean_a", "mean_b", "difference", "ci_low", "ci_high"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Several training seeds
+
+
+_SEED_METRICS = ("dice_d", "dice_s_mean", "dice_s_std", "auprc", "threshold")
+
+
+def seed_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 rows of several training seeds, summarised: mean and sd over seeds.
+
+    Retraining with another seed moves a model's scores by as much as an erasing method does (on
+    the lab phantom, 5 DICE_S points for one 3D experiment), so each number is the mean over
+    seeds, with the sample sd over seeds (``ddof=1``; NaN with one seed) beside it. ``dice_s_std``
+    (the sd over subjects) is averaged over seeds.
+
+    Args:
+        rows: one row per experiment, test set and seed: columns ``experiment, dataset, seed,
+            dice_d, dice_s_mean, dice_s_std, auprc`` (``threshold`` optional), fractions.
+
+    Returns:
+        One row per ``(experiment, dataset)`` in order of appearance: ``experiment, dataset,
+        n_seeds``, the mean of each metric under its own name, and ``dice_d_seed_sd,
+        dice_s_mean_seed_sd, auprc_seed_sd``; accepted by :func:`table1` and :func:`table1_markdown`.
+
+    Raises:
+        TypeError: ``rows`` is not a DataFrame.
+        ValueError: a required column is missing, or an (experiment, dataset, seed) repeats.
+
+    >>> rows = pd.DataFrame({"experiment": "3D-None", "dataset": "tumour", "seed": [0, 1],
+    ...                      "dice_d": [0.2, 0.3], "dice_s_mean": [0.2, 0.2], "dice_s_std": [0.1, 0.1],
+    ...                      "auprc": [0.1, 0.1]})
+    >>> row = seed_summary(rows).iloc[0]
+    >>> int(row.n_seeds), round(float(row.dice_d), 3), round(float(row.dice_d_seed_sd), 4)
+    (2, 0.25, 0.0707)
+    """
+    _check_frame(rows, "rows", ("experiment", "dataset", "seed", "dice_d", "dice_s_mean", "dice_s_std", "auprc"))
+    duplicated = rows.duplicated(["experiment", "dataset", "seed"])
+    if duplicated.any():
+        triple = tuple(rows.loc[duplicated, ["experiment", "dataset", "seed"]].iloc[0])
+        raise ValueError(f"`rows` must hold one row per (experiment, dataset, seed), got {triple!r} twice")
+    present = [m for m in _SEED_METRICS if m in rows.columns]
+    values = rows[["experiment", "dataset", *present]].copy()
+    values[present] = values[present].apply(lambda c: pd.to_numeric(c, errors="coerce"))
+    grouped = values.groupby(["experiment", "dataset"], sort=False)
+    out = grouped[present].mean().reset_index()
+    out.insert(2, "n_seeds", grouped.size().to_numpy())
+    spread = grouped[["dice_d", "dice_s_mean", "auprc"]].std(ddof=1).reset_index(drop=True)
+    for metric in ("dice_d", "dice_s_mean", "auprc"):
+        out[f"{metric}_seed_sd"] = spread[metric].to_numpy()
+    return out
+
+
+def paired_difference_seeds(a: Mapping[int, pd.DataFrame], b: Mapping[int, pd.DataFrame], *,
+                            metric: Literal["dice", "auprc"] = "dice", n_resamples: int = 1000,
+                            confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Method ``a`` − method ``b`` on the same test subjects, beyond the noise of training seeds.
+
+    Each method was trained with several seeds and every run scored on the same subjects. The
+    estimate is the mean over subjects of (``a``'s mean over its seeds − ``b``'s mean over its
+    seeds). The bootstrap resamples, in each draw, the subjects (paired: the same draw for both
+    methods) and, independently for each method, its seeds (seed ``k`` of ``a`` and of ``b`` are
+    unrelated models). An interval that excludes 0 says the *methods* differ on subjects like
+    these, not only two trained models; with one seed per method it is :func:`paired_difference`'s
+    subject bootstrap (same estimate). Subjects with an undefined value (NaN) in any run are skipped.
+
+    Args:
+        a, b: seed -> per-subject table (``subjects.csv``), columns ``subject_id, cohort`` and
+            ``metric``; every table of both methods must list the same subjects per cohort.
+        metric: ``"dice"`` (DICE_S) or ``"auprc"``.
+        n_resamples, confidence, seed: bootstrap resamples, coverage, seed of the generator.
+
+    Returns:
+        One row per cohort: ``cohort, n_subjects, n_seeds_a, n_seeds_b, mean_a, mean_b,
+        difference, ci_low, ci_high`` (fractions).
+
+    Raises:
+        TypeError: a table is not a DataFrame, or ``a``/``b`` is not a mapping.
+        ValueError: no seeds, a missing column, an unknown ``metric``, tables with different
+            subjects, no subject defined in every run, or bad bootstrap options.
+    """
+    if metric not in ("dice", "auprc"):
+        raise ValueError(f"`metric` must be 'dice' or 'auprc', got {metric!r}")
+    check_int("n_resamples", n_resamples, "a positive int", lambda v: v >= 1)
+    check_real("confidence", confidence, "a float in (0, 1)", lambda v: 0 < v < 1)
+    for name, tables in (("a", a), ("b", b)):
+        if not isinstance(tables, Mapping):
+            raise TypeError(f"`{name}` must be a mapping seed -> DataFrame, got {type(tables).__name__}")
+        if not tables:
+            raise ValueError(f"`{name}` must hold at least one seed, got none")
+        for frame in tables.values():
+            _check_frame(frame, name, ("subject_id", "cohort", metric))
+    first = next(iter(a.values()))
+    rng = np.random.default_rng(seed)
+    alpha = (1.0 - confidence) / 2.0
+    rows = []
+    for cohort in dict.fromkeys(first["cohort"]):
+        ids = first.loc[first["cohort"] == cohort, "subject_id"].tolist()
+        stacks = []
+        for name, tables in (("a", a), ("b", b)):
+            runs = []
+            for frame in tables.values():
+                part = frame[frame["cohort"] == cohort].set_index("subject_id")[metric]
+                if sorted(part.index) != sorted(ids) or part.index.duplicated().any():
+                    raise ValueError(f"`{name}` must score the same {cohort!r} subjects in every table "
+                                     f"(each once), got {sorted(part.index)} vs {sorted(ids)}")
+                runs.append(part.loc[ids].to_numpy(float))
+            stacks.append(np.stack(runs))  # (seeds, subjects)
+        values_a, values_b = stacks
+        both = ~np.isnan(values_a).any(axis=0) & ~np.isnan(values_b).any(axis=0)
+        if not both.any():
+            raise ValueError(f"`a` and `b` have no {cohort!r} subject where {metric!r} is defined in every run")
+        values_a, values_b = values_a[:, both], values_b[:, both]
+        n, sa, sb = values_a.shape[1], values_a.shape[0], values_b.shape[0]
+        estimate = float(values_a.mean() - values_b.mean())
+        draws = np.empty(n_resamples)
+        for r in range(n_resamples):
+            subjects = rng.integers(0, n, n)
+            draws[r] = (values_a[rng.integers(0, sa, sa)][:, subjects].mean()
+                        - values_b[rng.integers(0, sb, sb)][:, subjects].mean())
+        low, high = np.quantile(draws, [alpha, 1.0 - alpha])
+        rows.append({"cohort": cohort, "n_subjects": n, "n_seeds_a": sa, "n_seeds_b": sb,
+                     "mean_a": float(values_a.mean()), "mean_b": float(values_b.mean()),
+                     "difference": estimate, "ci_low": float(low), "ci_high": float(high)})
+    return pd.DataFrame(rows, columns=["cohort", "n_subjects", "n_seeds_a", "n_seeds_b", "mean_a", "mean_b",
+                                       "difference", "ci_low", "ci_high"])
+
+
+def ablation_differences_seeds(subject_tables: Mapping[str, Mapping[int, pd.DataFrame]], *,
+                               metric: Literal["dice", "auprc"] = "dice", n_resamples: int = 1000,
+                               confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Each erasing experiment against its ``None`` baseline, resampling seeds and subjects.
+
+    :func:`ablation_differences` with :func:`paired_difference_seeds` in place of
+    :func:`paired_difference`.
+
+    Args:
+        subject_tables: Table 1 name -> (seed -> per-subject table) of that experiment.
+        metric, n_resamples, confidence, seed: as :func:`paired_difference_seeds`.
+
+    Returns:
+        Columns ``experiment, baseline`` and those of :func:`paired_difference_seeds`, rows in
+        Table 1 order; empty when nothing can be compared.
+
+    Raises:
+        TypeError, ValueError: as :func:`paired_difference_seeds`; ValueError for a name that is
+            not a Table 1 experiment.
+    """
+    frames = []
+    for name in sorted(subject_tables, key=_experiment_rank):
+        if name not in EXPERIMENTS:
+            raise ValueError(f"`subject_tables` must be keyed by Table 1 names, got {name!r}")
+        baseline = f"{_spatial_dims(name)}D-None"
+        if name != baseline and baseline in subject_tables:
+            diff = paired_difference_seeds(subject_tables[name], subject_tables[baseline], metric=metric,
+                                           n_resamples=n_resamples, confidence=confidence, seed=seed)
+            frames.append(diff.assign(experiment=name, baseline=baseline))
+    columns = ["experiment", "baseline", "cohort", "n_subjects", "n_seeds_a", "n_seeds_b", "mean_a", "mean_b",
+               "difference", "ci_low", "ci_high"]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 

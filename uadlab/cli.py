@@ -9,10 +9,11 @@ instead.
 Subcommands::
 
     uadlab data build --manifest M [--root R] --out DIR [--profile P] [--workers N] [--overwrite]
-    uadlab data check --manifest M --root R
+    uadlab data check --manifest M --root R | --study S.yaml
     uadlab train --experiment NAME --data DIR --profile P --out runs/NAME [--fraction F] [--seed S] [--resume] [--overwrite]
     uadlab evaluate --run runs/NAME --data DIR [--val-data DIR2] --out OUT
     uadlab reproduce --profile P --data phantom|DIR --out results/ [--experiments A,B] [--seed S] [--workers N]
+    uadlab reproduce --study studies/paper_real.yaml --out results/ [--profile P] [--experiments A,B] [--seeds 0,1,2]
     uadlab notebooks run --profile P --out DIR
 """
 
@@ -40,6 +41,11 @@ def _data_build(args: argparse.Namespace) -> None:
 def _data_check(args: argparse.Namespace) -> None:
     from uadlab.manifests import check_manifest, load_manifest
 
+    if (args.study is None) == (args.manifest is None) or (args.manifest is not None) != (args.root is not None):
+        raise ValueError("`data check` needs --manifest M --root R, or --study S.yaml")
+    if args.study is not None:
+        _study_check(args.study)
+        return
     problems = check_manifest(load_manifest(args.manifest), args.root)
     if problems:
         print(f"{args.manifest}: {len(problems)} problem(s) under {args.root}:", file=sys.stderr)
@@ -47,6 +53,26 @@ def _data_check(args: argparse.Namespace) -> None:
             print(f"  - {problem}", file=sys.stderr)
         raise SystemExit(1)
     print(f"{args.manifest}: all files present and readable under {args.root}")
+
+
+def _study_check(path: Path) -> None:
+    """Every problem of every data set of a study file, then exit 1 if there is any."""
+    from uadlab.studies import check_study, load_study
+
+    study = load_study(path)
+    problems = check_study(study)
+    count = sum(len(p) for p in problems.values())
+    for data in study.datasets:
+        where = f"{data.manifest_path.name} under {data.root}" if data.root else data.manifest_path.name
+        if problems[data.name]:
+            print(f"{data.name} ({where}): {len(problems[data.name])} problem(s):", file=sys.stderr)
+            for problem in problems[data.name]:
+                print(f"  - {problem}", file=sys.stderr)
+        else:
+            print(f"{data.name} ({where}): all files present and readable")
+    if count:
+        print(f"{path}: {count} problem(s) in {sum(bool(p) for p in problems.values())} data set(s)", file=sys.stderr)
+        raise SystemExit(1)
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -81,11 +107,31 @@ def _reproduce(args: argparse.Namespace) -> None:
     from uadlab.reproduce import reproduce
 
     experiments = args.experiments.split(",") if args.experiments else None
-    outputs = reproduce(profile=args.profile, data=args.data, out=args.out, experiments=experiments,
-                        root=args.root, seed=args.seed, workers=args.workers,
-                        progress=not args.quiet)
+    seeds = _seed_list(args.seeds) if args.seeds else None
+    if args.study is not None or (seeds is not None and len(seeds) > 1):
+        from uadlab.studies import PHANTOM_STUDY, is_study_file, run_study
+
+        study = PHANTOM_STUDY if args.study is None else args.study
+        if not is_study_file(study):
+            raise ValueError(f"`--study` must be a study file (.yaml or .yml), got {str(study)!r}")
+        if args.study is None and args.data != "phantom":
+            raise ValueError("several --seeds need --study FILE, or the default --data phantom")
+        outputs = run_study(study, args.out, profile=args.profile, experiments=experiments, seeds=seeds,
+                            workers=args.workers, progress=not args.quiet)
+    else:
+        outputs = reproduce(profile=args.profile or "smoke", data=args.data, out=args.out, experiments=experiments,
+                            root=args.root, seed=seeds[0] if seeds else args.seed, workers=args.workers,
+                            progress=not args.quiet)
     for name, path in outputs.items():
         print(f"{name}: {path}")
+
+
+def _seed_list(text: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]`` (ValueError for anything else)."""
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"`--seeds` must be comma-separated integers such as 0,1,2, got {text!r}") from None
 
 
 def _notebooks_run(args: argparse.Namespace) -> None:
@@ -111,9 +157,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="processes building subjects at once, e.g. the CPU core count (default: 1)")
     build.add_argument("--overwrite", action="store_true", help="replace an existing, different data set in --out")
     build.set_defaults(func=_data_build)
-    check = data.add_parser("check", help="list every missing or unreadable file of a real data set")
-    check.add_argument("--manifest", type=Path, required=True)
-    check.add_argument("--root", type=Path, required=True)
+    check = data.add_parser("check", help="list every missing or unreadable file of a real data set or study")
+    check.add_argument("--manifest", type=Path, default=None)
+    check.add_argument("--root", type=Path, default=None)
+    check.add_argument("--study", type=Path, default=None, help="a study file: check every data set it names")
     check.set_defaults(func=_data_check)
 
     train = sub.add_parser("train", help="train one Table 1 experiment")
@@ -140,7 +187,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=_evaluate)
 
     reproduce = sub.add_parser("reproduce", help="the main job: data, all Table 1 runs, evaluation, figures")
-    reproduce.add_argument("--profile", default="smoke")
+    reproduce.add_argument("--profile", default=None, help="smoke | lab | paper (default: smoke, or the study's)")
+    reproduce.add_argument("--study", default=None,
+                           help="a study file (.yaml: training and test data sets, experiments, seeds)")
+    reproduce.add_argument("--seeds", default=None,
+                           help="comma-separated training seeds, e.g. 0,1,2: one run per experiment and seed")
     reproduce.add_argument("--data", default="phantom", help="'phantom' or a manifest / built data folder")
     reproduce.add_argument("--root", type=Path, default=None, help="data root for a real manifest")
     reproduce.add_argument("--out", type=Path, default=Path("results"))

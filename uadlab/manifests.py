@@ -106,6 +106,7 @@ __all__ = [
     "discover_cases",
     "load_case",
     "load_manifest",
+    "load_yaml_model",
     "phantom_sources",
     "split_sizes",
 ]
@@ -351,31 +352,52 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
             the content breaks the schema (unknown or missing keys, bad values); the message names
             the file and every offending key, e.g. ``cohorts[brats].splitt: unknown key``.
     """
+    return load_yaml_model(path, Manifest, what="manifest")
+
+
+def load_yaml_model(path: str | os.PathLike, model: type[BaseModel], *, what: str) -> Any:
+    """Read a YAML file and validate it with a pydantic ``model``, as :func:`load_manifest` does.
+
+    Shared by manifests and study files (:mod:`uadlab.studies`): a duplicate key, an unknown key or
+    a bad value is a :class:`~uadlab.errors.ManifestError` naming the file and every offending key.
+
+    Args:
+        path: the YAML file.
+        model: the pydantic model of its content.
+        what: what the file is, for messages (``"manifest"``, ``"study"``).
+
+    Returns:
+        The validated ``model`` instance.
+
+    Raises:
+        TypeError: ``path`` is not a str/path.
+        uadlab.errors.ManifestError: as :func:`load_manifest`.
+    """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"`path` must be a str or path, got {path!r}")
     path = Path(path)
     if not path.is_file():
-        raise ManifestError(f"{path}: manifest not found")
+        raise ManifestError(f"{path}: {what} not found")
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (safe loader)
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise ManifestError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from error
     if not isinstance(data, dict):
-        raise ManifestError(f"{path}: a manifest must be a YAML mapping, got {type(data).__name__}")
+        raise ManifestError(f"{path}: a {what} must be a YAML mapping, got {type(data).__name__}")
     try:
-        return Manifest.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as error:
         problems = []
         for item in error.errors():
             where = _error_location(item["loc"], data) or "(top level)"
             if item["type"] == "extra_forbidden":
-                what = "unknown key"
+                what_wrong = "unknown key"
             elif item["type"] == "missing":
-                what = "missing required key"
+                what_wrong = "missing required key"
             else:
-                what = item["msg"].removeprefix("Value error, ")
-            problems.append(f"{where}: {what}")
-        raise ManifestError(f"{path}: invalid manifest: " + "; ".join(problems)) from None
+                what_wrong = item["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {what_wrong}")
+        raise ManifestError(f"{path}: invalid {what}: " + "; ".join(problems)) from None
 
 
 # --------------------------------------------------------------------------------------------------
