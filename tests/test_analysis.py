@@ -13,12 +13,15 @@ import uadlab.analysis
 from uadlab import metrics
 from uadlab.analysis import (
     ablation_differences,
+    ablation_differences_seeds,
     cubic_fit,
     data_size_table,
     example_cases,
     lesion_size_fit,
     lesion_size_table,
     paired_difference,
+    paired_difference_seeds,
+    seed_summary,
     slice_detection_curve,
     table1,
     table1_markdown,
@@ -263,6 +266,97 @@ def test_ablation_differences_compares_each_method_with_its_dimensions_baseline(
     assert ablation_differences({"3D-Cube-n": tables["3D-Cube-n"]}).empty
     with pytest.raises(ValueError, match="keyed by Table 1 names, got 'my-model'"):
         ablation_differences({"my-model": tables["2D-None"]})
+
+
+# --- several seeds -----------------------------------------------------------------------------------
+
+def _seed_rows():
+    return pd.DataFrame({
+        "experiment": ["3D-None"] * 3 + ["2D-None"] * 3,
+        "dataset": "tumour", "seed": [0, 1, 2] * 2,
+        "dice_d": [0.30, 0.20, 0.25, 0.10, 0.10, 0.10], "dice_s_mean": [0.3, 0.2, 0.1, 0.1, 0.1, 0.1],
+        "dice_s_std": [0.1, 0.2, 0.3, 0.1, 0.1, 0.1], "auprc": [0.2, 0.2, 0.2, None, 0.1, 0.1],
+        "threshold": [0.1, 0.2, 0.3, 0.1, 0.1, 0.1],
+    })
+
+
+def test_seed_summary_means_and_sample_sd_over_seeds():
+    summary = seed_summary(_seed_rows())
+    assert list(summary["experiment"]) == ["3D-None", "2D-None"] and (summary["n_seeds"] == 3).all()
+    row = summary.iloc[0]
+    assert row.dice_d == pytest.approx(0.25) and row.dice_d_seed_sd == pytest.approx(0.05)
+    assert row.dice_s_std == pytest.approx(0.2)  # the sd over subjects, averaged over seeds
+    assert row.threshold == pytest.approx(0.2) and row.auprc_seed_sd == pytest.approx(0.0)
+    assert summary.iloc[1].auprc == pytest.approx(0.1)  # a null metric of one seed is skipped
+    one = seed_summary(_seed_rows()[_seed_rows()["seed"] == 0])
+    assert one["dice_d_seed_sd"].isna().all() and (one["n_seeds"] == 1).all()
+
+
+def test_table1_markdown_prints_the_seed_sd_beside_each_mean():
+    text = table1_markdown(seed_summary(_seed_rows()))
+    lines = text.splitlines()
+    assert lines[2] == "| 2D-None | 10.00 (±0.00) | 10.00 ± 10.00 (±0.00) | 10.00 (±0.00) |"
+    assert lines[3] == "| 3D-None | 25.00 (±5.00) | 20.00 ± 20.00 (±10.00) | 20.00 (±0.00) |"
+    assert lines[-1].startswith("Mean over 3 training seeds; (±x): sd over seeds")
+    single = table1_markdown(seed_summary(_seed_rows()[_seed_rows()["seed"] == 0]))
+    assert "(±" not in single.splitlines()[2]
+
+
+def test_seed_summary_validates():
+    with pytest.raises(ValueError, match="missing \\['seed'\\]"):
+        seed_summary(_seed_rows().drop(columns="seed"))
+    with pytest.raises(ValueError, match="one row per \\(experiment, dataset, seed\\), got \\('3D-None', 'tumour', 0\\)"):
+        seed_summary(pd.concat([_seed_rows(), _seed_rows().iloc[:1]]))
+
+
+def _seed_subjects(values, cohort="tumour"):
+    return pd.DataFrame({"subject_id": [f"s{i}" for i in range(len(values))], "cohort": cohort, "dice": values})
+
+
+def test_paired_difference_seeds_with_one_seed_is_the_subject_bootstrap(rng):
+    a, b = rng.uniform(0.3, 0.6, 20), rng.uniform(0.2, 0.5, 20)
+    seeds = paired_difference_seeds({0: _seed_subjects(a)}, {0: _seed_subjects(b)}, n_resamples=2000)
+    plain = paired_difference(_seed_subjects(a), _seed_subjects(b), n_resamples=2000)
+    assert seeds["difference"].iloc[0] == pytest.approx(plain["difference"].iloc[0])
+    assert seeds["ci_low"].iloc[0] == pytest.approx(plain["ci_low"].iloc[0], abs=0.02)
+    assert seeds["ci_high"].iloc[0] == pytest.approx(plain["ci_high"].iloc[0], abs=0.02)
+
+
+def test_paired_difference_seeds_widens_the_interval_by_the_seed_spread(rng):
+    """Method a beats b by 0.02 on every subject in seed 0 only: seed noise, not a method gain."""
+    base = rng.uniform(0.2, 0.6, 30)
+    a = {0: _seed_subjects(base + 0.10), 1: _seed_subjects(base - 0.06), 2: _seed_subjects(base + 0.02)}
+    b = {0: _seed_subjects(base), 1: _seed_subjects(base + 0.01), 2: _seed_subjects(base - 0.01)}
+    result = paired_difference_seeds(a, b, n_resamples=2000).iloc[0]
+    assert result.difference == pytest.approx(0.02) and result.n_seeds_a == 3 and result.n_subjects == 30
+    assert result.ci_low < 0 < result.ci_high  # the seeds disagree: no claim
+    only_seed0 = paired_difference_seeds({0: a[0]}, {0: b[0]}, n_resamples=2000).iloc[0]
+    assert only_seed0.ci_low > 0.09  # one seed each: a confident, misleading gain
+
+
+def test_paired_difference_seeds_skips_undefined_and_validates():
+    a = {0: _seed_subjects([0.5, np.nan, 0.5]), 1: _seed_subjects([0.5, 0.4, 0.5])}
+    b = {0: _seed_subjects([0.4, 0.4, 0.4])}
+    assert paired_difference_seeds(a, b, n_resamples=50)["n_subjects"].iloc[0] == 2
+    with pytest.raises(ValueError, match="`a` must hold at least one seed"):
+        paired_difference_seeds({}, b)
+    with pytest.raises(TypeError, match="`b` must be a mapping seed -> DataFrame"):
+        paired_difference_seeds(a, [b[0]])
+    with pytest.raises(ValueError, match="`b` must score the same 'tumour' subjects"):
+        paired_difference_seeds(a, {0: _seed_subjects([0.4, 0.4])})
+    with pytest.raises(ValueError, match="`metric` must be 'dice' or 'auprc'"):
+        paired_difference_seeds(a, b, metric="dice_d")
+
+
+def test_ablation_differences_seeds_pairs_each_method_with_its_baseline(rng):
+    tables = {name: {s: _seed_subjects(rng.uniform(0, 1, 5)) for s in (0, 1)}
+              for name in ("3D-Cube-n", "2D-None", "3D-None", "2D-Patch-n")}
+    result = ablation_differences_seeds(tables, n_resamples=50)
+    assert list(zip(result["experiment"], result["baseline"])) == [("2D-Patch-n", "2D-None"),
+                                                                    ("3D-Cube-n", "3D-None")]
+    assert ablation_differences_seeds({"2D-None": tables["2D-None"]}).empty
+    with pytest.raises(ValueError, match="keyed by Table 1 names"):
+        ablation_differences_seeds({"mine": tables["2D-None"]})
 
 
 def test_doctests_pass():

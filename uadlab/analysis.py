@@ -525,7 +525,8 @@ def seed_summary(rows: pd.DataFrame) -> pd.DataFrame:
     _check_frame(rows, "rows", ("experiment", "dataset", "seed", "dice_d", "dice_s_mean", "dice_s_std", "auprc"))
     duplicated = rows.duplicated(["experiment", "dataset", "seed"])
     if duplicated.any():
-        triple = tuple(rows.loc[duplicated, ["experiment", "dataset", "seed"]].iloc[0])
+        triple = tuple(v.item() if isinstance(v, np.generic) else v
+                       for v in rows.loc[duplicated, ["experiment", "dataset", "seed"]].iloc[0])
         raise ValueError(f"`rows` must hold one row per (experiment, dataset, seed), got {triple!r} twice")
     present = [m for m in _SEED_METRICS if m in rows.columns]
     values = rows[["experiment", "dataset", *present]].copy()
