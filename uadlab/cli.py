@@ -10,6 +10,7 @@ Subcommands::
 
     uadlab data build --manifest M [--root R] --out DIR [--profile P] [--workers N] [--overwrite]
     uadlab data check --manifest M --root R | --study S.yaml
+    uadlab data fetch ixi --out DIR
     uadlab train --experiment NAME --data DIR --profile P --out runs/NAME [--fraction F] [--seed S] [--resume] [--overwrite]
     uadlab evaluate --run runs/NAME --data DIR [--val-data DIR2] --out OUT
     uadlab reproduce --profile P --data phantom|DIR --out results/ [--experiments A,B] [--seed S] [--workers N]
@@ -73,6 +74,15 @@ def _study_check(path: Path) -> None:
     if count:
         print(f"{path}: {count} problem(s) in {sum(bool(p) for p in problems.values())} data set(s)", file=sys.stderr)
         raise SystemExit(1)
+
+
+def _data_fetch(args: argparse.Namespace) -> None:
+    from uadlab.fetch import REMOTES, fetch
+
+    remote = REMOTES[args.name]
+    print(f"{remote.name}: {remote.url} ({remote.licence})")
+    folder = fetch(args.name, args.out, keep_archive=not args.delete_archive, progress=not args.quiet)
+    print(f"{folder}: ready; next: uadlab data build --manifest {remote.manifest} --root {args.out} --out DIR")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -162,6 +172,11 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--root", type=Path, default=None)
     check.add_argument("--study", type=Path, default=None, help="a study file: check every data set it names")
     check.set_defaults(func=_data_check)
+    fetch = data.add_parser("fetch", help="download an openly licensed data set (checksummed, resumable)")
+    fetch.add_argument("name", choices=["ixi"], help="ixi: IXI T1, the healthy set of data_manifests/ixi_t1.yaml")
+    fetch.add_argument("--out", type=Path, required=True, help="data root to fill (then pass it as --root)")
+    fetch.add_argument("--delete-archive", action="store_true", help="remove the archive once unpacked")
+    fetch.set_defaults(func=_data_fetch)
 
     train = sub.add_parser("train", help="train one Table 1 experiment")
     train.add_argument("--experiment", required=True, help="e.g. 3D-Cube-n, 2D-None")

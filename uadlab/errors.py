@@ -6,7 +6,7 @@ an unknown key, a run folder that already exists — raise one of these, so the 
 one clear line naming the file and the problem instead of a traceback.
 """
 
-__all__ = ["UadlabError", "VolumeError", "ManifestError", "DatasetError", "RunError"]
+__all__ = ["UadlabError", "VolumeError", "ManifestError", "DatasetError", "RunError", "DownloadError"]
 
 
 class UadlabError(Exception):
@@ -31,3 +31,9 @@ class DatasetError(UadlabError):
 class RunError(UadlabError):
     """A training run folder exists and would be overwritten, lacks its checkpoint, or does not
     match the configuration it is resumed with."""
+
+
+class DownloadError(UadlabError):
+    """A download (``uadlab data fetch``) failed: the server is unreachable or refused, the
+    connection broke (the partial file is kept and resumed next time), or the file's checksum is
+    wrong (it is deleted)."""
