@@ -171,8 +171,9 @@ def test_data_check_lists_every_missing_file_of_every_data_set(monkeypatch, tmp_
 
 @pytest.fixture
 def tiny_smoke(monkeypatch):
-    """The smoke profile with a three-epoch schedule, installed under the name "smoke"."""
-    tiny = dataclasses.replace(profiles.PROFILES["smoke"], max_epochs=3, patience=3)
+    """The smoke profile with a three-epoch schedule and a 6/4/4 phantom, installed under the name "smoke"."""
+    tiny = dataclasses.replace(profiles.PROFILES["smoke"], max_epochs=3, patience=3,
+                               phantom_counts={"healthy": 6, "tumour": 4, "stroke": 4})
     monkeypatch.setitem(profiles.PROFILES, "smoke", tiny)
     return tiny
 
@@ -248,3 +249,26 @@ def test_real_sample_study(real_data_dir, tmp_path, monkeypatch, capsys, tiny_sm
                           "metrics.json").read_text())
     assert metrics["cohorts"]["mslub"]["threshold_source"].endswith("(pooled)")
     assert table[["dice_d", "auprc"]].apply(lambda c: c.between(0, 1)).all().all()
+
+
+@pytest.mark.slow  # about 15 s: a 6/4/4 phantom, one experiment, two seeds
+def test_reproduce_with_several_seeds_runs_the_builtin_phantom_study(monkeypatch, tmp_path, tiny_smoke):
+    monkeypatch.setenv("UADLAB_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "results"
+    assert main(["-q", "reproduce", "--out", str(out), "--experiments", "3D-None", "--seeds", "0,1"]) == 0
+    table = pd.read_csv(out / "table1.csv")
+    assert list(table["dataset"]) == ["tumour", "stroke"] and (table["n_seeds"] == 2).all()
+    assert json.loads((out / "study.json").read_text())["study"].endswith("studies/phantom.yaml")
+
+
+def test_reproduce_seed_and_study_arguments(tmp_path, capsys, monkeypatch):
+    assert main(["reproduce", "--out", str(tmp_path), "--seeds", "0,x"]) == 2
+    assert "`--seeds` must be comma-separated integers such as 0,1,2, got '0,x'" in capsys.readouterr().err
+    assert main(["reproduce", "--out", str(tmp_path), "--study", "lambert2021"]) == 2
+    assert "`--study` must be a study file (.yaml or .yml), got 'lambert2021'" in capsys.readouterr().err
+    assert main(["reproduce", "--out", str(tmp_path), "--data", str(tmp_path), "--seeds", "0,1"]) == 2
+    assert "several --seeds need --study FILE" in capsys.readouterr().err
+    monkeypatch.setenv("UADLAB_DATA", str(tmp_path))
+    assert main(["reproduce", "--out", str(tmp_path / "out"), "--study", str(PAPER_REAL), "--seeds", "1,1"]) == 2
+    assert "`seeds` must be distinct integers in [0, 2**32), at least one, got [1, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
