@@ -457,3 +457,26 @@ def test_whole_head_cases_are_skull_stripped_once_and_cached(tmp_path, monkeypat
     build_dataset(manifest, tmp_path / "data16", root=tmp_path / "root", profile=tiny, cache_dir=tmp_path / "cache")
     assert calls == ["deepbet", "deepbet"]  # the full-resolution masks came from the cache
     assert load_dataset(tmp_path / "data16").subject("IXI000-Guys-0001").brain_mask.shape == (16,) * 3
+
+
+def test_bias_correction_runs_on_the_cohorts_that_ask_and_is_part_of_the_cache_key(fake_tree, tmp_path,
+                                                                                    monkeypatch):
+    root, manifest = fake_tree
+    n4_manifest = tmp_path / "n4.yaml"
+    n4_manifest.write_text(FAKE_MANIFEST.replace("    brain_mask: nonzero\n",
+                                                 "    brain_mask: nonzero\n    bias_correction: n4\n"))
+    calls = []
+
+    def fake_n4(image, affine, brain_mask):
+        calls.append(int(brain_mask.sum()))
+        return image * 2.0  # a global factor: standardisation to [0, 1] makes it invisible
+
+    monkeypatch.setattr(data_module, "bias_correct", fake_n4)
+    cache = tmp_path / "cache"
+    plain = load_dataset(build_dataset(manifest, tmp_path / "plain", root=root, profile="smoke", cache_dir=cache))
+    assert calls == []
+    n4 = load_dataset(build_dataset(n4_manifest, tmp_path / "n4", root=root, profile="smoke", cache_dir=cache))
+    assert len(calls) == 4 and all(c > 0 for c in calls)  # the 4 healthy scans, not from the plain build's cache
+    np.testing.assert_allclose(n4.subject("sub0").image, plain.subject("sub0").image, atol=1e-5)
+    build_dataset(n4_manifest, tmp_path / "n4-again", root=root, profile="smoke", cache_dir=cache)
+    assert len(calls) == 4  # cached under its own key

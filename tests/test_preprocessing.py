@@ -11,6 +11,8 @@ from uadlab.preprocessing import (
     PreprocessCache,
     Preprocessed,
     PreprocessingParams,
+    bias_correct,
+    bias_correction_version,
     default_cache_dir,
     preprocess,
     skull_strip,
@@ -521,3 +523,41 @@ def test_deepbet_finds_the_mni152_brain(capsys):
         with capsys.disabled():
             print(f"\ndeepbet on MNI152 {name}: Dice {dice:.3f} vs nilearn's brain mask, {seconds:.1f} s")
         assert mask.shape == brain.shape and dice > 0.9
+
+
+# --- N4 bias-field correction -----------------------------------------------------------------------------
+
+def _biased(rng):
+    """Uniform tissue (100) in an ellipsoid, times a smooth multiplicative field (x 0.67 to 1.5), plus noise."""
+    grid = np.stack(np.meshgrid(*[np.arange(28)] * 3, indexing="ij"), axis=-1).astype(float)
+    brain = (((grid - 13.5) / np.array([11.0, 12.0, 10.0])) ** 2).sum(axis=-1) <= 1.0
+    field = np.exp(0.4 * (grid[..., 0] - 13.5) / 13.5 + 0.2 * (grid[..., 2] - 13.5) / 13.5)
+    image = (100.0 * field * brain + rng.normal(0, 1.0, brain.shape)).astype(np.float32)
+    return image, brain, field
+
+
+def test_n4_removes_a_smooth_multiplicative_field(rng):
+    image, brain, field = _biased(rng)
+    corrected = bias_correct(image, np.diag([2.0, 2.0, 2.0, 1.0]), brain, shrink=2)
+    assert corrected.shape == image.shape and corrected.dtype == np.float32
+
+    def variation(volume):
+        return float(volume[brain].std() / volume[brain].mean())
+
+    assert variation(image) > 0.15
+    assert variation(corrected) < variation(image) / 3
+    assert bias_correction_version() == "n4 SimpleITK==2.5.7"
+
+
+def test_n4_validates(rng):
+    image, brain, _ = _biased(rng)
+    with pytest.raises(ValueError, match="`brain_mask` must have the 3D shape of `image`"):
+        bias_correct(image, np.eye(4), brain[1:])
+    with pytest.raises(ValueError, match="`brain_mask` must hold at least one voxel"):
+        bias_correct(image, np.eye(4), np.zeros_like(brain))
+    with pytest.raises(ValueError, match="`shrink` must be an int >= 1, got 0"):
+        bias_correct(image, np.eye(4), brain, shrink=0)
+    with pytest.raises(ValueError, match="`iterations` must be positive counts"):
+        bias_correct(image, np.eye(4), brain, iterations=())
+    with pytest.raises(ValueError, match="`method` must be 'n4'"):
+        bias_correction_version("n3")

@@ -57,6 +57,8 @@ from uadlab.preprocessing import (
     PreprocessCache,
     Preprocessed,
     PreprocessingParams,
+    bias_correct,
+    bias_correction_version,
     preprocess,
     skull_strip,
     skull_strip_version,
@@ -246,11 +248,14 @@ def _real_items(manifest: Manifest, root: Path, cache: PreprocessCache) -> list[
             brain_key = "image != 0"
         else:
             brain_key = _file_sha256(case.brain_mask)
-        key = json.dumps({
+        parts = {
             "kind": "real", "role": case.role, "image": image_sha,
             "brain_mask": brain_key,
             "lesion_masks": [_file_sha256(p) for p in case.lesion_masks] if case.role == "lesion" else [],
-        }, sort_keys=True)
+        }
+        if case.bias_correction is not None:  # absent otherwise: existing cache entries stay valid
+            parts["bias_correction"] = bias_correction_version(case.bias_correction)
+        key = json.dumps(parts, sort_keys=True)
         items.append(_Item(
             subject_id=case.subject_id, cohort=case.cohort, role=case.role, split=case.split,
             source=_relative_source(case.image, root), key=key,
@@ -261,7 +266,7 @@ def _real_items(manifest: Manifest, root: Path, cache: PreprocessCache) -> list[
 
 def _preprocess_case(case: Case, cache: PreprocessCache, mask_key: str,
                      params: PreprocessingParams) -> tuple[Preprocessed, dict]:
-    """Read (:func:`uadlab.manifests.load_case`), skull strip if the manifest asks, preprocess one real case.
+    """Read (:func:`uadlab.manifests.load_case`), skull strip and N4-correct if the manifest asks, preprocess.
 
     Metadata: the lesion volume in mm³, counted on the file's own grid.
     """
@@ -270,7 +275,10 @@ def _preprocess_case(case: Case, cache: PreprocessCache, mask_key: str,
     if case.skull_strip is not None:
         brain_mask = cache.get_or_compute_mask(
             mask_key, lambda: skull_strip(volumes.image, volumes.affine, method=case.skull_strip))
-    result = preprocess(volumes.image, volumes.affine, brain_mask, volumes.lesion_mask, params=params)
+    image = volumes.image
+    if case.bias_correction is not None:
+        image = bias_correct(image, volumes.affine, brain_mask)
+    result = preprocess(image, volumes.affine, brain_mask, volumes.lesion_mask, params=params)
     voxel_mm3 = float(abs(np.linalg.det(volumes.affine[:3, :3])))
     volume = 0.0 if volumes.lesion_mask is None else float(volumes.lesion_mask.sum()) * voxel_mm3
     return result, {"lesion_volume_mm3": volume}

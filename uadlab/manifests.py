@@ -28,6 +28,8 @@ Schema::
                                   #   or "deepbet": whole-head T1, skull-stripped by uadlab.preprocessing
         lesion_mask: "{case_dir}/{stem}_seg.nii.gz"   # lesion cohorts only; may be a glob
         lesion_rule: "> 0"        # lesion = union over the lesion files of (value > 0)
+        bias_correction: n4       # optional: N4 bias-field correction inside the brain mask
+                                  #   (SimpleITK; Lambert et al.), before the preprocessing
 
 Anchors and placeholders: ``cases`` is a glob relative to the data root (``**`` recursive; a trailing
 ``/`` keeps folders only; hidden files are skipped); each match is one case, its *anchor*, a file or
@@ -119,7 +121,7 @@ _COMPUTED_MASKS = (NONZERO, DEEPBET)
 _PHANTOM_ROLES = {"healthy": "healthy", "tumour": "lesion", "stroke": "lesion"}
 _DEFAULT_COUNTS = {"healthy": 200, "tumour": 60, "stroke": 60}
 _ANCHOR_FIELDS = frozenset({"anchor", "case_dir", "stem", "parent"})
-_FILE_KEYS = ("cases", "match", "image", "brain_mask", "lesion_mask")
+_FILE_KEYS = ("cases", "match", "image", "brain_mask", "lesion_mask", "bias_correction")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 _SUBJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _MAGIC = re.compile(r"[*?\[]")
@@ -175,6 +177,7 @@ class Cohort(_Strict):
     brain_mask: str | None = None
     lesion_mask: str | None = None
     lesion_rule: Literal["> 0"] = "> 0"
+    bias_correction: Literal["n4"] | None = None
 
     @field_validator("split")
     @classmethod
@@ -420,6 +423,7 @@ class Case:
         lesion_rule: ``"> 0"`` for lesion cohorts (lesion = value > 0), ``None`` for healthy ones.
         skull_strip: ``"deepbet"`` when the cohort says ``brain_mask: deepbet`` (the mask is
             computed from the image during preprocessing), else ``None``.
+        bias_correction: ``"n4"`` when the cohort asks for N4 bias-field correction, else ``None``.
     """
 
     subject_id: str
@@ -431,6 +435,7 @@ class Case:
     split: str | None = None
     lesion_rule: str | None = None
     skull_strip: str | None = None
+    bias_correction: str | None = None
 
 
 def _strip_nifti(name: str) -> str:
@@ -510,6 +515,7 @@ def _discover(manifest: Manifest, root: Path) -> tuple[list[Case], list[str]]:
                     lesion_masks=tuple(files.get("lesion_mask", ())),
                     lesion_rule=cohort.lesion_rule if cohort.role == "lesion" else None,
                     skull_strip=DEEPBET if cohort.brain_mask == DEEPBET else None,
+                    bias_correction=cohort.bias_correction,
                 ))
         if n_found == 0:
             problems.append(f"cohort {cohort.name!r}: no case matches {cohort.cases!r} under {root}")
