@@ -210,6 +210,7 @@ def test_paper_real_study_end_to_end_on_fake_trees(monkeypatch, tmp_path, capsys
     assert metrics["cohorts"]["brats"]["n_subjects"] == 2 and metrics["cohorts"]["brats"]["n_val_subjects"] == 2
     assert metrics["healthy_val_data"].endswith("ixi_t1")  # FPR thresholds from the training data
     assert "training seeds" in (out / "table1.md").read_text()
+    assert sorted(p.name for p in (out / "figures").iterdir()) == ["seeds_auprc.png", "seeds_dice_d.png"]
     paired = pd.read_csv(out / "paired.csv")
     assert list(zip(paired["experiment"], paired["baseline"], paired["cohort"])) == [
         ("2D-Patch-n", "2D-None", "brats"), ("2D-Patch-n", "2D-None", "atlas")]

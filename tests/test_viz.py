@@ -307,3 +307,19 @@ def test_save_figure_validation(tmp_path, volume):
         viz.save_figure(viz.orthogonal_slices(volume), tmp_path / "a.png")
     with pytest.raises(TypeError, match="`fig` must be a matplotlib or plotly figure"):
         viz.save_figure(object(), tmp_path / "a.png")
+
+
+def test_seed_spread_plot_one_panel_per_test_set_one_dot_per_seed():
+    rows = pd.DataFrame({"experiment": ["2D-None"] * 4 + ["3D-None"] * 4,
+                         "dataset": ["tumour", "tumour", "stroke", "stroke"] * 2, "seed": [0, 1] * 4,
+                         "dice_d": [0.2, 0.3, 0.1, np.nan, 0.25, 0.27, 0.12, 0.14]})
+    fig = viz.seed_spread_plot(rows)
+    tumour, stroke = fig.axes
+    assert tumour.get_title().startswith("tumour: DICE_D, 2 seed(s)")
+    dots = np.concatenate([c.get_offsets()[:, 1] for c in tumour.collections])
+    np.testing.assert_allclose(sorted(dots), [20, 25, 27, 30])
+    assert [round(p.get_height(), 6) for p in tumour.patches] == [25.0, 26.0]  # bars at the means
+    assert len(np.concatenate([c.get_offsets() for c in stroke.collections])) == 3  # the NaN seed is skipped
+    assert [t.get_text() for t in stroke.get_xticklabels()] == ["2D-None", "3D-None"]
+    with pytest.raises(ValueError, match="seed"):
+        viz.seed_spread_plot(rows.drop(columns="seed"))

@@ -38,7 +38,8 @@ Unknown keys are refused, naming the file and the key, as for manifests.
    ``OUT/table1.csv`` and ``OUT/table1.md`` (mean over seeds, with the sd over seeds beside the
    per-subject sd: :func:`uadlab.analysis.seed_summary`), and ``OUT/paired.csv``: each erasing
    experiment against its ``None`` baseline, resampling seeds and subjects
-   (:func:`uadlab.analysis.ablation_differences_seeds`).
+   (:func:`uadlab.analysis.ablation_differences_seeds`); ``OUT/figures/seeds_*.png`` show every
+   seed's score beside the mean (:func:`uadlab.viz.seed_spread_plot`).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from uadlab import analysis
+from uadlab import analysis, viz
 from uadlab.data import build_dataset, load_dataset
 from uadlab.erasing import parse_experiment
 from uadlab.errors import DatasetError, ManifestError
@@ -299,7 +300,8 @@ def run_study(
 
     Returns:
         Paths of the outputs: ``table1.csv``, ``table1.md``, ``table1_seeds.csv``, ``paired.csv``,
-        ``runs``, ``data``.
+        ``figures`` (``seeds_dice_d.png``, ``seeds_auprc.png``: every seed's score,
+        :func:`uadlab.viz.seed_spread_plot`), ``runs``, ``data``.
 
     Raises:
         ValueError: an unknown profile or experiment, or bad seeds.
@@ -359,13 +361,19 @@ def run_study(
             frame.to_csv(tmp, index=False)
     with atomic_write(outputs["table1.md"], overwrite=True) as tmp:
         tmp.write_text(analysis.table1_markdown(summary))
+    figures = out / "figures"
+    figures.mkdir(exist_ok=True)
+    for metric in ("dice_d", "auprc"):
+        fig = viz.seed_spread_plot(per_seed, metric=metric)
+        viz.save_figure(fig, figures / f"seeds_{metric}.png")
+        fig.clf()
     with atomic_write(out / "study.json", overwrite=True) as tmp:
         tmp.write_text(json.dumps({
             "study": str(study.path), "name": study.name, "profile": prof.name, "experiments": names,
             "seeds": seed_list, "data": {name: str(path) for name, path in built.items()},
             "train": study.train.name, "scored": [d.name for d in scored],
         }, indent=2) + "\n")
-    return {**outputs, "runs": out / "runs", "data": out / "data"}
+    return {**outputs, "figures": figures, "runs": out / "runs", "data": out / "data"}
 
 
 def _evaluation(run_dir: Path, data_dir: Path, eval_dir: Path, val_data: Path | None, progress: bool,

@@ -35,6 +35,7 @@ __all__ = [
     "erasing_gallery",
     "lesion_size_plot",
     "data_size_plot",
+    "seed_spread_plot",
     "slice_detection_plot",
     "training_curves",
     "lesion_volume_plot",
@@ -433,6 +434,45 @@ def data_size_plot(df: Any, *, metric: str = "auprc", ax: Any = None):
     axes.set_xlabel("healthy training data used (%)")
     axes.set_ylabel(f"{metric.upper()} (%)")
     axes.set_title(f"Fig. 5: {metric.upper()} vs training-set size", fontsize=10)
+    return fig
+
+
+def seed_spread_plot(df: Any, *, metric: str = "dice_d", ax: Any = None):
+    """A Table 1 metric per experiment and training seed: is a difference larger than the seed spread?
+
+    One panel per test set (``dataset``); per experiment, one dot per seed and a bar at their mean.
+    When the dots of two experiments overlap, retraining alone could swap their order.
+
+    Args:
+        df: one row per experiment, test set and seed (``table1_seeds.csv`` of
+            :func:`uadlab.studies.run_study`), columns ``experiment``, ``dataset``, ``seed`` and ``metric``
+            (a fraction; NaN rows are skipped).
+        metric: the column drawn, in percent (``dice_d``, ``dice_s_mean``, ``auprc``).
+        ax: ``None`` or one axes per test set.
+
+    Returns:
+        The figure.
+
+    Raises:
+        TypeError: ``df`` is not a DataFrame.
+        ValueError: a column is missing, or ``ax`` holds the wrong number of axes.
+    """
+    _require_columns(df, ["experiment", "dataset", "seed", metric], "df")
+    data = df.assign(value=100 * df[metric].astype(float)).dropna(subset=["value"])
+    datasets = list(dict.fromkeys(data["dataset"]))
+    fig, axes = _axes_grid(max(1, len(datasets)), ax, ncols=3, panel=3.6)
+    for axes_i, dataset in zip(axes, datasets):
+        part = data[data["dataset"] == dataset]
+        experiments = list(dict.fromkeys(part["experiment"]))
+        for x, experiment in enumerate(experiments):
+            values = part.loc[part["experiment"] == experiment, "value"].to_numpy()
+            axes_i.bar(x, values.mean(), width=0.6, color="#c6dbef", edgecolor="#4a6fa5")
+            offsets = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(1)
+            axes_i.scatter(x + offsets, values, color="#08306b", s=14, zorder=3)
+        axes_i.set_xticks(range(len(experiments)), experiments, rotation=30, ha="right", fontsize=8)
+        axes_i.set_ylabel(f"{metric.upper()} (%)")
+        n_seeds = part.groupby("experiment")["seed"].nunique().max()
+        axes_i.set_title(f"{dataset}: {metric.upper()}, {n_seeds} seed(s) each (dots), mean (bar)", fontsize=9)
     return fig
 
 
