@@ -211,6 +211,10 @@ def test_paper_real_study_end_to_end_on_fake_trees(monkeypatch, tmp_path, capsys
     assert metrics["healthy_val_data"].endswith("ixi_t1")  # FPR thresholds from the training data
     assert "training seeds" in (out / "table1.md").read_text()
     assert sorted(p.name for p in (out / "figures").iterdir()) == ["seeds_auprc.png", "seeds_dice_d.png"]
+    report = (out / "report.md").read_text()
+    assert report.startswith("# Study paper_real") and "| ixi_t1 | train |" in report
+    assert (out / "table1.md").read_text().strip() in report
+    assert report.count("| 2D-Patch-n | 2D-None |") == 2 and "![DICE_D per seed](figures/seeds_dice_d.png)" in report
     paired = pd.read_csv(out / "paired.csv")
     assert list(zip(paired["experiment"], paired["baseline"], paired["cohort"])) == [
         ("2D-Patch-n", "2D-None", "brats"), ("2D-Patch-n", "2D-None", "atlas")]

@@ -39,7 +39,9 @@ Unknown keys are refused, naming the file and the key, as for manifests.
    per-subject sd: :func:`uadlab.analysis.seed_summary`), and ``OUT/paired.csv``: each erasing
    experiment against its ``None`` baseline, resampling seeds and subjects
    (:func:`uadlab.analysis.ablation_differences_seeds`); ``OUT/figures/seeds_*.png`` show every
-   seed's score beside the mean (:func:`uadlab.viz.seed_spread_plot`).
+   seed's score beside the mean (:func:`uadlab.viz.seed_spread_plot`); ``OUT/report.md`` puts the
+   data sets, the table, the comparisons (with a verdict: beyond seed and subject noise or not)
+   and the figures on one page.
 """
 
 from __future__ import annotations
@@ -300,6 +302,7 @@ def run_study(
 
     Returns:
         Paths of the outputs: ``table1.csv``, ``table1.md``, ``table1_seeds.csv``, ``paired.csv``,
+        ``report.md`` (all of them on one page, readable without Jupyter),
         ``figures`` (``seeds_dice_d.png``, ``seeds_auprc.png``: every seed's score,
         :func:`uadlab.viz.seed_spread_plot`), ``runs``, ``data``.
 
@@ -367,6 +370,9 @@ def run_study(
         fig = viz.seed_spread_plot(per_seed, metric=metric)
         viz.save_figure(fig, figures / f"seeds_{metric}.png")
         fig.clf()
+    outputs["report.md"] = out / "report.md"
+    with atomic_write(outputs["report.md"], overwrite=True) as tmp:
+        tmp.write_text(_report(study, prof.name, names, seed_list, summary, paired))
     with atomic_write(out / "study.json", overwrite=True) as tmp:
         tmp.write_text(json.dumps({
             "study": str(study.path), "name": study.name, "profile": prof.name, "experiments": names,
@@ -374,6 +380,29 @@ def run_study(
             "train": study.train.name, "scored": [d.name for d in scored],
         }, indent=2) + "\n")
     return {**outputs, "figures": figures, "runs": out / "runs", "data": out / "data"}
+
+
+def _report(study: Study, profile: str, experiments: list[str], seeds: list[int], summary: pd.DataFrame,
+            paired: pd.DataFrame) -> str:
+    """``report.md``: the data sets, Table 1 with seed spread, the paired comparisons, the figures."""
+    lines = [f"# Study {study.name}", "", study.description.strip(), "",
+             f"Profile `{profile}`, experiments {', '.join(experiments)}, training seeds "
+             f"{', '.join(map(str, seeds))}.", "", "| data set | role | manifest | root |", "|---|---|---|---|"]
+    lines += [f"| {d.name} | {d.role} | `{d.manifest_path}` | `{d.root or '-'}` |" for d in study.datasets]
+    lines += ["", "## Table 1 (percent)", "", analysis.table1_markdown(summary).rstrip(), "",
+              "## Erasing against its baseline (DICE_S, paired over subjects, resampling seeds too)", ""]
+    if paired.empty:
+        lines.append("No erasing experiment with its `None` baseline in this study.")
+    else:
+        lines += ["| experiment | baseline | test set | subjects | difference | 95 % interval | beyond seed and subject noise? |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in paired.itertuples(index=False):
+            verdict = "yes, better" if row.ci_low > 0 else "yes, worse" if row.ci_high < 0 else "no"
+            lines.append(f"| {row.experiment} | {row.baseline} | {row.cohort} | {row.n_subjects} | "
+                         f"{100 * row.difference:+.2f} | [{100 * row.ci_low:+.2f}, {100 * row.ci_high:+.2f}] | {verdict} |")
+    lines += ["", "## Every seed", "", "![DICE_D per seed](figures/seeds_dice_d.png)",
+              "![AUPRC per seed](figures/seeds_auprc.png)", ""]
+    return "\n".join(lines)
 
 
 def _evaluation(run_dir: Path, data_dir: Path, eval_dir: Path, val_data: Path | None, progress: bool,
