@@ -385,7 +385,7 @@ def run_study(
 def _report(study: Study, profile: str, experiments: list[str], seeds: list[int], summary: pd.DataFrame,
             paired: pd.DataFrame) -> str:
     """``report.md``: the data sets, Table 1 with seed spread, the paired comparisons, the figures."""
-    lines = [f"# Study {study.name}", "", study.description.strip(), "",
+    lines = [f"# Study {study.name}", ""] + ([study.description.strip(), ""] if study.description.strip() else []) + [
              f"Profile `{profile}`, experiments {', '.join(experiments)}, training seeds "
              f"{', '.join(map(str, seeds))}.", "", "| data set | role | manifest | root |", "|---|---|---|---|"]
     lines += [f"| {d.name} | {d.role} | `{d.manifest_path}` | `{d.root or '-'}` |" for d in study.datasets]
