@@ -315,7 +315,7 @@ def test_seed_spread_plot_one_panel_per_test_set_one_dot_per_seed():
                          "dice_d": [0.2, 0.3, 0.1, np.nan, 0.25, 0.27, 0.12, 0.14]})
     fig = viz.seed_spread_plot(rows)
     tumour, stroke = fig.axes
-    assert tumour.get_title().startswith("tumour: DICE_D, 2 seed(s)")
+    assert tumour.get_title() == "tumour, 2 seed(s)" and "DICE_D of every training seed" in fig._suptitle.get_text()
     dots = np.concatenate([c.get_offsets()[:, 1] for c in tumour.collections])
     np.testing.assert_allclose(sorted(dots), [20, 25, 27, 30])
     assert [round(p.get_height(), 6) for p in tumour.patches] == [25.0, 26.0]  # bars at the means

@@ -472,7 +472,9 @@ def seed_spread_plot(df: Any, *, metric: str = "dice_d", ax: Any = None):
         axes_i.set_xticks(range(len(experiments)), experiments, rotation=30, ha="right", fontsize=8)
         axes_i.set_ylabel(f"{metric.upper()} (%)")
         n_seeds = part.groupby("experiment")["seed"].nunique().max()
-        axes_i.set_title(f"{dataset}: {metric.upper()}, {n_seeds} seed(s) each (dots), mean (bar)", fontsize=9)
+        axes_i.set_title(f"{dataset}, {n_seeds} seed(s)", fontsize=9)
+        axes_i.set_ylim(bottom=0)
+    fig.suptitle(f"{metric.upper()} of every training seed (dots) and their mean (bars)", fontsize=10)
     return fig
 
 
