@@ -25,7 +25,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from uadlab.models import VAE, elbo_loss
+from uadlab.models.vae import VAE, elbo_loss
 from uadlab.profiles import get_profile
 
 _PROFILES = ("paper", "lab")

@@ -1,4 +1,4 @@
-"""Tests of uadlab.erasing: Table 1 names, the six erasing methods, fills, probability, determinism."""
+"""Tests of uadlab.training.erasing: Table 1 names, the six erasing methods, fills, probability, determinism."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from uadlab.erasing import (
+from uadlab.training.erasing import (
     EXPERIMENTS,
     MAX_BOXES,
     MAX_SLAB,

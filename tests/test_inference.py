@@ -1,4 +1,4 @@
-"""Tests of uadlab.inference: residuals and anomaly maps from reconstructions, predict, save_maps."""
+"""Tests of uadlab.evaluation.inference: residuals and anomaly maps from reconstructions, predict, save_maps."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from uadlab import inference
+from uadlab.evaluation import inference
 from uadlab.errors import DatasetError, RunError, VolumeError
-from uadlab.inference import MAP_FOLDERS, SubjectMaps, make_maps, predict, save_maps
-from uadlab.postprocessing import anomaly_map
+from uadlab.evaluation.inference import MAP_FOLDERS, SubjectMaps, make_maps, predict, save_maps
+from uadlab.evaluation.postprocessing import anomaly_map
 
 SIZE = 12
 AFFINE = np.array([[2.0, 0, 0, -10], [0, 2, 0, 5], [0, 0, 2, 3], [0, 0, 0, 1]])  # 2 mm voxels, shifted
@@ -30,7 +30,7 @@ def _volumes(rng):
 
 
 class _Dataset:
-    """Stands in for uadlab.data.BuiltDataset."""
+    """Stands in for uadlab.data.dataset.BuiltDataset."""
 
     def __init__(self, subjects):
         self.subjects = {s.subject_id: s for s in subjects}
@@ -152,8 +152,8 @@ def test_predict_validates(dataset, healer):
 
 
 def test_predict_with_a_real_model(dataset):
-    """Through uadlab.models.reconstruct: a 3D VAE maps the volume to a volume of the same shape."""
-    from uadlab import models
+    """Through uadlab.models.vae.reconstruct: a 3D VAE maps the volume to a volume of the same shape."""
+    from uadlab.models import vae as models
 
     torch.manual_seed(0)
     model = models.VAE(3, image_size=SIZE + 4, channels=(2, 4), latent_dim=4).eval()

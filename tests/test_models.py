@@ -1,4 +1,4 @@
-"""Tests of uadlab.models: the 2D/3D VAE, the ELBO, Lambert et al.'s loss and reconstruct()."""
+"""Tests of uadlab.models.vae: the 2D/3D VAE, the ELBO, Lambert et al.'s loss and reconstruct()."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
-from uadlab.models import VAE, LambertLoss, LossTerms, VAEOutput, elbo_loss, reconstruct
+from uadlab.models.vae import VAE, LambertLoss, LossTerms, VAEOutput, elbo_loss, reconstruct
 
 SIZE, CHANNELS = 32, (4, 8, 16)
 

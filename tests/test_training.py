@@ -1,4 +1,4 @@
-"""Tests of uadlab.training: subsets, config, determinism, resume, run folders, the training step."""
+"""Tests of uadlab.training.loop: subsets, config, determinism, resume, run folders, the training step."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from uadlab import profiles, training
+from uadlab import profiles
+from uadlab.training import loop as training
 from uadlab.errors import DatasetError, RunError
 from uadlab.profiles import get_profile
-from uadlab.training import (
+from uadlab.training.loop import (
     HISTORY_COLUMNS,
     TrainConfig,
     load_run,
@@ -430,7 +431,7 @@ def test_bad_arrays_raise_dataset_error(tmp_path, arrays, experiment, change, ma
 
 
 class _FakeDataset:
-    """Stands in for uadlab.data.BuiltDataset."""
+    """Stands in for uadlab.data.dataset.BuiltDataset."""
 
     def __init__(self, arrays, val=True):
         images, brain_masks, val_images = arrays
@@ -476,7 +477,7 @@ def test_train_without_a_healthy_cohort_raises_dataset_error(tmp_path, arrays, m
 
 
 def test_train_end_to_end_on_a_built_data_set_folder(tmp_path, rng, write_nifti):
-    """A folder in the layout of docs/ARCHITECTURE.md, read by the real uadlab.data.load_dataset."""
+    """A folder in the layout of docs/ARCHITECTURE.md, read by the real uadlab.data.dataset.load_dataset."""
     images, brain_masks = _blobs(5, rng)
     rows = []
     for i, (image, brain_mask) in enumerate(zip(images, brain_masks)):

@@ -1,4 +1,4 @@
-"""Tests of uadlab.widgets: the boxes build, react to their controls, and fall back to figures."""
+"""Tests of uadlab.viz.widgets: the boxes build, react to their controls, and fall back to figures."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from uadlab import metrics, viz, widgets
-from uadlab.inference import make_maps
+from uadlab.viz import figures as viz
+from uadlab.evaluation import metrics
+from uadlab.viz import widgets
+from uadlab.evaluation.inference import make_maps
 
 matplotlib.use("Agg")
 

@@ -28,7 +28,7 @@ __all__ = ["main"]
 
 
 def _data_build(args: argparse.Namespace) -> None:
-    from uadlab.data import build_dataset, load_dataset
+    from uadlab.data.dataset import build_dataset, load_dataset
 
     out = build_dataset(
         args.manifest, args.out, root=args.root, profile=args.profile, overwrite=args.overwrite,
@@ -38,7 +38,7 @@ def _data_build(args: argparse.Namespace) -> None:
 
 
 def _data_check(args: argparse.Namespace) -> None:
-    from uadlab.manifests import check_manifest, load_manifest
+    from uadlab.data.manifests import check_manifest, load_manifest
 
     problems = check_manifest(load_manifest(args.manifest), args.root)
     if problems:
@@ -50,7 +50,7 @@ def _data_check(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from uadlab.training import TrainConfig, train
+    from uadlab.training.loop import TrainConfig, train
 
     config = TrainConfig(
         experiment=args.experiment, profile=args.profile, data=str(args.data), fraction=args.fraction,
@@ -61,7 +61,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from uadlab.evaluation import evaluate_run
+    from uadlab.evaluation.protocol import evaluate_run
 
     metrics = evaluate_run(args.run, args.data, args.out, val_data=args.val_data, overwrite=args.overwrite,
                            progress=not args.quiet)

@@ -40,7 +40,7 @@ Decisions the paper leaves open (METHOD.md asks for them to be fixed and documen
   ``ceil(1 % N) / n``: the largest box holds at least the mean share).
 - **Half-Slice/Half-Volume.** "Left" is the low-``X`` half (RAS+: ``X`` runs left -> right). The
   mid-sagittal plane is taken as the middle of the ``X`` axis: preprocessing crops to the brain's
-  bounding box and pads it centred (Sec. 2.1, :mod:`uadlab.preprocessing`), so the grid's middle
+  bounding box and pads it centred (Sec. 2.1, :mod:`uadlab.data.preprocessing`), so the grid's middle
   is the brain's. The whole half of the grid is erased, background included, as the boxes of
   Patch/Cube also are. For an odd ``X`` the middle column is the mid-sagittal plane itself and is
   never erased, so both halves have ``X // 2`` columns. Half-Volume erases ``t ~ U{1..min(32, Z)}`` consecutive axial slices

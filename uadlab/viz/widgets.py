@@ -19,7 +19,7 @@ name and produces the documentation images (``docs/widget_*.png``).
 
 Shape:
     image, recon, residual, anomaly_map: ``(X, Y, Z)`` float; brain_mask, lesion_mask: ``(X, Y, Z)``
-    bool. Slices are axial (``volume[:, :, k]``), shown as in :func:`uadlab.viz.display_slice`.
+    bool. Slices are axial (``volume[:, :, k]``), shown as in :func:`uadlab.viz.figures.display_slice`.
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from uadlab import metrics, viz
+from uadlab.viz import figures as viz
+from uadlab.evaluation import metrics
 from uadlab._checks import check_int, check_real
-from uadlab.erasing import METHODS, parse_experiment
+from uadlab.training.erasing import METHODS, parse_experiment
 
 __all__ = ["WIDGETS", "threshold_explorer", "erasing_explorer", "slice_explorer", "render_static"]
 
@@ -182,7 +183,7 @@ def threshold_explorer(maps: Sequence[Any] | Mapping[str, Any], *, threshold: fl
     The line above reports DICE_D pooled over all subjects, precision and recall at ``t``.
 
     Args:
-        maps: labelled :class:`uadlab.inference.SubjectMaps` (a sequence, or a mapping id -> maps),
+        maps: labelled :class:`uadlab.evaluation.inference.SubjectMaps` (a sequence, or a mapping id -> maps),
             e.g. the validation subjects.
         threshold: initial threshold (e.g. the one fitted on validation); ``None``: half the
             largest brain-voxel score.
@@ -265,7 +266,7 @@ def erasing_explorer(image: np.ndarray, brain_mask: np.ndarray, *, experiment: s
     (Patch/Cube, Multi-Patch/Multi-Cube, Half-Slice/Half-Volume or None), fill (``0`` zeros,
     ``n`` noise from the image's brain voxels), probability ``p`` and the seed of the draw. The
     picture shows the unerased target, the erased input and the erased voxels (for 3D, on the axial
-    slice where most was erased). Uses :mod:`uadlab.erasing` exactly as training does.
+    slice where most was erased). Uses :mod:`uadlab.training.erasing` exactly as training does.
 
     Args:
         image: ``(X, Y, Z)`` preprocessed image in ``[0, 1]``.

@@ -1,4 +1,4 @@
-"""Figures 4–7 and Table 1 of Bengs et al. 2021 as tables and arrays (no plotting; see ``uadlab.viz``).
+"""Figures 4–7 and Table 1 of Bengs et al. 2021 as tables and arrays (no plotting; see ``uadlab.viz.figures``).
 
 - Fig. 4, lesion size: :func:`lesion_size_table` and :func:`cubic_fit` (DICE_S against lesion size
   with a 3rd-order polynomial).
@@ -11,9 +11,9 @@
   subjects, with a paired bootstrap interval) and :func:`ablation_differences` (every erasing
   experiment against the ``None`` baseline of its dimension).
 
-Inputs are what :mod:`uadlab.evaluation` produces: the per-subject table (``subjects.csv``,
+Inputs are what :mod:`uadlab.evaluation.protocol` produces: the per-subject table (``subjects.csv``,
 columns ``subject_id, cohort, lesion_voxels, dice, auprc``), metrics dicts and
-:class:`~uadlab.inference.SubjectMaps`.
+:class:`~uadlab.evaluation.inference.SubjectMaps`.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve
 
-from uadlab import metrics
+from uadlab.evaluation import metrics
 from uadlab._checks import check_int, check_real
-from uadlab.erasing import EXPERIMENTS
-from uadlab.inference import SubjectMaps
+from uadlab.training.erasing import EXPERIMENTS
+from uadlab.evaluation.inference import SubjectMaps
 
 __all__ = [
     "TABLE1_METRICS",
@@ -62,7 +62,7 @@ def lesion_size_table(per_subject: pd.DataFrame) -> pd.DataFrame:
     log-size axis and no DICE to plot).
 
     Args:
-        per_subject: the per-subject table of :func:`uadlab.evaluation.score` or ``subjects.csv``;
+        per_subject: the per-subject table of :func:`uadlab.evaluation.protocol.score` or ``subjects.csv``;
             needs ``subject_id``, ``lesion_voxels`` and ``dice`` (``cohort`` kept when present).
 
     Returns:
@@ -142,7 +142,7 @@ def data_size_table(results: Iterable[tuple[str, float, Mapping[str, Any]]]) -> 
 
     Args:
         results: ``(experiment, fraction, metrics)`` triples; ``metrics`` is the dict of
-            :func:`uadlab.evaluation.evaluate_run` (one row per cohort of its ``"cohorts"``) or one
+            :func:`uadlab.evaluation.protocol.evaluate_run` (one row per cohort of its ``"cohorts"``) or one
             cohort's metrics (``dataset`` then empty).
 
     Returns:
@@ -179,20 +179,20 @@ def slice_detection_curve(maps: Mapping[str, SubjectMaps] | Sequence[SubjectMaps
     """Precision–recall curve of axial-slice detection (Bengs et al. 2021, Sec. 2.3, Fig. 6).
 
     A slice is abnormal when it holds a lesion voxel; its score is the residual summed (or averaged)
-    over its brain voxels (:func:`uadlab.metrics.slice_scores`, slices without brain dropped).
+    over its brain voxels (:func:`uadlab.evaluation.metrics.slice_scores`, slices without brain dropped).
 
     Args:
-        maps: labelled :class:`~uadlab.inference.SubjectMaps` (test split).
+        maps: labelled :class:`~uadlab.evaluation.inference.SubjectMaps` (test split).
         reduce: ``"sum"`` (default: the slice's l1 distance, as the paper) or ``"mean"`` of the
             residual over a slice's brain voxels.
 
     Returns:
         ``(precision, recall, auprc)``: ``(K,)`` arrays from
         :func:`sklearn.metrics.precision_recall_curve` and the average precision
-        (:func:`uadlab.metrics.auprc`, NaN if no slice is abnormal).
+        (:func:`uadlab.evaluation.metrics.auprc`, NaN if no slice is abnormal).
 
     Raises:
-        ValueError: no maps or a map without lesion mask; as :func:`uadlab.metrics.slice_scores`.
+        ValueError: no maps or a map without lesion mask; as :func:`uadlab.evaluation.metrics.slice_scores`.
     """
     items = _maps_list(maps)
     scores, labels = metrics.slice_scores([m.residual for m in items], [m.lesion_mask for m in items],
@@ -246,7 +246,7 @@ def example_cases(maps: Mapping[str, SubjectMaps] | Sequence[SubjectMaps], thres
     median and the worst subject. Each is shown on its axial slice with the most lesion voxels.
 
     Args:
-        maps: labelled :class:`~uadlab.inference.SubjectMaps` (test split).
+        maps: labelled :class:`~uadlab.evaluation.inference.SubjectMaps` (test split).
         threshold: the validation threshold used to binarise the anomaly maps.
         n: number of cases, ``1 <= n <=`` number of subjects with a lesion.
 
@@ -376,7 +376,7 @@ def paired_difference(a: pd.DataFrame, b: pd.DataFrame, *, metric: Literal["dice
 
     Both methods were scored on the same subjects, so their per-subject values are paired: the
     bootstrap resamples subjects and recomputes the mean of the differences
-    (:func:`uadlab.metrics.bootstrap_ci` on ``a − b``). This interval is much narrower than the
+    (:func:`uadlab.evaluation.metrics.bootstrap_ci` on ``a − b``). This interval is much narrower than the
     overlap of the two methods' own intervals, which carry the spread between subjects that both
     methods share; an interval excluding 0 says the two *trained models* differ on these subjects.
     It does not cover training randomness: to say the *methods* differ, compare runs of several
@@ -384,10 +384,10 @@ def paired_difference(a: pd.DataFrame, b: pd.DataFrame, *, metric: Literal["dice
     ``metric="dice"`` the mean is DICE_S; subjects where either DICE is undefined (NaN) are skipped.
 
     Args:
-        a, b: per-subject tables (``subjects.csv`` of :func:`uadlab.evaluation.evaluate_run`),
+        a, b: per-subject tables (``subjects.csv`` of :func:`uadlab.evaluation.protocol.evaluate_run`),
             columns ``subject_id, cohort`` and ``metric``, with the same subjects in each cohort.
         metric: per-subject column compared: ``"dice"`` or ``"auprc"`` (fractions in ``[0, 1]``).
-        n_resamples, confidence, seed: as :func:`uadlab.metrics.bootstrap_ci`.
+        n_resamples, confidence, seed: as :func:`uadlab.evaluation.metrics.bootstrap_ci`.
 
     Returns:
         One row per cohort (order of appearance in ``a``): ``cohort, n_subjects, mean_a, mean_b,

@@ -1,17 +1,17 @@
 """Training loop of Bengs et al. 2021, Sec. 2.3: in-memory batches, early stopping, checkpoints, resume.
 
-A VAE (:class:`uadlab.models.VAE`) is trained on the healthy training split of a built data set with
+A VAE (:class:`uadlab.models.vae.VAE`) is trained on the healthy training split of a built data set with
 Adam (lr 1e-3) and the ELBO (or the Lambert et al. loss). Spatial erasing (Sec. 2.2) is applied to
 the *input* only; the reconstruction target is always the unerased image. The number of epochs is
 chosen on the healthy validation reconstruction error: the best epoch's weights are kept and
 training stops after ``patience`` epochs without improvement (or at ``max_epochs``).
 
-Batches are made in memory from the stacked arrays of :meth:`uadlab.data.BuiltDataset.stack`:
+Batches are made in memory from the stacked arrays of :meth:`uadlab.data.dataset.BuiltDataset.stack`:
 
 - 3D: whole volumes.
 - 2D: axial slices ``volume[:, :, k]`` of all training volumes. Slices without a single brain voxel
   are skipped for training (they are all-zero images and would only teach the model to output
-  zeros); validation reconstructs every slice, like :func:`uadlab.models.reconstruct` at test time.
+  zeros); validation reconstructs every slice, like :func:`uadlab.models.vae.reconstruct` at test time.
 
 Each epoch shuffles the samples with a generator seeded from ``(seed, epoch)`` and splits them evenly
 into ``ceil(n / batch_size)`` batches of at most ``batch_size`` samples (so no batch of one sample,
@@ -50,11 +50,11 @@ import torch
 import yaml
 
 from uadlab._checks import check_int, check_real
-from uadlab.data import load_dataset
-from uadlab.erasing import parse_experiment
+from uadlab.data.dataset import load_dataset
+from uadlab.training.erasing import parse_experiment
 from uadlab.errors import DatasetError, RunError
-from uadlab.io import atomic_write
-from uadlab.models import VAE, LambertLoss, elbo_loss
+from uadlab.data.io import atomic_write
+from uadlab.models.vae import VAE, LambertLoss, elbo_loss
 from uadlab.profiles import Profile, get_profile
 
 __all__ = ["TrainConfig", "TrainResult", "train", "load_run", "seed_everything", "training_subset",
@@ -68,7 +68,7 @@ _CONFIG_FILE = "config.yaml"
 _CHECKPOINT_FILE = "checkpoint.pt"
 _HISTORY_FILE = "history.csv"
 _LOSSES = ("elbo", "lambert")
-_HEALTHY = "healthy"  # the cohort of healthy subjects in a built data set (uadlab.data)
+_HEALTHY = "healthy"  # the cohort of healthy subjects in a built data set (uadlab.data.dataset)
 _ERASING_P = 0.5  # Sec. 2.2: erasing is applied with probability 0.5
 # Fields that may differ on resume: the device only decides where the same computation runs.
 _RESUME_FREE_FIELDS = ("device",)
@@ -223,7 +223,7 @@ class TrainResult:
         history: one row per finished epoch, columns :data:`HISTORY_COLUMNS`. ``train_loss``,
             ``train_recon``, ``train_kl``: the loss's terms averaged over the epoch's samples (for
             both losses ``recon`` is the l1 error summed over a sample's voxels and ``kl`` the KL
-            summed over latent units, :func:`uadlab.models.elbo_loss`). ``val_recon``: mean l1 error
+            summed over latent units, :func:`uadlab.models.vae.elbo_loss`). ``val_recon``: mean l1 error
             *per voxel* over all voxels of the healthy validation split (eval mode, ``z = mu``;
             intensity units, images in [0, 1]); ``val_kl``: KL per sample (per slice in 2D).
             ``seconds``: the epoch's wall time.
