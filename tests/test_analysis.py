@@ -261,7 +261,7 @@ def test_ablation_differences_compares_each_method_with_its_dimensions_baseline(
         ["2D-Patch-0", "2D-None"], ["3D-Cube-n", "3D-None"], ["2D-Half-Slice-n", "2D-None"]]  # Table 1 order
     assert table["difference"].tolist() == pytest.approx([0.0, 0.15, 0.0])
     assert ablation_differences({"3D-Cube-n": tables["3D-Cube-n"]}).empty
-    with pytest.raises(ValueError, match="keyed by Table 1 names, got 'my-model'"):
+    with pytest.raises(ValueError, match="keyed by experiment names, got 'my-model'"):
         ablation_differences({"my-model": tables["2D-None"]})
 
 

@@ -121,11 +121,11 @@ def test_erasing_explorer_builds_and_redraws(subject):
     box = widgets.erasing_explorer(image, brain, experiment="3D-Multi-Cube-0")
     controls, _, picture = _parts(box)
     dims, method, fill, prob, seed = controls
-    assert (dims.value, method.value, fill.value, prob.value) == (3, "multi", "0", 1.0)
+    assert (dims.value, method.value, fill.value, prob.value) == (3, "Multi", "0", 1.0)
     first = picture.value
     seed.value = 1
     assert picture.value != first
-    dims.value, method.value = 2, "half"
+    dims.value, method.value = 2, "Half"
     assert picture.value[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -28,7 +28,7 @@ import pandas as pd
 from uadlab.viz import figures as viz
 from uadlab.evaluation import analysis
 from uadlab.data.dataset import build_dataset, load_dataset
-from uadlab.training.erasing import EXPERIMENTS, parse_experiment
+from uadlab.training.experiments import EXPERIMENTS, parse_experiment
 from uadlab.errors import DatasetError
 from uadlab.evaluation.protocol import evaluate_run
 from uadlab.evaluation.inference import predict

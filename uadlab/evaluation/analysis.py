@@ -29,7 +29,8 @@ from sklearn.metrics import precision_recall_curve
 
 from uadlab.evaluation import metrics
 from uadlab._checks import check_int, check_real
-from uadlab.training.erasing import EXPERIMENTS
+from uadlab.models import MODELS
+from uadlab.training.experiments import EXPERIMENTS, parse_experiment
 from uadlab.evaluation.inference import SubjectMaps
 
 __all__ = [
@@ -439,7 +440,9 @@ def ablation_differences(subject_tables: Mapping[str, pd.DataFrame], *, metric: 
     :func:`paired_difference`; experiments whose baseline is absent are skipped.
 
     Args:
-        subject_tables: Table 1 name -> per-subject table (``subjects.csv``) of that experiment.
+        subject_tables: experiment name -> per-subject table (``subjects.csv``) of that experiment; an
+            experiment of another model (``spatial-vae:2D-Patch-n``) is compared with that model's
+            baseline (``spatial-vae:2D-None``).
         metric, n_resamples, confidence, seed: as :func:`paired_difference`.
 
     Returns:
@@ -452,9 +455,10 @@ def ablation_differences(subject_tables: Mapping[str, pd.DataFrame], *, metric: 
     """
     frames = []
     for name in sorted(subject_tables, key=_experiment_rank):
-        if name not in EXPERIMENTS:
-            raise ValueError(f"`subject_tables` must be keyed by Table 1 names, got {name!r}")
-        baseline = f"{_spatial_dims(name)}D-None"
+        try:
+            baseline = parse_experiment(name).baseline.name
+        except ValueError:
+            raise ValueError(f"`subject_tables` must be keyed by experiment names, got {name!r}") from None
         if name != baseline and baseline in subject_tables:
             diff = paired_difference(subject_tables[name], subject_tables[baseline], metric=metric,
                                      n_resamples=n_resamples, confidence=confidence, seed=seed)
@@ -488,13 +492,21 @@ def _check_frame(frame: Any, name: str, required: Iterable[str]) -> None:
 
 
 def _experiment_rank(name: str) -> int:
-    """Sort key: Table 1 position; unknown names after (in input order, as the sorts are stable)."""
-    return EXPERIMENTS.index(name) if name in EXPERIMENTS else len(EXPERIMENTS)
+    """Sort key: by model (the dense VAE first, then registry order), then Table 1 position; names that
+    are no experiment after (in input order, as the sorts are stable)."""
+    try:
+        experiment = parse_experiment(name)
+    except (TypeError, ValueError):
+        return len(MODELS) * len(EXPERIMENTS)
+    return list(MODELS).index(experiment.model) * len(EXPERIMENTS) + EXPERIMENTS.index(experiment.table1_name)
 
 
 def _spatial_dims(experiment: str) -> int | None:
-    """2 or 3 from a Table 1 name (``"3D-Cube-n"`` -> 3); ``None`` for other names."""
-    return 2 if experiment.startswith("2D") else 3 if experiment.startswith("3D") else None
+    """2 or 3 from an experiment name (``"3D-Cube-n"``, ``"spatial-vae:3D-None"`` -> 3); ``None`` for other names."""
+    try:
+        return parse_experiment(experiment).spatial_dims
+    except (TypeError, ValueError):
+        return None
 
 
 def _num(value: Any) -> float:

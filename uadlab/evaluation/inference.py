@@ -28,7 +28,7 @@ import numpy as np
 from uadlab._checks import check_int
 from uadlab.errors import RunError
 from uadlab.data.io import save_volume
-from uadlab.models.vae import reconstruct
+from uadlab.models.base import reconstruct
 from uadlab.evaluation.postprocessing import anomaly_map, residual
 
 __all__ = ["SubjectMaps", "make_maps", "iter_predict", "predict", "save_maps", "MAP_FOLDERS"]

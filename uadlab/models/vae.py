@@ -1,53 +1,60 @@
-"""The VAE of Bengs et al. 2021 (Sec. 2.2, Fig. 2) for 2D slices or 3D volumes, and its losses.
+"""What the VAEs of the suite share: layers, the Gaussian latent, the ELBO and Lambert et al.'s loss.
 
-One backbone serves both input dimensions: :class:`VAE` picks ``Conv2d``/``BatchNorm2d``/
-``ConvTranspose2d`` or their 3D versions by a one-line lookup, nothing else changes. Losses:
+Bengs et al. 2021 (Sec. 2.2, Fig. 2) and Lambert et al. 2021 (Sec. 2.1, 2.3) build their VAEs from
+the same parts; only the bottleneck differs (:mod:`uadlab.models.dense_vae`,
+:mod:`uadlab.models.spatial_vae`):
 
-- :func:`elbo_loss`: the paper's ELBO with an l1 reconstruction term (Sec. 2.3).
+- an encoder of stride-2 stages ``Conv(kernel 4, stride 2, padding 1, no bias) -> BatchNorm ->
+  LeakyReLU(0.2)``, one per entry of ``channels``, each halving the edge;
+- a bottleneck to ``mu`` and ``logvar``; ``z = mu + exp(logvar / 2) * eps`` while training,
+  ``z = mu`` in eval mode, so inference is deterministic;
+- a decoder mirroring the encoder with transposed convolutions, and a sigmoid output: images are in
+  [0, 1] (Sec. 2.1) and the residual threshold is searched in [0, 1] (Sec. 2.3).
+
+One code path serves 2D and 3D: ``Conv2d``/``BatchNorm2d``/``ConvTranspose2d`` or their 3D versions
+by a one-line lookup. Losses (one home of the KL formula, :func:`kl_divergence`):
+
+- :func:`elbo_loss`: the paper's ELBO with an l1 reconstruction term (Bengs et al. 2021, Sec. 2.3).
 - :class:`LambertLoss`: Lambert et al.'s collapse-robust variant (moving-mean-normalised l1 plus a
-  cyclically annealed KL), for comparison.
-
-:func:`reconstruct` turns a trained model into a volume-to-volume map: a 2D model reconstructs every
-axial slice and stacks them back, so 2D and 3D models are scored on identical volumes (Sec. 2.3).
+  cyclically annealed KL).
 
 Shape:
-    - 2D input: ``(B, 1, S, S)`` axial slices; 3D input: ``(B, 1, S, S, S)`` volumes; float32 in [0, 1],
-      ``S = image_size`` (64 in the paper).
-    - ``recon``: as the input, in (0, 1); ``mu``, ``logvar``: ``(B, latent_dim)``.
+    - 2D input: ``(B, 1, S, S)`` axial slices; 3D input: ``(B, 1, S, S, S)`` volumes; float32 in [0, 1].
+    - ``recon``: as the input, in (0, 1); ``mu``, ``logvar``: ``(B, latent_dim)`` (dense) or
+      ``(B, N, h, w[, d])`` (spatial).
 """
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 from torch import nn
 
-from uadlab._checks import check_real
+from uadlab._checks import check_int, check_real
+from uadlab.models.base import LossTerms, ModelBase
 
-__all__ = ["VAE", "VAEOutput", "LossTerms", "elbo_loss", "LambertLoss", "reconstruct"]
+__all__ = ["VAEBase", "VAEOutput", "LOSSES", "kl_divergence", "elbo_loss", "LambertLoss"]
 
 #: Layer classes per spatial dimension: (convolution, normalisation, transposed convolution).
-_LAYERS: dict[int, tuple[type[nn.Module], type[nn.Module], type[nn.Module]]] = {
+LAYERS: dict[int, tuple[type[nn.Module], type[nn.Module], type[nn.Module]]] = {
     2: (nn.Conv2d, nn.BatchNorm2d, nn.ConvTranspose2d),
     3: (nn.Conv3d, nn.BatchNorm3d, nn.ConvTranspose3d),
 }
-#: Latent size when none is given (Sec. 2.2).
-_DEFAULT_LATENT = {2: 128, 3: 512}
-_NEGATIVE_SLOPE = 0.2  # LeakyReLU
+#: VAE training objectives: the ELBO (Bengs et al. 2021) and Lambert et al.'s collapse-robust loss.
+LOSSES: tuple[str, ...] = ("elbo", "lambert")
+NEGATIVE_SLOPE = 0.2  # LeakyReLU
 _KERNEL, _STRIDE, _PADDING = 4, 2, 1  # every stage halves (encoder) or doubles (decoder) the size
 
 
 class VAEOutput(NamedTuple):
-    """What :meth:`VAE.forward` returns.
+    """What a VAE's ``forward`` returns.
 
     Attributes:
         recon: reconstruction, the input's shape, values in (0, 1).
-        mu: posterior means ``(B, latent_dim)``.
-        logvar: posterior log-variances ``(B, latent_dim)``.
+        mu: posterior means, ``(B, latent_dim)`` or ``(B, N, h, w[, d])``.
+        logvar: posterior log-variances, the shape of ``mu``.
     """
 
     recon: torch.Tensor
@@ -55,108 +62,67 @@ class VAEOutput(NamedTuple):
     logvar: torch.Tensor
 
 
-class LossTerms(NamedTuple):
-    """A loss and its parts, each a scalar tensor *per sample* (mean over the batch).
-
-    Attributes:
-        total: what is minimised.
-        recon: l1 reconstruction error summed over voxels.
-        kl: KL(q(z|x) || N(0, I)) summed over latent units.
-    """
-
-    total: torch.Tensor
-    recon: torch.Tensor
-    kl: torch.Tensor
-
-
-class VAE(nn.Module):
-    """Variational autoencoder with a dense bottleneck, 2D or 3D (Bengs et al. 2021, Sec. 2.2, Fig. 2).
-
-    Layout (Fig. 2 gives no feature-map counts; this backbone is our choice, one stage per entry of
-    ``channels``):
-
-    - Encoder: per stage ``Conv(kernel 4, stride 2, padding 1, no bias) -> BatchNorm ->
-      LeakyReLU(0.2)``; each halves the edge, the first 64 -> 32. With ``channels=(32, 64, 128, 256)``
-      and 64 voxels: 1 x 64 -> 32 x 32 -> 64 x 16 -> 128 x 8 -> 256 x 4 (edge per spatial axis).
-    - Bottleneck: flatten (``256 * 4**d`` features) -> two linear layers to ``mu`` and ``logvar``
-      (latent 128 in 2D, 512 in 3D); ``z = mu + exp(logvar / 2) * eps`` while training, ``z = mu`` in
-      eval mode, so inference is deterministic.
-    - Decoder: linear ``latent -> 256 * 4**d`` -> BatchNorm -> LeakyReLU, then the mirror of the
-      encoder with transposed convolutions (kernel 4, stride 2) 256 -> 128 -> 64 -> 32, and a last
-      transposed convolution 32 -> 1 back to 64 voxels.
-    - Output: sigmoid. Images are in [0, 1] (Sec. 2.1) and the residual threshold is searched in
-      [0, 1] (Sec. 2.3); the sigmoid keeps reconstructions in that range, so a residual never
-      exceeds 1 and no negative intensities appear outside the brain.
-
-    Parameter counts (``channels=(32, 64, 128, 256)``, 64 voxels per edge, ``in_channels=1``):
-
-    - 2D, latent 128: 2,956,417 (1,048,832 in the two bottleneck layers, 528,384 in the decoder's
-      linear layer).
-    - 3D, latent 512: 30,694,273 (16,778,240 in the bottleneck, 8,404,992 in the decoder's linear
-      layer; the dense layers dominate).
-
-    Args:
-        spatial_dims: 2 (axial slices) or 3 (volumes).
-        image_size: edge ``S`` of the square/cubic input, voxels; a multiple of ``2**len(channels)``.
-        latent_dim: latent size; ``None``: 128 (2D) or 512 (3D).
-        channels: encoder feature maps, one per stride-2 stage; the decoder mirrors them.
-        in_channels: image channels (1: T1).
+def check_backbone(spatial_dims: Any, image_size: Any, channels: Any, in_channels: Any,
+                   loss: Any) -> tuple[int, int, tuple[int, ...], int]:
+    """Validate the arguments every VAE shares; returns them as ints and a tuple.
 
     Raises:
-        ValueError: ``spatial_dims`` not 2 or 3; ``image_size`` not a positive multiple of
-            ``2**len(channels)``; ``latent_dim``, ``in_channels`` or an entry of ``channels`` not a
-            positive int; ``channels`` empty.
+        TypeError: a size that is not an int.
+        ValueError: ``spatial_dims`` not 2 or 3; ``channels`` empty or not positive ints;
+            ``image_size`` not a positive multiple of ``2**len(channels)``; an unknown ``loss``.
+    """
+    if spatial_dims not in LAYERS or isinstance(spatial_dims, bool):
+        raise ValueError(f"`spatial_dims` must be 2 or 3, got {spatial_dims!r}")
+    channels = tuple(channels)
+    if not channels:
+        raise ValueError(f"`channels` must be a non-empty tuple of positive ints, got {channels!r}")
+    for c in channels:
+        check_int("channels", c, "a non-empty tuple of positive ints", lambda v: v > 0)
+    factor = 2 ** len(channels)
+    image_size = check_int("image_size", image_size, f"a positive multiple of {factor} (2 ** len(channels))",
+                           lambda v: v > 0 and v % factor == 0)
+    in_channels = check_int("in_channels", in_channels, "a positive int", lambda v: v > 0)
+    if loss not in LOSSES:
+        raise ValueError(f"`loss` must be one of {list(LOSSES)}, got {loss!r}")
+    return int(spatial_dims), image_size, tuple(int(c) for c in channels), in_channels
 
-    Shape:
-        - Input: ``(B, in_channels, S, S)`` (2D) or ``(B, in_channels, S, S, S)`` (3D).
-        - Output: :class:`VAEOutput` with ``recon`` like the input, ``mu``/``logvar`` ``(B, latent_dim)``.
+
+def encoder_stages(spatial_dims: int, in_channels: int, channels: tuple[int, ...]) -> list[nn.Module]:
+    """The stride-2 encoder stages, ``in_channels -> channels[0] -> ... -> channels[-1]``."""
+    conv, norm, _ = LAYERS[spatial_dims]
+    stages: list[nn.Module] = []
+    for c_in, c_out in zip((in_channels, *channels[:-1]), channels):
+        stages += [conv(c_in, c_out, _KERNEL, _STRIDE, _PADDING, bias=False), norm(c_out),
+                   nn.LeakyReLU(NEGATIVE_SLOPE)]
+    return stages
+
+
+def decoder_stages(spatial_dims: int, channels: tuple[int, ...], in_channels: int) -> list[nn.Module]:
+    """The mirror of :func:`encoder_stages` with transposed convolutions, ending in a sigmoid."""
+    _, norm, tconv = LAYERS[spatial_dims]
+    stages: list[nn.Module] = []
+    for c_in, c_out in zip(channels[::-1], channels[-2::-1]):
+        stages += [tconv(c_in, c_out, _KERNEL, _STRIDE, _PADDING, bias=False), norm(c_out),
+                   nn.LeakyReLU(NEGATIVE_SLOPE)]
+    return stages + [tconv(channels[0], in_channels, _KERNEL, _STRIDE, _PADDING), nn.Sigmoid()]
+
+
+class VAEBase(ModelBase):
+    """A VAE as a :class:`~uadlab.models.base.ReconstructionModel`: ``encoder``, ``to_mu``,
+    ``to_logvar`` and ``decoder`` are set by the subclass; this class samples, decodes and scores.
+
+    The training objective is the config's ``loss``: ``"elbo"`` (:func:`elbo_loss`) or ``"lambert"``
+    (:class:`LambertLoss`, whose state :meth:`loss_state` hands to the checkpoint).
     """
 
-    def __init__(self, spatial_dims: int, *, image_size: int = 64, latent_dim: int | None = None,
-                 channels: tuple[int, ...] = (32, 64, 128, 256), in_channels: int = 1) -> None:
-        super().__init__()
-        if spatial_dims not in _LAYERS or isinstance(spatial_dims, bool):
-            raise ValueError(f"`spatial_dims` must be 2 or 3, got {spatial_dims!r}")
-        channels = tuple(channels)
-        if not channels or not all(_is_positive_int(c) for c in channels):
-            raise ValueError(f"`channels` must be a non-empty tuple of positive ints, got {channels!r}")
-        factor = 2 ** len(channels)
-        if not _is_positive_int(image_size) or image_size % factor:
-            raise ValueError(f"`image_size` must be a positive multiple of {factor} "
-                             f"(2 ** len(channels)), got {image_size!r}")
-        latent_dim = _DEFAULT_LATENT[spatial_dims] if latent_dim is None else latent_dim
-        if not _is_positive_int(latent_dim):
-            raise ValueError(f"`latent_dim` must be a positive int or None, got {latent_dim!r}")
-        if not _is_positive_int(in_channels):
-            raise ValueError(f"`in_channels` must be a positive int, got {in_channels!r}")
-        self.spatial_dims = spatial_dims
-        self.image_size = int(image_size)
-        self.latent_dim = int(latent_dim)
-        self.channels = channels
-        self.in_channels = int(in_channels)
+    encoder: nn.Module
+    to_mu: nn.Module
+    to_logvar: nn.Module
+    decoder: nn.Module
 
-        conv, norm, tconv = _LAYERS[spatial_dims]
-        bottom_shape = (channels[-1],) + (image_size // factor,) * spatial_dims
-        n_bottom = math.prod(bottom_shape)
-        encoder: list[nn.Module] = []
-        for c_in, c_out in zip((in_channels, *channels[:-1]), channels):
-            encoder += [conv(c_in, c_out, _KERNEL, _STRIDE, _PADDING, bias=False), norm(c_out),
-                        nn.LeakyReLU(_NEGATIVE_SLOPE)]
-        self.encoder = nn.Sequential(*encoder, nn.Flatten())
-        self.to_mu = nn.Linear(n_bottom, latent_dim)
-        self.to_logvar = nn.Linear(n_bottom, latent_dim)
-        decoder: list[nn.Module] = [nn.Linear(latent_dim, n_bottom), nn.Unflatten(1, bottom_shape),
-                                    norm(channels[-1]), nn.LeakyReLU(_NEGATIVE_SLOPE)]
-        for c_in, c_out in zip(channels[::-1], channels[-2::-1]):
-            decoder += [tconv(c_in, c_out, _KERNEL, _STRIDE, _PADDING, bias=False), norm(c_out),
-                        nn.LeakyReLU(_NEGATIVE_SLOPE)]
-        decoder += [tconv(channels[0], in_channels, _KERNEL, _STRIDE, _PADDING), nn.Sigmoid()]
-        self.decoder = nn.Sequential(*decoder)
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """Shape of one sample, ``(in_channels, S, S[, S])``."""
-        return (self.in_channels,) + (self.image_size,) * self.spatial_dims
+    def _init_loss(self, loss: str) -> None:
+        self.loss = loss
+        self._criterion = LambertLoss() if loss == "lambert" else elbo_loss
 
     def forward(self, x: torch.Tensor) -> VAEOutput:
         """Encode, sample (training) or take the mean (eval), decode.
@@ -171,19 +137,45 @@ class VAE(nn.Module):
             TypeError: ``x`` is not a torch tensor.
             ValueError: ``x`` is not ``(B, *input_shape)`` with ``B >= 1``.
         """
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"`x` must be a torch.Tensor, got {type(x).__name__}")
-        if x.ndim != self.spatial_dims + 2 or tuple(x.shape[1:]) != self.input_shape or x.shape[0] == 0:
-            raise ValueError(f"`x` must be (B, {', '.join(map(str, self.input_shape))}) for this "
-                             f"{self.spatial_dims}D VAE, got shape {tuple(x.shape)}")
+        self.check_input(x)
         features = self.encoder(x)
         mu, logvar = self.to_mu(features), self.to_logvar(features)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
         return VAEOutput(self.decoder(z), mu, logvar)
 
+    def training_loss(self, inputs: torch.Tensor, target: torch.Tensor) -> LossTerms:
+        """The configured objective of ``self(inputs)`` against the unerased ``target``."""
+        return self._criterion(self(inputs), target)
 
-def _is_positive_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0
+    def validation_terms(self, samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(recon, kl)``: reconstruction and per-sample KL ``(B,)`` (call in eval mode: ``z = mu``)."""
+        out = self(samples)
+        return out.recon, kl_divergence(out.mu, out.logvar)
+
+    def reconstruct(self, samples: torch.Tensor) -> torch.Tensor:
+        """``recon`` with ``z = mu`` (call in eval mode)."""
+        return self(samples).recon
+
+    def loss_state(self) -> dict[str, Any] | None:
+        """The Lambert loss's step counter and recent terms; ``None`` for the ELBO."""
+        return self._criterion.state_dict() if isinstance(self._criterion, LambertLoss) else None
+
+    def load_loss_state(self, state: dict[str, Any] | None) -> None:
+        """Restore :meth:`loss_state` (ignored for the ELBO)."""
+        if state is not None and isinstance(self._criterion, LambertLoss):
+            self._criterion.load_state_dict(state)
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) per sample, summed over latent units: ``(B,)``.
+
+    ``0.5 * sum_j (mu_j^2 + exp(logvar_j) - 1 - logvar_j)`` (closed form), for a dense ``(B, L)`` or
+    spatial ``(B, N, h, w[, d])`` latent.
+
+    >>> float(kl_divergence(torch.zeros(1, 3), torch.zeros(1, 3))[0])
+    0.0
+    """
+    return (0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)).flatten(1).sum(1)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -199,8 +191,7 @@ def _loss_parts(out: Any, target: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
         raise ValueError(f"`target` must have the reconstruction's shape {tuple(recon.shape)}, "
                          f"got {tuple(target.shape)}")
     l1 = (recon - target).abs().flatten(1).sum(1).mean()
-    kl = (0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)).flatten(1).sum(1).mean()
-    return l1, kl, mu[0].numel()
+    return l1, kl_divergence(mu, logvar).mean(), mu[0].numel()
 
 
 def elbo_loss(out: VAEOutput, target: torch.Tensor, *, kl_weight: float = 1.0) -> LossTerms:
@@ -259,15 +250,13 @@ class LambertLoss:
         period: T, iterations per annealing cycle.
 
     Raises:
-        ValueError: ``window`` or ``period`` is not a positive int.
+        TypeError: ``window`` or ``period`` is not an int.
+        ValueError: ``window`` or ``period`` is not positive.
     """
 
     def __init__(self, *, window: int = 10, period: int = 50) -> None:
-        for name, value in (("window", window), ("period", period)):
-            if not _is_positive_int(value):
-                raise ValueError(f"`{name}` must be a positive int, got {value!r}")
-        self.window = int(window)
-        self.period = int(period)
+        self.window = check_int("window", window, "a positive int", lambda v: v > 0)
+        self.period = check_int("period", period, "a positive int", lambda v: v > 0)
         self.step = 0
         self._recent: deque[float] = deque(maxlen=self.window)
 
@@ -317,69 +306,3 @@ class LambertLoss:
                              f"got window={state['window']!r}, period={state['period']!r}")
         self.step = int(state["step"])
         self._recent = deque((float(v) for v in state["recent"]), maxlen=self.window)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Reconstruction of whole volumes
-
-
-@torch.no_grad()
-def reconstruct(model: VAE, volume: Any, *, batch_size: int = 64,
-                device: str | torch.device | None = None) -> np.ndarray:
-    """Reconstruct whole volumes with a 2D or 3D model (eval mode, ``z = mu``, no gradients).
-
-    A 2D model reconstructs every axial slice ``volume[:, :, k]`` and the slices are stacked back, so
-    2D and 3D models are scored on identical volumes (Bengs et al. 2021, Sec. 2.3). The model's
-    train/eval mode is restored afterwards.
-
-    Args:
-        model: a :class:`VAE` (anything with ``spatial_dims`` whose forward returns ``recon`` first).
-        volume: ``(X, Y, Z)`` or a stack ``(N, X, Y, Z)``, numpy or torch, values in [0, 1];
-            ``X = Y (= Z for 3D) = model.image_size``.
-        batch_size: slices (2D) or volumes (3D) per forward pass.
-        device: where to run; the model is moved there. ``None``: where its parameters are.
-
-    Returns:
-        float32 numpy array of ``volume``'s shape.
-
-    Raises:
-        TypeError: ``model`` is not a torch module with ``spatial_dims``.
-        ValueError: ``volume`` is not 3D/4D, ``batch_size`` is not a positive int, or the slices or
-            volumes do not fit the model (from :meth:`VAE.forward`).
-    """
-    if not isinstance(model, nn.Module) or getattr(model, "spatial_dims", None) not in (2, 3):
-        raise TypeError("`model` must be a VAE (a torch module with spatial_dims 2 or 3), "
-                        f"got {type(model).__name__}")
-    if not _is_positive_int(batch_size):
-        raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
-    array = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
-    if array.ndim not in (3, 4):
-        raise ValueError(f"`volume` must be (X, Y, Z) or (N, X, Y, Z), got shape {array.shape}")
-    stack = np.asarray(array[None] if array.ndim == 3 else array, dtype=np.float32)
-    n, x, y, z = stack.shape
-    if model.spatial_dims == 2:
-        samples = stack.transpose(0, 3, 1, 2).reshape(n * z, 1, x, y)
-    else:
-        samples = stack[:, None]
-    if device is None:
-        device = next(model.parameters()).device
-    model.to(device)
-    was_training = model.training
-    model.eval()
-    try:
-        recon = np.concatenate([_forward_numpy(model, samples[i:i + batch_size], device)
-                                for i in range(0, len(samples), batch_size)])
-    finally:
-        model.train(was_training)
-    if model.spatial_dims == 2:
-        recon = recon.reshape(n, z, x, y).transpose(0, 2, 3, 1)
-    else:
-        recon = recon[:, 0]
-    recon = np.ascontiguousarray(recon, dtype=np.float32)
-    return recon[0] if array.ndim == 3 else recon
-
-
-def _forward_numpy(model: nn.Module, samples: np.ndarray, device: torch.device) -> np.ndarray:
-    """``recon`` of one batch of samples, as float32 numpy on the CPU."""
-    x = torch.from_numpy(np.ascontiguousarray(samples)).to(device)
-    return model(x)[0].float().cpu().numpy()
