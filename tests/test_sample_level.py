@@ -3,6 +3,7 @@ sample-level AUROC/AP against scikit-learn, the per-subject table, and Chatterje
 
 from __future__ import annotations
 
+import doctest
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+import uadlab.evaluation.sample_level
 from uadlab.errors import VolumeError
 from uadlab.evaluation.inference import SubjectMaps
 from uadlab.evaluation.metrics import UndefinedMetricWarning, binarize
@@ -164,3 +166,8 @@ def test_validation():
     with pytest.raises(ValueError, match="`table` must have the columns of sample_level_table"):
         import pandas as pd
         sample_level_summary(pd.DataFrame({"score": [0.1]}))
+
+
+def test_doctests_pass():
+    result = doctest.testmod(uadlab.evaluation.sample_level)
+    assert result.attempted > 0 and result.failed == 0
