@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import uadlab.data as data_module
+import uadlab.data.dataset as data_module
 from uadlab import profiles
 from uadlab.cli import main
 from uadlab.errors import ManifestError
@@ -269,10 +269,10 @@ def test_reproduce_with_several_seeds_runs_the_builtin_phantom_study(monkeypatch
 def test_reproduce_seed_and_study_arguments(tmp_path, capsys, monkeypatch):
     assert main(["reproduce", "--out", str(tmp_path), "--seeds", "0,x"]) == 2
     assert "`--seeds` must be comma-separated integers such as 0,1,2, got '0,x'" in capsys.readouterr().err
-    assert main(["reproduce", "--out", str(tmp_path), "--study", "lambert2021"]) == 2
-    assert "`--study` must be a study file (.yaml or .yml), got 'lambert2021'" in capsys.readouterr().err
+    assert main(["reproduce", "--out", str(tmp_path), "--study", "lambert2021", "--seeds", "0,1"]) == 2
+    assert "several --seeds need a study file (--study FILE.yaml), or the default bengs2021" in capsys.readouterr().err
     assert main(["reproduce", "--out", str(tmp_path), "--data", str(tmp_path), "--seeds", "0,1"]) == 2
-    assert "several --seeds need --study FILE" in capsys.readouterr().err
+    assert "several --seeds need a study file" in capsys.readouterr().err
     monkeypatch.setenv("UADLAB_DATA", str(tmp_path))
     assert main(["reproduce", "--out", str(tmp_path / "out"), "--study", str(PAPER_REAL), "--seeds", "1,1"]) == 2
     assert "`seeds` must be distinct integers in [0, 2**32), at least one, got [1, 1]" in capsys.readouterr().err

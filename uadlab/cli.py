@@ -11,9 +11,9 @@ Subcommands::
     uadlab data build --manifest M [--root R] --out DIR [--profile P] [--workers N] [--overwrite]
     uadlab data check --manifest M --root R | --study S.yaml
     uadlab data fetch ixi --out DIR
-    uadlab train --experiment NAME --data DIR --profile P --out runs/NAME [--fraction F] [--seed S] [--resume] [--overwrite]
+    uadlab train --experiment NAME [--model M] --data DIR --profile P --out runs/NAME [--fraction F] [--seed S] [--resume] [--overwrite]
     uadlab evaluate --run runs/NAME --data DIR [--val-data DIR2] --out OUT
-    uadlab reproduce --profile P --data phantom|DIR --out results/ [--experiments A,B] [--seed S] [--workers N]
+    uadlab reproduce --profile P --data phantom|DIR --out results/ [--study S] [--experiments A,B] [--seed S] [--workers N]
     uadlab reproduce --study studies/paper_real.yaml --out results/ [--profile P] [--experiments A,B] [--seeds 0,1,2]
     uadlab notebooks run --profile P --out DIR
 """
@@ -30,7 +30,7 @@ __all__ = ["main"]
 
 
 def _data_build(args: argparse.Namespace) -> None:
-    from uadlab.data import build_dataset, load_dataset
+    from uadlab.data.dataset import build_dataset, load_dataset
 
     out = build_dataset(
         args.manifest, args.out, root=args.root, profile=args.profile, overwrite=args.overwrite,
@@ -40,7 +40,7 @@ def _data_build(args: argparse.Namespace) -> None:
 
 
 def _data_check(args: argparse.Namespace) -> None:
-    from uadlab.manifests import check_manifest, load_manifest
+    from uadlab.data.manifests import check_manifest, load_manifest
 
     if (args.study is None) == (args.manifest is None) or (args.manifest is not None) != (args.root is not None):
         raise ValueError("`data check` needs --manifest M --root R, or --study S.yaml")
@@ -77,7 +77,7 @@ def _study_check(path: Path) -> None:
 
 
 def _data_fetch(args: argparse.Namespace) -> None:
-    from uadlab.fetch import REMOTES, fetch
+    from uadlab.data.fetch import REMOTES, fetch
 
     remote = REMOTES[args.name]
     print(f"{remote.name}: {remote.url} ({remote.licence})")
@@ -86,10 +86,13 @@ def _data_fetch(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from uadlab.training import TrainConfig, train
+    from uadlab.training.loop import TrainConfig, train
+
+    from uadlab.training.experiments import parse_experiment
 
     config = TrainConfig(
-        experiment=args.experiment, profile=args.profile, data=str(args.data), fraction=args.fraction,
+        experiment=args.experiment if args.model is None else parse_experiment(args.experiment, model=args.model).name,
+        profile=args.profile, data=str(args.data), fraction=args.fraction,
         seed=args.seed, loss=args.loss, device=args.device, max_epochs=args.max_epochs,
     )
     result = train(config, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
@@ -97,7 +100,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from uadlab.evaluation import evaluate_run
+    from uadlab.evaluation.protocol import evaluate_run
 
     metrics = evaluate_run(args.run, args.data, args.out, val_data=args.val_data, overwrite=args.overwrite,
                            progress=not args.quiet)
@@ -115,23 +118,23 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _reproduce(args: argparse.Namespace) -> None:
     from uadlab.reproduce import reproduce
+    from uadlab.studies import is_study_file
 
     experiments = args.experiments.split(",") if args.experiments else None
     seeds = _seed_list(args.seeds) if args.seeds else None
-    if args.study is not None or (seeds is not None and len(seeds) > 1):
-        from uadlab.studies import PHANTOM_STUDY, is_study_file, run_study
+    if is_study_file(args.study) or (seeds is not None and len(seeds) > 1):
+        from uadlab.studies import PHANTOM_STUDY, run_study
 
-        study = PHANTOM_STUDY if args.study is None else args.study
-        if not is_study_file(study):
-            raise ValueError(f"`--study` must be a study file (.yaml or .yml), got {str(study)!r}")
-        if args.study is None and args.data != "phantom":
-            raise ValueError("several --seeds need --study FILE, or the default --data phantom")
+        if not is_study_file(args.study) and (args.study != "bengs2021" or args.data != "phantom"):
+            raise ValueError("several --seeds need a study file (--study FILE.yaml), or the default bengs2021 "
+                             "study on --data phantom")
+        study = args.study if is_study_file(args.study) else PHANTOM_STUDY
         outputs = run_study(study, args.out, profile=args.profile, experiments=experiments, seeds=seeds,
                             workers=args.workers, progress=not args.quiet)
     else:
-        outputs = reproduce(profile=args.profile or "smoke", data=args.data, out=args.out, experiments=experiments,
-                            root=args.root, seed=seeds[0] if seeds else args.seed, workers=args.workers,
-                            progress=not args.quiet)
+        outputs = reproduce(profile=args.profile or "smoke", data=args.data, out=args.out, study=args.study,
+                            experiments=experiments, root=args.root, seed=seeds[0] if seeds else args.seed,
+                            workers=args.workers, progress=not args.quiet)
     for name, path in outputs.items():
         print(f"{name}: {path}")
 
@@ -178,8 +181,11 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("--delete-archive", action="store_true", help="remove the archive once unpacked")
     fetch.set_defaults(func=_data_fetch)
 
-    train = sub.add_parser("train", help="train one Table 1 experiment")
-    train.add_argument("--experiment", required=True, help="e.g. 3D-Cube-n, 2D-None")
+    train = sub.add_parser("train", help="train one experiment (a Table 1 name, optionally of another model)")
+    train.add_argument("--experiment", required=True, help="e.g. 3D-Cube-n, 2D-None, spatial-vae:3D-None")
+    train.add_argument("--model", default=None,
+                       help="registered model: dense-vae (default), spatial-vae, mean-image; "
+                            "same as MODEL: in front of the experiment")
     train.add_argument("--data", type=Path, required=True, help="folder from `uadlab data build`")
     train.add_argument("--profile", default="lab")
     train.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/3D-Cube-n")
@@ -203,14 +209,16 @@ def _parser() -> argparse.ArgumentParser:
 
     reproduce = sub.add_parser("reproduce", help="the main job: data, all Table 1 runs, evaluation, figures")
     reproduce.add_argument("--profile", default=None, help="smoke | lab | paper (default: smoke, or the study's)")
-    reproduce.add_argument("--study", default=None,
-                           help="a study file (.yaml: training and test data sets, experiments, seeds)")
     reproduce.add_argument("--seeds", default=None,
                            help="comma-separated training seeds, e.g. 0,1,2: one run per experiment and seed")
     reproduce.add_argument("--data", default="phantom", help="'phantom' or a manifest / built data folder")
     reproduce.add_argument("--root", type=Path, default=None, help="data root for a real manifest")
     reproduce.add_argument("--out", type=Path, default=Path("results"))
-    reproduce.add_argument("--experiments", default=None, help="comma-separated subset, e.g. 3D-Cube-n,2D-None")
+    reproduce.add_argument("--study", default="bengs2021",
+                           help="bengs2021 (Table 1, Figs. 4-7; default), lambert2021 (spatial vs dense VAEs), "
+                                "or a study file (.yaml: training and test data sets, experiments, seeds)")
+    reproduce.add_argument("--experiments", default=None,
+                           help="bengs2021: comma-separated subset, e.g. 3D-Cube-n,2D-None,spatial-vae:3D-None")
     reproduce.add_argument("--seed", type=int, default=0, help="seed of every training run")
     reproduce.add_argument("--workers", type=int, default=1,
                            help="processes building the data set at once (default: 1)")

@@ -27,19 +27,19 @@ Unknown keys are refused, naming the file and the key, as for manifests.
 :func:`run_study` then, into ``OUT``:
 
 1. **Data** — builds every data set into ``OUT/data/<name>`` with
-   :func:`uadlab.data.build_dataset` (cached and resumable: a finished build is reused).
+   :func:`uadlab.data.dataset.build_dataset` (cached and resumable: a finished build is reused).
 2. **Training** — every experiment once per seed on the healthy training split of the ``train``
    data set, into ``OUT/runs/<experiment>/seed<seed>`` (resumed, so a rerun skips finished runs).
 3. **Evaluation** — every lesion cohort with test subjects, of every data set of the study (the
-   training data set's included), with :func:`uadlab.evaluation.evaluate_run`: the threshold from
+   training data set's included), with :func:`uadlab.evaluation.protocol.evaluate_run`: the threshold from
    that cohort's own validation split, else from the ``val_data`` data set; written to
    ``OUT/evaluation/<experiment>/seed<seed>/<data set>/``.
 4. **Tables** — ``OUT/table1_seeds.csv`` (one row per experiment, cohort and seed),
    ``OUT/table1.csv`` and ``OUT/table1.md`` (mean over seeds, with the sd over seeds beside the
-   per-subject sd: :func:`uadlab.analysis.seed_summary`), and ``OUT/paired.csv``: each erasing
+   per-subject sd: :func:`uadlab.evaluation.analysis.seed_summary`), and ``OUT/paired.csv``: each erasing
    experiment against its ``None`` baseline, resampling seeds and subjects
-   (:func:`uadlab.analysis.ablation_differences_seeds`); ``OUT/figures/seeds_*.png`` show every
-   seed's score beside the mean (:func:`uadlab.viz.seed_spread_plot`); ``OUT/report.md`` puts the
+   (:func:`uadlab.evaluation.analysis.ablation_differences_seeds`); ``OUT/figures/seeds_*.png`` show every
+   seed's score beside the mean (:func:`uadlab.viz.figures.seed_spread_plot`); ``OUT/report.md`` puts the
    data sets, the table, the comparisons (with a verdict: beyond seed and subject noise or not)
    and the figures on one page.
 """
@@ -56,15 +56,16 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from uadlab import analysis, viz
-from uadlab.data import build_dataset, load_dataset
-from uadlab.erasing import parse_experiment
+from uadlab.data.dataset import build_dataset, load_dataset
+from uadlab.data.io import atomic_write
+from uadlab.data.manifests import Manifest, check_manifest, load_manifest, load_yaml_model
 from uadlab.errors import DatasetError, ManifestError
-from uadlab.evaluation import evaluate_run
-from uadlab.io import atomic_write
-from uadlab.manifests import Manifest, check_manifest, load_manifest, load_yaml_model
+from uadlab.evaluation import analysis
+from uadlab.evaluation.protocol import evaluate_run
 from uadlab.profiles import PROFILES, Profile, get_profile
-from uadlab.training import TrainConfig, train
+from uadlab.training.experiments import parse_experiment
+from uadlab.training.loop import TrainConfig, train
+from uadlab.viz import figures as viz
 
 __all__ = ["DEFAULT_EXPERIMENTS", "PHANTOM_STUDY", "TABLE1_SEED_COLUMNS", "DataSpec", "Study", "StudyData", "check_study",
            "is_study_file", "load_study", "run_study"]
@@ -258,7 +259,7 @@ def check_study(study: Study | str | os.PathLike) -> dict[str, list[str]]:
         study: a :class:`Study` or a study file.
 
     Returns:
-        ``{data set name: problems}`` (:func:`uadlab.manifests.check_manifest`), one entry per
+        ``{data set name: problems}`` (:func:`uadlab.data.manifests.check_manifest`), one entry per
         data set, empty lists when all is fine.
 
     Raises:
@@ -296,7 +297,7 @@ def run_study(
         profile: overrides the study's profile.
         experiments: override the study's experiments (Table 1 names).
         seeds: override the study's seeds.
-        workers: processes building each data set (see :func:`uadlab.data.build_dataset`).
+        workers: processes building each data set (see :func:`uadlab.data.dataset.build_dataset`).
         progress: show progress bars.
         device: where models train and run; ``None``: CUDA when available.
 
@@ -304,7 +305,7 @@ def run_study(
         Paths of the outputs: ``table1.csv``, ``table1.md``, ``table1_seeds.csv``, ``paired.csv``,
         ``report.md`` (all of them on one page, readable without Jupyter),
         ``figures`` (``seeds_dice_d.png``, ``seeds_auprc.png``: every seed's score,
-        :func:`uadlab.viz.seed_spread_plot`), ``runs``, ``data``.
+        :func:`uadlab.viz.figures.seed_spread_plot`), ``runs``, ``data``.
 
     Raises:
         ValueError: an unknown profile or experiment, or bad seeds.

@@ -25,7 +25,7 @@ Schema::
         subject_id: "{stem}"      # template of the subject id (default "{stem}")
         image: "{case_dir}/{stem}_t1.nii.gz"
         brain_mask: nonzero       # a pattern, or "nonzero": skull-stripped data, brain = image != 0,
-                                  #   or "deepbet": whole-head T1, skull-stripped by uadlab.preprocessing
+                                  #   or "deepbet": whole-head T1, skull-stripped by uadlab.data.preprocessing
         lesion_mask: "{case_dir}/{stem}_seg.nii.gz"   # lesion cohorts only; may be a glob
         lesion_rule: "> 0"        # lesion = union over the lesion files of (value > 0)
         bias_correction: n4       # optional: N4 bias-field correction inside the brain mask
@@ -72,8 +72,8 @@ Phantom manifests (``kind: phantom``) have no files; their cohorts are ``healthy
                                   #   of globs of skull-stripped healthy T1 files relative to --root
       seed: 0                     # seed of the simulation
       counts: {healthy: 200, tumour: 60, stroke: 60}   # subjects per cohort (the default); a
-                                  #   profile's phantom_counts take precedence (uadlab.data)
-      params: {}                  # passed unchanged to uadlab.phantom.PhantomParams
+                                  #   profile's phantom_counts take precedence (uadlab.data.dataset)
+      params: {}                  # passed unchanged to uadlab.data.phantom.PhantomParams
 
 Source: Bengs et al. 2021, Sec. 2.1 (data sets and splits).
 """
@@ -95,7 +95,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from uadlab.errors import ManifestError, VolumeError
-from uadlab.io import check_mask, check_same_grid, load_volume
+from uadlab.data.io import check_mask, check_same_grid, load_volume
 
 __all__ = [
     "Case",
@@ -115,7 +115,7 @@ __all__ = [
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 NONZERO = "nonzero"
-#: ``brain_mask: deepbet``: the mask is computed from the T1 by :func:`uadlab.preprocessing.skull_strip`.
+#: ``brain_mask: deepbet``: the mask is computed from the T1 by :func:`uadlab.data.preprocessing.skull_strip`.
 DEEPBET = "deepbet"
 _COMPUTED_MASKS = (NONZERO, DEEPBET)
 _PHANTOM_ROLES = {"healthy": "healthy", "tumour": "lesion", "stroke": "lesion"}
@@ -646,7 +646,7 @@ def check_manifest(manifest: Manifest, root: str | os.PathLike) -> list[str]:
     """List every problem of a data set against its manifest; empty when all is fine.
 
     Real manifests: every missing, ambiguous or duplicate file (as :func:`discover_cases`), then every
-    found file is read in full with :func:`uadlab.io.load_volume` (so truncated or NaN-holding files
+    found file is read in full with :func:`uadlab.data.io.load_volume` (so truncated or NaN-holding files
     show up), masks are compared with their image's grid, and empty brain or lesion masks are
     reported. Phantom manifests: the ``sources`` globs (nothing to check for ``mni152``).
     Reading every volume takes time on a full data set (about a second per case).
@@ -805,7 +805,7 @@ class CaseVolumes(NamedTuple):
     Attributes:
         image: ``(X, Y, Z)`` float32, as stored (not normalised).
         brain_mask: ``(X, Y, Z)`` bool, non-empty; ``None`` for a case whose mask is computed by
-            skull stripping (``case.skull_strip``: :func:`uadlab.preprocessing.skull_strip`).
+            skull stripping (``case.skull_strip``: :func:`uadlab.data.preprocessing.skull_strip`).
         lesion_mask: ``(X, Y, Z)`` bool (union of the lesion files, rule ``> 0``), or ``None`` for
             healthy cases.
         affine: ``(4, 4)`` float64 voxel-to-world matrix of the image, mm.
@@ -824,7 +824,8 @@ def load_case(case: Case) -> CaseVolumes:
     (not ``> 0``: bias-corrected skull-stripped images may hold small negative values inside the
     brain). Lesion mask: the union of the lesion files, each ``> 0`` (BraTS labels 1, 2, 4 all count
     as lesion). A ``brain_mask: deepbet`` case returns no brain mask (``None``): the caller skull
-    strips the image (:func:`uadlab.data.build_dataset` does, with a cache). No reorientation or resampling (that is :mod:`uadlab.preprocessing`).
+    strips the image (:func:`uadlab.data.dataset.build_dataset` does, with a cache). No reorientation
+    or resampling (that is :mod:`uadlab.data.preprocessing`).
 
     Args:
         case: a case from :func:`discover_cases`.
@@ -834,7 +835,7 @@ def load_case(case: Case) -> CaseVolumes:
 
     Raises:
         TypeError: ``case`` is not a :class:`Case`.
-        uadlab.errors.VolumeError: a file is unreadable (see :func:`uadlab.io.load_volume`), a mask
+        uadlab.errors.VolumeError: a file is unreadable (see :func:`uadlab.data.io.load_volume`), a mask
             is not on the image's grid, or the brain mask is empty.
     """
     if not isinstance(case, Case):

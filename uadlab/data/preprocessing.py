@@ -34,7 +34,7 @@ a lesion (the metrics need one). A lesion is not clipped to the brain mask.
 
 The affine is carried through every step, so the output is a valid NIfTI grid (voxel size
 ``pad_shape_mm / out_size`` mm, slightly anisotropic for the paper's box) in which anomaly maps can be
-written back with :func:`uadlab.io.save_volume`.
+written back with :func:`uadlab.data.io.save_volume`.
 
 Shape:
     - input ``image``, ``brain_mask``, ``lesion_mask``: ``(I, J, K)`` in any orientation; one
@@ -64,9 +64,9 @@ from scipy import ndimage as ndi
 
 from uadlab._checks import check_int, check_positive_real, check_real
 from uadlab.errors import VolumeError
-from uadlab.io import atomic_write
+from uadlab.data.io import atomic_write
 from uadlab.profiles import Profile, get_profile
-from uadlab.resampling import iso_grid, resample
+from uadlab.data.resampling import iso_grid, resample
 
 __all__ = [
     "PreprocessingParams",
@@ -403,7 +403,7 @@ def skull_strip(image: np.ndarray, affine: np.ndarray, *, method: str = "deepbet
     segments the box at 256³; the largest connected component is kept and its holes filled. The
     input is reoriented to RAS+ for the networks and the mask returned on the input's own grid.
     On a 2-core CPU it takes about a minute or more per 1 mm volume (see the README), which is why
-    :func:`uadlab.data.build_dataset` caches the mask (:meth:`PreprocessCache.get_or_compute_mask`).
+    :func:`uadlab.data.dataset.build_dataset` caches the mask (:meth:`PreprocessCache.get_or_compute_mask`).
 
     Args:
         image: ``(I, J, K)`` T1 intensities, any scale (the networks normalise by the 0.5 / 99.5
@@ -605,7 +605,7 @@ class PreprocessCache:
     ) -> tuple[Preprocessed, dict]:
         """As :meth:`get_or_compute`, with a JSON-serialisable ``dict`` of metadata stored beside.
 
-        Used by :mod:`uadlab.data` to keep what only the computation knows (e.g. a simulated lesion's
+        Used by :mod:`uadlab.data.dataset` to keep what only the computation knows (e.g. a simulated lesion's
         volume in mm³), so that a cache hit needs no recomputation at all.
 
         Args:
