@@ -260,9 +260,13 @@ def test_real_sample_study(real_data_dir, tmp_path, monkeypatch, capsys, tiny_sm
 def test_reproduce_with_several_seeds_runs_the_builtin_phantom_study(monkeypatch, tmp_path, tiny_smoke):
     monkeypatch.setenv("UADLAB_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "results"
-    assert main(["-q", "reproduce", "--out", str(out), "--experiments", "3D-None", "--seeds", "0,1"]) == 0
+    assert main(["-q", "reproduce", "--out", str(out), "--experiments", "3D-None,mean-image:3D-None",
+                 "--seeds", "0,1"]) == 0
     table = pd.read_csv(out / "table1.csv")
-    assert list(table["dataset"]) == ["tumour", "stroke"] and (table["n_seeds"] == 2).all()
+    assert list(zip(table["experiment"], table["dataset"])) == [
+        ("3D-None", "tumour"), ("3D-None", "stroke"), ("mean-image:3D-None", "tumour"), ("mean-image:3D-None", "stroke")]
+    assert (table["n_seeds"] == 2).all()
+    assert (out / "runs" / "mean-image_3D-None" / "seed1" / "checkpoint.pt").is_file()  # no ":" in folder names
     assert json.loads((out / "study.json").read_text())["study"].endswith("studies/phantom.yaml")
 
 

@@ -29,11 +29,12 @@ Unknown keys are refused, naming the file and the key, as for manifests.
 1. **Data** — builds every data set into ``OUT/data/<name>`` with
    :func:`uadlab.data.dataset.build_dataset` (cached and resumable: a finished build is reused).
 2. **Training** — every experiment once per seed on the healthy training split of the ``train``
-   data set, into ``OUT/runs/<experiment>/seed<seed>`` (resumed, so a rerun skips finished runs).
+   data set, into ``OUT/runs/<run name>/seed<seed>`` (:func:`uadlab.layout.run_name`; resumed, so a
+   rerun skips finished runs).
 3. **Evaluation** — every lesion cohort with test subjects, of every data set of the study (the
    training data set's included), with :func:`uadlab.evaluation.protocol.evaluate_run`: the threshold from
    that cohort's own validation split, else from the ``val_data`` data set; written to
-   ``OUT/evaluation/<experiment>/seed<seed>/<data set>/``.
+   ``OUT/evaluation/<run name>/seed<seed>/<data set>/``.
 4. **Tables** — ``OUT/table1_seeds.csv`` (one row per experiment, cohort and seed),
    ``OUT/table1.csv`` and ``OUT/table1.md`` (mean over seeds, with the sd over seeds beside the
    per-subject sd: :func:`uadlab.evaluation.analysis.seed_summary`), and ``OUT/paired.csv``: each erasing
@@ -62,6 +63,7 @@ from uadlab.data.manifests import Manifest, check_manifest, load_manifest, load_
 from uadlab.errors import DatasetError, ManifestError
 from uadlab.evaluation import analysis
 from uadlab.evaluation.protocol import evaluate_run
+from uadlab.layout import EVAL_METRICS, EVAL_SUBJECTS, RUN_CHECKPOINT, ResultsLayout
 from uadlab.profiles import PROFILES, Profile, get_profile
 from uadlab.training.experiments import parse_experiment
 from uadlab.training.loop import TrainConfig, train
@@ -325,7 +327,8 @@ def run_study(
         raise ManifestError(f"study {study.path}: {count} problem(s):\n{listing}")
 
     out.mkdir(parents=True, exist_ok=True)
-    built = {data.name: build_dataset(data.manifest_path, out / "data" / data.name, root=data.root, profile=prof,
+    layout = ResultsLayout(out)
+    built = {data.name: build_dataset(data.manifest_path, layout.data / data.name, root=data.root, profile=prof,
                                       progress=progress, workers=workers)
              for data in study.datasets}
     scored = [data for data in study.datasets
@@ -339,16 +342,16 @@ def run_study(
         for seed in seed_list:
             config = TrainConfig(experiment=experiment, profile=prof, data=str(built[study.train.name]), seed=seed,
                                  device=device)
-            run_dir = train(config, out / "runs" / experiment / f"seed{seed}", resume=True, progress=progress).run_dir
+            run_dir = train(config, layout.run(experiment) / f"seed{seed}", resume=True, progress=progress).run_dir
             tables = []
             for data in scored:
-                eval_dir = out / "evaluation" / experiment / f"seed{seed}" / data.name
+                eval_dir = layout.evaluation(experiment) / f"seed{seed}" / data.name
                 val_data = None if data.val_data is None else built[data.val_data]
                 metrics = _evaluation(run_dir, built[data.name], eval_dir, val_data, progress, device)
                 for cohort, m in metrics["cohorts"].items():
                     rows.append({"experiment": experiment, "data": data.name, "dataset": cohort, "seed": seed,
                                  **{k: m[k] for k in TABLE1_SEED_COLUMNS[4:]}})
-                tables.append(pd.read_csv(eval_dir / "subjects.csv").assign(data=data.name))
+                tables.append(pd.read_csv(eval_dir / EVAL_SUBJECTS).assign(data=data.name))
             subject_tables[(experiment, seed)] = pd.concat(tables, ignore_index=True)
 
     per_seed = pd.DataFrame(rows, columns=list(TABLE1_SEED_COLUMNS))
@@ -358,14 +361,14 @@ def run_study(
     summary = analysis.seed_summary(per_seed)
     paired = analysis.ablation_differences_seeds(
         {e: {s: subject_tables[(e, s)] for s in seed_list} for e in names})
-    outputs = {"table1.csv": out / "table1.csv", "table1.md": out / "table1.md",
+    outputs = {"table1.csv": layout.table1_csv, "table1.md": layout.table1_md,
                "table1_seeds.csv": out / "table1_seeds.csv", "paired.csv": out / "paired.csv"}
     for key, frame in (("table1_seeds.csv", per_seed), ("table1.csv", summary), ("paired.csv", paired)):
         with atomic_write(outputs[key], overwrite=True) as tmp:
             frame.to_csv(tmp, index=False)
     with atomic_write(outputs["table1.md"], overwrite=True) as tmp:
         tmp.write_text(analysis.table1_markdown(summary))
-    figures = out / "figures"
+    figures = layout.figures
     figures.mkdir(exist_ok=True)
     for metric in ("dice_d", "auprc"):
         fig = viz.seed_spread_plot(per_seed, metric=metric)
@@ -380,7 +383,7 @@ def run_study(
             "seeds": seed_list, "data": {name: str(path) for name, path in built.items()},
             "train": study.train.name, "scored": [d.name for d in scored],
         }, indent=2) + "\n")
-    return {**outputs, "figures": figures, "runs": out / "runs", "data": out / "data"}
+    return {**outputs, "figures": figures, "runs": layout.runs, "data": layout.data}
 
 
 def _report(study: Study, profile: str, experiments: list[str], seeds: list[int], summary: pd.DataFrame,
@@ -409,8 +412,8 @@ def _report(study: Study, profile: str, experiments: list[str], seeds: list[int]
 def _evaluation(run_dir: Path, data_dir: Path, eval_dir: Path, val_data: Path | None, progress: bool,
                 device: str | None) -> dict[str, Any]:
     """The run's ``metrics.json`` on one data set: read back when newer than its checkpoint, else evaluated."""
-    metrics_file = eval_dir / "metrics.json"
-    if metrics_file.exists() and metrics_file.stat().st_mtime >= (run_dir / "checkpoint.pt").stat().st_mtime:
+    metrics_file = eval_dir / EVAL_METRICS
+    if metrics_file.exists() and metrics_file.stat().st_mtime >= (run_dir / RUN_CHECKPOINT).stat().st_mtime:
         return json.loads(metrics_file.read_text())
     return evaluate_run(run_dir, data_dir, eval_dir, val_data=val_data, overwrite=True, progress=progress,
                         device=device)
