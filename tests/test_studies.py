@@ -103,6 +103,13 @@ def test_shipped_paper_real_study_resolves_roots_from_the_environment(monkeypatc
         load_study(PAPER_REAL)
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "studies").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_study_loads(path, monkeypatch, tmp_path):
+    monkeypatch.setenv("UADLAB_DATA", str(tmp_path))
+    study = load_study(path)
+    assert study.name == path.stem and study.train.role == "train"
+
+
 def test_shipped_phantom_study_needs_no_root():
     study = load_study(REPO / "studies" / "phantom.yaml")
     assert [d.name for d in study.datasets] == ["phantom"] and study.train.root is None
@@ -226,26 +233,18 @@ def test_paper_real_study_end_to_end_on_fake_trees(monkeypatch, tmp_path, capsys
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # about 45 s: builds the 17 real brains and a small phantom at 32³, trains one model
 @pytest.mark.real_data
 def test_real_sample_study(real_data_dir, tmp_path, monkeypatch, capsys, tiny_smoke):
-    """Train on the 17 real healthy brains at smoke size; score the real BraTS and MSLUB cases.
+    """studies/sample_real.yaml: train on the 17 real healthy brains, score the real BraTS and MSLUB cases.
 
-    Their thresholds come from the smoke phantom's tumour and stroke validation cases (the sample
-    has no labelled validation case of its own); the numbers are printed, not asserted.
+    Their thresholds come from the phantom's tumour and stroke validation cases (the sample has no
+    labelled validation case of its own); the numbers are printed, not asserted (3 epochs).
     """
     monkeypatch.setenv("UADLAB_CACHE", str(tmp_path / "cache"))
-    study = _study(tmp_path, f"""\
-        name: sample_real_smoke
-        train: {{manifest: {REPO / 'data_manifests' / 'sample_real.yaml'}, root: {real_data_dir},
-                 val_data: phantom}}
-        test:
-          - manifest: {REPO / 'data_manifests' / 'phantom.yaml'}
-        profile: smoke
-        experiments: [3D-None]
-        seeds: [0]
-        """)
-    outputs = run_study(study, tmp_path / "out")
+    study = load_study(REPO / "studies" / "sample_real.yaml")
+    assert study.train.root.resolve() == real_data_dir.resolve()
+    outputs = run_study(study, tmp_path / "out", experiments=["3D-None"], seeds=[0])
     table = pd.read_csv(outputs["table1.csv"])
     assert set(table["dataset"]) == {"brats2014", "mslub", "tumour", "stroke"}
     with capsys.disabled():
