@@ -15,7 +15,7 @@ import pytest
 import uadlab.data.dataset as data_module
 from uadlab import profiles
 from uadlab.cli import main
-from uadlab.errors import ManifestError
+from uadlab.errors import DatasetError, ManifestError
 from uadlab.studies import check_study, is_study_file, load_study, run_study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,6 +172,24 @@ def test_data_check_lists_every_missing_file_of_every_data_set(monkeypatch, tmp_
         run_study(PAPER_REAL, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert main(["data", "check", "--study", str(PAPER_REAL), "--root", str(base)]) == 2  # --root is for --manifest
+
+
+def test_a_cohort_without_validation_cases_stops_the_study_before_training(monkeypatch, tmp_path, tiny_smoke):
+    base = _fake_trees(tmp_path / "data", np.random.default_rng(2))
+    monkeypatch.setenv("UADLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(data_module, "skull_strip", _fake_strip)
+    brats = tmp_path / "brats_test_only.yaml"
+    brats.write_text((REPO / "data_manifests" / "brats2019.yaml").read_text()
+                     .replace("split: {val: 133, test: 202}", "split: {test: all}"))
+    study = _study(tmp_path, f"""\
+        name: s
+        train: {{manifest: {REPO / 'data_manifests' / 'ixi_t1.yaml'}, root: {base / 'IXI'}}}
+        test: [{{manifest: {brats}, root: {base / 'BraTS2019'}}}]
+        experiments: [2D-None]
+        """)
+    with pytest.raises(DatasetError, match="threshold of brats2019:brats; give that data set `val_data: "):
+        run_study(study, tmp_path / "out")
+    assert not (tmp_path / "out" / "runs").exists()
 
 
 # --- end to end -----------------------------------------------------------------------------------------

@@ -313,7 +313,9 @@ def run_study(
         ValueError: an unknown profile or experiment, or bad seeds.
         uadlab.errors.ManifestError: the study file is invalid, or files of its data sets are
             missing or unreadable (every problem listed).
-        uadlab.errors.DatasetError: no data set of the study has a lesion cohort with test subjects.
+        uadlab.errors.DatasetError: no data set of the study has a lesion cohort with test subjects, or
+            a scored cohort has no labelled validation cases of its own nor in its ``val_data``
+            (checked after the data are built, before any training).
     """
     study = study if isinstance(study, Study) else load_study(study)
     prof = get_profile(study.profile if profile is None else profile)
@@ -336,6 +338,10 @@ def run_study(
                      for c in load_dataset(built[data.name]).lesion_cohorts)]
     if not scored:
         raise DatasetError(f"study {study.path}: no data set has a lesion cohort with test subjects")
+    unfit = _cohorts_without_thresholds(study, scored, built)
+    if unfit:  # found now, not after hours of training
+        raise DatasetError(f"study {study.path}: no labelled validation cases to fit the threshold of "
+                           f"{', '.join(unfit)}; give that data set `val_data: <another data set of the study>`")
 
     rows, subject_tables = [], {}
     for experiment in names:
@@ -384,6 +390,24 @@ def run_study(
             "train": study.train.name, "scored": [d.name for d in scored],
         }, indent=2) + "\n")
     return {**outputs, "figures": figures, "runs": layout.runs, "data": layout.data}
+
+
+def _cohorts_without_thresholds(study: Study, scored: list[StudyData], built: dict[str, Path]) -> list[str]:
+    """``"<data set>:<cohort>"`` of every scored cohort with neither own val cases nor a ``val_data`` with some.
+
+    As :func:`uadlab.evaluation.protocol.evaluate_run` chooses: the cohort's own validation split,
+    else ``val_data``'s split of the same cohort, else all of ``val_data``'s lesion validation cases.
+    """
+    missing = []
+    for data in scored:
+        dataset = load_dataset(built[data.name])
+        other = None if data.val_data is None else load_dataset(built[data.val_data])
+        other_has_val = other is not None and any(other.ids(cohort=c, split="val") for c in other.lesion_cohorts)
+        for cohort in dataset.lesion_cohorts:
+            if dataset.ids(cohort=cohort, split="test") and not dataset.ids(cohort=cohort, split="val") \
+                    and not other_has_val:
+                missing.append(f"{data.name}:{cohort}")
+    return missing
 
 
 def _report(study: Study, profile: str, experiments: list[str], seeds: list[int], summary: pd.DataFrame,
