@@ -174,6 +174,7 @@ def test_data_check_lists_every_missing_file_of_every_data_set(monkeypatch, tmp_
     assert main(["data", "check", "--study", str(PAPER_REAL), "--root", str(base)]) == 2  # --root is for --manifest
 
 
+@pytest.mark.slow  # about 10 s: builds two small data sets
 def test_a_cohort_without_validation_cases_stops_the_study_before_training(monkeypatch, tmp_path, tiny_smoke):
     base = _fake_trees(tmp_path / "data", np.random.default_rng(2))
     monkeypatch.setenv("UADLAB_CACHE", str(tmp_path / "cache"))

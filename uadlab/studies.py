@@ -333,12 +333,12 @@ def run_study(
     built = {data.name: build_dataset(data.manifest_path, layout.data / data.name, root=data.root, profile=prof,
                                       progress=progress, workers=workers)
              for data in study.datasets}
+    opened = {name: load_dataset(path) for name, path in built.items()}
     scored = [data for data in study.datasets
-              if any(load_dataset(built[data.name]).ids(cohort=c, split="test")
-                     for c in load_dataset(built[data.name]).lesion_cohorts)]
+              if any(opened[data.name].ids(cohort=c, split="test") for c in opened[data.name].lesion_cohorts)]
     if not scored:
         raise DatasetError(f"study {study.path}: no data set has a lesion cohort with test subjects")
-    unfit = _cohorts_without_thresholds(study, scored, built)
+    unfit = _cohorts_without_thresholds(scored, opened)
     if unfit:  # found now, not after hours of training
         raise DatasetError(f"study {study.path}: no labelled validation cases to fit the threshold of "
                            f"{', '.join(unfit)}; give that data set `val_data: <another data set of the study>`")
@@ -392,7 +392,7 @@ def run_study(
     return {**outputs, "figures": figures, "runs": layout.runs, "data": layout.data}
 
 
-def _cohorts_without_thresholds(study: Study, scored: list[StudyData], built: dict[str, Path]) -> list[str]:
+def _cohorts_without_thresholds(scored: list[StudyData], opened: dict[str, Any]) -> list[str]:
     """``"<data set>:<cohort>"`` of every scored cohort with neither own val cases nor a ``val_data`` with some.
 
     As :func:`uadlab.evaluation.protocol.evaluate_run` chooses: the cohort's own validation split,
@@ -400,8 +400,8 @@ def _cohorts_without_thresholds(study: Study, scored: list[StudyData], built: di
     """
     missing = []
     for data in scored:
-        dataset = load_dataset(built[data.name])
-        other = None if data.val_data is None else load_dataset(built[data.val_data])
+        dataset = opened[data.name]
+        other = None if data.val_data is None else opened[data.val_data]
         other_has_val = other is not None and any(other.ids(cohort=c, split="val") for c in other.lesion_cohorts)
         for cohort in dataset.lesion_cohorts:
             if dataset.ids(cohort=cohort, split="test") and not dataset.ids(cohort=cohort, split="val") \
