@@ -240,10 +240,10 @@ def test_paper_real_study_end_to_end_on_fake_trees(monkeypatch, tmp_path, capsys
     report = (out / "report.md").read_text()
     assert report.startswith("# Study paper_real") and "| ixi_t1 | train |" in report
     assert (out / "table1.md").read_text().strip() in report
-    assert report.count("| 2D-Patch-n | 2D-None |") == 2 and "![DICE_D per seed](figures/seeds_dice_d.png)" in report
+    assert report.count("| 2D-Patch-n | 2D-None |") == 4 and "![DICE_D per seed](figures/seeds_dice_d.png)" in report
     paired = pd.read_csv(out / "paired.csv")
-    assert list(zip(paired["experiment"], paired["baseline"], paired["cohort"])) == [
-        ("2D-Patch-n", "2D-None", "brats"), ("2D-Patch-n", "2D-None", "atlas")]
+    assert list(zip(paired["experiment"], paired["baseline"], paired["cohort"], paired["metric"])) == [
+        ("2D-Patch-n", "2D-None", c, m) for m in ("dice", "auprc") for c in ("brats", "atlas")]
     assert (paired["n_seeds_a"] == 2).all() and (paired["ci_low"] <= paired["difference"]).all()
 
     stamps = {p: p.stat().st_mtime_ns for p in [*out.glob("runs/*/*/checkpoint.pt"),

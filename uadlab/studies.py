@@ -38,7 +38,8 @@ Unknown keys are refused, naming the file and the key, as for manifests.
 4. **Tables** — ``OUT/table1_seeds.csv`` (one row per experiment, cohort and seed),
    ``OUT/table1.csv`` and ``OUT/table1.md`` (mean over seeds, with the sd over seeds beside the
    per-subject sd: :func:`uadlab.evaluation.analysis.seed_summary`), and ``OUT/paired.csv``: each erasing
-   experiment against its ``None`` baseline, resampling seeds and subjects
+   experiment against its ``None`` baseline in per-subject DICE and AUPRC (column ``metric``),
+   resampling seeds and subjects
    (:func:`uadlab.evaluation.analysis.ablation_differences_seeds`); ``OUT/figures/seeds_*.png`` show every
    seed's score beside the mean (:func:`uadlab.viz.figures.seed_spread_plot`); ``OUT/report.md`` puts the
    data sets, the table, the comparisons (with a verdict: beyond seed and subject noise or not)
@@ -365,8 +366,14 @@ def run_study(
     for table in subject_tables.values():
         table["cohort"] = _cohort_labels(table.rename(columns={"cohort": "dataset"}))
     summary = analysis.seed_summary(per_seed)
-    paired = analysis.ablation_differences_seeds(
-        {e: {s: subject_tables[(e, s)] for s in seed_list} for e in names})
+    by_seed = {e: {s: subject_tables[(e, s)] for s in seed_list} for e in names}
+    comparisons, skipped = [], []
+    for metric in ("dice", "auprc"):
+        try:
+            comparisons.append(analysis.ablation_differences_seeds(by_seed, metric=metric).assign(metric=metric))
+        except ValueError as error:  # e.g. no subject with a defined value: say so, keep the study's results
+            skipped.append(f"{metric}: {error}")
+    paired = pd.concat(comparisons, ignore_index=True) if comparisons else pd.DataFrame()
     outputs = {"table1.csv": layout.table1_csv, "table1.md": layout.table1_md,
                "table1_seeds.csv": out / "table1_seeds.csv", "paired.csv": out / "paired.csv"}
     for key, frame in (("table1_seeds.csv", per_seed), ("table1.csv", summary), ("paired.csv", paired)):
@@ -382,7 +389,7 @@ def run_study(
         fig.clf()
     outputs["report.md"] = out / "report.md"
     with atomic_write(outputs["report.md"], overwrite=True) as tmp:
-        tmp.write_text(_report(study, prof.name, names, seed_list, summary, paired))
+        tmp.write_text(_report(study, prof.name, names, seed_list, summary, paired, skipped))
     with atomic_write(out / "study.json", overwrite=True) as tmp:
         tmp.write_text(json.dumps({
             "study": str(study.path), "name": study.name, "profile": prof.name, "experiments": names,
@@ -411,23 +418,26 @@ def _cohorts_without_thresholds(scored: list[StudyData], opened: dict[str, Any])
 
 
 def _report(study: Study, profile: str, experiments: list[str], seeds: list[int], summary: pd.DataFrame,
-            paired: pd.DataFrame) -> str:
+            paired: pd.DataFrame, skipped: list[str]) -> str:
     """``report.md``: the data sets, Table 1 with seed spread, the paired comparisons, the figures."""
     lines = [f"# Study {study.name}", ""] + ([study.description.strip(), ""] if study.description.strip() else []) + [
              f"Profile `{profile}`, experiments {', '.join(experiments)}, training seeds "
              f"{', '.join(map(str, seeds))}.", "", "| data set | role | manifest | root |", "|---|---|---|---|"]
     lines += [f"| {d.name} | {d.role} | `{d.manifest_path}` | `{d.root or '-'}` |" for d in study.datasets]
     lines += ["", "## Table 1 (percent)", "", analysis.table1_markdown(summary).rstrip(), "",
-              "## Erasing against its baseline (DICE_S, paired over subjects, resampling seeds too)", ""]
+              "## Erasing against its baseline (per-subject DICE and AUPRC, paired over subjects, resampling seeds)",
+              ""]
     if paired.empty:
         lines.append("No erasing experiment with its `None` baseline in this study.")
     else:
-        lines += ["| experiment | baseline | test set | subjects | difference | 95 % interval | beyond seed and subject noise? |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["| experiment | baseline | test set | metric | subjects | difference | 95 % interval "
+                  "| beyond seed and subject noise? |", "|---|---|---|---|---|---|---|---|"]
         for row in paired.itertuples(index=False):
             verdict = "yes, better" if row.ci_low > 0 else "yes, worse" if row.ci_high < 0 else "no"
-            lines.append(f"| {row.experiment} | {row.baseline} | {row.cohort} | {row.n_subjects} | "
+            label = "DICE_S" if row.metric == "dice" else "AUPRC"
+            lines.append(f"| {row.experiment} | {row.baseline} | {row.cohort} | {label} | {row.n_subjects} | "
                          f"{100 * row.difference:+.2f} | [{100 * row.ci_low:+.2f}, {100 * row.ci_high:+.2f}] | {verdict} |")
+    lines += [f"\nNot compared: {why}" for why in skipped]
     lines += ["", "## Every seed", "", "![DICE_D per seed](figures/seeds_dice_d.png)",
               "![AUPRC per seed](figures/seeds_auprc.png)", ""]
     return "\n".join(lines)
