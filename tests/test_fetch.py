@@ -1,4 +1,4 @@
-"""Tests of uadlab.fetch against a local HTTP server on 127.0.0.1 (nothing comes from the internet)."""
+"""Tests of uadlab.data.fetch against a local HTTP server on 127.0.0.1 (nothing comes from the internet)."""
 
 from __future__ import annotations
 
