@@ -240,6 +240,7 @@ def test_paper_real_study_end_to_end_on_fake_trees(monkeypatch, tmp_path, capsys
     report = (out / "report.md").read_text()
     assert report.startswith("# Study paper_real") and "| ixi_t1 | train |" in report
     assert (out / "table1.md").read_text().strip() in report
+    assert "read these intervals as rough" in report  # 2 seeds, 2 test subjects
     assert report.count("| 2D-Patch-n | 2D-None |") == 4 and "![DICE_D per seed](figures/seeds_dice_d.png)" in report
     paired = pd.read_csv(out / "paired.csv")
     assert list(zip(paired["experiment"], paired["baseline"], paired["cohort"], paired["metric"])) == [

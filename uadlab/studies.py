@@ -433,10 +433,14 @@ def _report(study: Study, profile: str, experiments: list[str], seeds: list[int]
         lines += ["| experiment | baseline | test set | metric | subjects | difference | 95 % interval "
                   "| beyond seed and subject noise? |", "|---|---|---|---|---|---|---|---|"]
         for row in paired.itertuples(index=False):
-            verdict = "yes, better" if row.ci_low > 0 else "yes, worse" if row.ci_high < 0 else "no"
+            verdict = ("no (under 0.01 points)" if abs(100 * row.difference) < 0.005
+                       else "yes, better" if row.ci_low > 0 else "yes, worse" if row.ci_high < 0 else "no")
             label = "DICE_S" if row.metric == "dice" else "AUPRC"
             lines.append(f"| {row.experiment} | {row.baseline} | {row.cohort} | {label} | {row.n_subjects} | "
                          f"{100 * row.difference:+.2f} | [{100 * row.ci_low:+.2f}, {100 * row.ci_high:+.2f}] | {verdict} |")
+        if min(paired["n_seeds_a"].min(), paired["n_seeds_b"].min()) < 3 or paired["n_subjects"].min() < 5:
+            lines += ["", "With fewer than 3 seeds per method or 5 test subjects, a bootstrap has few distinct "
+                          "resamples: read these intervals as rough."]
     lines += [f"\nNot compared: {why}" for why in skipped]
     lines += ["", "## Every seed", "", "![DICE_D per seed](figures/seeds_dice_d.png)",
               "![AUPRC per seed](figures/seeds_auprc.png)", ""]
