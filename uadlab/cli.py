@@ -3,8 +3,10 @@
 The only place that prints and exits. Every subcommand is a thin call into the library; a
 :class:`uadlab.errors.UadlabError` (a problem with the user's files or runs), or a ValueError or
 TypeError (the library's argument checks: an unknown profile or experiment, a fraction outside
-(0, 1]...), becomes one line on stderr and exit code 2. ``uadlab --debug ...`` shows the traceback
-instead.
+(0, 1]...), or an OSError from the system (a read-only folder, a full disk), becomes one line on
+stderr and exit code 2. ``uadlab --debug ...`` shows the traceback instead. A
+:class:`uadlab.errors.UadlabWarning` is one ``uadlab: warning:`` line. Output piped into a reader
+that stops early (``uadlab ... | head``) ends quietly with exit code 141, as other Unix tools do.
 
 Subcommands::
 
@@ -12,17 +14,19 @@ Subcommands::
     uadlab data check --manifest M --root R
     uadlab train --experiment NAME --data DIR --profile P --out runs/NAME [--fraction F] [--seed S] [--resume] [--overwrite]
     uadlab evaluate --run runs/NAME --data DIR [--val-data DIR2] --out OUT
-    uadlab reproduce --profile P --data phantom|DIR --out results/ [--experiments A,B] [--seed S] [--workers N]
+    uadlab reproduce --profile P --data phantom|DIR --out results/ [--experiments A,B] [--seed S] [--workers N] [--overwrite]
     uadlab notebooks run --profile P --out DIR
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 from pathlib import Path
 
-from uadlab.errors import UadlabError
+from uadlab.errors import UadlabError, UadlabWarning
 
 __all__ = ["main"]
 
@@ -79,9 +83,9 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _reproduce(args: argparse.Namespace) -> None:
     from uadlab.reproduce import reproduce
 
-    experiments = args.experiments.split(",") if args.experiments else None
+    experiments = None if args.experiments is None else args.experiments.split(",")
     outputs = reproduce(profile=args.profile, data=args.data, out=args.out, experiments=experiments,
-                        root=args.root, seed=args.seed, workers=args.workers,
+                        root=args.root, seed=args.seed, workers=args.workers, overwrite=args.overwrite,
                         progress=not args.quiet)
     for name, path in outputs.items():
         print(f"{name}: {path}")
@@ -147,6 +151,9 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--seed", type=int, default=0, help="seed of every training run")
     reproduce.add_argument("--workers", type=int, default=1,
                            help="processes building the data set at once (default: 1)")
+    reproduce.add_argument("--overwrite", action="store_true",
+                           help="replace table1.*, figures and a data set in OUT that this command did not "
+                                "write, and restart runs whose config differs (finished runs are kept)")
     reproduce.set_defaults(func=_reproduce)
 
     notebooks = sub.add_parser("notebooks", help="run the notebooks").add_subparsers(dest="action", required=True)
@@ -160,17 +167,54 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``uadlab`` command. Returns the process exit code."""
     args = _parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UadlabWarning)
+        warnings.showwarning = _show_warning(warnings.showwarning)
+        try:
+            args.func(args)
+        except BrokenPipeError:
+            return _broken_pipe()
+        except (UadlabError, ValueError, TypeError, OSError) as error:
+            if args.debug:
+                raise
+            print(f"uadlab: error: {_one_line(error, args)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("uadlab: interrupted", file=sys.stderr)
+            return 130
     try:
-        args.func(args)
-    except (UadlabError, ValueError, TypeError) as error:
-        if args.debug:
-            raise
-        print(f"uadlab: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("uadlab: interrupted", file=sys.stderr)
-        return 130
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _broken_pipe()
     return 0
+
+
+def _one_line(error: Exception, args: argparse.Namespace) -> str:
+    """The error as one line; an OSError names its file, or the output folder being written."""
+    if isinstance(error, OSError):
+        reason = error.strerror or str(error) or type(error).__name__
+        if error.filename is not None:
+            return f"{error.filename}: {reason}"
+        out = getattr(args, "out", None)
+        return f"{reason} (while writing {out})" if out is not None else reason
+    return str(error)
+
+
+def _show_warning(default):
+    """A ``warnings.showwarning`` that prints a :class:`UadlabWarning` as one line, others as usual."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, UadlabWarning):
+            print(f"uadlab: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+    return show
+
+
+def _broken_pipe() -> int:
+    """The reader of stdout went away (``| head``): no traceback, and none at interpreter exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141
 
 
 if __name__ == "__main__":
