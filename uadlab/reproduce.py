@@ -28,10 +28,10 @@ import pandas as pd
 from uadlab import analysis, viz
 from uadlab.data import build_dataset, load_dataset
 from uadlab.erasing import EXPERIMENTS, parse_experiment
-from uadlab.errors import DatasetError
+from uadlab.errors import DatasetError, RunError
 from uadlab.evaluation import evaluate_run
 from uadlab.inference import predict
-from uadlab.io import atomic_write
+from uadlab.io import atomic_write, folder_lock
 from uadlab.profiles import Profile, get_profile
 from uadlab.training import TrainConfig, load_run, train
 
@@ -58,14 +58,15 @@ def run_name(experiment: str, fraction: float = 1.0) -> str:
 
 
 def _resolve_data(data: str | Path, out: Path, profile: Profile, root: Path | None, progress: bool,
-                  workers: int) -> Path:
+                  workers: int, overwrite: bool) -> Path:
     """Return a built data-set folder for ``data``: ``phantom``, a manifest YAML, or a built folder."""
     data_path = Path(data)
     if str(data) == "phantom":
-        return build_dataset(PHANTOM_MANIFEST, out / "data", profile=profile, progress=progress, workers=workers)
+        return build_dataset(PHANTOM_MANIFEST, out / "data", profile=profile, progress=progress, workers=workers,
+                             overwrite=overwrite)
     if data_path.suffix in (".yaml", ".yml"):
         return build_dataset(data_path, out / "data", root=root, profile=profile, progress=progress,
-                             workers=workers)
+                             workers=workers, overwrite=overwrite)
     if (data_path / "dataset.json").exists():
         return data_path
     raise DatasetError(
@@ -83,6 +84,7 @@ def reproduce(
     root: str | Path | None = None,
     seed: int = 0,
     workers: int = 1,
+    overwrite: bool = False,
     progress: bool = False,
 ) -> dict[str, Path]:
     """Run the whole study and write Table 1 and Figs. 4–7 (Bengs et al. 2021, Sec. 3).
@@ -95,26 +97,59 @@ def reproduce(
         out: output folder; existing data, runs and evaluations inside it are reused, never
             discarded: a finished run is not trained again, and its evaluation is redone only when
             its checkpoint is newer than its ``metrics.json``.
-        experiments: subset of Table 1 names (default: all 14, in Table 1 order).
+        experiments: subset of Table 1 names, any letter case (default ``None``: all 14, in Table 1
+            order); an empty list or an empty name is refused.
         root: data root of a real manifest.
         seed: seed of every training run.
         workers: processes building the data set at once (see :func:`uadlab.data.build_dataset`;
             the output does not depend on it). Unused when ``data`` is an already built folder.
+        overwrite: replace outputs in ``out`` this function did not write (``table1.csv``,
+            ``table1.md`` without the ``reproduce.json`` it writes last), rebuild ``out/data``
+            (cheap, from the cache; repairs a damaged build), and restart a run or evaluation whose
+            config no longer matches. Finished runs with the same config are always kept.
         progress: show tqdm progress bars.
 
     Returns:
         Paths of the outputs: ``table1.csv``, ``table1.md``, ``figures``, ``runs``.
 
     Raises:
-        ValueError: an unknown experiment name, or ``workers`` below 1.
+        ValueError: an unknown or empty experiment name, an empty ``experiments``, or ``workers``
+            below 1.
         TypeError: ``workers`` is not an int.
         DatasetError: ``data`` is not a data set, or it has no lesion cohort to evaluate.
+        RunError: ``out`` is a file, or holds a ``table1.csv``/``table1.md`` that ``reproduce`` did
+            not write, without ``overwrite``; or a run there has another config, without ``overwrite``.
+        uadlab.errors.UadlabError: another process is writing ``out``.
     """
     prof = get_profile(profile)
-    names = list(EXPERIMENTS) if experiments is None else [parse_experiment(e).name for e in experiments]
+    if experiments is not None and (isinstance(experiments, str) or not list(experiments)
+                                    or any(not str(e).strip() for e in experiments)):
+        raise ValueError(f"`experiments` must name at least one Table 1 experiment (None: all 14), "
+                         f"got {experiments!r}")
+    names = list(EXPERIMENTS) if experiments is None else list(dict.fromkeys(parse_experiment(e).name
+                                                                              for e in experiments))
     out = Path(out)
+    _check_out(out, overwrite)
+    with folder_lock(out):
+        _check_out(out, overwrite)
+        return _reproduce(prof, profile, data, out, names, root, seed, workers, overwrite, progress)
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """RunError unless ``out`` is absent, a folder ``reproduce`` wrote, or one without its tables."""
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out}: exists and is not a folder; choose another --out")
+    foreign = [name for name in ("table1.csv", "table1.md") if (out / name).exists()]
+    if foreign and not (out / "reproduce.json").exists() and not overwrite:
+        raise RunError(f"{out / foreign[0]}: exists and was not written by `uadlab reproduce` (no reproduce.json "
+                       "beside it); pass overwrite=True (--overwrite) to replace it")
+
+
+def _reproduce(prof: Profile, profile: str | Profile, data: str | Path, out: Path, names: list[str],
+               root: str | Path | None, seed: int, workers: int, overwrite: bool, progress: bool) -> dict[str, Path]:
+    """:func:`reproduce` once ``out`` is checked and locked."""
     out.mkdir(parents=True, exist_ok=True)
-    data_dir = _resolve_data(data, out, prof, Path(root) if root else None, progress, workers)
+    data_dir = _resolve_data(data, out, prof, Path(root) if root else None, progress, workers, overwrite)
     dataset = load_dataset(data_dir)
     if not dataset.lesion_cohorts:
         raise DatasetError(f"{data_dir}: no lesion cohort to evaluate on")
@@ -126,7 +161,7 @@ def reproduce(
     for experiment, fraction in runs:
         name = run_name(experiment, fraction)
         config = TrainConfig(experiment=experiment, profile=profile, data=str(data_dir), fraction=fraction, seed=seed)
-        run_dir = train(config, out / "runs" / name, resume=True, progress=progress).run_dir
+        run_dir = _train(config, out / "runs" / name, overwrite, progress)
         metrics = _evaluation(run_dir, data_dir, out / "evaluation" / name, progress)
         for cohort, m in metrics["cohorts"].items():
             if fraction == 1.0:
@@ -152,6 +187,16 @@ def reproduce(
                                    "experiments": names, "runs": [run_name(*r) for r in runs]}, indent=2))
     return {"table1.csv": out / "table1.csv", "table1.md": out / "table1.md", "figures": figures,
             "runs": out / "runs"}
+
+
+def _train(config: TrainConfig, run_dir: Path, overwrite: bool, progress: bool) -> Path:
+    """Resume (or start) a run; with ``overwrite``, a run whose config differs is started afresh."""
+    try:
+        return train(config, run_dir, resume=True, progress=progress).run_dir
+    except RunError as error:
+        if not overwrite or "cannot resume" not in str(error) and "records no config" not in str(error):
+            raise
+    return train(config, run_dir, overwrite=True, progress=progress).run_dir
 
 
 def _evaluation(run_dir: Path, data_dir: Path, eval_dir: Path, progress: bool) -> dict:
