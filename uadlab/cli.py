@@ -5,7 +5,7 @@ The only place that prints and exits. Every subcommand is a thin call into the l
 TypeError (the library's argument checks: an unknown profile or experiment, a fraction outside
 (0, 1]...), or an OSError from the system (a read-only folder, a full disk), becomes one line on
 stderr and exit code 2. ``uadlab --debug ...`` shows the traceback instead. A
-:class:`uadlab.errors.UadlabWarning` is one ``uadlab: warning:`` line. Output piped into a reader
+warning (:class:`uadlab.errors.UadlabWarning` and others) is one ``uadlab: warning:`` line. Output piped into a reader
 that stops early (``uadlab ... | head``) ends quietly with exit code 141, as other Unix tools do.
 
 Subcommands::
@@ -41,7 +41,7 @@ def _data_build(args: argparse.Namespace) -> None:
     print(load_dataset(out).summary())
 
 
-def _data_check(args: argparse.Namespace) -> None:
+def _data_check(args: argparse.Namespace) -> int:
     from uadlab.manifests import check_manifest, load_manifest
 
     problems = check_manifest(load_manifest(args.manifest), args.root)
@@ -49,8 +49,9 @@ def _data_check(args: argparse.Namespace) -> None:
         print(f"{args.manifest}: {len(problems)} problem(s) under {args.root}:", file=sys.stderr)
         for problem in problems:
             print(f"  - {problem}", file=sys.stderr)
-        raise SystemExit(1)
+        return 1
     print(f"{args.manifest}: all files present and readable under {args.root}")
+    return 0
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -169,9 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     with warnings.catch_warnings():
         warnings.simplefilter("always", UadlabWarning)
-        warnings.showwarning = _show_warning(warnings.showwarning)
+        if not args.debug:
+            warnings.showwarning = _show_warning
         try:
-            args.func(args)
+            code = args.func(args) or 0  # a subcommand may return an exit code (data check: 1)
         except BrokenPipeError:
             return _broken_pipe()
         except (UadlabError, ValueError, TypeError, OSError) as error:
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
     except BrokenPipeError:
         return _broken_pipe()
-    return 0
+    return code
 
 
 def _one_line(error: Exception, args: argparse.Namespace) -> str:
@@ -200,14 +202,11 @@ def _one_line(error: Exception, args: argparse.Namespace) -> str:
     return str(error)
 
 
-def _show_warning(default):
-    """A ``warnings.showwarning`` that prints a :class:`UadlabWarning` as one line, others as usual."""
-    def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, UadlabWarning):
-            print(f"uadlab: warning: {message}", file=sys.stderr)
-        else:
-            default(message, category, filename, lineno, file, line)
-    return show
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` of the command line: every warning on one line (``--debug``: where from)."""
+    kind = "" if issubclass(category, UadlabWarning) else f"{category.__name__}: "
+    text = " ".join(str(message).split())
+    print(f"uadlab: warning: {kind}{text}", file=sys.stderr)
 
 
 def _broken_pipe() -> int:
