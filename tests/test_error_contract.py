@@ -302,6 +302,16 @@ def test_a_profile_other_than_the_data_sets_is_refused(world, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_workers_are_capped_at_the_usable_cores(world, tmp_path, capsys, cache_env, monkeypatch):
+    root, manifest, data, _, _ = world
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert main(["data", "build", "--manifest", str(manifest), "--root", str(root), "--out", str(tmp_path / "d"),
+                 "--profile", "smoke", "--workers", "1000"]) == 0
+    err = capsys.readouterr().err
+    assert err == "uadlab: warning: --workers 1000 is more than the 1 usable CPU core(s); using 1\n"
+    assert _digest(tmp_path / "d") == _digest(data)
+
+
 # --------------------------------------------------------------------------------------------------
 # Silently wrong data
 
