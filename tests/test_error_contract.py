@@ -26,9 +26,10 @@ import pytest
 import torch
 
 from uadlab import preprocessing, training
+from uadlab import reproduce as reproduce_module
 from uadlab.cli import main as _cli_main
 from uadlab.data import build_dataset, load_dataset
-from uadlab.errors import UadlabWarning
+from uadlab.errors import RunError, UadlabWarning
 from uadlab.training import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -279,6 +280,34 @@ def test_resume_is_checked_against_the_checkpoints_own_config(world, tmp_path, c
     assert main(_train_args(data, copy, "--resume", "--seed", "99")) == 2
     _one_line_error(capsys, f"{copy}: cannot resume, the config differs in seed (stored 1, given 99)")
     assert _digest(copy) == before
+
+
+def test_a_checkpoint_without_its_config_and_without_config_yaml_is_not_resumed(world, tmp_path, capsys):
+    _, _, data, run, _ = world
+    copy = shutil.copytree(run, tmp_path / "run")
+    checkpoint = torch.load(copy / "checkpoint.pt", weights_only=True)
+    del checkpoint["config"]  # as written before checkpoints carried their config
+    torch.save(checkpoint, copy / "checkpoint.pt")
+    (copy / "config.yaml").unlink()
+    before = _digest(copy)
+    assert main(_train_args(data, copy, "--resume", "--seed", "1")) == 2
+    _one_line_error(capsys, f"{copy}: checkpoint.pt records no config and config.yaml is missing")
+    assert _digest(copy) == before
+
+
+def test_reproduce_overwrite_restarts_only_a_run_whose_config_differs(world, tmp_path):
+    _, _, data, run, _ = world
+    copy = shutil.copytree(run, tmp_path / "run")
+    other_seed = TrainConfig(experiment="3D-None", profile="smoke", data=str(data), max_epochs=1, seed=2,
+                             device="cpu")
+    with pytest.raises(RunError, match="cannot resume, the config differs in seed"):
+        reproduce_module._train(other_seed, copy, overwrite=False, progress=False)
+    same = TrainConfig(experiment="3D-None", profile="smoke", data=str(data), max_epochs=1, seed=1, device="cpu")
+    before = _digest(copy)
+    reproduce_module._train(same, copy, overwrite=True, progress=False)
+    assert _digest(copy) == before  # finished with the same config: kept
+    reproduce_module._train(other_seed, copy, overwrite=True, progress=False)
+    assert "seed: 2" in (copy / "config.yaml").read_text() and training.run_status(copy)["finished"]
 
 
 def test_experiment_names_are_stored_canonical_and_resume_in_any_case(world, tmp_path, capsys):
