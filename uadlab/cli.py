@@ -4,9 +4,10 @@ The only place that prints and exits. Every subcommand is a thin call into the l
 :class:`uadlab.errors.UadlabError` (a problem with the user's files or runs), or a ValueError or
 TypeError (the library's argument checks: an unknown profile or experiment, a fraction outside
 (0, 1]...), or an OSError from the system (a read-only folder, a full disk), becomes one line on
-stderr and exit code 2. ``uadlab --debug ...`` shows the traceback instead. A
-warning (:class:`uadlab.errors.UadlabWarning` and others) is one ``uadlab: warning:`` line. Output piped into a reader
-that stops early (``uadlab ... | head``) ends quietly with exit code 141, as other Unix tools do.
+stderr and exit code 2. ``uadlab --debug ...`` shows the traceback instead. A warning
+(:class:`uadlab.errors.UadlabWarning` and others) is one ``uadlab: warning:`` line. Output piped
+into a reader that stops early (``uadlab ... | head``) ends quietly with exit code 141, as other
+Unix tools do.
 
 Subcommands::
 
@@ -153,8 +154,8 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--workers", type=int, default=1,
                            help="processes building the data set at once (default: 1)")
     reproduce.add_argument("--overwrite", action="store_true",
-                           help="replace table1.*, figures and a data set in OUT that this command did not "
-                                "write, and restart runs whose config differs (finished runs are kept)")
+                           help="replace a table1.* in OUT that reproduce did not write, rebuild OUT/data, and "
+                                "restart runs whose config differs (finished runs with the same config are kept)")
     reproduce.set_defaults(func=_reproduce)
 
     notebooks = sub.add_parser("notebooks", help="run the notebooks").add_subparsers(dest="action", required=True)

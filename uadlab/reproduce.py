@@ -193,8 +193,9 @@ def _train(config: TrainConfig, run_dir: Path, overwrite: bool, progress: bool) 
     """Resume (or start) a run; with ``overwrite``, a run whose config differs is started afresh."""
     try:
         return train(config, run_dir, resume=True, progress=progress).run_dir
-    except RunError as error:
-        if not overwrite or "cannot resume" not in str(error) and "records no config" not in str(error):
+    except RunError:
+        holds_run = any((run_dir / name).exists() for name in ("config.yaml", "checkpoint.pt"))
+        if not (overwrite and holds_run):  # never discard a folder that holds something else
             raise
     return train(config, run_dir, overwrite=True, progress=progress).run_dir
 
