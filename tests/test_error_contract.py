@@ -25,12 +25,13 @@ import pandas as pd
 import pytest
 import torch
 
-from uadlab import preprocessing, training
 from uadlab import reproduce as reproduce_module
 from uadlab.cli import main as _cli_main
-from uadlab.data import build_dataset, load_dataset
+from uadlab.data import preprocessing
+from uadlab.data.dataset import build_dataset, load_dataset
 from uadlab.errors import RunError, UadlabWarning
-from uadlab.training import TrainConfig, train
+from uadlab.training import loop as training
+from uadlab.training.loop import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (40, 48, 40)
@@ -125,10 +126,10 @@ def _cli(args: list[str], cache: Path, **kwargs) -> subprocess.Popen:
 
 
 class _LockHolder:
-    """Another process holding :func:`uadlab.io.folder_lock` on a folder until closed."""
+    """Another process holding :func:`uadlab.data.io.folder_lock` on a folder until closed."""
 
     def __init__(self, folder: Path, cache: Path) -> None:
-        code = ("import sys, time; from uadlab.io import folder_lock\n"
+        code = ("import sys, time; from uadlab.data.io import folder_lock\n"
                 f"with folder_lock({str(folder)!r}):\n    print('locked', flush=True); sys.stdin.read()")
         self.process = subprocess.Popen([sys.executable, "-c", code], env=_env(cache), stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True)

@@ -1,4 +1,4 @@
-"""Tests of uadlab.models: the 2D/3D VAE, the ELBO, Lambert et al.'s loss and reconstruct()."""
+"""Tests of uadlab.models: the 2D/3D dense VAE, the ELBO, Lambert et al.'s loss and reconstruct()."""
 
 from __future__ import annotations
 
@@ -10,14 +10,15 @@ import torch
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
-from uadlab.models import VAE, LambertLoss, LossTerms, VAEOutput, elbo_loss, reconstruct
+from uadlab.models import DenseVAE
+from uadlab.models import LambertLoss, LossTerms, VAEOutput, elbo_loss, reconstruct
 
 SIZE, CHANNELS = 32, (4, 8, 16)
 
 
-def _tiny(spatial_dims: int, latent_dim: int | None = 8) -> VAE:
+def _tiny(spatial_dims: int, latent_dim: int | None = 8) -> DenseVAE:
     torch.manual_seed(0)
-    return VAE(spatial_dims, image_size=SIZE, latent_dim=latent_dim, channels=CHANNELS)
+    return DenseVAE(spatial_dims, image_size=SIZE, latent_dim=latent_dim, channels=CHANNELS)
 
 
 def _batch(spatial_dims: int, n: int = 3) -> torch.Tensor:
@@ -25,7 +26,7 @@ def _batch(spatial_dims: int, n: int = 3) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------
-# VAE
+# DenseVAE
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
@@ -48,15 +49,15 @@ def test_layers_follow_spatial_dims(spatial_dims, conv, other):
 
 
 def test_default_latent_sizes():
-    assert VAE(2, image_size=SIZE, channels=CHANNELS).latent_dim == 128
-    assert VAE(3, image_size=SIZE, channels=CHANNELS).latent_dim == 512
+    assert DenseVAE(2, image_size=SIZE, channels=CHANNELS).latent_dim == 128
+    assert DenseVAE(3, image_size=SIZE, channels=CHANNELS).latent_dim == 512
 
 
 @pytest.mark.parametrize(("spatial_dims", "expected"), [(2, 2_956_417), (3, 30_694_273)])
 def test_paper_parameter_counts_match_the_docstring(spatial_dims, expected):
-    model = VAE(spatial_dims)
+    model = DenseVAE(spatial_dims)
     assert sum(p.numel() for p in model.parameters()) == expected
-    assert f"{expected:,}" in VAE.__doc__
+    assert f"{expected:,}" in DenseVAE.__doc__
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
@@ -86,17 +87,23 @@ def test_eval_uses_mu_training_samples(spatial_dims):
     ({"spatial_dims": 2, "image_size": 40}, r"`image_size` must be a positive multiple of 16"),
     ({"spatial_dims": 2, "image_size": 0}, "`image_size` must be"),
     ({"spatial_dims": 3, "latent_dim": 0}, "`latent_dim` must be a positive int or None"),
-    ({"spatial_dims": 3, "latent_dim": 2.0}, "`latent_dim` must be"),
     ({"spatial_dims": 3, "in_channels": 0}, "`in_channels` must be a positive int"),
 ])
 def test_vae_validation(kwargs, match):
     kwargs = {"image_size": 64, "channels": (4, 8, 16, 32), **kwargs}
     with pytest.raises(ValueError, match=match):
-        VAE(**kwargs)
+        DenseVAE(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"latent_dim": 2.0}, {"image_size": 64.0}, {"channels": (4, 8.0)},
+                                    {"in_channels": True}])
+def test_vae_rejects_wrong_types(kwargs):
+    with pytest.raises(TypeError, match="must be"):
+        DenseVAE(3, **{"image_size": 64, "channels": (4, 8, 16, 32), **kwargs})
 
 
 @pytest.mark.parametrize(("shape", "match"), [
-    ((2, 1, 16, 16), r"`x` must be \(B, 1, 32, 32\) for this 2D VAE, got shape \(2, 1, 16, 16\)"),
+    ((2, 1, 16, 16), r"`x` must be \(B, 1, 32, 32\) for this 2D DenseVAE, got shape \(2, 1, 16, 16\)"),
     ((1, 32, 32), r"`x` must be \(B, 1, 32, 32\)"),
     ((2, 2, 32, 32), r"got shape \(2, 2, 32, 32\)"),
     ((0, 1, 32, 32), r"got shape \(0, 1, 32, 32\)"),
@@ -220,6 +227,8 @@ def test_lambert_validation():
     with pytest.raises(ValueError, match="`window` must be a positive int"):
         LambertLoss(window=0)
     with pytest.raises(ValueError, match="`period` must be a positive int"):
+        LambertLoss(period=-2)
+    with pytest.raises(TypeError, match="`period` must be a positive int"):
         LambertLoss(period=2.5)
     with pytest.raises(ValueError, match=r"`state` must hold \['recent'\]"):
         LambertLoss().load_state_dict({"step": 1, "window": 10, "period": 50})
@@ -237,12 +246,19 @@ class _Doubler(nn.Module):
     def __init__(self, spatial_dims: int) -> None:
         super().__init__()
         self.spatial_dims = spatial_dims
+        self.config = None
         self.weight = nn.Parameter(torch.ones(()))
         self.batches: list[tuple[int, ...]] = []
 
-    def forward(self, x):
+    def reconstruct(self, x):
         self.batches.append(tuple(x.shape))
-        return VAEOutput(2 * x * self.weight, x, x)
+        return 2 * x * self.weight
+
+    def training_loss(self, inputs, target):  # the rest of the model protocol, unused here
+        raise NotImplementedError
+
+    def validation_terms(self, samples):
+        raise NotImplementedError
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
@@ -282,8 +298,8 @@ def test_reconstruct_stacks_and_restores_mode(spatial_dims):
 @pytest.mark.parametrize(("model", "volume", "kwargs", "error", "match"), [
     (_Doubler(2), np.zeros((4, 4)), {}, ValueError, r"`volume` must be \(X, Y, Z\) or \(N, X, Y, Z\)"),
     (_Doubler(2), np.zeros((4, 4, 4)), {"batch_size": 0}, ValueError, "`batch_size` must be a positive int"),
-    (nn.Linear(1, 1), np.zeros((4, 4, 4)), {}, TypeError, "`model` must be a VAE"),
-    (VAE(2, image_size=16, latent_dim=2, channels=(2,)), np.zeros((8, 8, 8)), {}, ValueError,
+    (nn.Linear(1, 1), np.zeros((4, 4, 4)), {}, TypeError, "`model` must be a reconstruction model"),
+    (DenseVAE(2, image_size=16, latent_dim=2, channels=(2,)), np.zeros((8, 8, 8)), {}, ValueError,
      r"`x` must be \(B, 1, 16, 16\)"),
 ])
 def test_reconstruct_validation(model, volume, kwargs, error, match):

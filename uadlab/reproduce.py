@@ -3,13 +3,13 @@
 ``uadlab reproduce --profile smoke|lab|paper --data phantom|DIR --out results/`` runs, in order:
 
 1. **Data** — build the phantom (``data_manifests/phantom.yaml``) or a real manifest into
-   ``OUT/data`` with :func:`uadlab.data.build_dataset`, or reuse an already built folder.
+   ``OUT/data`` with :func:`uadlab.data.dataset.build_dataset`, or reuse an already built folder.
 2. **Training** — every Table 1 experiment (14 by default: 2D/3D × None, Patch/Cube, Multi, Half ×
    0/n) on 100 % of the healthy training split, plus the data-set-size runs (Fig. 5) for
    :data:`DATA_SIZE_EXPERIMENTS` at the profile's fractions. Runs live in ``OUT/runs/<name>`` and are
    resumed, so rerunning skips finished experiments and continues a stopped one.
 3. **Evaluation** — each run on each lesion cohort's test split with the threshold from that
-   cohort's validation split (:func:`uadlab.evaluation.evaluate_run`), written to
+   cohort's validation split (:func:`uadlab.evaluation.protocol.evaluate_run`), written to
    ``OUT/evaluation/<name>/``.
 4. **Tables and figures** — ``OUT/table1.csv`` (experiment, dataset, dice_d, dice_s_mean,
    dice_s_std, auprc, threshold), ``OUT/table1.md`` (laid out like the paper's Table 1) and
@@ -25,15 +25,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from uadlab import analysis, viz
-from uadlab.data import build_dataset, load_dataset
-from uadlab.erasing import EXPERIMENTS, parse_experiment
+from uadlab.viz import figures as viz
+from uadlab.evaluation import analysis
+from uadlab.data.dataset import build_dataset, load_dataset
+from uadlab.training.experiments import EXPERIMENTS, parse_experiment
 from uadlab.errors import DatasetError, RunError
-from uadlab.evaluation import evaluate_run
-from uadlab.inference import predict
-from uadlab.io import atomic_write, folder_lock
+from uadlab.evaluation.protocol import evaluate_run
+from uadlab.evaluation.inference import predict
+from uadlab.data.io import atomic_write, folder_lock
 from uadlab.profiles import Profile, get_profile
-from uadlab.training import TrainConfig, load_run, train
+from uadlab.training.loop import TrainConfig, load_run, train
 
 __all__ = ["DATA_SIZE_EXPERIMENTS", "FIGURE_EXPERIMENTS", "PHANTOM_MANIFEST", "reproduce", "run_name"]
 
@@ -101,7 +102,7 @@ def reproduce(
             order); an empty list or an empty name is refused.
         root: data root of a real manifest.
         seed: seed of every training run.
-        workers: processes building the data set at once (see :func:`uadlab.data.build_dataset`;
+        workers: processes building the data set at once (see :func:`uadlab.data.dataset.build_dataset`;
             the output does not depend on it). Unused when ``data`` is an already built folder.
         overwrite: replace outputs in ``out`` this function did not write (``table1.csv``,
             ``table1.md`` without the ``reproduce.json`` it writes last), rebuild ``out/data``
@@ -267,7 +268,7 @@ def _write_examples(figures: Path, experiment: str, maps: dict, table: pd.DataFr
 
 
 def _save(fig, path: Path) -> None:
-    """Write a figure with :func:`uadlab.viz.save_figure` and free a matplotlib figure's memory."""
+    """Write a figure with :func:`uadlab.viz.figures.save_figure` and free a matplotlib figure's memory."""
     viz.save_figure(fig, path)
     if hasattr(fig, "clf"):
         fig.clf()
