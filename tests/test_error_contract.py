@@ -174,9 +174,13 @@ def _train_args(data: Path, out: Path, *extra: str) -> list[str]:
 @pytest.mark.slow  # spawns two worker processes
 def test_parallel_build_of_a_real_manifest_equals_the_serial_build(world, tmp_path):
     root, manifest, data, _, cache = world
-    parallel = build_dataset(manifest, tmp_path / "parallel", root=root, profile="smoke", workers=2,
-                             cache_dir=tmp_path / "fresh_cache")  # no cache hits: the workers really work
-    assert _digest(parallel) == {k: v for k, v in _digest(data).items()}
+    not_a_cache = tmp_path / "cache"
+    not_a_cache.write_text("a file")  # no cache at all: the workers really work, and warn
+    with pytest.warns(UadlabWarning, match="cannot write the preprocessing cache") as caught:
+        parallel = build_dataset(manifest, tmp_path / "parallel", root=root, profile="smoke", workers=2,
+                                 cache_dir=not_a_cache)
+    assert 1 <= len(caught) <= 2  # reported in this process, at most once per worker
+    assert _digest(parallel) == _digest(data)
 
 
 def test_train_overwrite_with_a_bad_data_folder_keeps_the_run(world, tmp_path, capsys):
@@ -469,8 +473,9 @@ def test_a_broken_cache_falls_back_to_building_without_it(world, tmp_path, monke
         for entry in cache.iterdir():
             entry.unlink()
             entry.mkdir()
-    with pytest.warns(UadlabWarning, match="cannot write the preprocessing cache.*continuing without it"):
+    with pytest.warns(UadlabWarning, match="cannot write the preprocessing cache.*continuing without it") as caught:
         out = build_dataset(manifest, tmp_path / "data", root=root, profile="smoke", cache_dir=cache)
+    assert len(caught) == 1  # once, not once per subject
     assert _digest(out) == _digest(data)
 
 

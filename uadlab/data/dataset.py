@@ -235,13 +235,16 @@ def _build_into(out: Path, items: list[_Item], manifest: Manifest, manifest_path
     partial = out.with_name(f"{out.name}.partial-{secrets.token_hex(4)}")
     partial.mkdir()
     try:
-        build = functools.partial(_build_item, folder=partial, cache=cache, params=params)
+        build = functools.partial(_build_item_reporting, folder=partial, cache=cache, params=params)
         if workers == 1:
-            rows = [build(item) for item in _progress(items, progress, manifest.name)]
+            results = [build(item) for item in _progress(items, progress, manifest.name)]
         else:  # "spawn": a fork of a process that runs torch or OpenMP threads can deadlock
             with ProcessPoolExecutor(int(workers), mp_context=multiprocessing.get_context("spawn"),
                                      initializer=_single_threaded) as pool:
-                rows = list(_progress(pool.map(build, items), progress, manifest.name, total=len(items)))
+                results = list(_progress(pool.map(build, items), progress, manifest.name, total=len(items)))
+        rows = [row for row, _ in results]
+        for message in dict.fromkeys(m for _, messages in results for m in messages):  # a worker's, here
+            warnings.warn(message, UadlabWarning, stacklevel=3)
         table = pd.DataFrame(rows, columns=list(COLUMNS))
         with atomic_write(partial / _TABLE) as tmp:
             table.to_csv(tmp, index=False)
@@ -359,6 +362,19 @@ class _LazySources:
         if self._brains is None:
             self._brains = load_sources(self.paths, voxel_mm=self.voxel_mm)
         return self._brains
+
+
+def _build_item_reporting(item: _Item, folder: Path, cache: PreprocessCache,
+                          params: PreprocessingParams) -> tuple[dict, list[str]]:
+    """:func:`_build_item`, and the :class:`~uadlab.errors.UadlabWarning` messages it raised, so that
+    the parent process reports them (a worker's own stderr would show them in Python's raw format)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UadlabWarning)
+        row = _build_item(item, folder, cache, params)
+    for warning in caught:
+        if not issubclass(warning.category, UadlabWarning):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return row, [str(w.message) for w in caught if issubclass(w.category, UadlabWarning)]
 
 
 def _build_item(item: _Item, folder: Path, cache: PreprocessCache, params: PreprocessingParams) -> dict:

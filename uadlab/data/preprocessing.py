@@ -406,7 +406,7 @@ class PreprocessCache:
     records whether it has one), has the wrong shape or dtype, holds NaN/inf, or was stored under
     another key is recomputed and replaced, never trusted. An entry that cannot be written (a full
     disk, a read-only cache, a folder in its place, a cache path that is a file) is skipped with a
-    :class:`uadlab.errors.UadlabWarning`: the result is returned all the same.
+    :class:`uadlab.errors.UadlabWarning` (the first time only): the result is returned all the same.
 
     Args:
         directory: folder of the entries; created on first write. ``None`` means
@@ -421,6 +421,7 @@ class PreprocessCache:
         if directory is not None and not isinstance(directory, (str, os.PathLike)):
             raise TypeError(f"`directory` must be a path or None, got {directory!r}")
         self.directory = default_cache_dir() if directory is None else Path(directory).expanduser()
+        self._warned = False  # a failed write is reported once per cache (and per worker process)
 
     def path(self, key: str, params: PreprocessingParams | None = None) -> Path:
         """The entry file of ``key`` under ``params`` (it may not exist yet)."""
@@ -499,8 +500,11 @@ class PreprocessCache:
             with atomic_write(path, overwrite=True) as temporary, open(temporary, "wb") as handle:
                 np.savez_compressed(handle, **arrays)
         except OSError as error:  # full disk, read-only or misplaced cache: the result is still right
-            warnings.warn(f"{path}: cannot write the preprocessing cache ({error.strerror or error}); "
-                          "continuing without it", UadlabWarning, stacklevel=2)
+            if not self._warned:
+                self._warned = True
+                warnings.warn(f"{self.directory}: cannot write the preprocessing cache ({error.strerror or error}); "
+                              "continuing without it (further failures are not reported)", UadlabWarning,
+                              stacklevel=2)
         return result, meta
 
 
