@@ -258,6 +258,15 @@ def test_reproduce_keeps_a_table_it_did_not_write_and_refuses_a_file(tmp_path, c
     _one_line_error(capsys, f"{a_file}: exists and is not a folder")
 
 
+def test_reproduce_never_writes_into_a_data_set_or_a_run(world, tmp_path, capsys):
+    _, _, data, run, _ = world
+    for folder, what in ((data, "a built data set (dataset.json)"), (run, "a training run (config.yaml)")):
+        before = _digest(folder)
+        assert main(["reproduce", "--profile", "smoke", "--out", str(folder), "--experiments", "3D-None"]) == 2
+        _one_line_error(capsys, f"{folder}: holds {what}")
+        assert _digest(folder) == before
+
+
 def test_reproduce_refuses_an_empty_experiment_list(tmp_path, capsys):
     for value in ("", ",", "3D-None,"):
         assert main(["reproduce", "--profile", "smoke", "--out", str(tmp_path / "r"), "--experiments", value]) == 2

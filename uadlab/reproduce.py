@@ -140,6 +140,10 @@ def _check_out(out: Path, overwrite: bool) -> None:
     """RunError unless ``out`` is absent, a folder ``reproduce`` wrote, or one without its tables."""
     if out.exists() and not out.is_dir():
         raise RunError(f"{out}: exists and is not a folder; choose another --out")
+    foreign = [name for name in ("dataset.json", "config.yaml", "checkpoint.pt") if (out / name).exists()]
+    if foreign:
+        what = "a built data set" if foreign[0] == "dataset.json" else "a training run"
+        raise RunError(f"{out}: holds {what} ({foreign[0]}); reproduce never writes into one, choose another --out")
     foreign = [name for name in ("table1.csv", "table1.md") if (out / name).exists()]
     if foreign and not (out / "reproduce.json").exists() and not overwrite:
         raise RunError(f"{out / foreign[0]}: exists and was not written by `uadlab reproduce` (no reproduce.json "

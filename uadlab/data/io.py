@@ -202,8 +202,11 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
         OSError: the lock file cannot be created (e.g. a read-only parent folder).
     """
     folder = _as_path("folder", folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    lock_file = folder.with_name(f".{folder.name}.lock")
+    absolute = Path(os.path.abspath(folder))  # "." has no name to put beside
+    if not absolute.name:
+        raise ValueError(f"`folder` must not be the file-system root, got {str(folder)!r}")
+    absolute.parent.mkdir(parents=True, exist_ok=True)
+    lock_file = absolute.with_name(f".{absolute.name}.lock")
     lock = filelock.FileLock(lock_file, timeout=0, thread_local=False)
     try:
         lock.acquire()
