@@ -351,7 +351,7 @@ def test_workers_are_capped_at_the_usable_cores(world, tmp_path, capsys, cache_e
     assert main(["data", "build", "--manifest", str(manifest), "--root", str(root), "--out", str(tmp_path / "d"),
                  "--profile", "smoke", "--workers", "1000"]) == 0
     err = capsys.readouterr().err
-    assert err == "uadlab: warning: --workers 1000 is more than the 1 usable CPU core(s); using 1\n"
+    assert err == "uadlab: warning: workers=1000 (--workers) is more than the 1 usable CPU core(s); using 1\n"
     assert _digest(tmp_path / "d") == _digest(data)
 
 

@@ -221,7 +221,7 @@ def _usable_workers(workers: int, n_items: int) -> int:
     except AttributeError:  # macOS and Windows have no affinity mask
         cores = os.cpu_count() or 1
     if workers > cores:
-        warnings.warn(f"--workers {workers} is more than the {cores} usable CPU core(s); using {cores}",
+        warnings.warn(f"workers={workers} (--workers) is more than the {cores} usable CPU core(s); using {cores}",
                       UadlabWarning, stacklevel=3)
         workers = cores
     return max(1, min(workers, n_items))

@@ -664,7 +664,7 @@ def _prepare_run_dir(config: TrainConfig, out_dir: str | Path, *, resume: bool, 
         foreign = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
         if foreign:
             what = "a built data set" if "dataset.json" in foreign else "not a training run"
-            raise RunError(f"{run_dir}: holds {len(foreign)} other file(s) ({', '.join(foreign[:3])}"
+            raise RunError(f"{run_dir}: holds {len(foreign)} other item(s) ({', '.join(foreign[:3])}"
                            f"{', ...' if len(foreign) > 3 else ''}), {what}; choose an empty or new --out "
                            "(it is never written into)")
     if has_run and resume and config_path.exists():
