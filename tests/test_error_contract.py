@@ -270,7 +270,7 @@ def test_reproduce_never_writes_into_a_data_set_or_a_run(world, tmp_path, capsys
 def test_reproduce_refuses_an_empty_experiment_list(tmp_path, capsys):
     for value in ("", ",", "3D-None,"):
         assert main(["reproduce", "--profile", "smoke", "--out", str(tmp_path / "r"), "--experiments", value]) == 2
-        _one_line_error(capsys, "`experiments` must name at least one Table 1 experiment")
+        _one_line_error(capsys, "`experiments` must name at least one experiment")
     assert not (tmp_path / "r").exists()
 
 

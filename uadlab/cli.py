@@ -15,7 +15,7 @@ Subcommands::
     uadlab data check --manifest M --root R
     uadlab train --experiment NAME [--model M] --data DIR --profile P --out runs/NAME [--fraction F] [--seed S] [--resume] [--overwrite]
     uadlab evaluate --run runs/NAME --data DIR [--val-data DIR2] --out OUT
-    uadlab reproduce --profile P --data phantom|DIR --out results/ [--experiments A,B] [--seed S] [--workers N] [--overwrite]
+    uadlab reproduce --profile P --data phantom|DIR --out results/ [--study S] [--experiments A,B] [--seed S] [--workers N] [--overwrite]
     uadlab notebooks run --profile P --out DIR
 """
 
@@ -89,7 +89,7 @@ def _reproduce(args: argparse.Namespace) -> None:
     from uadlab.reproduce import reproduce
 
     experiments = None if args.experiments is None else args.experiments.split(",")
-    outputs = reproduce(profile=args.profile, data=args.data, out=args.out, experiments=experiments,
+    outputs = reproduce(profile=args.profile, data=args.data, out=args.out, study=args.study, experiments=experiments,
                         root=args.root, seed=args.seed, workers=args.workers, overwrite=args.overwrite,
                         progress=not args.quiet)
     for name, path in outputs.items():
@@ -155,7 +155,10 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--data", default="phantom", help="'phantom' or a manifest / built data folder")
     reproduce.add_argument("--root", type=Path, default=None, help="data root for a real manifest")
     reproduce.add_argument("--out", type=Path, default=Path("results"))
-    reproduce.add_argument("--experiments", default=None, help="comma-separated subset, e.g. 3D-Cube-n,2D-None")
+    reproduce.add_argument("--study", default="bengs2021",
+                           help="bengs2021 (Table 1, Figs. 4-7; default) or lambert2021 (spatial vs dense VAEs)")
+    reproduce.add_argument("--experiments", default=None,
+                           help="bengs2021: comma-separated subset, e.g. 3D-Cube-n,2D-None,spatial-vae:3D-None")
     reproduce.add_argument("--seed", type=int, default=0, help="seed of every training run")
     reproduce.add_argument("--workers", type=int, default=1,
                            help="processes building the data set at once (default: 1)")

@@ -1,11 +1,21 @@
-"""The main job: reproduce Table 1 and Figs. 4–7 of Bengs et al. 2021 on one data set.
+"""The main job: reproduce a paper's study on one data set (Table 1 and Figs. 4–7 of Bengs et al. 2021 by default).
+
+Studies (``--study``):
+
+- ``bengs2021`` (default): the 14 Table 1 experiments of the dense VAE plus the ``mean-image``
+  floor (:data:`TABLE1_BASELINES`), the data-set-size runs and Figs. 4–7, described below.
+- ``lambert2021``: Lambert et al.'s four models (Spatial 2D, Spatial 3D, Dense 2D, Dense 3D, their
+  Table 1), all trained with their collapse-robust loss, scored with their protocol
+  (:mod:`uadlab.evaluation.lambert`) and with Bengs et al.'s; written to ``OUT/lambert2021/``
+  (``lambert2021.csv``, ``lambert2021.md``, its runs and evaluations), on the data set in ``OUT/data``.
 
 ``uadlab reproduce --profile smoke|lab|paper --data phantom|DIR --out results/`` runs, in order:
 
 1. **Data** — build the phantom (``data_manifests/phantom.yaml``) or a real manifest into
    ``OUT/data`` with :func:`uadlab.data.dataset.build_dataset`, or reuse an already built folder.
 2. **Training** — every Table 1 experiment (14 by default: 2D/3D × None, Patch/Cube, Multi, Half ×
-   0/n) on 100 % of the healthy training split, plus the data-set-size runs (Fig. 5) for
+   0/n) and the ``mean-image`` floor on 100 % of the healthy training split, plus the data-set-size
+   runs (Fig. 5) for
    :data:`DATA_SIZE_EXPERIMENTS` at the profile's fractions. Runs live in ``OUT/runs/<name>`` and are
    resumed, so rerunning skips finished experiments and continues a stopped one.
 3. **Evaluation** — each run on each lesion cohort's test split with the threshold from that
@@ -32,11 +42,14 @@ from uadlab.training.experiments import EXPERIMENTS, parse_experiment
 from uadlab.errors import DatasetError, RunError
 from uadlab.evaluation.protocol import evaluate_run
 from uadlab.evaluation.inference import predict
+from uadlab.evaluation.lambert import lambert_markdown, lambert_scores
 from uadlab.data.io import atomic_write, folder_lock
+from uadlab.layout import RUN_CHECKPOINT, RUN_CONFIG, ResultsLayout, run_name
 from uadlab.profiles import Profile, get_profile
 from uadlab.training.loop import TrainConfig, load_run, train
 
-__all__ = ["DATA_SIZE_EXPERIMENTS", "FIGURE_EXPERIMENTS", "PHANTOM_MANIFEST", "reproduce", "run_name"]
+__all__ = ["DATA_SIZE_EXPERIMENTS", "FIGURE_EXPERIMENTS", "LAMBERT_EXPERIMENTS", "PHANTOM_MANIFEST", "STUDIES",
+           "TABLE1_BASELINES", "reproduce", "run_name"]
 
 #: Manifest of the default data set (shipped beside the package in the source tree).
 PHANTOM_MANIFEST = Path(__file__).resolve().parents[1] / "data_manifests" / "phantom.yaml"
@@ -45,28 +58,26 @@ PHANTOM_MANIFEST = Path(__file__).resolve().parents[1] / "data_manifests" / "pha
 #: their erasing counterparts the paper draws (2D-Patch-n, 3D-Cube-n).
 FIGURE_EXPERIMENTS: tuple[str, ...] = ("2D-None", "2D-Patch-n", "3D-None", "3D-Cube-n")
 DATA_SIZE_EXPERIMENTS: tuple[str, ...] = FIGURE_EXPERIMENTS
+#: Rows Table 1 gets beside the paper's 14: the no-learning floor every model must clear.
+TABLE1_BASELINES: tuple[str, ...] = ("mean-image:3D-None",)
+#: Lambert et al.'s Table 1 models, in their order, with their labels.
+LAMBERT_EXPERIMENTS: dict[str, str] = {"spatial-vae:2D-None": "Spatial 2D", "spatial-vae:3D-None": "Spatial 3D",
+                                       "2D-None": "Dense 2D", "3D-None": "Dense 3D"}
+#: The studies ``reproduce`` runs.
+STUDIES: tuple[str, ...] = ("bengs2021", "lambert2021")
 
 _TABLE1_COLUMNS = ["experiment", "dataset", "dice_d", "dice_s_mean", "dice_s_std", "auprc", "threshold"]
 
 
-def run_name(experiment: str, fraction: float = 1.0) -> str:
-    """Folder name of a run: the experiment name, with ``@<percent>`` for a training-set fraction.
-
-    >>> run_name("3D-Cube-n"), run_name("2D-None", 0.2)
-    ('3D-Cube-n', '2D-None@20')
-    """
-    return experiment if fraction == 1.0 else f"{experiment}@{round(fraction * 100)}"
-
-
-def _resolve_data(data: str | Path, out: Path, profile: Profile, root: Path | None, progress: bool,
+def _resolve_data(data: str | Path, layout: ResultsLayout, profile: Profile, root: Path | None, progress: bool,
                   workers: int, overwrite: bool) -> Path:
     """Return a built data-set folder for ``data``: ``phantom``, a manifest YAML, or a built folder."""
     data_path = Path(data)
     if str(data) == "phantom":
-        return build_dataset(PHANTOM_MANIFEST, out / "data", profile=profile, progress=progress, workers=workers,
+        return build_dataset(PHANTOM_MANIFEST, layout.data, profile=profile, progress=progress, workers=workers,
                              overwrite=overwrite)
     if data_path.suffix in (".yaml", ".yml"):
-        return build_dataset(data_path, out / "data", root=root, profile=profile, progress=progress,
+        return build_dataset(data_path, layout.data, root=root, profile=profile, progress=progress,
                              workers=workers, overwrite=overwrite)
     if (data_path / "dataset.json").exists():
         return data_path
@@ -81,6 +92,7 @@ def reproduce(
     data: str | Path = "phantom",
     out: str | Path = "results",
     *,
+    study: str = "bengs2021",
     experiments: list[str] | None = None,
     root: str | Path | None = None,
     seed: int = 0,
@@ -88,7 +100,7 @@ def reproduce(
     overwrite: bool = False,
     progress: bool = False,
 ) -> dict[str, Path]:
-    """Run the whole study and write Table 1 and Figs. 4–7 (Bengs et al. 2021, Sec. 3).
+    """Run a whole study: by default Table 1 and Figs. 4–7 of Bengs et al. 2021 (Sec. 3).
 
     Args:
         profile: ``smoke`` (CI, minutes on 2 CPU cores), ``lab`` or ``paper``, or a
@@ -98,8 +110,10 @@ def reproduce(
         out: output folder; existing data, runs and evaluations inside it are reused, never
             discarded: a finished run is not trained again, and its evaluation is redone only when
             its checkpoint is newer than its ``metrics.json``.
-        experiments: subset of Table 1 names, any letter case (default ``None``: all 14, in Table 1
-            order); an empty list or an empty name is refused.
+        study: ``"bengs2021"`` or ``"lambert2021"`` (:data:`STUDIES`, see the module docstring).
+        experiments: ``bengs2021`` only: experiment names, Table 1 names or ``MODEL:NAME``, any
+            letter case (default ``None``: all 14 in Table 1 order, then :data:`TABLE1_BASELINES`);
+            an empty list or an empty name is refused.
         root: data root of a real manifest.
         seed: seed of every training run.
         workers: processes building the data set at once (see :func:`uadlab.data.dataset.build_dataset`;
@@ -111,11 +125,12 @@ def reproduce(
         progress: show tqdm progress bars.
 
     Returns:
-        Paths of the outputs: ``table1.csv``, ``table1.md``, ``figures``, ``runs``.
+        Paths of the outputs: ``table1.csv``, ``table1.md``, ``figures``, ``runs`` (``bengs2021``), or
+        ``lambert2021.csv``, ``lambert2021.md``, ``runs`` (``lambert2021``).
 
     Raises:
-        ValueError: an unknown or empty experiment name, an empty ``experiments``, or ``workers``
-            below 1.
+        ValueError: an unknown study or experiment name, an empty ``experiments`` or name,
+            experiments given to ``lambert2021``, or ``workers`` below 1.
         TypeError: ``workers`` is not an int.
         DatasetError: ``data`` is not a data set, or it has no lesion cohort to evaluate.
         RunError: ``out`` is a file, or holds a ``table1.csv``/``table1.md`` that ``reproduce`` did
@@ -123,51 +138,59 @@ def reproduce(
         uadlab.errors.UadlabError: another process is writing ``out``.
     """
     prof = get_profile(profile)
+    if study not in STUDIES:
+        raise ValueError(f"`study` must be one of {list(STUDIES)}, got {study!r}")
+    if study != "bengs2021" and experiments is not None:
+        raise ValueError(f"`experiments` must be None for study {study!r} (it trains its own models), "
+                         f"got {experiments!r}")
     if experiments is not None and (isinstance(experiments, str) or not list(experiments)
                                     or any(not str(e).strip() for e in experiments)):
-        raise ValueError(f"`experiments` must name at least one Table 1 experiment (None: all 14), "
+        raise ValueError(f"`experiments` must name at least one experiment (None: all of Table 1), "
                          f"got {experiments!r}")
-    names = list(EXPERIMENTS) if experiments is None else list(dict.fromkeys(parse_experiment(e).name
-                                                                              for e in experiments))
-    out = Path(out)
-    _check_out(out, overwrite)
-    with folder_lock(out):
-        _check_out(out, overwrite)
-        return _reproduce(prof, profile, data, out, names, root, seed, workers, overwrite, progress)
+    names = ([*EXPERIMENTS, *TABLE1_BASELINES] if experiments is None
+             else list(dict.fromkeys(parse_experiment(e).name for e in experiments)))
+    layout = ResultsLayout(out)
+    _check_out(layout, overwrite)
+    with folder_lock(layout.root):
+        _check_out(layout, overwrite)
+        return _reproduce(prof, profile, data, layout, study, names, root, seed, workers, overwrite, progress)
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    """RunError unless ``out`` is absent, a folder ``reproduce`` wrote, or one without its tables."""
+def _check_out(layout: ResultsLayout, overwrite: bool) -> None:
+    """RunError unless ``layout.root`` is absent, a folder ``reproduce`` wrote, or one without its tables."""
+    out = layout.root
     if out.exists() and not out.is_dir():
         raise RunError(f"{out}: exists and is not a folder; choose another --out")
     foreign = [name for name in ("dataset.json", "config.yaml", "checkpoint.pt") if (out / name).exists()]
     if foreign:
         what = "a built data set" if foreign[0] == "dataset.json" else "a training run"
         raise RunError(f"{out}: holds {what} ({foreign[0]}); reproduce never writes into one, choose another --out")
-    foreign = [name for name in ("table1.csv", "table1.md") if (out / name).exists()]
-    if foreign and not (out / "reproduce.json").exists() and not overwrite:
-        raise RunError(f"{out / foreign[0]}: exists and was not written by `uadlab reproduce` (no reproduce.json "
+    tables = [path for path in (layout.table1_csv, layout.table1_md) if path.exists()]
+    if tables and not layout.record.exists() and not overwrite:
+        raise RunError(f"{tables[0]}: exists and was not written by `uadlab reproduce` (no {layout.record.name} "
                        "beside it); pass overwrite=True (--overwrite) to replace it")
 
 
-def _reproduce(prof: Profile, profile: str | Profile, data: str | Path, out: Path, names: list[str],
-               root: str | Path | None, seed: int, workers: int, overwrite: bool, progress: bool) -> dict[str, Path]:
-    """:func:`reproduce` once ``out`` is checked and locked."""
-    out.mkdir(parents=True, exist_ok=True)
-    data_dir = _resolve_data(data, out, prof, Path(root) if root else None, progress, workers, overwrite)
+def _reproduce(prof: Profile, profile: str | Profile, data: str | Path, layout: ResultsLayout, study: str,
+               names: list[str], root: str | Path | None, seed: int, workers: int, overwrite: bool,
+               progress: bool) -> dict[str, Path]:
+    """:func:`reproduce` once the output folder is checked and locked."""
+    layout.root.mkdir(parents=True, exist_ok=True)
+    data_dir = _resolve_data(data, layout, prof, Path(root) if root else None, progress, workers, overwrite)
     dataset = load_dataset(data_dir)
     if not dataset.lesion_cohorts:
         raise DatasetError(f"{data_dir}: no lesion cohort to evaluate on")
+    if study == "lambert2021":
+        return _lambert2021(profile, data_dir, dataset, ResultsLayout(layout.root / study), seed, overwrite, progress)
 
     runs = [(name, 1.0) for name in names]
     runs += [(name, f) for name in DATA_SIZE_EXPERIMENTS if name in names for f in prof.fractions if f != 1.0]
 
     rows, size_rows, subject_tables = [], [], {}
     for experiment, fraction in runs:
-        name = run_name(experiment, fraction)
         config = TrainConfig(experiment=experiment, profile=profile, data=str(data_dir), fraction=fraction, seed=seed)
-        run_dir = _train(config, out / "runs" / name, overwrite, progress)
-        metrics = _evaluation(run_dir, data_dir, out / "evaluation" / name, progress)
+        run_dir = _train(config, layout.run(experiment, fraction), overwrite, progress)
+        metrics = _evaluation(run_dir, data_dir, layout.evaluation(experiment, fraction), progress)
         for cohort, m in metrics["cohorts"].items():
             if fraction == 1.0:
                 rows.append({"experiment": experiment, "dataset": cohort,
@@ -176,22 +199,43 @@ def _reproduce(prof: Profile, profile: str | Profile, data: str | Path, out: Pat
                 size_rows.append({"experiment": experiment, "fraction": fraction, "dataset": cohort,
                                   "auprc": m["auprc"], "dice_d": m["dice_d"]})
         if fraction == 1.0:
-            subject_tables[experiment] = pd.read_csv(out / "evaluation" / name / "subjects.csv")
+            subject_tables[experiment] = pd.read_csv(layout.subjects(experiment))
 
     table = pd.DataFrame(rows, columns=_TABLE1_COLUMNS)
-    with atomic_write(out / "table1.csv", overwrite=True) as tmp:
+    with atomic_write(layout.table1_csv, overwrite=True) as tmp:
         table.to_csv(tmp, index=False)
-    with atomic_write(out / "table1.md", overwrite=True) as tmp:
+    with atomic_write(layout.table1_md, overwrite=True) as tmp:
         tmp.write_text(analysis.table1_markdown(table))
 
-    figures = out / "figures"
-    figures.mkdir(exist_ok=True)
-    _write_figures(figures, dataset, out, table, subject_tables, pd.DataFrame(size_rows), progress)
-    with atomic_write(out / "reproduce.json", overwrite=True) as tmp:
-        tmp.write_text(json.dumps({"profile": prof.name, "data": str(data_dir), "seed": seed,
+    layout.figures.mkdir(exist_ok=True)
+    _write_figures(layout, dataset, table, subject_tables, pd.DataFrame(size_rows), progress)
+    with atomic_write(layout.record, overwrite=True) as tmp:
+        tmp.write_text(json.dumps({"study": study, "profile": prof.name, "data": str(data_dir), "seed": seed,
                                    "experiments": names, "runs": [run_name(*r) for r in runs]}, indent=2))
-    return {"table1.csv": out / "table1.csv", "table1.md": out / "table1.md", "figures": figures,
-            "runs": out / "runs"}
+    return {"table1.csv": layout.table1_csv, "table1.md": layout.table1_md, "figures": layout.figures,
+            "runs": layout.runs}
+
+
+def _lambert2021(profile: str | Profile, data_dir: Path, dataset, layout: ResultsLayout, seed: int,
+                 overwrite: bool, progress: bool) -> dict[str, Path]:
+    """Lambert et al.'s Table 1: four models with their loss, scored by their protocol and by Bengs et al.'s."""
+    rows = []
+    for experiment, label in LAMBERT_EXPERIMENTS.items():
+        config = TrainConfig(experiment=experiment, profile=profile, data=str(data_dir), seed=seed, loss="lambert")
+        run_dir = _train(config, layout.run(experiment), overwrite, progress)
+        ours = _evaluation(run_dir, data_dir, layout.evaluation(experiment), progress)["cohorts"]
+        model = load_run(run_dir)[0]
+        for cohort in dataset.lesion_cohorts:
+            maps = predict(model, dataset, dataset.ids(cohort=cohort, split="test"), progress=progress)
+            rows.append({"model": label, "experiment": experiment, "dataset": cohort, **lambert_scores(maps, seed=seed),
+                         **{f"bengs_{k}": ours[cohort][k] for k in ("dice_d", "dice_s_mean", "auprc")}})
+    table = pd.DataFrame(rows)
+    csv, md = layout.root / "lambert2021.csv", layout.root / "lambert2021.md"
+    with atomic_write(csv, overwrite=True) as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_write(md, overwrite=True) as tmp:
+        tmp.write_text(lambert_markdown(table))
+    return {"lambert2021.csv": csv, "lambert2021.md": md, "runs": layout.runs}
 
 
 def _train(config: TrainConfig, run_dir: Path, overwrite: bool, progress: bool) -> Path:
@@ -199,7 +243,7 @@ def _train(config: TrainConfig, run_dir: Path, overwrite: bool, progress: bool) 
     try:
         return train(config, run_dir, resume=True, progress=progress).run_dir
     except RunError:
-        holds_run = any((run_dir / name).exists() for name in ("config.yaml", "checkpoint.pt"))
+        holds_run = any((run_dir / name).exists() for name in (RUN_CONFIG, RUN_CHECKPOINT))
         if not (overwrite and holds_run):  # never discard a folder that holds something else
             raise
     return train(config, run_dir, overwrite=True, progress=progress).run_dir
@@ -213,7 +257,7 @@ def _evaluation(run_dir: Path, data_dir: Path, eval_dir: Path, progress: bool) -
     return evaluate_run(run_dir, data_dir, eval_dir, overwrite=True, progress=progress)
 
 
-def _write_figures(figures: Path, dataset, out: Path, table: pd.DataFrame,
+def _write_figures(layout: ResultsLayout, dataset, table: pd.DataFrame,
                    subject_tables: dict[str, pd.DataFrame], size_table: pd.DataFrame,
                    progress: bool) -> None:
     """Figs. 4–7 as the paper draws them (Sec. 3), for :data:`FIGURE_EXPERIMENTS` and the best run.
@@ -224,8 +268,8 @@ def _write_figures(figures: Path, dataset, out: Path, table: pd.DataFrame,
     pooled. Fig. 7: best, median and worst case of the best run, one figure per test set, also as
     interactive plotly HTML (orthogonal slices of the worst case with its anomaly map).
     """
-    ranking = table.groupby("experiment", sort=False)["dice_d"].mean().sort_values(ascending=False, kind="stable")
-    best = str(ranking.index[0])
+    figures = layout.figures
+    best = analysis.best_experiment(table)
     shown = [e for e in FIGURE_EXPERIMENTS if e in subject_tables] or [best]
 
     for cohort in dataset.lesion_cohorts:
@@ -247,7 +291,7 @@ def _write_figures(figures: Path, dataset, out: Path, table: pd.DataFrame,
     test_ids = [i for cohort in dataset.lesion_cohorts for i in dataset.ids(cohort=cohort, split="test")]
     curves = {}
     for experiment in dict.fromkeys(shown + [best]):
-        maps = predict(load_run(out / "runs" / run_name(experiment))[0], dataset, test_ids, progress=progress)
+        maps = predict(load_run(layout.run(experiment))[0], dataset, test_ids, progress=progress)
         if experiment in shown:
             curves[experiment] = analysis.slice_detection_curve(maps)
         if experiment == best:
@@ -263,12 +307,12 @@ def _write_examples(figures: Path, experiment: str, maps: dict, table: pd.DataFr
             continue
         cases = analysis.example_cases(cohort_maps, float(threshold), n=min(3, len(cohort_maps)))
         _save(viz.example_cases_plot(cases, threshold=float(threshold)),
-              figures / f"fig7_examples_{cohort}_{experiment}.png")
+              figures / f"fig7_examples_{cohort}_{run_name(experiment)}.png")
         worst = next(m for m in cohort_maps if m.subject_id == cases[-1].subject_id)
         centre = tuple(int(i) for i in np.argwhere(worst.lesion_mask).mean(axis=0))
         _save(viz.orthogonal_slices(worst.image, worst.anomaly_map, index=centre,
                                     title=f"{experiment}, {cohort}, {worst.subject_id}: anomaly map"),
-              figures / f"fig7_examples_{cohort}_{experiment}.html")
+              figures / f"fig7_examples_{cohort}_{run_name(experiment)}.html")
 
 
 def _save(fig, path: Path) -> None:

@@ -1,7 +1,9 @@
 """Evaluation: from a trained model to anomaly maps, thresholds, metrics and the papers' tables.
 
 Modules, lowest first: :mod:`~uadlab.evaluation.postprocessing` (residual -> anomaly map, Sec. 2.3),
-:mod:`~uadlab.evaluation.metrics` (DICE, AUPRC, threshold searches), :mod:`~uadlab.evaluation.inference`
+:mod:`~uadlab.evaluation.metrics` (DICE, AUPRC, threshold searches),
+:mod:`~uadlab.evaluation.sample_level` (Chatterjee et al.: maximum-anomaly location, subject scores,
+sample-level AUROC/AP), :mod:`~uadlab.evaluation.inference`
 (reconstruct a data set), :mod:`~uadlab.evaluation.protocol` (``uadlab evaluate``: threshold on
 validation, metrics on test), :mod:`~uadlab.evaluation.lambert` (Lambert et al.'s protocol),
 :mod:`~uadlab.evaluation.analysis` (Table 1 and Figs. 4-7 as tables).

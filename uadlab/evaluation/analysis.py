@@ -46,6 +46,7 @@ __all__ = [
     "table1_markdown",
     "paired_difference",
     "ablation_differences",
+    "best_experiment",
 ]
 
 #: Column groups of Table 1 per test set: label -> metric key (DICE_S also uses ``dice_s_std``).
@@ -324,6 +325,31 @@ def table1(rows: pd.DataFrame) -> pd.DataFrame:
                             ("AUPRC", "auprc")):
             table.loc[row.experiment, (row.dataset, metric)] = 100.0 * _num(getattr(row, key))
     return table
+
+
+def best_experiment(rows: pd.DataFrame, metric: str = "dice_d") -> str:
+    """The experiment with the highest ``metric`` averaged over its test sets (first one on a tie).
+
+    Bengs et al. 2021 show their best model's cases (Fig. 7); this is how the main job and the labs
+    pick it from the rows of ``table1.csv``.
+
+    Args:
+        rows: columns ``experiment``, ``dataset`` and ``metric`` (``table1.csv``).
+        metric: the column to rank by.
+
+    Raises:
+        TypeError: ``rows`` is not a DataFrame.
+        ValueError: a missing column, or no rows.
+
+    >>> best_experiment(pd.DataFrame({"experiment": ["2D-None", "2D-None", "3D-None", "3D-None"],
+    ...                               "dataset": ["a", "b", "a", "b"], "dice_d": [0.5, 0.1, 0.2, 0.3]}))
+    '2D-None'
+    """
+    _check_frame(rows, "rows", ("experiment", "dataset", metric))
+    if rows.empty:
+        raise ValueError("`rows` must hold at least one row, got none")
+    ranking = rows.groupby("experiment", sort=False)[metric].mean().sort_values(ascending=False, kind="stable")
+    return str(ranking.index[0])
 
 
 def table1_markdown(table: pd.DataFrame) -> str:

@@ -56,6 +56,8 @@ from uadlab.data.dataset import load_dataset
 from uadlab.errors import DatasetError, RunError, UadlabWarning
 from uadlab.evaluation.inference import SubjectMaps, predict
 from uadlab.data.io import atomic_write, folder_lock
+from uadlab.layout import EVAL_METRICS as _METRICS_FILE
+from uadlab.layout import EVAL_SUBJECTS as _SUBJECTS_FILE
 from uadlab.training.loop import load_run, run_status
 
 __all__ = [
@@ -80,8 +82,6 @@ SUBJECT_COLUMNS: tuple[str, ...] = ("subject_id", "cohort", "lesion_voxels", "di
 SUMMARY_KEYS: tuple[str, ...] = ("dice_d", "dice_s_mean", "dice_s_std", "auprc", "slice_auprc",
                                  "threshold", "n_subjects")
 
-_METRICS_FILE = "metrics.json"
-_SUBJECTS_FILE = "subjects.csv"
 
 Maps = Mapping[str, SubjectMaps] | Sequence[SubjectMaps]
 

@@ -59,6 +59,9 @@ from uadlab.data.dataset import load_dataset
 from uadlab.training.experiments import parse_experiment
 from uadlab.errors import DatasetError, RunError
 from uadlab.data.io import atomic_write, folder_lock
+from uadlab.layout import RUN_CHECKPOINT as _CHECKPOINT_FILE
+from uadlab.layout import RUN_CONFIG as _CONFIG_FILE
+from uadlab.layout import RUN_HISTORY as _HISTORY_FILE
 from uadlab.models.base import ReconstructionModel, volumes_to_samples
 from uadlab.models.registry import build_from_record, build_model, get_spec, model_config, model_record
 from uadlab.profiles import Profile, get_profile
@@ -70,9 +73,6 @@ __all__ = ["TrainConfig", "TrainResult", "train", "load_run", "run_status", "see
 HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "train_loss", "train_recon", "train_kl", "val_recon",
                                     "val_kl", "seconds")
 
-_CONFIG_FILE = "config.yaml"
-_CHECKPOINT_FILE = "checkpoint.pt"
-_HISTORY_FILE = "history.csv"
 _RUN_FILES = (_CONFIG_FILE, _CHECKPOINT_FILE, _HISTORY_FILE)
 _LOSSES = ("elbo", "lambert")  # uadlab.models.vae.LOSSES; "elbo" is also every other model's own objective
 _HEALTHY = "healthy"  # the cohort of healthy subjects in a built data set (uadlab.data.dataset)
