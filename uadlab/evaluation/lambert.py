@@ -22,6 +22,7 @@ al. apply the median filter after thresholding, a difference of order, not of ki
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -91,8 +92,9 @@ def lambert_scores(maps: Mapping[str, SubjectMaps] | Sequence[SubjectMaps], *, s
 
     Returns:
         :data:`LAMBERT_COLUMNS`: the threshold, Dice mean and sd over the scored half, pooled
-        sensitivity and specificity, reconstruction MAE, and the two halves' sizes. Metrics are NaN
-        (with a warning from :mod:`.metrics`) when the threshold half has no lesion voxel.
+        sensitivity and specificity, reconstruction MAE, and the two halves' sizes. The threshold and
+        the segmentation metrics are NaN, with an :class:`~.metrics.UndefinedMetricWarning`, when the
+        threshold half has no lesion voxel in the central slices.
 
     Raises:
         TypeError: an element is not a :class:`SubjectMaps`.
@@ -114,6 +116,8 @@ def lambert_scores(maps: Mapping[str, SubjectMaps] | Sequence[SubjectMaps], *, s
     fit_labels = crop(fit_ids, "lesion_mask")
     nan = math.nan
     if not any(label.any() for label in fit_labels):
+        warnings.warn(f"no lesion voxel in the central slices of the threshold half {fit_ids}: Lambert et al.'s "
+                      "metrics are undefined (NaN)", metrics.UndefinedMetricWarning, stacklevel=2)
         threshold = nan
     else:
         threshold = metrics.grid_threshold_search(crop(fit_ids, "anomaly_map"), fit_labels, thresholds,
