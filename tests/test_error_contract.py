@@ -220,6 +220,17 @@ def test_a_locked_folder_is_refused_with_one_line(world, tmp_path, capsys, cache
     assert not out.exists()
 
 
+def test_a_lock_dies_with_its_process_even_on_kill_9(world, tmp_path, capsys):
+    _, _, data, _, cache = world
+    out = tmp_path / "run"
+    holder = _LockHolder(out, cache)
+    holder.process.kill()  # SIGKILL: no cleanup code runs
+    holder.process.wait(timeout=30)
+    assert (tmp_path / ".run.lock").exists()  # the file stays; the lock does not
+    assert main(_train_args(data, out)) == 0
+    assert "finished after 1 epoch" in capsys.readouterr().out
+
+
 def test_train_never_writes_into_a_data_set(world, tmp_path, capsys):
     _, _, data, _, _ = world
     target = shutil.copytree(data, tmp_path / "data")
