@@ -119,17 +119,17 @@ def _env(cache: Path) -> dict[str, str]:
             "OMP_NUM_THREADS": "1", "UADLAB_CACHE": str(cache)}
 
 
-def _cli(args: list[str], cache: Path, **kwargs) -> subprocess.Popen:
-    """``uadlab ARGS`` in a separate process."""
+def _cli(args: list[str], cache: Path) -> subprocess.Popen:
+    """``uadlab -q ARGS`` in a separate process."""
     return subprocess.Popen([sys.executable, "-m", "uadlab.cli", "-q", *args], env=_env(cache), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 class _LockHolder:
     """Another process holding :func:`uadlab.data.io.folder_lock` on a folder until closed."""
 
     def __init__(self, folder: Path, cache: Path) -> None:
-        code = ("import sys, time; from uadlab.data.io import folder_lock\n"
+        code = ("import sys; from uadlab.data.io import folder_lock\n"
                 f"with folder_lock({str(folder)!r}):\n    print('locked', flush=True); sys.stdin.read()")
         self.process = subprocess.Popen([sys.executable, "-c", code], env=_env(cache), stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True)
@@ -197,7 +197,8 @@ def test_two_trainings_into_one_folder_one_fails_and_nothing_is_lost(world, tmp_
     _, _, data, _, cache = world
     out = tmp_path / "run"
     processes = [_cli(_train_args(data, out), cache) for _ in range(2)]
-    results = [(p.wait(timeout=300), p.stderr.read()) for p in processes]
+    errors = [p.communicate(timeout=300)[1] for p in processes]
+    results = [(p.returncode, err) for p, err in zip(processes, errors)]
     codes = sorted(code for code, _ in results)
     assert codes == [0, 2], results
     err = next(err for code, err in results if code == 2)
@@ -468,7 +469,8 @@ def test_a_full_disk_during_training_keeps_the_previous_checkpoint(world, tmp_pa
 
 
 def test_a_read_only_folder_is_one_line(world, tmp_path, capsys, monkeypatch):
-    """Run as root in CI, so the read-only folder is simulated where uadlab creates folders."""
+    """Permissions do not bind root (tests may run as root), so the refusal is simulated where uadlab
+    creates folders."""
     _, _, data, run, _ = world
     target = tmp_path / "ro" / "eval"
 
