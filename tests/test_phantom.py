@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from uadlab.errors import VolumeError
 from uadlab.data.phantom import (
     KINDS,
     PhantomParams,
@@ -16,6 +15,7 @@ from uadlab.data.phantom import (
     simulate_subject,
     subject_seed,
 )
+from uadlab.errors import VolumeError
 
 VOXEL_MM = 4.0
 

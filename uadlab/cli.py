@@ -15,7 +15,8 @@ Subcommands::
     uadlab data check --manifest M --root R
     uadlab train --experiment NAME [--model M] --data DIR --profile P --out runs/NAME [--fraction F] [--seed S] [--resume] [--overwrite]
     uadlab evaluate --run runs/NAME --data DIR [--val-data DIR2] --out OUT
-    uadlab reproduce --profile P --data phantom|DIR --out results/ [--study S] [--experiments A,B] [--seed S] [--workers N] [--overwrite]
+    uadlab reproduce --profile P --data phantom|DIR --out results/ [--study S] [--experiments A,B] [--seed S]
+                     [--workers N] [--overwrite]
     uadlab notebooks run --profile P --out DIR
 """
 
@@ -56,9 +57,8 @@ def _data_check(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from uadlab.training.loop import TrainConfig, train
-
     from uadlab.training.experiments import parse_experiment
+    from uadlab.training.loop import TrainConfig, train
 
     config = TrainConfig(
         experiment=args.experiment if args.model is None else parse_experiment(args.experiment, model=args.model).name,

@@ -35,18 +35,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from uadlab.viz import figures as viz
-from uadlab.evaluation import analysis
 from uadlab.data.dataset import build_dataset, load_dataset
-from uadlab.training.experiments import EXPERIMENTS, parse_experiment
+from uadlab.data.io import atomic_write, folder_lock
 from uadlab.errors import DatasetError, RunError
-from uadlab.evaluation.protocol import evaluate_run
+from uadlab.evaluation import analysis
 from uadlab.evaluation.inference import predict
 from uadlab.evaluation.lambert import lambert_markdown, lambert_scores
-from uadlab.data.io import atomic_write, folder_lock
+from uadlab.evaluation.protocol import evaluate_run
 from uadlab.layout import RUN_CHECKPOINT, RUN_CONFIG, ResultsLayout, run_name
 from uadlab.profiles import Profile, get_profile
+from uadlab.training.experiments import EXPERIMENTS, parse_experiment
 from uadlab.training.loop import TrainConfig, load_run, train
+from uadlab.viz import figures as viz
 
 __all__ = ["DATA_SIZE_EXPERIMENTS", "FIGURE_EXPERIMENTS", "LAMBERT_EXPERIMENTS", "PHANTOM_MANIFEST", "STUDIES",
            "TABLE1_BASELINES", "reproduce", "run_name"]

@@ -48,9 +48,9 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from uadlab._checks import check_positive_real
-from uadlab.errors import VolumeError
 from uadlab.data.io import load_volume
 from uadlab.data.resampling import iso_grid, resample
+from uadlab.errors import VolumeError
 
 __all__ = [
     "KINDS",
@@ -310,7 +310,9 @@ def _load_template(voxel_mm: float) -> SourceBrain:
 
 def _load_real_source(path: Path, voxel_mm: float) -> SourceBrain:
     """A real skull-stripped T1 scan with k-means tissue classes on the requested grid."""
-    from sklearn.cluster import KMeans  # imported here: slow to import, needed for real sources only
+    from sklearn.cluster import (
+        KMeans,  # imported here: slow to import, needed for real sources only
+    )
 
     data, affine = load_volume(path)
     canonical = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine))
@@ -638,7 +640,8 @@ def _upsample(coarse: np.ndarray, step_mm: float, voxel_mm: float, lo, hi) -> np
 def _apply_3x3(matrix: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     """``matrix @ vectors`` for a ``(3, 3)`` matrix and vectors ``(3, *shape)``, as element-wise
     products and sums: unlike a BLAS product, the same bits whatever the number of threads, so a
-    subject does not depend on the cores (or parallel workers) that built it."""
+    subject does not depend on the cores (or parallel workers) that built it.
+    """
     matrix = matrix.astype(np.result_type(matrix, vectors))
     return np.stack([matrix[i, 0] * vectors[0] + matrix[i, 1] * vectors[1] + matrix[i, 2] * vectors[2]
                      for i in range(3)])
