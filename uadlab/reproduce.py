@@ -49,7 +49,7 @@ from uadlab.training.loop import TrainConfig, load_run, train
 from uadlab.viz import figures as viz
 
 __all__ = ["DATA_SIZE_EXPERIMENTS", "FIGURE_EXPERIMENTS", "LAMBERT_EXPERIMENTS", "PHANTOM_MANIFEST", "STUDIES",
-           "TABLE1_BASELINES", "reproduce", "run_name"]
+           "TABLE1_BASELINES", "reproduce", "run_name", "train_and_evaluate"]
 
 #: Manifest of the default data set (shipped beside the package in the source tree).
 PHANTOM_MANIFEST = Path(__file__).resolve().parents[1] / "data_manifests" / "phantom.yaml"
@@ -188,9 +188,8 @@ def _reproduce(prof: Profile, profile: str | Profile, data: str | Path, layout: 
 
     rows, size_rows, subject_tables = [], [], {}
     for experiment, fraction in runs:
-        config = TrainConfig(experiment=experiment, profile=profile, data=str(data_dir), fraction=fraction, seed=seed)
-        run_dir = _train(config, layout.run(experiment, fraction), overwrite, progress)
-        metrics = _evaluation(run_dir, data_dir, layout.evaluation(experiment, fraction), progress)
+        _, metrics = train_and_evaluate(experiment, profile, data_dir, layout, fraction=fraction, seed=seed,
+                                        progress=progress, overwrite=overwrite)
         for cohort, m in metrics["cohorts"].items():
             if fraction == 1.0:
                 rows.append({"experiment": experiment, "dataset": cohort,
@@ -221,9 +220,9 @@ def _lambert2021(profile: str | Profile, data_dir: Path, dataset, layout: Result
     """Lambert et al.'s Table 1: four models with their loss, scored by their protocol and by Bengs et al.'s."""
     rows = []
     for experiment, label in LAMBERT_EXPERIMENTS.items():
-        config = TrainConfig(experiment=experiment, profile=profile, data=str(data_dir), seed=seed, loss="lambert")
-        run_dir = _train(config, layout.run(experiment), overwrite, progress)
-        ours = _evaluation(run_dir, data_dir, layout.evaluation(experiment), progress)["cohorts"]
+        run_dir, ours = train_and_evaluate(experiment, profile, data_dir, layout, seed=seed, progress=progress,
+                                           overwrite=overwrite, loss="lambert")
+        ours = ours["cohorts"]
         model = load_run(run_dir)[0]
         for cohort in dataset.lesion_cohorts:
             maps = predict(model, dataset, dataset.ids(cohort=cohort, split="test"), progress=progress)
@@ -249,12 +248,42 @@ def _train(config: TrainConfig, run_dir: Path, overwrite: bool, progress: bool) 
     return train(config, run_dir, overwrite=True, progress=progress).run_dir
 
 
-def _evaluation(run_dir: Path, data_dir: Path, eval_dir: Path, progress: bool) -> dict:
-    """The run's ``metrics.json``: read back when newer than its checkpoint, else evaluated anew."""
-    metrics_file = eval_dir / "metrics.json"
-    if metrics_file.exists() and metrics_file.stat().st_mtime >= (run_dir / "checkpoint.pt").stat().st_mtime:
-        return json.loads(metrics_file.read_text())
-    return evaluate_run(run_dir, data_dir, eval_dir, overwrite=True, progress=progress)
+def train_and_evaluate(experiment: str, profile: str | Profile, data_dir: str | Path, layout: ResultsLayout, *,
+                       fraction: float = 1.0, seed: int = 0, progress: bool = False, overwrite: bool = False,
+                       **config: object) -> tuple[Path, dict]:
+    """Train one run (resuming, or reusing a finished one) and evaluate it, in ``layout``'s folders.
+
+    The step every study repeats: the run goes to ``layout.run(experiment, fraction)``; its
+    ``metrics.json`` in ``layout.evaluation(...)`` is read back when newer than its checkpoint, else
+    the run is evaluated anew (:func:`uadlab.evaluation.evaluate_run`: threshold on each lesion
+    cohort's validation split, metrics on its test split).
+
+    Args:
+        experiment: experiment name (``3D-Cube-n``, ``spatial-vae:2D-None``...).
+        profile: profile name or :class:`~uadlab.profiles.Profile`.
+        data_dir: a built data set.
+        layout: the output folder.
+        fraction: share of the healthy training split.
+        seed: the run's seed.
+        progress: tqdm bars.
+        overwrite: restart the run when its config differs from this one (otherwise a RunError);
+            a finished run with the same config is always kept.
+        **config: further :class:`~uadlab.training.TrainConfig` fields (e.g. ``loss="lambert"``).
+
+    Returns:
+        The run folder and its metrics (``metrics.json``'s content).
+
+    Raises:
+        ValueError, TypeError: a bad config; RunError, DatasetError: as :func:`~uadlab.training.train`.
+    """
+    train_config = TrainConfig(experiment=experiment, profile=profile, data=str(data_dir), fraction=fraction,
+                               seed=seed, **config)
+    run_dir = _train(train_config, layout.run(experiment, fraction), overwrite, progress)
+    metrics_file = layout.metrics(experiment, fraction)
+    if metrics_file.exists() and metrics_file.stat().st_mtime >= (run_dir / RUN_CHECKPOINT).stat().st_mtime:
+        return run_dir, json.loads(metrics_file.read_text())
+    return run_dir, evaluate_run(run_dir, data_dir, layout.evaluation(experiment, fraction), overwrite=True,
+                                 progress=progress)
 
 
 def _write_figures(layout: ResultsLayout, dataset, table: pd.DataFrame,

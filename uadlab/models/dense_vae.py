@@ -120,5 +120,11 @@ class DenseVAE(VAEBase):
                                      *decoder_stages(spatial_dims, channels, in_channels))
 
 
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """``(latent_dim,)``: the shape of ``z`` for one sample."""
+        return (self.latent_dim,)
+
+
 register("dense-vae", DenseVAE, DenseVAEConfig,
          description="dense-bottleneck VAE (Bengs et al. 2021; Lambert et al.'s Dense 2D/3D)")

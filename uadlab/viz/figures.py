@@ -41,6 +41,7 @@ __all__ = [
     "training_curves",
     "lesion_volume_plot",
     "example_cases_plot",
+    "reconstruction_comparison",
     "operating_point",
     "pr_curve_figure",
     "orthogonal_slices",
@@ -261,6 +262,40 @@ def erasing_gallery(examples: Mapping[str, np.ndarray], *, target: np.ndarray | 
         if volume.ndim == 3 and index is None and target is not None:
             index = lesion_slice(np.asarray(volume != target), axis, volume.shape[axis])
         _image_panel(panel, display_slice(volume, axis=axis, index=index), title, vmin=0.0, vmax=1.0)
+    return fig
+
+
+def reconstruction_comparison(maps: Mapping[str, Any], *, axis: int = 2, slice_index: int | None = None):
+    """One subject reconstructed by several models: a row per model with reconstruction and residual.
+
+    Lambert et al. (Fig. 1) show spatial and dense VAEs this way: the spatial VAE's reconstruction
+    keeps the lesion (small residual), the dense VAE's replaces it with healthy tissue.
+
+    Args:
+        maps: model label -> that model's :class:`uadlab.evaluation.inference.SubjectMaps` of one
+            subject (``image``, ``recon``, ``residual``, ``lesion_mask`` as ``(X, Y, Z)`` volumes).
+        axis: slicing axis.
+        slice_index: the slice; ``None``: the slice with most lesion (middle without).
+
+    Returns:
+        The :class:`matplotlib.figure.Figure`: columns input, reconstruction, residual (shared colour
+        scale over all models), ground truth.
+
+    Raises:
+        TypeError: ``maps`` is not a non-empty mapping.
+    """
+    _check_mapping(maps, "maps")
+    first = next(iter(maps.values()))
+    k = lesion_slice(first.lesion_mask, axis, np.shape(first.image)[axis]) if slice_index is None else slice_index
+    vmax = max(float(np.max(m.residual)) for m in maps.values()) or 1.0
+    fig, axes = _new_figure(len(maps), 4, panel=2.2, squeeze=False)
+    for row, (label, m) in zip(axes, maps.items()):
+        lesion = np.zeros(np.shape(m.image), bool) if m.lesion_mask is None else m.lesion_mask
+        _image_panel(row[0], display_slice(m.image, axis=axis, index=k), "input")
+        _image_panel(row[1], display_slice(m.recon, axis=axis, index=k), f"{label}: reconstruction")
+        _image_panel(row[2], display_slice(m.residual, axis=axis, index=k), "residual", cmap="inferno",
+                     vmin=0.0, vmax=vmax)
+        _image_panel(row[3], display_slice(lesion, axis=axis, index=k), "ground truth")
     return fig
 
 
