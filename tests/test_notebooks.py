@@ -162,7 +162,7 @@ def test_model_labs_outputs(executed, name, experiment):
 def test_02_compares_2d_and_3d(executed):
     out, _ = executed
     comparison = pd.read_csv(out / "02_vae_3d" / "comparison.csv")
-    assert set(comparison["experiment"]) == {"2D-None", "3D-None"}
+    assert set(comparison["experiment"]) == {"2D-None", "3D-None", "mean-image:3D-None"}  # the floor beside both
     assert (out / "02_vae_3d" / "comparison.png").exists()
 
 

@@ -255,7 +255,7 @@ def strip_outputs(path: str | Path) -> bool:
 def notebook_problems(path: str | Path) -> list[str]:
     """What keeps a notebook from being committed or run by papermill (empty when fine).
 
-    Checks STYLE.md Sec. 10: the first cell is a code cell tagged ``parameters`` that holds
+    Checks the house rules for notebooks: the first cell is a code cell tagged ``parameters`` that holds
     ``PROFILE``, ``OUT_DIR``, ``SEED`` and ``INTERACTIVE``; no code cell holds outputs or an
     execution count; no code cell defines a class or a function (logic belongs in ``uadlab``).
 

@@ -47,7 +47,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
-from uadlab._checks import check_positive_real
+from uadlab._checks import check_int, check_positive_real, check_real
 from uadlab.data.io import load_volume
 from uadlab.data.resampling import iso_grid, resample
 from uadlab.errors import VolumeError
@@ -183,11 +183,8 @@ def _checked_param(name: str, value: object) -> object:
             raise ValueError(f"`{name}` must lie in [0, 1), got {value!r}")
         return (lo, hi)
     if name == "stroke_satellites":
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"`{name}` must be an integer >= 0, got {value!r}")
-        return int(value)
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}")
+        return check_int(name, value, "an integer >= 0", lambda v: v >= 0)
+    value = check_real(name, value, "a finite number >= 0", lambda v: math.isfinite(v) and v >= 0)
     if name in ("elastic_sigma_mm", "bias_sigma_mm") and value <= 0:
         raise ValueError(f"`{name}` must be > 0, got {value!r}")
     if name == "tumour_mass_effect" and value > 0.4:
@@ -434,10 +431,7 @@ def subject_seed(base_seed: int, cohort: str, index: int) -> int:
     if not isinstance(cohort, str):
         raise TypeError(f"`cohort` must be a str, got {cohort!r}")
     for name, value in (("base_seed", base_seed), ("index", index)):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-            raise TypeError(f"`{name}` must be an int, got {value!r}")
-        if value < 0:
-            raise ValueError(f"`{name}` must be >= 0, got {value!r}")
+        check_int(name, value, "an int >= 0", lambda v: v >= 0)
     sequence = np.random.SeedSequence([int(base_seed), zlib.crc32(cohort.encode()), int(index)])
     return int(sequence.generate_state(1, np.uint64)[0] >> np.uint64(1))
 

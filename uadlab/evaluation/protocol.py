@@ -27,8 +27,9 @@ Decisions (kept here, in one place):
       (:func:`uadlab.evaluation.metrics.binarize`), so background is never predicted; lesion voxels outside
       the eroded brain count as misses.
     - AUPRC, sensitivity, specificity and the FPR thresholds count brain-mask voxels only.
-    - Slice-wise detection scores a slice by the *mean residual* over its brain voxels (METHOD.md:
-      "the l1 residual summed or averaged"; the mean does not favour slices with more brain).
+    - Slice-wise detection scores a slice by the l1 residual *summed* over its brain voxels, the l1
+      distance between the slice and its reconstruction (Bengs et al. 2021, Sec. 2.3;
+      :func:`uadlab.evaluation.metrics.slice_scores` with ``reduce="mean"`` discounts the brain's area).
     - DICE_S sd is the population sd (``ddof=0``) over subjects with a defined DICE.
     - Undefined values are NaN (with the metrics' warning); ``metrics.json`` writes them as ``null``.
 
