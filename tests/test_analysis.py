@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import doctest
-
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
-import uadlab.evaluation.analysis
 from uadlab.evaluation import metrics
 from uadlab.evaluation.analysis import (
     ablation_differences,

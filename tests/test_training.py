@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+
 from uadlab import profiles
-from uadlab.models import DenseVAE
-from uadlab.training import loop as training
 from uadlab.errors import DatasetError, RunError
+from uadlab.models import DenseVAE
 from uadlab.profiles import get_profile
+from uadlab.training import loop as training
 from uadlab.training.loop import (
     HISTORY_COLUMNS,
     TrainConfig,
@@ -58,9 +59,11 @@ def _config(experiment: str = "3D-None", **kwargs) -> TrainConfig:
 def _run(config: TrainConfig, run_dir: Path, arrays, *, resume=False, overwrite=False, **kwargs):
     """Train on in-memory arrays through the same folder logic as :func:`train`."""
     run_dir = training._prepare_run_dir(config, run_dir, resume=resume, overwrite=overwrite)
-    checkpoint = training._load_checkpoint(run_dir) if resume else None
+    checkpoint = training._resume_checkpoint(run_dir, config) if resume else None
     if checkpoint is not None and checkpoint["finished"]:
         return training._result(run_dir, checkpoint)
+    if overwrite:
+        training._clear_run(run_dir)
     return training._train_arrays(config, run_dir, *arrays, checkpoint=checkpoint, **kwargs)
 
 

@@ -7,6 +7,12 @@ download openly licensed data sets), :mod:`~uadlab.data.resampling`,
 (Sec. 2.1 and its cache), :mod:`~uadlab.data.dataset` (``uadlab data build`` and its folder).
 """
 
-from uadlab.data.dataset import COLUMNS, BuiltDataset, Subject, build_dataset, load_dataset
+from uadlab.data.dataset import (
+    COLUMNS,
+    BuiltDataset,
+    Subject,
+    build_dataset,
+    load_dataset,
+)
 
 __all__ = ["COLUMNS", "BuiltDataset", "Subject", "build_dataset", "load_dataset"]

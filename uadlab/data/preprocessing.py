@@ -47,8 +47,10 @@ Shape:
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
+import math
 import numbers
 import os
 import warnings
@@ -63,10 +65,10 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from uadlab._checks import check_int, check_positive_real, check_real
-from uadlab.errors import VolumeError
-from uadlab.data.io import atomic_write
-from uadlab.profiles import Profile, get_profile
+from uadlab.data.io import MAX_VOXELS, atomic_write
 from uadlab.data.resampling import iso_grid, resample
+from uadlab.errors import UadlabWarning, VolumeError
+from uadlab.profiles import Profile, get_profile
 
 __all__ = [
     "PreprocessingParams",
@@ -208,7 +210,8 @@ def preprocess(
             :class:`PreprocessingParams`.
         ValueError: ``affine`` is not a finite, invertible ``(4, 4)`` matrix.
         uadlab.errors.VolumeError: the image is not 3D or holds NaN/inf, a mask's shape differs from
-            the image's, or the brain mask is empty (before or after resampling).
+            the image's, the brain mask is empty (before or after resampling), or the resampled
+            grid would exceed :data:`uadlab.io.MAX_VOXELS` voxels (absurd voxel sizes in a header).
     """
     params = PreprocessingParams() if params is None else params
     if not isinstance(params, PreprocessingParams):
@@ -231,6 +234,10 @@ def preprocess(
 
     # 2. Isotropic resampling.
     iso_affine, iso_shape = iso_grid(affine, image.shape, params.spacing_mm)
+    if math.prod(iso_shape) > MAX_VOXELS:  # e.g. 1000 mm voxels: refuse before allocating
+        extent = np.round(np.array(iso_shape) * params.spacing_mm).astype(int).tolist()
+        raise VolumeError(f"field of view {extent} mm would need {math.prod(iso_shape)} voxels at "
+                          f"{params.spacing_mm:g} mm (at most {MAX_VOXELS}); check the voxel sizes in the header")
     image = resample(image, affine, iso_affine, iso_shape, order=_IMAGE_ORDER)
     brain_mask = resample(brain_mask, affine, iso_affine, iso_shape, order=_MASK_ORDER) > 0.5
     if lesion_mask is not None:
@@ -307,7 +314,8 @@ def _checked_inputs(image, affine, brain_mask, lesion_mask):
 
 def _lesion_threshold(fraction: np.ndarray) -> np.ndarray:
     """``fraction > 0.5``, except that a lesion never vanishes: when no voxel passes but some voxel
-    overlaps the lesion at all, the voxel(s) of highest overlap are kept."""
+    overlaps the lesion at all, the voxel(s) of highest overlap are kept.
+    """
     mask = fraction > 0.5
     if not mask.any():
         peak = float(fraction.max())
@@ -356,7 +364,8 @@ def _fit_to_box(arrays: list[np.ndarray], box: tuple[int, ...]) -> tuple[list[np
 
 def _zoom(array: np.ndarray, out_shape: tuple[int, ...], *, order: int) -> np.ndarray:
     """Resize ``array`` to ``out_shape`` with :func:`scipy.ndimage.zoom` in grid mode (edges aligned),
-    after a Gaussian anti-aliasing filter of sigma ``(factor - 1) / 2`` voxels along shrinking axes."""
+    after a Gaussian anti-aliasing filter of sigma ``(factor - 1) / 2`` voxels along shrinking axes.
+    """
     factors = np.array(out_shape) / np.array(array.shape)
     array = array.astype(np.float32, copy=False)
     sigma = np.maximum(0.0, (1.0 / factors - 1.0) / 2.0)
@@ -384,10 +393,6 @@ def _zoomed_affine(affine: np.ndarray, in_shape: tuple[int, ...], out_shape: tup
 
 
 # --------------------------------------------------------------------------------------------------
-# Cache
-
-
-# --------------------------------------------------------------------------------------------------
 # Skull stripping of whole-head T1 (a manifest's ``brain_mask: deepbet``)
 
 SKULL_STRIP_METHODS: tuple[str, ...] = ("deepbet",)
@@ -402,7 +407,7 @@ def skull_strip(image: np.ndarray, affine: np.ndarray, *, method: str = "deepbet
     so nothing is downloaded): a coarse network at 128³ finds the brain's bounding box, a second one
     segments the box at 256³; the largest connected component is kept and its holes filled. The
     input is reoriented to RAS+ for the networks and the mask returned on the input's own grid.
-    On a 2-core CPU it takes about a minute or more per 1 mm volume (see the README), which is why
+    It takes about 4-20 s per 1 mm volume on a busy 2-core CPU (see the README), which is why
     :func:`uadlab.data.dataset.build_dataset` caches the mask (:meth:`PreprocessCache.get_or_compute_mask`).
 
     Args:
@@ -541,9 +546,14 @@ def bias_correction_version(method: str = "n4") -> str:
     return f"n4 SimpleITK=={version('SimpleITK')}"
 
 
+# --------------------------------------------------------------------------------------------------
+# Cache
+
+
 def default_cache_dir() -> Path:
     """Folder of the preprocessing cache: ``$UADLAB_CACHE`` if set and non-empty, else
-    ``~/.cache/uadlab/preprocessed``."""
+    ``~/.cache/uadlab/preprocessed``.
+    """
     env = os.environ.get("UADLAB_CACHE", "")
     return Path(env).expanduser() if env.strip() else Path.home() / ".cache" / "uadlab" / "preprocessed"
 
@@ -556,7 +566,9 @@ class PreprocessCache:
     parameters), the :class:`PreprocessingParams` and a format version. Entries are written
     atomically; an entry that cannot be read back, lacks an array (the lesion mask included: an entry
     records whether it has one), has the wrong shape or dtype, holds NaN/inf, or was stored under
-    another key is recomputed and replaced, never trusted.
+    another key is recomputed and replaced, never trusted. An entry that cannot be written (a full
+    disk, a read-only cache, a folder in its place, a cache path that is a file) is skipped with a
+    :class:`uadlab.errors.UadlabWarning` (the first time only): the result is returned all the same.
 
     Args:
         directory: folder of the entries; created on first write. ``None`` means
@@ -571,6 +583,7 @@ class PreprocessCache:
         if directory is not None and not isinstance(directory, (str, os.PathLike)):
             raise TypeError(f"`directory` must be a path or None, got {directory!r}")
         self.directory = default_cache_dir() if directory is None else Path(directory).expanduser()
+        self._warned = False  # a failed write is reported once per cache (and per worker process)
 
     def path(self, key: str, params: PreprocessingParams | None = None) -> Path:
         """The entry file of ``key`` under ``params`` (it may not exist yet)."""
@@ -642,11 +655,23 @@ class PreprocessCache:
                   "image": result.image, "brain_mask": result.brain_mask, "affine": result.affine}
         if result.lesion_mask is not None:
             arrays["lesion_mask"] = result.lesion_mask
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path, overwrite=True) as temporary, open(temporary, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
+        self._write(path, arrays)
         return result, meta
 
+    def _write(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
+        """Store one entry; a failed write is a warning (once), never an error: the result is still right."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            if path.is_dir():  # a folder squatting on the entry's name: os.replace cannot replace it
+                raise IsADirectoryError(errno.EISDIR, "a folder has the cache entry's name", str(path))
+            with atomic_write(path, overwrite=True) as temporary, open(temporary, "wb") as handle:
+                np.savez_compressed(handle, **arrays)
+        except OSError as error:  # full disk, read-only or misplaced cache
+            if not self._warned:
+                self._warned = True
+                warnings.warn(f"{self.directory}: cannot write the preprocessing cache ({error.strerror or error}); "
+                              "continuing without it (further failures are not reported)", UadlabWarning,
+                              stacklevel=3)
 
     def get_or_compute_mask(self, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
         """A full-resolution brain mask cached under ``key`` (e.g. :func:`skull_strip`'s), or ``compute()``.
@@ -654,7 +679,7 @@ class PreprocessCache:
         Kept apart from the preprocessed entries (``<sha256>.mask.npz``) and independent of any
         :class:`PreprocessingParams`, so that another profile reuses the mask of the same input.
         An unreadable entry, or one stored under another key or not a non-empty bool volume, is
-        recomputed.
+        recomputed; a failed write is a warning, as for the other entries.
 
         Args:
             key: text identifying the input image and the method (e.g. its sha256 and
@@ -682,9 +707,7 @@ class PreprocessCache:
         mask = compute()
         if not (isinstance(mask, np.ndarray) and mask.dtype == bool and mask.ndim == 3):
             raise TypeError(f"`compute` must return a 3D bool array, got {type(mask).__name__}")
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path, overwrite=True) as temporary, open(temporary, "wb") as handle:
-            np.savez_compressed(handle, key=np.array(key), mask=mask)
+        self._write(path, {"key": np.array(key), "mask": mask})
         return mask
 
 
