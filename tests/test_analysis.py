@@ -354,8 +354,3 @@ def test_ablation_differences_seeds_pairs_each_method_with_its_baseline(rng):
     assert ablation_differences_seeds({"2D-None": tables["2D-None"]}).empty
     with pytest.raises(ValueError, match="keyed by experiment names"):
         ablation_differences_seeds({"mine": tables["2D-None"]})
-
-
-def test_doctests_pass():
-    result = doctest.testmod(uadlab.evaluation.analysis)
-    assert result.attempted > 0 and result.failed == 0
