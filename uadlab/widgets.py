@@ -49,10 +49,8 @@ _PNG_DPI = 90
 # ----------------------------------------------------------------------------------------------
 
 def _figure(ncols: int, *, panel: float = 2.8):
-    """A pyplot-free figure with one row of ``ncols`` axes."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(panel * ncols, panel + 0.5), layout="constrained")
+    """A displayable pyplot-free figure (:func:`uadlab.viz.new_figure`) with one row of ``ncols`` axes."""
+    fig = viz.new_figure((panel * ncols, panel + 0.5))
     return fig, list(np.ravel(fig.subplots(1, ncols, squeeze=False)))
 
 
