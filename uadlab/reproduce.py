@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -100,7 +101,8 @@ def reproduce(
         seed: seed of every training run.
         workers: processes building the data set at once (see :func:`uadlab.data.build_dataset`;
             the output does not depend on it). Unused when ``data`` is an already built folder.
-        progress: show tqdm progress bars.
+        progress: show tqdm progress bars (notebook bars in Jupyter): one over the runs, one per
+            training run (epochs) and one per prediction.
 
     Returns:
         Paths of the outputs: ``table1.csv``, ``table1.md``, ``figures``, ``runs``.
@@ -123,7 +125,7 @@ def reproduce(
     runs += [(name, f) for name in DATA_SIZE_EXPERIMENTS if name in names for f in prof.fractions if f != 1.0]
 
     rows, size_rows, subject_tables = [], [], {}
-    for experiment, fraction in runs:
+    for experiment, fraction in _runs_bar(runs, progress):
         name = run_name(experiment, fraction)
         config = TrainConfig(experiment=experiment, profile=profile, data=str(data_dir), fraction=fraction, seed=seed)
         run_dir = train(config, out / "runs" / name, resume=True, progress=progress).run_dir
@@ -152,6 +154,15 @@ def reproduce(
                                    "experiments": names, "runs": [run_name(*r) for r in runs]}, indent=2))
     return {"table1.csv": out / "table1.csv", "table1.md": out / "table1.md", "figures": figures,
             "runs": out / "runs"}
+
+
+def _runs_bar(runs: list, progress: bool) -> Any:
+    """``runs``, wrapped in a tqdm bar ("reproduce: runs", one step per run) when ``progress``."""
+    if not progress:
+        return runs
+    from tqdm.auto import tqdm
+
+    return tqdm(runs, desc="reproduce: runs", unit="run")
 
 
 def _evaluation(run_dir: Path, data_dir: Path, eval_dir: Path, progress: bool) -> dict:
