@@ -15,8 +15,15 @@ import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from uadlab import viz
-from uadlab.notebooks import NOTEBOOK_DIR, NOTEBOOKS, NotebookError, notebook_problems, run_notebooks, strip_outputs
+from uadlab.notebooks import (
+    NOTEBOOK_DIR,
+    NOTEBOOKS,
+    NotebookError,
+    figure_calls,
+    notebook_problems,
+    run_notebooks,
+    strip_outputs,
+)
 
 
 def _write(path, cells):
@@ -136,40 +143,20 @@ def test_all_six_ran_in_order(executed):
         assert not any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
 
 
-#: viz functions that return no figure.
-_NOT_FIGURES = {"display_slice", "operating_point", "save_figure", "DISPLAY_DPI"}
-_PICTURES = ("image/png", "application/vnd.plotly.v1+json")
-
-
-def figure_calls(source: str) -> list[str]:
-    """Names of the figure-making calls in a cell: ``viz.<figure function>`` and ``widgets.*_explorer``."""
-    calls = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
-                and isinstance(node.func.value, ast.Name):
-            module, name = node.func.value.id, node.func.attr
-            if (module == "viz" and name in set(viz.__all__) - _NOT_FIGURES) or \
-                    (module == "widgets" and name.endswith("_explorer")):
-                calls.append(f"{module}.{name}")
-    return calls
-
-
 def test_figure_calls_finds_figures_and_nothing_else():
     assert figure_calls("fig = viz.show_slices(x)\nviz.save_figure(fig, p)\nfig") == ["viz.show_slices"]
     assert figure_calls("widgets.threshold_explorer(maps, static=True)") == ["widgets.threshold_explorer"]
     assert figure_calls("viz.display_slice(v)\nprint(1)") == []
+    assert figure_calls("not python (") == []
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
-def test_committed_notebooks_show_every_figure_they_make(name):
-    """A cell that makes a figure ends with it, or displays it, so the executed copy can hold it."""
-    nb = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
-    for index, cell in enumerate(nb.cells):
-        if cell.cell_type == "code" and figure_calls(cell.source):
-            last = ast.parse(cell.source).body[-1]
-            ends_with_it = isinstance(last, ast.Expr) and (ast.unparse(last) == "fig" or figure_calls(ast.unparse(last)))
-            shown = ends_with_it or "display(fig)" in cell.source
-            assert shown, f"{name} cell {index} makes a figure but never shows it"
+def test_notebook_problems_reports_a_figure_that_is_never_shown(tmp_path):
+    hidden = new_code_cell("fig = viz.training_curves(h)\nviz.save_figure(fig, 'a.png')\nh.describe()")
+    shown = [new_code_cell("fig = viz.training_curves(h)\nfig"), new_code_cell("fig = viz.show_slices(v)\ndisplay(fig)\n1"),
+             new_code_cell("widgets.slice_explorer(a, b, c,\n    static=True)")]
+    path = _write(tmp_path / "figs.ipynb", [_parameters_cell(), hidden, *shown])
+    assert notebook_problems(path) == [
+        "cell 1 makes a figure but does not show it (end the cell with it or call display(fig))"]
 
 
 @_mark
@@ -183,7 +170,7 @@ def test_every_figure_cell_holds_a_picture(executed):
             if cell.cell_type != "code" or not figure_calls(cell.source):
                 continue
             data = [o.get("data", {}) for o in cell.outputs if o.get("output_type") in ("display_data", "execute_result")]
-            assert any(any(kind in d for kind in _PICTURES) for d in data), f"{path.name} cell {index}: no picture"
+            assert any(any(kind in d for kind in ("image/png", "application/vnd.plotly.v1+json")) for d in data), f"{path.name} cell {index}: no picture"
             assert not any(d.get("text/plain", "").startswith("<Figure size") and "image/png" not in d for d in data), \
                 f"{path.name} cell {index}: a figure shown as text"
             checked += 1

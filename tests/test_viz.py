@@ -281,6 +281,9 @@ def test_orthogonal_slices_three_planes_and_overlay(volume, lesion):
     fig = viz.orthogonal_slices(volume, lesion, index=(3, 4, 7))
     assert len(fig.data) == 6
     np.testing.assert_array_equal(np.asarray(fig.data[4].z), volume[:, :, 7].T)  # axial plane, Y up
+    overlays = [trace for trace in fig.data if trace.name == "overlay"]
+    assert all(t.hoverongaps is False and "NaN" not in t.hovertemplate for t in overlays)  # no "z: NaN" on hover
+    assert "intensity" in fig.data[0].hovertemplate
 
 
 def test_orthogonal_slices_validation(volume):

@@ -730,12 +730,15 @@ def orthogonal_slices(volume: np.ndarray, overlay: np.ndarray | None = None, *, 
         # plotly draws row 0 at the bottom, so the un-rotated slice's transpose puts the second voxel
         # axis upwards -- the same orientation as display_slice.
         plane = np.take(volume, int(index[axis]), axis=axis).T
-        fig.add_trace(go.Heatmap(z=plane, colorscale="gray", showscale=False, name=_AXIS_NAMES[axis]),
+        fig.add_trace(go.Heatmap(z=plane, colorscale="gray", showscale=False, name=_AXIS_NAMES[axis],
+                                 hovertemplate="voxel (%{x}, %{y})<br>intensity %{z:.3f}<extra></extra>"),
                       row=1, col=col)
         if overlay is not None:
             layer = np.take(np.asarray(overlay, dtype=np.float32), int(index[axis]), axis=axis).T
+            # hoverongaps=False: no "z: NaN" label where the overlay is empty (NaN, transparent)
             fig.add_trace(go.Heatmap(z=np.where(layer > 0, layer, np.nan), colorscale="Reds", opacity=0.5,
-                                     showscale=False, name="overlay"), row=1, col=col)
+                                     showscale=False, name="overlay", hoverongaps=False,
+                                     hovertemplate="overlay %{z:.3f}<extra></extra>"), row=1, col=col)
         fig.update_yaxes(scaleanchor=f"x{'' if col == 1 else col}", row=1, col=col, showticklabels=False)
         fig.update_xaxes(showticklabels=False, row=1, col=col)
     fig.update_layout(title=title, width=900, height=340)
