@@ -90,6 +90,7 @@ def lab_server(tmp_path_factory, chromium_path):
     port, token = _free_port(), os.urandom(16).hex()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
            "JUPYTER_CONFIG_DIR": str(root / "config"), "JUPYTER_RUNTIME_DIR": str(root / "runtime"),
+           "JUPYTER_DATA_DIR": str(root / "data"),
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
                f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root / 'notebooks'}",
@@ -132,7 +133,7 @@ def browser(chromium_path):
 
 
 class LabPage:
-    """One notebook open in JupyterLab: run it, read its cells, collect console errors."""
+    """One notebook open in JupyterLab (its own workspace): run it, read its cells, collect console errors."""
 
     def __init__(self, browser, server, name: str) -> None:
         self.name = name
@@ -142,35 +143,47 @@ class LabPage:
         self.page = browser.new_page(viewport={"width": 1280, "height": 900})
         self.page.on("console", lambda m: self.errors.append(f"console: {m.text}") if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
-        self.page.goto(f"{server['url']}/lab/tree/{self.path.name}?token={server['token']}")
-        self.page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                                    " && window.jupyterapp.shell.currentWidget.sessionContext"
-                                    " && window.jupyterapp.shell.currentWidget.sessionContext.session"
-                                    " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel",
+        # a fresh workspace per notebook: JupyterLab would otherwise reopen the previous lab beside it
+        self.page.goto(f"{server['url']}/lab/workspaces/{name}/tree/{self.path.name}?reset&token={server['token']}")
+        self.page.wait_for_function(f"() => {{ {self._panel} return panel && panel.sessionContext.session"
+                                    " && panel.sessionContext.session.kernel"
+                                    " && panel.sessionContext.kernelDisplayStatus === 'idle'; }",
                                     timeout=120_000)
-        self.page.wait_for_function("() => window.jupyterapp.shell.currentWidget.sessionContext.kernelDisplayStatus"
-                                    " === 'idle'", timeout=120_000)
+        self.page.evaluate(f"() => {{ {self._panel} window.jupyterapp.shell.activateById(panel.id); }}")
+
+    @property
+    def _panel(self) -> str:
+        """JavaScript that binds ``panel`` to this notebook's panel (found by its path)."""
+        return ("const panel = Array.from(window.jupyterapp ? window.jupyterapp.shell.widgets('main') : [])"
+                f".find(w => w.context && w.context.path === {json.dumps(self.path.name)});")
 
     def run_all(self) -> float:
         """Run > Run All Cells, wait until every code cell has run; returns the seconds it took."""
         start = time.monotonic()
         self.page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
         self.page.wait_for_function(
-            """() => {
-                const cells = window.jupyterapp.shell.currentWidget.content.model.cells;
-                const codes = Array.from({length: cells.length}, (_, i) => cells.get(i)).filter(c => c.type === 'code');
-                const status = window.jupyterapp.shell.currentWidget.sessionContext.kernelDisplayStatus;
-                return status === 'idle' && codes.every(c => c.executionCount !== null);
-            }""", timeout=RUN_ALL_TIMEOUT_S * 1000, polling=1000)
+            f"""() => {{
+                {self._panel}
+                const cells = panel.content.model.cells;
+                const codes = Array.from({{length: cells.length}}, (_, i) => cells.get(i)).filter(c => c.type === 'code');
+                return panel.sessionContext.kernelDisplayStatus === 'idle' && codes.every(c => c.executionCount !== null);
+            }}""", timeout=RUN_ALL_TIMEOUT_S * 1000, polling=1000)
         return time.monotonic() - start
+
+    def wait_idle(self) -> None:
+        """Wait until the kernel has handled every queued request (e.g. the redraws of a widget)."""
+        self.page.wait_for_timeout(300)
+        self.page.wait_for_function(f"() => {{ {self._panel} return panel.sessionContext.kernelDisplayStatus === 'idle'; }}",
+                                    timeout=60_000)
+        self.page.wait_for_timeout(500)
 
     def model(self) -> dict:
         """The notebook as the frontend holds it (nbformat JSON with outputs)."""
-        return self.page.evaluate("() => window.jupyterapp.shell.currentWidget.content.model.toJSON()")
+        return self.page.evaluate(f"() => {{ {self._panel} return panel.content.model.toJSON(); }}")
 
     def cell(self, index: int):
         """The DOM element of cell ``index``, scrolled into view."""
-        element = self.page.locator(".jp-Notebook .jp-Cell").nth(index)
+        element = self.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell").nth(index)
         element.scroll_into_view_if_needed()
         return element
 
@@ -190,12 +203,24 @@ class LabPage:
             }).length""")
 
     def screenshot(self, folder: Path) -> Path:
-        """The whole notebook, as tall as its content, 1280 px wide."""
-        height = self.page.evaluate("() => document.querySelector('.jp-NotebookPanel .jp-Notebook').scrollHeight")
-        self.page.set_viewport_size({"width": 1280, "height": int(height) + 160})
-        self.page.wait_for_timeout(500)
+        """The whole notebook from its top (side bar closed), 1280 px wide, cut below the last cell."""
+        outer = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-WindowedPanel-outer"
+        self.page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
+        self.page.wait_for_timeout(300)
+        extra = self.page.evaluate(f"""() => {{
+            const outer = document.querySelector('{outer}');
+            outer.scrollTop = 0;
+            return outer.scrollHeight - outer.clientHeight;
+        }}""")
+        height = 900 + int(extra)
+        self.page.set_viewport_size({"width": 1280, "height": height})
+        self.page.wait_for_timeout(1000)
+        bottom = self.page.evaluate(f"""() => {{
+            const cells = document.querySelectorAll('{outer} .jp-Cell');
+            return cells[cells.length - 1].getBoundingClientRect().bottom;
+        }}""")
         path = folder / f"jupyterlab_{self.name}.png"
-        self.page.screenshot(path=str(path))
+        self.page.screenshot(path=str(path), clip={"x": 0, "y": 0, "width": 1280, "height": min(height, bottom + 24)})
         self.page.set_viewport_size({"width": 1280, "height": 900})
         return path
 
@@ -229,6 +254,20 @@ def test_every_figure_cell_shows_a_picture(lab):
     assert not any("<Figure size" in lab.cell(i).inner_text() for i in figure_cells)
 
 
+def test_screenshots_for_the_docs(lab):
+    folder = os.environ.get("UADLAB_SCREENSHOTS")
+    if not folder:
+        pytest.skip("set UADLAB_SCREENSHOTS=docs to write the README's screenshots")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lab.wait_idle()
+    for index, calls in lab.figure_cells().items():
+        for call in calls:
+            if call in _WIDGET_SHOTS:
+                lab.cell(index).locator(".jp-OutputArea").screenshot(path=str(folder / _WIDGET_SHOTS[call]))
+    assert lab.screenshot(folder).stat().st_size > 10_000
+
+
 def test_the_threshold_slider_moved_by_keyboard_changes_dice_and_redraws(lab):
     index = next((i for i, calls in lab.figure_cells().items() if "widgets.threshold_explorer" in calls), None)
     if index is None:
@@ -245,21 +284,34 @@ def test_the_threshold_slider_moved_by_keyboard_changes_dice_and_redraws(lab):
         "([el, text]) => el.innerText !== text", arg=[summary.element_handle(), before_text], timeout=30_000)
     lab.page.wait_for_function(
         "([el, src]) => el.getAttribute('src') !== src", arg=[picture.element_handle(), before_src], timeout=30_000)
-    assert "DICE_D" in summary.inner_text() and summary.inner_text() != before_text
+    lab.wait_idle()  # every keypress was one change: the last redraw shows the slider's final value
+    readout = cell.locator(".widget-hslider", has_text="threshold").locator(".widget-readout").inner_text().strip()
+    assert float(readout) < float(before_text.split()[1])  # moved down
+    assert " ".join(summary.inner_text().split()).startswith(f"threshold {readout} DICE_D = ")  # &nbsp; -> " "
+
+
+def test_widget_controls_are_comfortable_in_a_1280_px_window(lab):
+    """Slider tracks are long enough to drag, toggle buttons sit on one line (the window is 1280 px wide)."""
+    if not any(c.startswith("widgets.") for calls in lab.figure_cells().values() for c in calls):
+        pytest.skip(f"{lab.name} has no explorer")
+    sizes = lab.page.evaluate(
+        """() => ({
+            tracks: Array.from(document.querySelectorAll('.widget-hslider .noUi-target'))
+                .map(el => el.getBoundingClientRect().width),
+            toggles: Array.from(document.querySelectorAll('.widget-toggle-buttons .widget-toggle-button'))
+                .map(el => el.parentElement).filter((el, i, all) => all.indexOf(el) === i)
+                .map(group => new Set(Array.from(group.children).map(b => Math.round(b.getBoundingClientRect().top))).size),
+            labels: Array.from(document.querySelectorAll('.widget-toggle-buttons')).map(widget => {
+                const label = widget.querySelector('.widget-label').getBoundingClientRect();
+                const button = widget.querySelector('.widget-toggle-button').getBoundingClientRect();
+                const middle = (label.top + label.bottom) / 2;
+                return middle > button.top && middle < button.bottom;  // the label beside its buttons
+            }),
+        })""")
+    assert sizes["tracks"] and min(sizes["tracks"]) >= 300, sizes
+    assert all(rows == 1 for rows in sizes["toggles"]), sizes
+    assert all(sizes["labels"]), sizes
 
 
 def test_no_console_errors(lab):
     assert lab.errors == []
-
-
-def test_screenshots_for_the_docs(lab):
-    folder = os.environ.get("UADLAB_SCREENSHOTS")
-    if not folder:
-        pytest.skip("set UADLAB_SCREENSHOTS=docs to write the README's screenshots")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for index, calls in lab.figure_cells().items():
-        for call in calls:
-            if call in _WIDGET_SHOTS:
-                lab.cell(index).locator(".jp-OutputArea").screenshot(path=str(folder / _WIDGET_SHOTS[call]))
-    assert lab.screenshot(folder).stat().st_size > 10_000

@@ -309,13 +309,14 @@ def erasing_explorer(image: np.ndarray, brain_mask: np.ndarray, *, experiment: s
     import ipywidgets as widgets
 
     family = "None" if parsed.method == "None" else _FAMILIES[1 + METHODS[parsed.spatial_dims].index(parsed.method)]
-    buttons = {"button_width": "56px"}
+    buttons = {"button_width": "56px", "description_width": "80px"}  # 80 px: the other controls' labels
+    row = {"display": "flex", "flex_flow": "row", "align_items": "center"}  # else the label sits above the buttons
     dims = widgets.ToggleButtons(options=[("2D", 2), ("3D", 3)], value=parsed.spatial_dims, description="input",
-                                 style=buttons, layout=_layout("auto"))
+                                 style=buttons, layout=_layout("260px", **row))
     method = widgets.Dropdown(options=[(_FAMILY_LABELS[f], f) for f in _FAMILIES], value=family, description="method",
                               layout=_layout("360px"))
     fill = widgets.ToggleButtons(options=["0", "n"], value=parsed.fill or "n", description="fill", style=buttons,
-                                 layout=_layout("auto"))
+                                 layout=_layout("260px", **row))
     prob = widgets.FloatSlider(value=float(p), min=0.0, max=1.0, step=0.05, description="p", layout=_layout("480px"))
     seed_box = widgets.IntText(value=int(seed), description="seed", layout=_layout("200px"))
 
