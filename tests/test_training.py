@@ -1,4 +1,4 @@
-"""Tests of uadlab.training: subsets, config, determinism, resume, run folders, the training step."""
+"""Tests of uadlab.training.loop: subsets, config, determinism, resume, run folders, the training step."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from uadlab import profiles, training
+import yaml
+from uadlab import profiles
+from uadlab.models import DenseVAE
+from uadlab.training import loop as training
 from uadlab.errors import DatasetError, RunError
 from uadlab.profiles import get_profile
-from uadlab.training import (
+from uadlab.training.loop import (
     HISTORY_COLUMNS,
     TrainConfig,
     load_run,
@@ -307,7 +310,7 @@ def test_resume_is_refused_when_a_named_profile_changed(tmp_path, arrays, monkey
     with pytest.raises(RunError, match=r"differs in batch_size \(stored 8, given 2\)"):
         _run(config, tmp_path / "run", arrays, resume=True)
     monkeypatch.setitem(profiles.PROFILES, "smoke", dataclasses.replace(smoke, latent_3d=16))
-    with pytest.raises(RunError, match=r"checkpoint's VAE differs in latent_dim \(stored 64, given 16\)"):
+    with pytest.raises(RunError, match=r"checkpoint's dense-vae differs in latent_dim \(stored 64, given 16\)"):
         _run(config, tmp_path / "run", arrays, resume=True)
     assert TrainConfig.from_yaml(tmp_path / "run" / "config.yaml") == dataclasses.replace(
         config, batch_size=8, max_epochs=20, patience=5)  # left as the run wrote it
@@ -386,6 +389,11 @@ class _ZeroErasing:
 
 class _FakeExperiment(NamedTuple):
     spatial_dims: int
+    model: str = "dense-vae"
+
+    @property
+    def name(self):
+        return f"{self.spatial_dims}D-None"
 
     def erasing(self, p=0.5):
         return _ZeroErasing()
@@ -394,15 +402,14 @@ class _FakeExperiment(NamedTuple):
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 def test_erasing_changes_the_input_and_never_the_target(tmp_path, arrays, monkeypatch, spatial_dims):
     seen_inputs, targets = [], []
-    real_loss = training.elbo_loss
+    real_loss = DenseVAE.training_loss
 
-    def loss(out, target, **kwargs):
+    def loss(self, inputs, target):
+        seen_inputs.append(inputs.clone())
         targets.append(target.detach().clone())
-        return real_loss(out, target, **kwargs)
+        return real_loss(self, inputs, target)
 
-    real_forward = training.VAE.forward
-    monkeypatch.setattr(training.VAE, "forward", lambda self, x: (seen_inputs.append(x.clone()), real_forward(self, x))[1])
-    monkeypatch.setattr(training, "elbo_loss", loss)
+    monkeypatch.setattr(DenseVAE, "training_loss", loss)
     monkeypatch.setattr(training, "parse_experiment", lambda name: _FakeExperiment(spatial_dims))
     _ZeroErasing.calls = 0
     _run(_config(max_epochs=1), tmp_path / "run", arrays)
@@ -413,8 +420,7 @@ def test_erasing_changes_the_input_and_never_the_target(tmp_path, arrays, monkey
     for target in targets:
         assert all(t.numpy().tobytes() in clean for t in target)  # every target is a clean sample
         assert target.abs().sum() > 0
-    train_inputs = seen_inputs[:len(targets)]  # validation forwards come after the training steps
-    assert all(float(x.abs().sum()) == 0.0 for x in train_inputs)  # the model saw the erased input
+    assert all(float(x.abs().sum()) == 0.0 for x in seen_inputs)  # the model saw the erased input
 
 
 def test_2d_samples_are_axial_slices_with_brain_voxels():
@@ -429,11 +435,10 @@ def test_2d_samples_are_axial_slices_with_brain_voxels():
 
 
 class _ZeroModel(torch.nn.Module):
-    """Reconstructs zeros with mu = logvar = 0 (KL = 0)."""
+    """Reconstructs zeros with KL = 0 (the validation side of the model protocol)."""
 
-    def forward(self, x):
-        zeros = torch.zeros(len(x), 2)
-        return type("Out", (), {"recon": torch.zeros_like(x), "mu": zeros, "logvar": zeros})()
+    def validation_terms(self, x):
+        return torch.zeros_like(x), torch.zeros(len(x))
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
@@ -461,7 +466,7 @@ def test_bad_arrays_raise_dataset_error(tmp_path, arrays, experiment, change, ma
 
 
 class _FakeDataset:
-    """Stands in for uadlab.data.BuiltDataset."""
+    """Stands in for uadlab.data.dataset.BuiltDataset."""
 
     def __init__(self, arrays, val=True):
         images, brain_masks, val_images = arrays
@@ -507,7 +512,7 @@ def test_train_without_a_healthy_cohort_raises_dataset_error(tmp_path, arrays, m
 
 
 def test_train_end_to_end_on_a_built_data_set_folder(tmp_path, rng, write_nifti):
-    """A folder in the layout of docs/ARCHITECTURE.md, read by the real uadlab.data.load_dataset."""
+    """A folder in the layout of docs/ARCHITECTURE.md, read by the real uadlab.data.dataset.load_dataset."""
     images, brain_masks = _blobs(5, rng)
     rows = []
     for i, (image, brain_mask) in enumerate(zip(images, brain_masks)):
@@ -546,3 +551,68 @@ def test_device_defaults_to_cuda_when_available():
     assert training._resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="`device` must be a torch device"):
         training._resolve_device("tpu-9")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Other models through the same loop
+
+
+@pytest.mark.parametrize("experiment", ["spatial-vae:2D-None", "spatial-vae:3D-Cube-n"])
+def test_spatial_vae_trains_resumes_and_loads_like_the_dense_one(tmp_path, arrays, experiment):
+    config = _config(experiment, max_epochs=2)
+    full = _run(config, tmp_path / "full", arrays)
+    _run(config, tmp_path / "cut", arrays, _stop_after_epoch=1)
+    resumed = _run(config, tmp_path / "cut", arrays, resume=True)
+    assert resumed.finished and resumed.best_val == full.best_val
+    _assert_same_weights(_weights(tmp_path / "full"), _weights(tmp_path / "cut"))
+    model, stored = load_run(tmp_path / "full")
+    assert type(model).__name__ == "SpatialVAE" and stored.experiment == experiment
+    record = yaml.safe_load((tmp_path / "full" / "config.yaml").read_text())["model"]
+    assert record["name"] == "spatial-vae" and record["config"]["channels"] == [4, 8]
+
+
+def test_train_with_model_prefix_stores_the_canonical_name(tmp_path, arrays):
+    config = _config(" Spatial-VAE:3d-none", max_epochs=1)
+    assert config.experiment == "spatial-vae:3D-None" and config.model == "spatial-vae"
+    assert _config("3d-cube-n").experiment == "3D-Cube-n"
+
+
+def test_mean_image_is_fitted_once_and_reconstructs_the_training_mean(tmp_path, arrays):
+    result = _run(_config("mean-image:3D-None", max_epochs=5), tmp_path / "run", arrays)
+    assert result.finished and len(result.history) == 1 and result.best_epoch == 1
+    model, _ = load_run(tmp_path / "run")
+    np.testing.assert_allclose(model.mean[0].numpy(), arrays[0].mean(axis=0), atol=1e-6)
+    expected_l1 = np.abs(arrays[2] - arrays[0].mean(axis=0)).mean()
+    assert result.best_val == pytest.approx(expected_l1, rel=1e-5)
+
+
+def test_lambert_loss_is_for_vaes_only():
+    with pytest.raises(ValueError, match="`loss` 'lambert' applies to the VAE models only"):
+        _config("mean-image:3D-None", loss="lambert")
+
+
+def test_resume_refuses_another_model(tmp_path, arrays):
+    _run(_config("3D-None", max_epochs=2), tmp_path / "run", arrays, _stop_after_epoch=1)
+    with pytest.raises(RunError, match="config differs in experiment"):
+        _run(_config("spatial-vae:3D-None", max_epochs=2), tmp_path / "run", arrays, resume=True)
+
+
+def test_a_run_from_before_the_model_registry_loads_and_resumes(tmp_path, arrays):
+    """Old checkpoints hold ``model_args`` (the VAE's arguments) and no model record."""
+    config = _config("3D-None", max_epochs=2)
+    _run(config, tmp_path / "run", arrays, _stop_after_epoch=1)
+    path = tmp_path / "run" / "checkpoint.pt"
+    checkpoint = torch.load(path, weights_only=True)
+    record = checkpoint.pop("model_record")
+    checkpoint["model_args"] = {k: record["config"][k] for k in ("spatial_dims", "image_size", "latent_dim")}
+    checkpoint["model_args"]["channels"] = tuple(record["config"]["channels"])
+    torch.save(checkpoint, path)
+    raw = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    raw.pop("model")
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+    model, stored = load_run(tmp_path / "run")
+    assert type(model).__name__ == "DenseVAE" and stored.experiment == "3D-None"
+    torch.testing.assert_close(model.state_dict()["to_mu.weight"], checkpoint["best_model"]["to_mu.weight"])
+    resumed = _run(config, tmp_path / "run", arrays, resume=True)
+    assert resumed.finished and len(resumed.history) == 2

@@ -10,9 +10,9 @@ Subcommands::
 
     uadlab data build --manifest M [--root R] --out DIR [--profile P] [--workers N] [--overwrite]
     uadlab data check --manifest M --root R
-    uadlab train --experiment NAME --data DIR --profile P --out runs/NAME [--fraction F] [--seed S] [--resume] [--overwrite]
+    uadlab train --experiment NAME [--model M] --data DIR --profile P --out runs/NAME [--fraction F] [--seed S] [--resume] [--overwrite]
     uadlab evaluate --run runs/NAME --data DIR [--val-data DIR2] --out OUT
-    uadlab reproduce --profile P --data phantom|DIR --out results/ [--experiments A,B] [--seed S] [--workers N]
+    uadlab reproduce --profile P --data phantom|DIR --out results/ [--study S] [--experiments A,B] [--seed S] [--workers N]
     uadlab notebooks run --profile P --out DIR
 """
 
@@ -28,7 +28,7 @@ __all__ = ["main"]
 
 
 def _data_build(args: argparse.Namespace) -> None:
-    from uadlab.data import build_dataset, load_dataset
+    from uadlab.data.dataset import build_dataset, load_dataset
 
     out = build_dataset(
         args.manifest, args.out, root=args.root, profile=args.profile, overwrite=args.overwrite,
@@ -38,7 +38,7 @@ def _data_build(args: argparse.Namespace) -> None:
 
 
 def _data_check(args: argparse.Namespace) -> None:
-    from uadlab.manifests import check_manifest, load_manifest
+    from uadlab.data.manifests import check_manifest, load_manifest
 
     problems = check_manifest(load_manifest(args.manifest), args.root)
     if problems:
@@ -50,10 +50,13 @@ def _data_check(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from uadlab.training import TrainConfig, train
+    from uadlab.training.loop import TrainConfig, train
+
+    from uadlab.training.experiments import parse_experiment
 
     config = TrainConfig(
-        experiment=args.experiment, profile=args.profile, data=str(args.data), fraction=args.fraction,
+        experiment=args.experiment if args.model is None else parse_experiment(args.experiment, model=args.model).name,
+        profile=args.profile, data=str(args.data), fraction=args.fraction,
         seed=args.seed, loss=args.loss, device=args.device, max_epochs=args.max_epochs,
     )
     result = train(config, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
@@ -61,7 +64,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from uadlab.evaluation import evaluate_run
+    from uadlab.evaluation.protocol import evaluate_run
 
     metrics = evaluate_run(args.run, args.data, args.out, val_data=args.val_data, overwrite=args.overwrite,
                            progress=not args.quiet)
@@ -80,7 +83,7 @@ def _reproduce(args: argparse.Namespace) -> None:
     from uadlab.reproduce import reproduce
 
     experiments = args.experiments.split(",") if args.experiments else None
-    outputs = reproduce(profile=args.profile, data=args.data, out=args.out, experiments=experiments,
+    outputs = reproduce(profile=args.profile, data=args.data, out=args.out, study=args.study, experiments=experiments,
                         root=args.root, seed=args.seed, workers=args.workers,
                         progress=not args.quiet)
     for name, path in outputs.items():
@@ -115,8 +118,11 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--root", type=Path, required=True)
     check.set_defaults(func=_data_check)
 
-    train = sub.add_parser("train", help="train one Table 1 experiment")
-    train.add_argument("--experiment", required=True, help="e.g. 3D-Cube-n, 2D-None")
+    train = sub.add_parser("train", help="train one experiment (a Table 1 name, optionally of another model)")
+    train.add_argument("--experiment", required=True, help="e.g. 3D-Cube-n, 2D-None, spatial-vae:3D-None")
+    train.add_argument("--model", default=None,
+                       help="registered model: dense-vae (default), spatial-vae, mean-image; "
+                            "same as MODEL: in front of the experiment")
     train.add_argument("--data", type=Path, required=True, help="folder from `uadlab data build`")
     train.add_argument("--profile", default="lab")
     train.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/3D-Cube-n")
@@ -143,7 +149,10 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--data", default="phantom", help="'phantom' or a manifest / built data folder")
     reproduce.add_argument("--root", type=Path, default=None, help="data root for a real manifest")
     reproduce.add_argument("--out", type=Path, default=Path("results"))
-    reproduce.add_argument("--experiments", default=None, help="comma-separated subset, e.g. 3D-Cube-n,2D-None")
+    reproduce.add_argument("--study", default="bengs2021",
+                           help="bengs2021 (Table 1, Figs. 4-7; default) or lambert2021 (spatial vs dense VAEs)")
+    reproduce.add_argument("--experiments", default=None,
+                           help="bengs2021: comma-separated subset, e.g. 3D-Cube-n,2D-None,spatial-vae:3D-None")
     reproduce.add_argument("--seed", type=int, default=0, help="seed of every training run")
     reproduce.add_argument("--workers", type=int, default=1,
                            help="processes building the data set at once (default: 1)")

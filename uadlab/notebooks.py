@@ -6,7 +6,7 @@ same ones: ``PROFILE``, ``OUT_DIR``, ``SEED`` and ``INTERACTIVE``. They share on
 later notebook reuses the data set (``OUT_DIR/data``) and the training runs (``OUT_DIR/runs``) of
 the earlier ones; that is why they run in order. Executed copies go to ``OUT_DIR/executed/``.
 
-Headless runs pass ``INTERACTIVE=False``: the widgets of :mod:`uadlab.widgets` then render static
+Headless runs pass ``INTERACTIVE=False``: the widgets of :mod:`uadlab.viz.widgets` then render static
 figures, so nothing waits for a browser.
 """
 
@@ -131,7 +131,7 @@ def strip_outputs(path: str | Path) -> bool:
     """
     import nbformat
 
-    from uadlab.io import atomic_write
+    from uadlab.data.io import atomic_write
 
     nb = _load(path)
     before = json.dumps(nb, sort_keys=True)
@@ -190,14 +190,14 @@ def notebook_problems(path: str | Path) -> list[str]:
     return problems
 
 
-#: Functions of :mod:`uadlab.viz` that return no figure.
+#: Functions of :mod:`uadlab.viz.figures` that return no figure.
 _NOT_FIGURES = frozenset({"display_slice", "operating_point", "save_figure", "new_figure", "DISPLAY_DPI"})
 
 
 def figure_calls(source: str) -> list[str]:
     """The figure-making calls in a code cell's source, in source order.
 
-    A figure-making call is ``viz.<name>(...)`` for a figure function of :mod:`uadlab.viz` or
+    A figure-making call is ``viz.<name>(...)`` for a figure function of :mod:`uadlab.viz.figures` or
     ``widgets.<name>_explorer(...)`` (a widget box, or its static figure in headless runs), with the
     modules imported under those names as the labs do.
 
@@ -211,13 +211,13 @@ def figure_calls(source: str) -> list[str]:
     >>> figure_calls("fig = viz.show_slices(v)\\nviz.save_figure(fig, path)\\nfig")
     ['viz.show_slices']
     """
-    from uadlab import viz
+    from uadlab.viz import figures as viz_figures
 
     try:
         tree = ast.parse(source)
     except SyntaxError:
         return []
-    figures = set(viz.__all__) - _NOT_FIGURES
+    figures = set(viz_figures.__all__) - _NOT_FIGURES
     calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
              and isinstance(node.func.value, ast.Name)]
     calls.sort(key=lambda node: (node.lineno, node.col_offset))
