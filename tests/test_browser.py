@@ -41,8 +41,11 @@ _WIDGET_SHOTS = {"widgets.threshold_explorer": "jupyterlab_threshold.png",
 
 
 def _chromium() -> str | None:
-    """Path of a Chromium binary: ``$UADLAB_CHROMIUM``, else ``chromium`` on the PATH."""
-    return os.environ.get("UADLAB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    """Path of an executable Chromium: ``$UADLAB_CHROMIUM``, else ``chromium`` on the PATH; None without one."""
+    given = os.environ.get("UADLAB_CHROMIUM")
+    if given:
+        return given if os.path.isfile(given) and os.access(given, os.X_OK) else None
+    return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def _free_port() -> int:
@@ -62,6 +65,21 @@ def _lab_copy(name: str, folder: Path, out_dir: Path) -> Path:
     path = folder / f"{name}.ipynb"
     nbformat.write(nb, path)
     return path
+
+
+def test_chromium_is_looked_up_and_a_missing_one_is_none(tmp_path, monkeypatch):
+    """The lookup behind the skip: ``$UADLAB_CHROMIUM`` when executable, else the PATH."""
+    fake = tmp_path / "chromium"
+    fake.write_text("#!/bin/sh\n")
+    monkeypatch.setenv("UADLAB_CHROMIUM", str(fake))
+    assert _chromium() is None  # not executable
+    fake.chmod(0o755)
+    assert _chromium() == str(fake)
+    monkeypatch.delenv("UADLAB_CHROMIUM")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert _chromium() is None
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert _chromium() == str(fake)
 
 
 @pytest.fixture(scope="module")
