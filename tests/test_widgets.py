@@ -209,3 +209,14 @@ def test_explorer_controls_are_laid_out_for_a_1280_px_window(maps, subject):
         sliders = [c for row in box.children[0].children for c in row.children
                    if isinstance(c, (ipywidgets.FloatSlider, ipywidgets.IntSlider))]
         assert sliders and all(int(s.layout.width[:-2]) >= 480 for s in sliders), name
+
+
+@pytest.mark.parametrize("experiment", ["3D-Multi-Cube-n", "2D-Half-Slice-0"])
+def test_erasing_titles_do_not_run_into_each_other_at_p_zero(subject, experiment):
+    """The longest middle title ("... (not erased this draw)") stays above its own panel."""
+    image, brain, _, _ = subject
+    fig = widgets.erasing_explorer(image, brain, experiment=experiment, p=0.0, static=True)
+    fig.draw_without_rendering()  # lays the figure out as savefig does
+    for ax in fig.axes:
+        title, panel = ax.title.get_window_extent(), ax.get_window_extent()
+        assert panel.x0 - 2 <= title.x0 and title.x1 <= panel.x1 + 2, ax.get_title()
