@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 
 from uadlab.evaluation.inference import make_maps
-from uadlab.evaluation.metrics import UndefinedMetricWarning
 from uadlab.evaluation.lambert import (
     LAMBERT_COLUMNS,
     THRESHOLDS,
@@ -16,6 +15,7 @@ from uadlab.evaluation.lambert import (
     lambert_scores,
     split_halves,
 )
+from uadlab.evaluation.metrics import UndefinedMetricWarning
 
 SHAPE = (12, 12, 20)
 

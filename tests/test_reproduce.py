@@ -8,8 +8,8 @@ import json
 import pandas as pd
 import pytest
 import yaml
-from uadlab.cli import main
 
+from uadlab.cli import main
 from uadlab.errors import DatasetError
 from uadlab.profiles import get_profile
 from uadlab.reproduce import reproduce, run_name

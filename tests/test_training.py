@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+
 from uadlab import profiles
-from uadlab.models import DenseVAE
-from uadlab.training import loop as training
 from uadlab.errors import DatasetError, RunError
+from uadlab.models import DenseVAE
 from uadlab.profiles import get_profile
+from uadlab.training import loop as training
 from uadlab.training.loop import (
     HISTORY_COLUMNS,
     TrainConfig,

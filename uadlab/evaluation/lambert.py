@@ -30,7 +30,7 @@ import pandas as pd
 
 from uadlab._checks import check_int, check_real
 from uadlab.evaluation import metrics
-from uadlab.evaluation.inference import SubjectMaps
+from uadlab.evaluation.inference import SubjectMaps, as_maps_list
 
 __all__ = ["THRESHOLDS", "CENTRAL_FRACTION", "LAMBERT_COLUMNS", "central_slices", "split_halves", "lambert_scores",
            "lambert_markdown"]
@@ -97,15 +97,10 @@ def lambert_scores(maps: Mapping[str, SubjectMaps] | Sequence[SubjectMaps], *, s
         threshold half has no lesion voxel in the central slices.
 
     Raises:
-        TypeError: an element is not a :class:`SubjectMaps`.
-        ValueError: fewer than two subjects, or a subject without lesion mask.
+        TypeError, ValueError: as :func:`~.inference.as_maps_list` (labelled); ValueError for fewer
+            than two subjects.
     """
-    items = list(maps.values()) if isinstance(maps, Mapping) else list(maps)
-    for m in items:
-        if not isinstance(m, SubjectMaps):
-            raise TypeError(f"`maps` must hold SubjectMaps, got {type(m).__name__}")
-        if m.lesion_mask is None:
-            raise ValueError(f"`maps` must be labelled, got subject {m.subject_id!r} without a lesion mask")
+    items = as_maps_list(maps, labelled=True)
     by_id = {m.subject_id: m for m in items}
     fit_ids, scored_ids = split_halves(list(by_id), seed)
     keep = central_slices(items[0].image.shape[2], central_fraction)
