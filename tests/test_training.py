@@ -59,9 +59,11 @@ def _config(experiment: str = "3D-None", **kwargs) -> TrainConfig:
 def _run(config: TrainConfig, run_dir: Path, arrays, *, resume=False, overwrite=False, **kwargs):
     """Train on in-memory arrays through the same folder logic as :func:`train`."""
     run_dir = training._prepare_run_dir(config, run_dir, resume=resume, overwrite=overwrite)
-    checkpoint = training._load_checkpoint(run_dir) if resume else None
+    checkpoint = training._resume_checkpoint(run_dir, config) if resume else None
     if checkpoint is not None and checkpoint["finished"]:
         return training._result(run_dir, checkpoint)
+    if overwrite:
+        training._clear_run(run_dir)
     return training._train_arrays(config, run_dir, *arrays, checkpoint=checkpoint, **kwargs)
 
 
