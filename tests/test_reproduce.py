@@ -55,13 +55,15 @@ def test_every_run_and_figure_is_written(results):
 
 
 @pytest.mark.slow
-def test_rerun_neither_retrains_nor_reevaluates(results, tiny_profile):
+def test_rerun_neither_retrains_nor_reevaluates(results, tiny_profile, capsys):
     out, outputs = results
     stamps = {p: p.stat().st_mtime_ns for p in [*out.glob("runs/*/checkpoint.pt"), *out.glob("evaluation/*/metrics.json")]}
     table = outputs["table1.csv"].read_text()
-    reproduce(tiny_profile, "phantom", out, experiments=EXPERIMENTS)
+    reproduce(tiny_profile, "phantom", out, experiments=EXPERIMENTS, progress=True)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert outputs["table1.csv"].read_text() == table
+    err = capsys.readouterr().err  # tqdm writes to stderr outside Jupyter
+    assert "reproduce: runs" in err and "4/4" in err
 
 
 def test_unknown_experiment_is_refused_before_any_work(tmp_path):

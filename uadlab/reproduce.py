@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -122,7 +123,8 @@ def reproduce(
             ``table1.md`` without the ``reproduce.json`` it writes last), rebuild ``out/data``
             (cheap, from the cache; repairs a damaged build), and restart a run or evaluation whose
             config no longer matches. Finished runs with the same config are always kept.
-        progress: show tqdm progress bars.
+        progress: show tqdm progress bars (notebook bars in Jupyter): one over the runs, one per
+            training run (epochs) and one per prediction.
 
     Returns:
         Paths of the outputs: ``table1.csv``, ``table1.md``, ``figures``, ``runs`` (``bengs2021``), or
@@ -187,7 +189,7 @@ def _reproduce(prof: Profile, profile: str | Profile, data: str | Path, layout: 
     runs += [(name, f) for name in DATA_SIZE_EXPERIMENTS if name in names for f in prof.fractions if f != 1.0]
 
     rows, size_rows, subject_tables = [], [], {}
-    for experiment, fraction in runs:
+    for experiment, fraction in _runs_bar(runs, progress):
         _, metrics = train_and_evaluate(experiment, profile, data_dir, layout, fraction=fraction, seed=seed,
                                         progress=progress, overwrite=overwrite)
         for cohort, m in metrics["cohorts"].items():
@@ -235,6 +237,15 @@ def _lambert2021(profile: str | Profile, data_dir: Path, dataset, layout: Result
     with atomic_write(md, overwrite=True) as tmp:
         tmp.write_text(lambert_markdown(table))
     return {"lambert2021.csv": csv, "lambert2021.md": md, "runs": layout.runs}
+
+
+def _runs_bar(runs: list, progress: bool) -> Any:
+    """``runs``, wrapped in a tqdm bar ("reproduce: runs", one step per run) when ``progress``."""
+    if not progress:
+        return runs
+    from tqdm.auto import tqdm
+
+    return tqdm(runs, desc="reproduce: runs", unit="run")
 
 
 def _train(config: TrainConfig, run_dir: Path, overwrite: bool, progress: bool) -> Path:

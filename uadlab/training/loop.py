@@ -29,9 +29,11 @@ Run folder::
                      weights, best epoch and validation error, epochs since best, RNG states, history,
                      `finished`, the model record (registry name and config), and the run's config
                      (so a resume is checked even without config.yaml)
-    history.csv      epoch, train_loss, train_recon, train_kl, val_recon, val_kl, seconds
+    history.csv      epoch, train_loss, train_l1_per_voxel, train_kl, val_l1_per_voxel, val_kl, seconds
                      (``seconds`` is wall-clock time: the one column that differs between two
-                     otherwise bit-identical seeded runs)
+                     otherwise bit-identical seeded runs; runs written before the l1 columns were
+                     per voxel, with ``train_recon`` summed per sample and ``val_recon``, are
+                     converted when loaded)
 
 Shape:
     - 3D training batch: ``(B, 1, X, Y, Z)`` float32 in [0, 1].
@@ -77,7 +79,7 @@ __all__ = ["TrainConfig", "TrainResult", "train", "load_run", "run_status", "see
            "training_subset", "HISTORY_COLUMNS"]
 
 #: Columns of ``history.csv`` and :attr:`TrainResult.history`.
-HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "train_loss", "train_recon", "train_kl", "val_recon",
+HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "train_loss", "train_l1_per_voxel", "train_kl", "val_l1_per_voxel",
                                     "val_kl", "seconds")
 
 _RUN_FILES = (_CONFIG_FILE, _CHECKPOINT_FILE, _HISTORY_FILE)
@@ -259,14 +261,16 @@ class TrainResult:
     Attributes:
         run_dir: the run folder.
         history: one row per finished epoch, columns :data:`HISTORY_COLUMNS`. ``train_loss``,
-            ``train_recon``, ``train_kl``: the loss's terms averaged over the epoch's samples (for
-            both losses ``recon`` is the l1 error summed over a sample's voxels and ``kl`` the KL
-            summed over latent units, :func:`uadlab.models.vae.elbo_loss`). ``val_recon``: mean l1 error
-            *per voxel* over all voxels of the healthy validation split (eval mode, ``z = mu``;
-            intensity units, images in [0, 1]); ``val_kl``: KL per sample (per slice in 2D).
-            ``seconds``: the epoch's wall time.
-        best_epoch: 1-based epoch with the lowest ``val_recon`` (0 before the first epoch).
-        best_val: that lowest ``val_recon`` (``inf`` before the first epoch).
+            ``train_kl``: the loss and its KL term averaged over the epoch's samples (the loss sums
+            the l1 error over a sample's voxels and the KL over latent units,
+            :func:`uadlab.models.vae.elbo_loss`). ``train_l1_per_voxel``: the loss's reconstruction
+            term divided by the voxels of a sample (slice in 2D), i.e. the mean l1 error *per voxel*
+            of the (erased) training inputs' reconstructions. ``val_l1_per_voxel``: mean l1 error
+            per voxel over all voxels of the healthy validation split (eval mode, ``z = mu``). Both
+            l1 columns are in intensity units (images in [0, 1]), so they share one axis.
+            ``val_kl``: KL per sample (per slice in 2D). ``seconds``: the epoch's wall time.
+        best_epoch: 1-based epoch with the lowest ``val_l1_per_voxel`` (0 before the first epoch).
+        best_val: that lowest ``val_l1_per_voxel`` (``inf`` before the first epoch).
         finished: ``True`` when training stopped (patience or ``max_epochs``), ``False`` when it was
             interrupted and can be resumed.
     """
@@ -540,7 +544,7 @@ def _train_arrays(config: TrainConfig, run_dir: Path, images: np.ndarray, brain_
             train_terms = _train_epoch(model, optimizer, samples, sample_masks, erasing, rng,
                                        batch_size=batch_size, device=device, progress=progress)
         val_recon, val_kl = _validate(model, val_images, spatial_dims, batch_size=batch_size, device=device)
-        state["history"].append({"epoch": epoch, **train_terms, "val_recon": val_recon, "val_kl": val_kl,
+        state["history"].append({"epoch": epoch, **train_terms, "val_l1_per_voxel": val_recon, "val_kl": val_kl,
                                  "seconds": time.perf_counter() - start})
         if val_recon < state["best_val"]:
             state.update(best_val=val_recon, best_epoch=epoch, epochs_since_best=0,
@@ -583,7 +587,9 @@ def _train_epoch(model: ReconstructionModel, optimizer: torch.optim.Optimizer, s
         bar.set_postfix(loss=f"{float(terms.total.detach()):.4g}")
         bar.update(1)
     bar.close()
-    return {key: value / n for key, value in totals.items()}
+    terms = {key: value / n for key, value in totals.items()}
+    terms["train_l1_per_voxel"] = terms.pop("train_recon") / samples[0].size  # as val_l1_per_voxel
+    return terms
 
 
 @torch.no_grad()
@@ -597,7 +603,9 @@ def _fit_epoch(model: ReconstructionModel, samples: np.ndarray, *, batch_size: i
         x = torch.from_numpy(samples[start:start + batch_size]).to(device)
         for key, value in zip(totals, model.training_loss(x, x)):
             totals[key] += float(value) * len(x)
-    return {key: value / len(samples) for key, value in totals.items()}
+    terms = {key: value / len(samples) for key, value in totals.items()}
+    terms["train_l1_per_voxel"] = terms.pop("train_recon") / samples[0].size  # as val_l1_per_voxel
+    return terms
 
 
 @torch.no_grad()
@@ -766,9 +774,29 @@ def _load_checkpoint(run_dir: Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for corrupt files
         raise RunError(f"{path}: unreadable checkpoint ({type(error).__name__}: {error})") from None
+    _upgrade_history(checkpoint)
+    return checkpoint
+
+
+def _upgrade_history(checkpoint: dict) -> None:
+    """Rename the l1 columns of a run written before they were both per voxel, in place.
+
+    Such runs stored ``train_recon`` (l1 summed over a sample's voxels) and ``val_recon`` (already
+    per voxel); the training value is divided by the voxels of one sample (``image_size **
+    spatial_dims``: a slice in 2D, a volume in 3D; from the model record, or ``model_args`` before
+    the registry).
+    """
+    args = (checkpoint.get("model_record") or {}).get("config") or checkpoint.get("model_args") or {}
+    voxels = int(args.get("image_size", 0)) ** int(args.get("spatial_dims", 0))
+    for row in checkpoint.get("history", []):
+        if "val_recon" in row:
+            row["val_l1_per_voxel"] = row.pop("val_recon")
+        if "train_recon" in row:
+            train_recon = row.pop("train_recon")
+            row["train_l1_per_voxel"] = train_recon / voxels if voxels else float("nan")
 
 
 def _result(run_dir: Path, state: dict) -> TrainResult:
