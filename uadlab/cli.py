@@ -22,6 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from uadlab._threads import limit_threads
 from uadlab.errors import UadlabError
 
 __all__ = ["main"]
@@ -161,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``uadlab`` command. Returns the process exit code."""
     args = _parser().parse_args(argv)
     try:
+        # One thread budget per process; `data build` leaves torch unimported (its workers share cores).
+        limit_threads(torch_threads=args.command != "data")
         args.func(args)
     except (UadlabError, ValueError, TypeError) as error:
         if args.debug:
