@@ -10,7 +10,8 @@ Subcommands::
 
     uadlab data build --manifest M [--root R] --out DIR [--profile P] [--workers N] [--overwrite]
     uadlab data check --manifest M --root R
-    uadlab train --experiment NAME --data DIR --profile P --out runs/NAME [--fraction F] [--seed S] [--resume] [--overwrite]
+    uadlab train --experiment NAME --data DIR --profile P --out runs/NAME [--fraction F] [--seed S]
+                 [--precision 32|bf16-mixed|16-mixed] [--compile] [--resume] [--overwrite]
     uadlab evaluate --run runs/NAME --data DIR [--val-data DIR2] --out OUT
     uadlab reproduce --profile P --data phantom|DIR --out results/ [--experiments A,B] [--seed S] [--workers N]
     uadlab notebooks run --profile P --out DIR
@@ -56,6 +57,7 @@ def _train(args: argparse.Namespace) -> None:
     config = TrainConfig(
         experiment=args.experiment, profile=args.profile, data=str(args.data), fraction=args.fraction,
         seed=args.seed, loss=args.loss, device=args.device, max_epochs=args.max_epochs,
+        precision=args.precision, compile=args.compile,
     )
     result = train(config, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     print(result.summary())
@@ -126,6 +128,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--loss", default="elbo", choices=["elbo", "lambert"])
     train.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
     train.add_argument("--max-epochs", type=int, default=None, help="override the profile's epoch limit")
+    train.add_argument("--precision", default=None, choices=["32", "bf16-mixed", "16-mixed"],
+                       help="numeric precision of training and inference (default: the profile's, else "
+                            "bf16-mixed where the device runs bfloat16 natively, else 32)")
+    train.add_argument("--compile", action="store_true", help="run the VAE through torch.compile")
     train.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
     train.add_argument("--overwrite", action="store_true", help="discard an existing run in --out")
     train.set_defaults(func=_train)

@@ -18,6 +18,7 @@ Shape:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import deque
 from typing import Any, NamedTuple
@@ -28,7 +29,12 @@ from torch import nn
 
 from uadlab._checks import check_real
 
-__all__ = ["VAE", "VAEOutput", "LossTerms", "elbo_loss", "LambertLoss", "reconstruct"]
+__all__ = ["VAE", "VAEOutput", "LossTerms", "elbo_loss", "LambertLoss", "reconstruct", "PRECISIONS",
+           "autocast", "bf16_supported"]
+
+#: Numeric precisions of training and inference: plain float32, or mixed precision (autocast: matrix
+#: products and convolutions in bfloat16 / float16, reductions and weights in float32).
+PRECISIONS: tuple[str, ...] = ("32", "bf16-mixed", "16-mixed")
 
 #: Layer classes per spatial dimension: (convolution, normalisation, transposed convolution).
 _LAYERS: dict[int, tuple[type[nn.Module], type[nn.Module], type[nn.Module]]] = {
@@ -320,12 +326,53 @@ class LambertLoss:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Numeric precision
+
+
+def autocast(precision: str, device: str | torch.device) -> contextlib.AbstractContextManager:
+    """Context that runs a forward pass (and loss) at ``precision`` on ``device``.
+
+    ``"32"``: nothing changes (float32). ``"bf16-mixed"`` / ``"16-mixed"``: ``torch.autocast`` with
+    bfloat16 / float16, so convolutions and matrix products run in 16 bits while weights, gradients
+    and the optimiser stay float32. The loss of a ``recon`` computed in 16 bits against a float32
+    target is float32 (type promotion).
+
+    Args:
+        precision: one of :data:`PRECISIONS`.
+        device: where the computation runs (``"cpu"``, ``"cuda:0"``...).
+
+    Raises:
+        ValueError: ``precision`` is not one of :data:`PRECISIONS`.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"`precision` must be one of {list(PRECISIONS)}, got {precision!r}")
+    if precision == "32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def bf16_supported(device: str | torch.device) -> bool:
+    """Whether ``device`` runs bfloat16 natively: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or
+    AMX (what oneDNN's bf16 kernels need; without them bf16 is emulated and slower than float32)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+# ---------------------------------------------------------------------------------------------------
 # Reconstruction of whole volumes
 
 
 @torch.no_grad()
 def reconstruct(model: VAE, volume: Any, *, batch_size: int = 64,
-                device: str | torch.device | None = None) -> np.ndarray:
+                device: str | torch.device | None = None, precision: str | None = None) -> np.ndarray:
     """Reconstruct whole volumes with a 2D or 3D model (eval mode, ``z = mu``, no gradients).
 
     A 2D model reconstructs every axial slice ``volume[:, :, k]`` and the slices are stacked back, so
@@ -338,14 +385,17 @@ def reconstruct(model: VAE, volume: Any, *, batch_size: int = 64,
             ``X = Y (= Z for 3D) = model.image_size``.
         batch_size: slices (2D) or volumes (3D) per forward pass.
         device: where to run; the model is moved there. ``None``: where its parameters are.
+        precision: one of :data:`PRECISIONS` (see :func:`autocast`). ``None``: the model's
+            ``precision`` attribute, which :func:`uadlab.training.load_run` sets to the precision the
+            run was trained at, else ``"32"``.
 
     Returns:
         float32 numpy array of ``volume``'s shape.
 
     Raises:
         TypeError: ``model`` is not a torch module with ``spatial_dims``.
-        ValueError: ``volume`` is not 3D/4D, ``batch_size`` is not a positive int, or the slices or
-            volumes do not fit the model (from :meth:`VAE.forward`).
+        ValueError: ``volume`` is not 3D/4D, ``batch_size`` is not a positive int, ``precision`` is
+            unknown, or the slices or volumes do not fit the model (from :meth:`VAE.forward`).
     """
     if not isinstance(model, nn.Module) or getattr(model, "spatial_dims", None) not in (2, 3):
         raise TypeError("`model` must be a VAE (a torch module with spatial_dims 2 or 3), "
@@ -363,12 +413,16 @@ def reconstruct(model: VAE, volume: Any, *, batch_size: int = 64,
         samples = stack[:, None]
     if device is None:
         device = next(model.parameters()).device
+    if precision is None:
+        precision = getattr(model, "precision", "32")
+    context = autocast(precision, device)
     model.to(device)
     was_training = model.training
     model.eval()
     try:
-        recon = np.concatenate([_forward_numpy(model, samples[i:i + batch_size], device)
-                                for i in range(0, len(samples), batch_size)])
+        with context:
+            recon = np.concatenate([_forward_numpy(model, samples[i:i + batch_size], device)
+                                    for i in range(0, len(samples), batch_size)])
     finally:
         model.train(was_training)
     if model.spatial_dims == 2:
