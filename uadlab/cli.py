@@ -14,6 +14,7 @@ Subcommands::
                  [--precision 32|bf16-mixed|16-mixed] [--compile] [--resume] [--overwrite]
     uadlab evaluate --run runs/NAME --data DIR [--val-data DIR2] --out OUT
     uadlab reproduce --profile P --data phantom|DIR --out results/ [--experiments A,B] [--seed S] [--workers N]
+                     [--plan | --only-run NAME]
     uadlab notebooks run --profile P --out DIR
 """
 
@@ -80,12 +81,16 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _reproduce(args: argparse.Namespace) -> None:
-    from uadlab.reproduce import reproduce
+    from uadlab.reproduce import plan, reproduce
 
     experiments = args.experiments.split(",") if args.experiments else None
+    if args.plan:
+        print("\n".join(plan(profile=args.profile, data=args.data, out=args.out, experiments=experiments,
+                             root=args.root, seed=args.seed, workers=args.workers)))
+        return
     outputs = reproduce(profile=args.profile, data=args.data, out=args.out, experiments=experiments,
                         root=args.root, seed=args.seed, workers=args.workers,
-                        progress=not args.quiet)
+                        progress=not args.quiet, only_run=args.only_run)
     for name, path in outputs.items():
         print(f"{name}: {path}")
 
@@ -154,6 +159,11 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--seed", type=int, default=0, help="seed of every training run")
     reproduce.add_argument("--workers", type=int, default=1,
                            help="processes building the data set at once (default: 1)")
+    reproduce.add_argument("--plan", action="store_true",
+                           help="print the study as shell commands for a job runner (data, one per run, "
+                                "collect) and exit")
+    reproduce.add_argument("--only-run", default=None, metavar="NAME",
+                           help="train and evaluate one run of the study, e.g. 2D-None@20 (a --plan line)")
     reproduce.set_defaults(func=_reproduce)
 
     notebooks = sub.add_parser("notebooks", help="run the notebooks").add_subparsers(dest="action", required=True)

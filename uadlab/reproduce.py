@@ -15,11 +15,19 @@
    dice_s_std, auprc, threshold), ``OUT/table1.md`` (laid out like the paper's Table 1) and
    ``OUT/figures/`` (Fig. 4 lesion size, Fig. 5 data size, Fig. 6 slice-wise detection, Fig. 7
    example cases).
+
+On many machines, ``uadlab reproduce ... --plan`` (:func:`plan`) prints the same study as shell
+commands: one data build, then one self-contained command per run (``--only-run NAME``: train with
+resume, then evaluate unless the evaluation is newer than the checkpoint), which a SLURM array, GNU
+parallel or any job runner executes in any order and on any machine sharing ``OUT``; a final
+``uadlab reproduce`` with the same arguments then finds every run finished and evaluated and only
+collects the tables and figures.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +43,7 @@ from uadlab.io import atomic_write
 from uadlab.profiles import Profile, get_profile
 from uadlab.training import TrainConfig, load_run, train
 
-__all__ = ["DATA_SIZE_EXPERIMENTS", "FIGURE_EXPERIMENTS", "PHANTOM_MANIFEST", "reproduce", "run_name"]
+__all__ = ["DATA_SIZE_EXPERIMENTS", "FIGURE_EXPERIMENTS", "PHANTOM_MANIFEST", "plan", "reproduce", "run_name"]
 
 #: Manifest of the default data set (shipped beside the package in the source tree).
 PHANTOM_MANIFEST = Path(__file__).resolve().parents[1] / "data_manifests" / "phantom.yaml"
@@ -55,6 +63,98 @@ def run_name(experiment: str, fraction: float = 1.0) -> str:
     ('3D-Cube-n', '2D-None@20')
     """
     return experiment if fraction == 1.0 else f"{experiment}@{round(fraction * 100)}"
+
+
+def _planned_runs(profile: Profile, names: list[str]) -> list[tuple[str, float]]:
+    """``(experiment, fraction)`` of every run: each experiment on all data, then the data-size runs."""
+    runs = [(name, 1.0) for name in names]
+    return runs + [(name, f) for name in DATA_SIZE_EXPERIMENTS if name in names for f in profile.fractions
+                   if f != 1.0]
+
+
+def plan(
+    profile: str = "smoke",
+    data: str | Path = "phantom",
+    out: str | Path = "results",
+    *,
+    experiments: list[str] | None = None,
+    root: str | Path | None = None,
+    seed: int = 0,
+    workers: int = 1,
+) -> list[str]:
+    """The study as shell commands for a job runner: what :func:`reproduce` does, split per run.
+
+    The lines, in order: a ``#`` comment, the data build (run it first, once; absent when ``data``
+    is already a built folder), one ``uadlab reproduce ... --only-run NAME`` per run (any order, in
+    parallel, on any machine that sees ``out``; each resumes a stopped run and does nothing for a
+    finished and evaluated one), and last the ``uadlab reproduce`` that collects Table 1 and the
+    figures. Relative paths stay relative: run the lines from the folder the plan was made in.
+
+    Args:
+        profile: a profile *name* (a custom :class:`~uadlab.profiles.Profile` cannot be written on a
+            command line).
+        data: as :func:`reproduce`.
+        out: as :func:`reproduce`.
+        experiments: as :func:`reproduce`.
+        root: as :func:`reproduce`.
+        seed: as :func:`reproduce`.
+        workers: as :func:`reproduce`.
+
+    Returns:
+        The lines, without newlines.
+
+    Raises:
+        TypeError: ``profile`` is not a name.
+        ValueError: an unknown profile or experiment name.
+        DatasetError: ``data`` is not ``phantom``, a manifest or a built folder.
+
+    >>> lines = plan("smoke", experiments=["2D-None"])
+    >>> [" ".join(line.split()[:2]) for line in lines]
+    ['# uadlab', 'uadlab data', 'uadlab reproduce', 'uadlab reproduce', 'uadlab reproduce']
+    >>> lines[-1]
+    'uadlab reproduce --profile smoke --data phantom --out results --seed 0 --experiments 2D-None'
+    """
+    if not isinstance(profile, str):
+        raise TypeError(f"`profile` must be a profile name for a plan of shell commands, got {profile!r}")
+    prof = get_profile(profile)
+    names = list(EXPERIMENTS) if experiments is None else [parse_experiment(e).name for e in experiments]
+    out = Path(out)
+    common = ["--profile", prof.name]
+    lines = ["# uadlab reproduce plan: run the data line first, then the run lines in any order or in "
+             "parallel (each is resumable and skips finished work), then the last line to collect"]
+    data_path = Path(data)
+    if str(data) == "phantom" or data_path.suffix in (".yaml", ".yml"):
+        data_dir = out / "data"
+        manifest = PHANTOM_MANIFEST if str(data) == "phantom" else data_path
+        build = ["uadlab", "data", "build", "--manifest", str(manifest), "--out", str(data_dir), *common,
+                 "--workers", str(workers)]
+        lines.append(shlex.join(build + (["--root", str(root)] if root is not None else [])))
+    elif (data_path / "dataset.json").exists():
+        data_dir = data_path
+    else:
+        raise DatasetError(f"{data_path}: not 'phantom', a manifest (.yaml) or a folder built by "
+                           "`uadlab data build` (no dataset.json)")
+    for experiment, fraction in _planned_runs(prof, names):
+        run = ["uadlab", "reproduce", *common, "--data", str(data_dir), "--out", str(out), "--seed", str(seed),
+               "--only-run", run_name(experiment, fraction)]
+        lines.append(shlex.join(run))
+    collect = ["uadlab", "reproduce", *common, "--data", str(data), "--out", str(out), "--seed", str(seed),
+               "--experiments", ",".join(names)]
+    lines.append(shlex.join(collect + (["--root", str(root)] if root is not None else [])))
+    return lines
+
+
+def _parse_run_name(name: str, profile: Profile) -> tuple[str, float]:
+    """Inverse of :func:`run_name` for this profile's runs; ValueError for anything else."""
+    experiment, _, percent = str(name).partition("@")
+    fractions = {round(f * 100): f for f in profile.fractions}
+    try:
+        experiment = parse_experiment(experiment).name
+        fraction = 1.0 if not percent else fractions[int(percent)]
+    except (ValueError, KeyError):
+        raise ValueError(f"`only_run` must be a run name such as '3D-Cube-n' or '2D-None@20' with a "
+                         f"fraction of the profile ({sorted(fractions)} %), got {name!r}") from None
+    return experiment, fraction
 
 
 def _resolve_data(data: str | Path, out: Path, profile: Profile, root: Path | None, progress: bool,
@@ -84,6 +184,7 @@ def reproduce(
     seed: int = 0,
     workers: int = 1,
     progress: bool = False,
+    only_run: str | None = None,
 ) -> dict[str, Path]:
     """Run the whole study and write Table 1 and Figs. 4–7 (Bengs et al. 2021, Sec. 3).
 
@@ -101,17 +202,21 @@ def reproduce(
         workers: processes building the data set at once (see :func:`uadlab.data.build_dataset`;
             the output does not depend on it). Unused when ``data`` is an already built folder.
         progress: show tqdm progress bars.
+        only_run: train and evaluate this one run (a :func:`run_name`, e.g. ``"2D-None@20"``) and
+            stop: one line of a :func:`plan`. ``experiments`` is then ignored.
 
     Returns:
-        Paths of the outputs: ``table1.csv``, ``table1.md``, ``figures``, ``runs``.
+        Paths of the outputs: ``table1.csv``, ``table1.md``, ``figures``, ``runs``; with
+        ``only_run``: ``run`` and ``evaluation``, the run's folders.
 
     Raises:
-        ValueError: an unknown experiment name, or ``workers`` below 1.
+        ValueError: an unknown experiment or run name, or ``workers`` below 1.
         TypeError: ``workers`` is not an int.
         DatasetError: ``data`` is not a data set, or it has no lesion cohort to evaluate.
     """
     prof = get_profile(profile)
     names = list(EXPERIMENTS) if experiments is None else [parse_experiment(e).name for e in experiments]
+    single = None if only_run is None else _parse_run_name(only_run, prof)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data_dir = _resolve_data(data, out, prof, Path(root) if root else None, progress, workers)
@@ -119,8 +224,14 @@ def reproduce(
     if not dataset.lesion_cohorts:
         raise DatasetError(f"{data_dir}: no lesion cohort to evaluate on")
 
-    runs = [(name, 1.0) for name in names]
-    runs += [(name, f) for name in DATA_SIZE_EXPERIMENTS if name in names for f in prof.fractions if f != 1.0]
+    if single is not None:
+        name = run_name(*single)
+        config = TrainConfig(experiment=single[0], profile=profile, data=str(data_dir), fraction=single[1],
+                             seed=seed)
+        run_dir = train(config, out / "runs" / name, resume=True, progress=progress).run_dir
+        _evaluation(run_dir, data_dir, out / "evaluation" / name, progress)
+        return {"run": run_dir, "evaluation": out / "evaluation" / name}
+    runs = _planned_runs(prof, names)
 
     rows, size_rows, subject_tables = [], [], {}
     for experiment, fraction in runs:
