@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from uadlab.data import build_dataset, load_dataset
+from uadlab.data.dataset import build_dataset, load_dataset
 from uadlab.profiles import Profile, get_profile
 
 MANIFEST = Path(__file__).resolve().parents[1] / "data_manifests" / "phantom.yaml"

@@ -1,4 +1,4 @@
-"""Time uadlab.metrics on a paper-sized test set, against baselines measured in the same run.
+"""Time uadlab.evaluation.metrics on a paper-sized test set, against baselines measured in the same run.
 
 Usage::
 
@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
-from uadlab.metrics import (
+from uadlab.evaluation.metrics import (
     auprc,
     bootstrap_ci,
     dice_dataset,

@@ -38,11 +38,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from uadlab import training
 from uadlab._threads import limit_threads
-from uadlab.data import build_dataset, load_dataset
-from uadlab.erasing import SpatialErasing, parse_experiment
+from uadlab.data.dataset import build_dataset, load_dataset
 from uadlab.profiles import get_profile
+from uadlab.training import loop as training
+from uadlab.training.erasing import SpatialErasing
+from uadlab.training.experiments import parse_experiment
 
 MANIFEST = Path(__file__).resolve().parents[1] / "data_manifests" / "phantom.yaml"
 _MODES = {"eager fp32": {"precision": "32", "compile": False}, "defaults": {}}

@@ -25,7 +25,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from uadlab.models import VAE, elbo_loss
+from uadlab.models import DenseVAE, elbo_loss
 from uadlab.profiles import get_profile
 
 _PROFILES = ("paper", "lab")
@@ -53,7 +53,7 @@ def measure(spatial_dims: int, profile_name: str, *, image_size: int, batch_size
         ``model, batch, samples/s, voxels/s, GFLOP/s, GFLOP/step``.
     """
     profile = get_profile(profile_name)
-    model = VAE(spatial_dims, image_size=image_size, latent_dim=profile.latent_dim(spatial_dims),
+    model = DenseVAE(spatial_dims, image_size=image_size, latent_dim=profile.latent_dim(spatial_dims),
                 channels=profile.channels).to(device)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -15,10 +15,11 @@ from pathlib import Path
 
 from nilearn.datasets import load_mni152_template
 
-from uadlab import viz, widgets
-from uadlab.data import load_dataset
-from uadlab.inference import predict
-from uadlab.training import load_run
+from uadlab import viz
+from uadlab.viz import widgets
+from uadlab.data.dataset import load_dataset
+from uadlab.evaluation.inference import predict
+from uadlab.training.loop import load_run
 
 
 def main() -> None:

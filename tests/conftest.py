@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-os.environ.setdefault("UADLAB_CACHE", "")  # tests pass explicit cache folders; see uadlab.preprocessing
+os.environ.setdefault("UADLAB_CACHE", "")  # tests pass explicit cache folders; see uadlab.data.preprocessing
 
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 

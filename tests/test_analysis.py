@@ -1,4 +1,4 @@
-"""Tests of uadlab.analysis: Figs. 4–7 tables and Table 1 layout, with known answers."""
+"""Tests of uadlab.evaluation.analysis: Figs. 4–7 tables and Table 1 layout, with known answers."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
-import uadlab.analysis
-from uadlab import metrics
-from uadlab.analysis import (
+import uadlab.evaluation.analysis
+from uadlab.evaluation import metrics
+from uadlab.evaluation.analysis import (
     ablation_differences,
     cubic_fit,
     data_size_table,
@@ -23,7 +23,7 @@ from uadlab.analysis import (
     table1,
     table1_markdown,
 )
-from uadlab.inference import make_maps
+from uadlab.evaluation.inference import make_maps
 
 SIZE = 12
 RAW = {"erosion_iterations": 0, "median_size": 1}
@@ -261,10 +261,10 @@ def test_ablation_differences_compares_each_method_with_its_dimensions_baseline(
         ["2D-Patch-0", "2D-None"], ["3D-Cube-n", "3D-None"], ["2D-Half-Slice-n", "2D-None"]]  # Table 1 order
     assert table["difference"].tolist() == pytest.approx([0.0, 0.15, 0.0])
     assert ablation_differences({"3D-Cube-n": tables["3D-Cube-n"]}).empty
-    with pytest.raises(ValueError, match="keyed by Table 1 names, got 'my-model'"):
+    with pytest.raises(ValueError, match="keyed by experiment names, got 'my-model'"):
         ablation_differences({"my-model": tables["2D-None"]})
 
 
 def test_doctests_pass():
-    result = doctest.testmod(uadlab.analysis)
+    result = doctest.testmod(uadlab.evaluation.analysis)
     assert result.attempted > 0 and result.failed == 0

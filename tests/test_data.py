@@ -1,4 +1,4 @@
-"""Tests of uadlab.data: building a data-set folder (real and phantom) and loading it back."""
+"""Tests of uadlab.data.dataset: building a data-set folder (real and phantom) and loading it back."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import uadlab.data as data_module
-from uadlab.data import COLUMNS, BuiltDataset, Subject, build_dataset, load_dataset
+import uadlab.data.dataset as data_module
+from uadlab.data.dataset import COLUMNS, BuiltDataset, Subject, build_dataset, load_dataset
 from uadlab.errors import DatasetError, VolumeError
 from uadlab.profiles import get_profile
 

@@ -1,4 +1,4 @@
-"""Tests of uadlab.erasing: Table 1 names, the six erasing methods, fills, probability, determinism."""
+"""Tests of uadlab.training.erasing: Table 1 names, the six erasing methods, fills, probability, determinism."""
 
 from __future__ import annotations
 
@@ -9,18 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from uadlab.erasing import (
-    EXPERIMENTS,
-    MAX_BOXES,
-    MAX_SLAB,
-    METHODS,
-    ErasingParams,
-    Experiment,
-    SpatialErasing,
-    erase,
-    noise_source,
-    parse_experiment,
-)
+from uadlab.training.erasing import MAX_BOXES, MAX_SLAB, METHODS, ErasingParams, SpatialErasing, erase, noise_source
+from uadlab.training.experiments import EXPERIMENTS, parse_experiment
 
 COMBOS = [(dims, method, fill)
           for dims, methods in METHODS.items() for method in methods for fill in ("0", "n")]
@@ -35,63 +25,6 @@ def _sample(spatial_dims: int, rng: np.random.Generator) -> tuple[np.ndarray, np
     brain = (((grid - centre) / (np.array(shape).reshape(centre.shape) / 2.5)) ** 2).sum(0) <= 1
     image = (0.1 + 0.9 * rng.random(shape)).astype(np.float32)
     return image[None], brain[None]
-
-
-# ---------------------------------------------------------------------------------------------------
-# Names
-
-
-def test_experiments_are_table1_in_order():
-    assert len(EXPERIMENTS) == len(set(EXPERIMENTS)) == 14
-    assert EXPERIMENTS[:4] == ("2D-None", "3D-None", "2D-Patch-0", "2D-Patch-n")
-    assert EXPERIMENTS[-2:] == ("3D-Half-Volume-0", "3D-Half-Volume-n")
-    expected = {"2D-None", "3D-None"} | {f"{d}D-{m}-{f}" for d, m, f in COMBOS}
-    assert set(EXPERIMENTS) == expected
-
-
-@pytest.mark.parametrize("name", EXPERIMENTS)
-def test_names_round_trip(name):
-    experiment = parse_experiment(name)
-    assert experiment.name == name
-    assert Experiment(experiment.spatial_dims, experiment.method, experiment.fill) == experiment
-    assert experiment.spatial_dims == int(name[0])
-
-
-def test_parse_fields_and_case():
-    assert parse_experiment("3D-Multi-Cube-n") == Experiment(3, "Multi-Cube", "n")
-    assert parse_experiment("2D-None") == Experiment(2, "None", None)
-    assert parse_experiment("3d-cube-n").name == "3D-Cube-n"  # the paper's text writes 3D-cube-n
-
-
-@pytest.mark.parametrize("name", ["3D-Patch-n", "2D-Cube-0", "2D-None-n", "2D-Patch", "4D-None",
-                                  "3D-Half-Slice-0", "2D-Patch-x", ""])
-def test_invalid_names_list_the_valid_ones(name):
-    with pytest.raises(ValueError, match=r"`name` must be one of 2D-None, 3D-None, .*3D-Half-Volume-n"):
-        parse_experiment(name)
-
-
-def test_parse_rejects_non_strings():
-    with pytest.raises(TypeError, match="`name` must be a str"):
-        parse_experiment(3)
-
-
-@pytest.mark.parametrize(("args", "match"), [
-    ((4, "None", None), "`spatial_dims` must be 2 or 3"),
-    ((True, "None", None), "`spatial_dims` must be 2 or 3"),
-    ((3, "Patch", "n"), r"`method` must be one of \('None', 'Cube'"),
-    ((2, "None", "0"), r"`fill` must be one of \(None,\)"),
-    ((2, "Patch", None), r"`fill` must be one of \('0', 'n'\)"),
-])
-def test_experiment_validation(args, match):
-    with pytest.raises(ValueError, match=match):
-        Experiment(*args)
-
-
-def test_experiment_erasing():
-    assert parse_experiment("3D-None").erasing() is None
-    erasing = parse_experiment("2D-Half-Slice-n").erasing(p=0.25)
-    assert (erasing.spatial_dims, erasing.method, erasing.fill, erasing.p) == (2, "Half-Slice", "n", 0.25)
-    assert "Half-Slice" in repr(erasing)
 
 
 @pytest.mark.parametrize(("args", "kwargs", "match"), [

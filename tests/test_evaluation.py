@@ -1,4 +1,4 @@
-"""Tests of uadlab.evaluation: the honest protocol (threshold on val only), metrics, oracle, FPR, files."""
+"""Tests of uadlab.evaluation.protocol: the honest protocol (threshold on val only), metrics, oracle, FPR, files."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score
 
-from uadlab import evaluation, metrics
+from uadlab.evaluation import metrics
+from uadlab.evaluation import protocol as evaluation
 from uadlab.errors import DatasetError, RunError
-from uadlab.evaluation import (
+from uadlab.evaluation.protocol import (
     FPRS,
     SUBJECT_COLUMNS,
     SUMMARY_KEYS,
@@ -25,7 +26,7 @@ from uadlab.evaluation import (
     fpr_thresholds,
     score,
 )
-from uadlab.inference import make_maps
+from uadlab.evaluation.inference import make_maps
 
 SIZE = 16
 #: No erosion, no median filter: the anomaly map equals the residual inside the brain, so the
@@ -269,7 +270,7 @@ def test_bad_arguments(val, test, rng):
 # --- evaluate_run with fake run and data sets -----------------------------------------------------------
 
 class _FakeDataset:
-    """Stands in for uadlab.data.BuiltDataset: ``ids``, ``subject``, ``stack``, ``cohorts``, ``lesion_cohorts``."""
+    """Stands in for uadlab.data.dataset.BuiltDataset: ``ids``, ``subject``, ``stack``, ``cohorts``, ``lesion_cohorts``."""
 
     def __init__(self, subjects):
         self._subjects = {s.subject_id: s for s in subjects}
@@ -325,7 +326,7 @@ def fake_run(monkeypatch, rng):
     monkeypatch.setattr(evaluation, "load_run",
                         lambda run_dir, device=None: ("model", SimpleNamespace(experiment="3D-Cube-n")))
     monkeypatch.setattr(evaluation, "load_dataset", lambda path: datasets[Path(path).name])
-    monkeypatch.setattr("uadlab.inference.reconstruct",
+    monkeypatch.setattr("uadlab.evaluation.inference.reconstruct",
                         lambda model, volume, batch_size, device: np.minimum(volume, 0.3))
     return datasets
 
@@ -403,7 +404,7 @@ def test_evaluate_run_rejects_volumes_the_model_cannot_read(fake_run, monkeypatc
 @pytest.mark.slow  # 2-5 s: trains a tiny VAE for one epoch
 def test_evaluate_run_end_to_end_with_a_trained_run(monkeypatch, rng, tmp_path):
     """A real 3D VAE trained for one epoch, loaded back, reconstructed, post-processed and scored."""
-    from uadlab import training
+    from uadlab.training import loop as training
     from uadlab.profiles import get_profile
 
     data = _fake_data(rng, {("healthy", "train"): 4, ("healthy", "val"): 2, ("tumour", "val"): 2,

@@ -1,4 +1,4 @@
-"""Tests of uadlab.inference: residuals and anomaly maps from reconstructions, predict, save_maps."""
+"""Tests of uadlab.evaluation.inference: residuals and anomaly maps from reconstructions, predict, save_maps."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from uadlab import inference
+from uadlab.evaluation import inference
 from uadlab.errors import DatasetError, RunError, VolumeError
-from uadlab.inference import MAP_FOLDERS, SubjectMaps, make_maps, predict, save_maps
-from uadlab.postprocessing import anomaly_map
+from uadlab.evaluation.inference import MAP_FOLDERS, SubjectMaps, make_maps, predict, save_maps
+from uadlab.evaluation.postprocessing import anomaly_map
 
 SIZE = 12
 AFFINE = np.array([[2.0, 0, 0, -10], [0, 2, 0, 5], [0, 0, 2, 3], [0, 0, 0, 1]])  # 2 mm voxels, shifted
@@ -30,7 +30,7 @@ def _volumes(rng):
 
 
 class _Dataset:
-    """Stands in for uadlab.data.BuiltDataset."""
+    """Stands in for uadlab.data.dataset.BuiltDataset."""
 
     def __init__(self, subjects):
         self.subjects = {s.subject_id: s for s in subjects}
@@ -57,12 +57,19 @@ class _Healer(torch.nn.Module):
     def __init__(self, spatial_dims):
         super().__init__()
         self.spatial_dims = spatial_dims
+        self.config = None
         self.scale = torch.nn.Parameter(torch.ones(()))  # reconstruct() finds the device from a parameter
         self.batch_shapes = []
 
-    def forward(self, x):
+    def reconstruct(self, x):
         self.batch_shapes.append(tuple(x.shape))
-        return (torch.clamp(x, max=0.3) * self.scale,)
+        return torch.clamp(x, max=0.3) * self.scale
+
+    def training_loss(self, inputs, target):  # the rest of the model protocol, unused here
+        raise NotImplementedError
+
+    def validation_terms(self, samples):
+        raise NotImplementedError
 
 
 @pytest.fixture(params=[2, 3], ids=["2D", "3D"])
@@ -152,11 +159,11 @@ def test_predict_validates(dataset, healer):
 
 
 def test_predict_with_a_real_model(dataset):
-    """Through uadlab.models.reconstruct: a 3D VAE maps the volume to a volume of the same shape."""
+    """Through uadlab.models.vae.reconstruct: a 3D VAE maps the volume to a volume of the same shape."""
     from uadlab import models
 
     torch.manual_seed(0)
-    model = models.VAE(3, image_size=SIZE + 4, channels=(2, 4), latent_dim=4).eval()
+    model = models.DenseVAE(3, image_size=SIZE + 4, channels=(2, 4), latent_dim=4).eval()
     big = _Dataset([SimpleNamespace(**{**vars(s), "image": np.pad(s.image, 2), "brain_mask": np.pad(s.brain_mask, 2),
                                         "lesion_mask": np.pad(s.lesion_mask, 2)})
                     for s in dataset.subjects.values()])

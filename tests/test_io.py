@@ -1,4 +1,4 @@
-"""Tests of uadlab.io: NIfTI reading with every failure mode, atomic writes, grid and mask checks."""
+"""Tests of uadlab.data.io: NIfTI reading with every failure mode, atomic writes, grid and mask checks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from uadlab.errors import UadlabError, VolumeError
-from uadlab.io import atomic_write, check_mask, check_same_grid, load_volume, save_volume
+from uadlab.data.io import atomic_write, check_mask, check_same_grid, load_volume, save_volume
 
 AFFINE = np.array([[-1.5, 0, 0, 10], [0, 1.5, 0, -20], [0, 0, 2.0, 5], [0, 0, 0, 1]])
 

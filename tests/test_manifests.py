@@ -1,4 +1,4 @@
-"""Tests of uadlab.manifests: schema, the shipped manifests, case discovery on fake trees in the real
+"""Tests of uadlab.data.manifests: schema, the shipped manifests, case discovery on fake trees in the real
 layouts, ``data check`` (library and CLI), splits, and reading a case."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import yaml
 
 from uadlab.cli import main
 from uadlab.errors import ManifestError, VolumeError
-from uadlab.manifests import (
+from uadlab.data.manifests import (
     Case,
     assign_splits,
     check_manifest,

@@ -1,4 +1,4 @@
-"""Tests for uadlab.metrics: known answers, scikit-learn references, naive re-implementations."""
+"""Tests for uadlab.evaluation.metrics: known answers, scikit-learn references, naive re-implementations."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score
 
-import uadlab.metrics
-from uadlab.metrics import (
+import uadlab.evaluation.metrics
+from uadlab.evaluation.metrics import (
     UndefinedMetricWarning,
     auprc,
     binarize,
@@ -66,7 +66,7 @@ def _random_volumes(rng, n, shape=(6, 6, 4), ties=False):
 
 
 def test_doctests_pass():
-    result = doctest.testmod(uadlab.metrics)
+    result = doctest.testmod(uadlab.evaluation.metrics)
     assert result.attempted >= 15 and result.failed == 0
 
 

@@ -1,4 +1,4 @@
-"""Tests of uadlab.models: the 2D/3D VAE, the ELBO, Lambert et al.'s loss and reconstruct()."""
+"""Tests of uadlab.models: the 2D/3D dense VAE, the ELBO, Lambert et al.'s loss and reconstruct()."""
 
 from __future__ import annotations
 
@@ -10,14 +10,33 @@ import torch
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
-from uadlab.models import VAE, LambertLoss, LossTerms, VAEOutput, autocast, bf16_supported, elbo_loss, reconstruct
+from uadlab.models import (
+    MODELS,
+    DenseVAE,
+    DenseVAEConfig,
+    LambertLoss,
+    LossTerms,
+    MeanImage,
+    ReconstructionModel,
+    SpatialVAE,
+    VAEOutput,
+    build_from_record,
+    build_model,
+    elbo_loss,
+    get_spec,
+    model_config,
+    model_record,
+    reconstruct,
+)
+from uadlab.models.precision import autocast, bf16_supported
+from uadlab.profiles import get_profile
 
 SIZE, CHANNELS = 32, (4, 8, 16)
 
 
-def _tiny(spatial_dims: int, latent_dim: int | None = 8) -> VAE:
+def _tiny(spatial_dims: int, latent_dim: int | None = 8) -> DenseVAE:
     torch.manual_seed(0)
-    return VAE(spatial_dims, image_size=SIZE, latent_dim=latent_dim, channels=CHANNELS)
+    return DenseVAE(spatial_dims, image_size=SIZE, latent_dim=latent_dim, channels=CHANNELS)
 
 
 def _batch(spatial_dims: int, n: int = 3) -> torch.Tensor:
@@ -25,7 +44,7 @@ def _batch(spatial_dims: int, n: int = 3) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------
-# VAE
+# DenseVAE
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
@@ -48,15 +67,15 @@ def test_layers_follow_spatial_dims(spatial_dims, conv, other):
 
 
 def test_default_latent_sizes():
-    assert VAE(2, image_size=SIZE, channels=CHANNELS).latent_dim == 128
-    assert VAE(3, image_size=SIZE, channels=CHANNELS).latent_dim == 512
+    assert DenseVAE(2, image_size=SIZE, channels=CHANNELS).latent_dim == 128
+    assert DenseVAE(3, image_size=SIZE, channels=CHANNELS).latent_dim == 512
 
 
 @pytest.mark.parametrize(("spatial_dims", "expected"), [(2, 2_956_417), (3, 30_694_273)])
 def test_paper_parameter_counts_match_the_docstring(spatial_dims, expected):
-    model = VAE(spatial_dims)
+    model = DenseVAE(spatial_dims)
     assert sum(p.numel() for p in model.parameters()) == expected
-    assert f"{expected:,}" in VAE.__doc__
+    assert f"{expected:,}" in DenseVAE.__doc__
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
@@ -86,17 +105,23 @@ def test_eval_uses_mu_training_samples(spatial_dims):
     ({"spatial_dims": 2, "image_size": 40}, r"`image_size` must be a positive multiple of 16"),
     ({"spatial_dims": 2, "image_size": 0}, "`image_size` must be"),
     ({"spatial_dims": 3, "latent_dim": 0}, "`latent_dim` must be a positive int or None"),
-    ({"spatial_dims": 3, "latent_dim": 2.0}, "`latent_dim` must be"),
     ({"spatial_dims": 3, "in_channels": 0}, "`in_channels` must be a positive int"),
 ])
 def test_vae_validation(kwargs, match):
     kwargs = {"image_size": 64, "channels": (4, 8, 16, 32), **kwargs}
     with pytest.raises(ValueError, match=match):
-        VAE(**kwargs)
+        DenseVAE(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"latent_dim": 2.0}, {"image_size": 64.0}, {"channels": (4, 8.0)},
+                                    {"in_channels": True}])
+def test_vae_rejects_wrong_types(kwargs):
+    with pytest.raises(TypeError, match="must be"):
+        DenseVAE(3, **{"image_size": 64, "channels": (4, 8, 16, 32), **kwargs})
 
 
 @pytest.mark.parametrize(("shape", "match"), [
-    ((2, 1, 16, 16), r"`x` must be \(B, 1, 32, 32\) for this 2D VAE, got shape \(2, 1, 16, 16\)"),
+    ((2, 1, 16, 16), r"`x` must be \(B, 1, 32, 32\) for this 2D DenseVAE, got shape \(2, 1, 16, 16\)"),
     ((1, 32, 32), r"`x` must be \(B, 1, 32, 32\)"),
     ((2, 2, 32, 32), r"got shape \(2, 2, 32, 32\)"),
     ((0, 1, 32, 32), r"got shape \(0, 1, 32, 32\)"),
@@ -220,6 +245,8 @@ def test_lambert_validation():
     with pytest.raises(ValueError, match="`window` must be a positive int"):
         LambertLoss(window=0)
     with pytest.raises(ValueError, match="`period` must be a positive int"):
+        LambertLoss(period=-2)
+    with pytest.raises(TypeError, match="`period` must be a positive int"):
         LambertLoss(period=2.5)
     with pytest.raises(ValueError, match=r"`state` must hold \['recent'\]"):
         LambertLoss().load_state_dict({"step": 1, "window": 10, "period": 50})
@@ -237,12 +264,19 @@ class _Doubler(nn.Module):
     def __init__(self, spatial_dims: int) -> None:
         super().__init__()
         self.spatial_dims = spatial_dims
+        self.config = None
         self.weight = nn.Parameter(torch.ones(()))
         self.batches: list[tuple[int, ...]] = []
 
-    def forward(self, x):
+    def reconstruct(self, x):
         self.batches.append(tuple(x.shape))
-        return VAEOutput(2 * x * self.weight, x, x)
+        return 2 * x * self.weight
+
+    def training_loss(self, inputs, target):  # the rest of the model protocol, unused here
+        raise NotImplementedError
+
+    def validation_terms(self, samples):
+        raise NotImplementedError
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
@@ -282,13 +316,118 @@ def test_reconstruct_stacks_and_restores_mode(spatial_dims):
 @pytest.mark.parametrize(("model", "volume", "kwargs", "error", "match"), [
     (_Doubler(2), np.zeros((4, 4)), {}, ValueError, r"`volume` must be \(X, Y, Z\) or \(N, X, Y, Z\)"),
     (_Doubler(2), np.zeros((4, 4, 4)), {"batch_size": 0}, ValueError, "`batch_size` must be a positive int"),
-    (nn.Linear(1, 1), np.zeros((4, 4, 4)), {}, TypeError, "`model` must be a VAE"),
-    (VAE(2, image_size=16, latent_dim=2, channels=(2,)), np.zeros((8, 8, 8)), {}, ValueError,
+    (nn.Linear(1, 1), np.zeros((4, 4, 4)), {}, TypeError, "`model` must be a reconstruction model"),
+    (DenseVAE(2, image_size=16, latent_dim=2, channels=(2,)), np.zeros((8, 8, 8)), {}, ValueError,
      r"`x` must be \(B, 1, 16, 16\)"),
 ])
 def test_reconstruct_validation(model, volume, kwargs, error, match):
     with pytest.raises(error, match=match):
         reconstruct(model, volume, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The seam: every registered model follows the protocol; the spatial VAE; the mean image
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_every_registered_model_follows_the_protocol(name, spatial_dims):
+    if spatial_dims not in MODELS[name].spatial_dims:
+        pytest.skip(f"{name} has no {spatial_dims}D form")
+    torch.manual_seed(0)
+    config = model_config(name, get_profile("smoke"), spatial_dims, SIZE)
+    model = build_model(name, config)
+    assert isinstance(model, ReconstructionModel) and model.spatial_dims == spatial_dims
+    x = _batch(spatial_dims)
+    if model.fitted_in_closed_form:
+        model.fit(x)
+    terms = model.training_loss(x, x)
+    assert isinstance(terms, LossTerms) and all(t.ndim == 0 for t in terms)
+    model.eval()
+    recon, kl = model.validation_terms(x)
+    assert recon.shape == x.shape and kl.shape == (len(x),)
+    torch.testing.assert_close(model.reconstruct(x), recon, rtol=0, atol=0)  # eval mode is deterministic
+    rebuilt = build_from_record(model_record(name, model.config))  # what load_run does
+    assert type(rebuilt) is type(model) and rebuilt.config == model.config
+    rebuilt.load_state_dict(model.state_dict())
+    rebuilt.eval()
+    torch.testing.assert_close(rebuilt.reconstruct(x), recon, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_spatial_vae_keeps_a_spatial_latent(spatial_dims):
+    torch.manual_seed(0)
+    model = SpatialVAE(spatial_dims, image_size=SIZE, channels=CHANNELS, latent_channels=5)
+    out = model(_batch(spatial_dims))
+    assert out.mu.shape == out.logvar.shape == (3, 5) + (SIZE // 8,) * spatial_dims
+    assert model.latent_shape == (5,) + (SIZE // 8,) * spatial_dims
+    assert out.recon.shape == (3, 1) + (SIZE,) * spatial_dims
+    kinds = {type(m) for m in model.modules()}
+    assert nn.Linear not in kinds  # fully convolutional: mu, logvar and the first decoder layer are convolutions
+    assert isinstance(model.to_mu, (nn.Conv2d, nn.Conv3d)) and isinstance(model.decoder[0], (nn.Conv2d, nn.Conv3d))
+    # The KL is summed over all N x h x w (x d) latent units of a sample (eval mode: z = mu).
+    model.eval()
+    out = model(_batch(spatial_dims))
+    by_hand = (0.5 * (out.mu ** 2 + out.logvar.exp() - 1 - out.logvar)).reshape(3, -1).sum(1)
+    torch.testing.assert_close(model.validation_terms(_batch(spatial_dims))[1], by_hand)
+
+
+@pytest.mark.parametrize(("spatial_dims", "expected"), [(2, 1_489_825), (3, 5_842_849)])
+def test_spatial_vae_parameter_counts_match_the_docstring(spatial_dims, expected):
+    model = SpatialVAE(spatial_dims)
+    assert sum(p.numel() for p in model.parameters()) == expected
+    assert f"{expected:,}" in SpatialVAE.__doc__
+
+
+def test_spatial_and_dense_vae_share_encoder_and_decoder_stages():
+    dense, spatial = DenseVAE(3, image_size=SIZE, channels=CHANNELS), SpatialVAE(3, image_size=SIZE, channels=CHANNELS)
+    shapes = lambda stages: [tuple(p.shape) for p in stages.parameters()]  # noqa: E731
+    assert shapes(dense.encoder) == shapes(spatial.encoder)
+    assert shapes(dense.decoder)[-7:] == shapes(spatial.decoder)[-7:]  # the transposed-convolution stages
+
+
+def test_mean_image_reconstructs_the_voxelwise_mean_of_its_training_volumes():
+    model = MeanImage(3, image_size=4)
+    volumes = torch.arange(2 * 64, dtype=torch.float32).reshape(2, 1, 4, 4, 4) / 128
+    model.fit(volumes)
+    expected = (volumes[0] + volumes[1]) / 2
+    recon = model.reconstruct(torch.zeros(3, 1, 4, 4, 4))
+    assert recon.shape == (3, 1, 4, 4, 4)
+    torch.testing.assert_close(recon, expected.expand(3, 1, 4, 4, 4))
+    assert list(model.parameters()) == [] and "mean" in model.state_dict()
+    volume = np.zeros((4, 4, 4), np.float32)
+    np.testing.assert_allclose(reconstruct(model, volume), expected[0].numpy())
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"spatial_dims": 2}, ValueError, "`spatial_dims` must be 3 for the mean image"),
+    ({"image_size": 0}, ValueError, "`image_size` must be a positive int"),
+    ({"image_size": 4.0}, TypeError, "`image_size` must be a positive int"),
+])
+def test_mean_image_validation(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        MeanImage(**kwargs)
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda: get_spec("unet"), r"`model` must be one of \['dense-vae', 'mean-image', 'spatial-vae'\]"),
+    (lambda: model_config("mean-image", get_profile("smoke"), 3, 32, loss="lambert"),
+     r"model 'mean-image' has no option\(s\) \['loss'\]"),
+    (lambda: model_config("mean-image", get_profile("smoke"), 2, 32), "must be one of \\(3,\\) for model 'mean-image'"),
+    (lambda: build_model("spatial-vae", DenseVAEConfig(2)), "must be a SpatialVAEConfig"),
+    (lambda: build_from_record({"name": "dense-vae", "config": {"spatial_dims": 2, "depth": 3}}),
+     r"config field\(s\) \['depth'\]"),
+])
+def test_registry_validation(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_profile_sets_the_vae_backbones():
+    lab = get_profile("lab")
+    assert model_config("dense-vae", lab, 3, 64) == DenseVAEConfig(3, 64, lab.latent_3d, lab.channels)
+    assert model_config("spatial-vae", lab, 2, 64, loss="lambert").channels == lab.channels
+    assert model_config("spatial-vae", lab, 2, 64, loss="lambert").loss == "lambert"
 
 
 # --- precision ----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tests of uadlab.phantom: sources, parameters, seeds, healthy subjects and lesion cases (4 mm grid)."""
+"""Tests of uadlab.data.phantom: sources, parameters, seeds, healthy subjects and lesion cases (4 mm grid)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from uadlab.errors import VolumeError
-from uadlab.phantom import (
+from uadlab.data.phantom import (
     KINDS,
     PhantomParams,
     PhantomSubject,

@@ -1,4 +1,4 @@
-"""Tests for uadlab.postprocessing: residual, erosion, median filter, closing, batches, validation."""
+"""Tests for uadlab.evaluation.postprocessing: residual, erosion, median filter, closing, batches, validation."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import doctest
 import numpy as np
 import pytest
 
-import uadlab.postprocessing
+import uadlab.evaluation.postprocessing
 from uadlab.errors import VolumeError
-from uadlab.postprocessing import anomaly_map, residual
+from uadlab.evaluation.postprocessing import anomaly_map, residual
 
 
 def test_doctests_pass():
-    result = doctest.testmod(uadlab.postprocessing)
+    result = doctest.testmod(uadlab.evaluation.postprocessing)
     assert result.attempted > 0 and result.failed == 0
 
 

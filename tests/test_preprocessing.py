@@ -1,4 +1,4 @@
-"""Tests of uadlab.preprocessing: Bengs et al. 2021 Sec. 2.1 on synthetic volumes, and the cache."""
+"""Tests of uadlab.data.preprocessing: Bengs et al. 2021 Sec. 2.1 on synthetic volumes, and the cache."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from uadlab.errors import VolumeError
-from uadlab.preprocessing import (
+from uadlab.data.preprocessing import (
     STEPS,
     PreprocessCache,
     Preprocessed,

@@ -1,10 +1,10 @@
-"""Tests of uadlab.resampling: isotropic grids and resampling in world millimetres."""
+"""Tests of uadlab.data.resampling: isotropic grids and resampling in world millimetres."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from uadlab.resampling import iso_grid, resample
+from uadlab.data.resampling import iso_grid, resample
 
 
 def test_iso_grid_reproduces_an_axis_aligned_grid():

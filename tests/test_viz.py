@@ -1,4 +1,4 @@
-"""Tests of uadlab.viz: orientation, panel counts, validation, and atomic saving."""
+"""Tests of uadlab.viz.figures: orientation, panel counts, validation, and atomic saving."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score
 
-from uadlab import viz
+from uadlab.viz import figures as viz
 
 matplotlib.use("Agg")
 

@@ -1,4 +1,4 @@
-"""Tests of uadlab.widgets: the boxes build, react to their controls, and fall back to figures."""
+"""Tests of uadlab.viz.widgets: the boxes build, react to their controls, and fall back to figures."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from uadlab import metrics, viz, widgets
-from uadlab.inference import make_maps
+from uadlab.viz import figures as viz
+from uadlab.evaluation import metrics
+from uadlab.viz import widgets
+from uadlab.evaluation.inference import make_maps
 
 matplotlib.use("Agg")
 
@@ -119,11 +121,11 @@ def test_erasing_explorer_builds_and_redraws(subject):
     box = widgets.erasing_explorer(image, brain, experiment="3D-Multi-Cube-0")
     controls, _, picture = _parts(box)
     dims, method, fill, prob, seed = controls
-    assert (dims.value, method.value, fill.value, prob.value) == (3, "multi", "0", 1.0)
+    assert (dims.value, method.value, fill.value, prob.value) == (3, "Multi", "0", 1.0)
     first = picture.value
     seed.value = 1
     assert picture.value != first
-    dims.value, method.value = 2, "half"
+    dims.value, method.value = 2, "Half"
     assert picture.value[:8] == b"\x89PNG\r\n\x1a\n"
 
 

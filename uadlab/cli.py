@@ -10,10 +10,10 @@ Subcommands::
 
     uadlab data build --manifest M [--root R] --out DIR [--profile P] [--workers N] [--overwrite]
     uadlab data check --manifest M --root R
-    uadlab train --experiment NAME --data DIR --profile P --out runs/NAME [--fraction F] [--seed S]
+    uadlab train --experiment NAME [--model M] --data DIR --profile P --out runs/NAME [--fraction F] [--seed S]
                  [--precision 32|bf16-mixed|16-mixed] [--compile] [--resume] [--overwrite]
     uadlab evaluate --run runs/NAME --data DIR [--val-data DIR2] --out OUT
-    uadlab reproduce --profile P --data phantom|DIR --out results/ [--experiments A,B] [--seed S] [--workers N]
+    uadlab reproduce --profile P --data phantom|DIR --out results/ [--study S] [--experiments A,B] [--seed S] [--workers N]
                      [--plan | --only-run NAME]
     uadlab notebooks run --profile P --out DIR
 """
@@ -31,7 +31,7 @@ __all__ = ["main"]
 
 
 def _data_build(args: argparse.Namespace) -> None:
-    from uadlab.data import build_dataset, load_dataset
+    from uadlab.data.dataset import build_dataset, load_dataset
 
     out = build_dataset(
         args.manifest, args.out, root=args.root, profile=args.profile, overwrite=args.overwrite,
@@ -41,7 +41,7 @@ def _data_build(args: argparse.Namespace) -> None:
 
 
 def _data_check(args: argparse.Namespace) -> None:
-    from uadlab.manifests import check_manifest, load_manifest
+    from uadlab.data.manifests import check_manifest, load_manifest
 
     problems = check_manifest(load_manifest(args.manifest), args.root)
     if problems:
@@ -53,10 +53,13 @@ def _data_check(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from uadlab.training import TrainConfig, train
+    from uadlab.training.loop import TrainConfig, train
+
+    from uadlab.training.experiments import parse_experiment
 
     config = TrainConfig(
-        experiment=args.experiment, profile=args.profile, data=str(args.data), fraction=args.fraction,
+        experiment=args.experiment if args.model is None else parse_experiment(args.experiment, model=args.model).name,
+        profile=args.profile, data=str(args.data), fraction=args.fraction,
         seed=args.seed, loss=args.loss, device=args.device, max_epochs=args.max_epochs,
         precision=args.precision, compile=args.compile,
     )
@@ -65,7 +68,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from uadlab.evaluation import evaluate_run
+    from uadlab.evaluation.protocol import evaluate_run
 
     metrics = evaluate_run(args.run, args.data, args.out, val_data=args.val_data, overwrite=args.overwrite,
                            progress=not args.quiet)
@@ -85,10 +88,10 @@ def _reproduce(args: argparse.Namespace) -> None:
 
     experiments = args.experiments.split(",") if args.experiments else None
     if args.plan:
-        print("\n".join(plan(profile=args.profile, data=args.data, out=args.out, experiments=experiments,
-                             root=args.root, seed=args.seed, workers=args.workers)))
+        print("\n".join(plan(profile=args.profile, data=args.data, out=args.out, study=args.study,
+                             experiments=experiments, root=args.root, seed=args.seed, workers=args.workers)))
         return
-    outputs = reproduce(profile=args.profile, data=args.data, out=args.out, experiments=experiments,
+    outputs = reproduce(profile=args.profile, data=args.data, out=args.out, study=args.study, experiments=experiments,
                         root=args.root, seed=args.seed, workers=args.workers,
                         progress=not args.quiet, only_run=args.only_run)
     for name, path in outputs.items():
@@ -123,8 +126,11 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--root", type=Path, required=True)
     check.set_defaults(func=_data_check)
 
-    train = sub.add_parser("train", help="train one Table 1 experiment")
-    train.add_argument("--experiment", required=True, help="e.g. 3D-Cube-n, 2D-None")
+    train = sub.add_parser("train", help="train one experiment (a Table 1 name, optionally of another model)")
+    train.add_argument("--experiment", required=True, help="e.g. 3D-Cube-n, 2D-None, spatial-vae:3D-None")
+    train.add_argument("--model", default=None,
+                       help="registered model: dense-vae (default), spatial-vae, mean-image; "
+                            "same as MODEL: in front of the experiment")
     train.add_argument("--data", type=Path, required=True, help="folder from `uadlab data build`")
     train.add_argument("--profile", default="lab")
     train.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/3D-Cube-n")
@@ -155,7 +161,10 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--data", default="phantom", help="'phantom' or a manifest / built data folder")
     reproduce.add_argument("--root", type=Path, default=None, help="data root for a real manifest")
     reproduce.add_argument("--out", type=Path, default=Path("results"))
-    reproduce.add_argument("--experiments", default=None, help="comma-separated subset, e.g. 3D-Cube-n,2D-None")
+    reproduce.add_argument("--study", default="bengs2021",
+                           help="bengs2021 (Table 1, Figs. 4-7; default) or lambert2021 (spatial vs dense VAEs)")
+    reproduce.add_argument("--experiments", default=None,
+                           help="bengs2021: comma-separated subset, e.g. 3D-Cube-n,2D-None,spatial-vae:3D-None")
     reproduce.add_argument("--seed", type=int, default=0, help="seed of every training run")
     reproduce.add_argument("--workers", type=int, default=1,
                            help="processes building the data set at once (default: 1)")

@@ -6,7 +6,7 @@ same ones: ``PROFILE``, ``OUT_DIR``, ``SEED`` and ``INTERACTIVE``. They share on
 later notebook reuses the data set (``OUT_DIR/data``) and the training runs (``OUT_DIR/runs``) of
 the earlier ones; that is why they run in order. Executed copies go to ``OUT_DIR/executed/``.
 
-Headless runs pass ``INTERACTIVE=False``: the widgets of :mod:`uadlab.widgets` then render static
+Headless runs pass ``INTERACTIVE=False``: the widgets of :mod:`uadlab.viz.widgets` then render static
 figures, so nothing waits for a browser.
 """
 
@@ -129,7 +129,7 @@ def strip_outputs(path: str | Path) -> bool:
     """
     import nbformat
 
-    from uadlab.io import atomic_write
+    from uadlab.data.io import atomic_write
 
     nb = _load(path)
     before = json.dumps(nb, sort_keys=True)

@@ -1,27 +1,37 @@
-"""The main job: reproduce Table 1 and Figs. 4–7 of Bengs et al. 2021 on one data set.
+"""The main job: reproduce a paper's study on one data set (Table 1 and Figs. 4–7 of Bengs et al. 2021 by default).
+
+Studies (``--study``):
+
+- ``bengs2021`` (default): the 14 Table 1 experiments of the dense VAE plus the ``mean-image``
+  floor (:data:`TABLE1_BASELINES`), the data-set-size runs and Figs. 4–7, described below.
+- ``lambert2021``: Lambert et al.'s four models (Spatial 2D, Spatial 3D, Dense 2D, Dense 3D, their
+  Table 1), all trained with their collapse-robust loss, scored with their protocol
+  (:mod:`uadlab.evaluation.lambert`) and with Bengs et al.'s; written to ``OUT/lambert2021/``
+  (``lambert2021.csv``, ``lambert2021.md``, its runs and evaluations), on the data set in ``OUT/data``.
 
 ``uadlab reproduce --profile smoke|lab|paper --data phantom|DIR --out results/`` runs, in order:
 
 1. **Data** — build the phantom (``data_manifests/phantom.yaml``) or a real manifest into
-   ``OUT/data`` with :func:`uadlab.data.build_dataset`, or reuse an already built folder.
+   ``OUT/data`` with :func:`uadlab.data.dataset.build_dataset`, or reuse an already built folder.
 2. **Training** — every Table 1 experiment (14 by default: 2D/3D × None, Patch/Cube, Multi, Half ×
-   0/n) on 100 % of the healthy training split, plus the data-set-size runs (Fig. 5) for
+   0/n) and the ``mean-image`` floor on 100 % of the healthy training split, plus the data-set-size
+   runs (Fig. 5) for
    :data:`DATA_SIZE_EXPERIMENTS` at the profile's fractions. Runs live in ``OUT/runs/<name>`` and are
    resumed, so rerunning skips finished experiments and continues a stopped one.
 3. **Evaluation** — each run on each lesion cohort's test split with the threshold from that
-   cohort's validation split (:func:`uadlab.evaluation.evaluate_run`), written to
+   cohort's validation split (:func:`uadlab.evaluation.protocol.evaluate_run`), written to
    ``OUT/evaluation/<name>/``.
 4. **Tables and figures** — ``OUT/table1.csv`` (experiment, dataset, dice_d, dice_s_mean,
    dice_s_std, auprc, threshold), ``OUT/table1.md`` (laid out like the paper's Table 1) and
    ``OUT/figures/`` (Fig. 4 lesion size, Fig. 5 data size, Fig. 6 slice-wise detection, Fig. 7
    example cases).
 
-On many machines, ``uadlab reproduce ... --plan`` (:func:`plan`) prints the same study as shell
-commands: one data build, then one self-contained command per run (``--only-run NAME``: train with
-resume, then evaluate unless the evaluation is newer than the checkpoint), which a SLURM array, GNU
-parallel or any job runner executes in any order and on any machine sharing ``OUT``; a final
-``uadlab reproduce`` with the same arguments then finds every run finished and evaluated and only
-collects the tables and figures.
+On many machines, ``uadlab reproduce ... --plan`` (:func:`plan`, ``bengs2021``) prints the same study
+as shell commands: one data build, then one self-contained command per run (``--only-run NAME``:
+train with resume, then evaluate unless the evaluation is newer than the checkpoint), which a SLURM
+array, GNU parallel or any job runner executes in any order and on any machine sharing ``OUT``; a
+final ``uadlab reproduce`` with the same arguments then finds every run finished and evaluated and
+only collects the tables and figures.
 """
 
 from __future__ import annotations
@@ -33,17 +43,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from uadlab import analysis, viz
-from uadlab.data import build_dataset, load_dataset
-from uadlab.erasing import EXPERIMENTS, parse_experiment
+from uadlab.viz import figures as viz
+from uadlab.evaluation import analysis
+from uadlab.data.dataset import build_dataset, load_dataset
+from uadlab.training.experiments import EXPERIMENTS, parse_experiment
 from uadlab.errors import DatasetError
-from uadlab.evaluation import evaluate_run
-from uadlab.inference import predict
-from uadlab.io import atomic_write
+from uadlab.evaluation.protocol import evaluate_run
+from uadlab.evaluation.inference import predict
+from uadlab.evaluation.lambert import lambert_markdown, lambert_scores
+from uadlab.data.io import atomic_write
+from uadlab.layout import ResultsLayout, run_name
 from uadlab.profiles import Profile, get_profile
-from uadlab.training import TrainConfig, load_run, train
+from uadlab.training.loop import TrainConfig, load_run, train
 
-__all__ = ["DATA_SIZE_EXPERIMENTS", "FIGURE_EXPERIMENTS", "PHANTOM_MANIFEST", "plan", "reproduce", "run_name"]
+__all__ = ["DATA_SIZE_EXPERIMENTS", "FIGURE_EXPERIMENTS", "LAMBERT_EXPERIMENTS", "PHANTOM_MANIFEST", "STUDIES",
+           "TABLE1_BASELINES", "plan", "reproduce", "run_name"]
 
 #: Manifest of the default data set (shipped beside the package in the source tree).
 PHANTOM_MANIFEST = Path(__file__).resolve().parents[1] / "data_manifests" / "phantom.yaml"
@@ -52,17 +66,15 @@ PHANTOM_MANIFEST = Path(__file__).resolve().parents[1] / "data_manifests" / "pha
 #: their erasing counterparts the paper draws (2D-Patch-n, 3D-Cube-n).
 FIGURE_EXPERIMENTS: tuple[str, ...] = ("2D-None", "2D-Patch-n", "3D-None", "3D-Cube-n")
 DATA_SIZE_EXPERIMENTS: tuple[str, ...] = FIGURE_EXPERIMENTS
+#: Rows Table 1 gets beside the paper's 14: the no-learning floor every model must clear.
+TABLE1_BASELINES: tuple[str, ...] = ("mean-image:3D-None",)
+#: Lambert et al.'s Table 1 models, in their order, with their labels.
+LAMBERT_EXPERIMENTS: dict[str, str] = {"spatial-vae:2D-None": "Spatial 2D", "spatial-vae:3D-None": "Spatial 3D",
+                                       "2D-None": "Dense 2D", "3D-None": "Dense 3D"}
+#: The studies ``reproduce`` runs.
+STUDIES: tuple[str, ...] = ("bengs2021", "lambert2021")
 
 _TABLE1_COLUMNS = ["experiment", "dataset", "dice_d", "dice_s_mean", "dice_s_std", "auprc", "threshold"]
-
-
-def run_name(experiment: str, fraction: float = 1.0) -> str:
-    """Folder name of a run: the experiment name, with ``@<percent>`` for a training-set fraction.
-
-    >>> run_name("3D-Cube-n"), run_name("2D-None", 0.2)
-    ('3D-Cube-n', '2D-None@20')
-    """
-    return experiment if fraction == 1.0 else f"{experiment}@{round(fraction * 100)}"
 
 
 def _planned_runs(profile: Profile, names: list[str]) -> list[tuple[str, float]]:
@@ -77,6 +89,7 @@ def plan(
     data: str | Path = "phantom",
     out: str | Path = "results",
     *,
+    study: str = "bengs2021",
     experiments: list[str] | None = None,
     root: str | Path | None = None,
     seed: int = 0,
@@ -95,6 +108,7 @@ def plan(
             command line).
         data: as :func:`reproduce`.
         out: as :func:`reproduce`.
+        study: ``"bengs2021"`` only (``lambert2021`` has four runs; run it with :func:`reproduce`).
         experiments: as :func:`reproduce`.
         root: as :func:`reproduce`.
         seed: as :func:`reproduce`.
@@ -105,7 +119,7 @@ def plan(
 
     Raises:
         TypeError: ``profile`` is not a name.
-        ValueError: an unknown profile or experiment name.
+        ValueError: an unknown profile, study or experiment name, or a study other than ``bengs2021``.
         DatasetError: ``data`` is not ``phantom``, a manifest or a built folder.
 
     >>> lines = plan("smoke", experiments=["2D-None"])
@@ -116,15 +130,17 @@ def plan(
     """
     if not isinstance(profile, str):
         raise TypeError(f"`profile` must be a profile name for a plan of shell commands, got {profile!r}")
+    if study != "bengs2021":
+        raise ValueError(f"`study` must be 'bengs2021' for a plan, got {study!r}")
     prof = get_profile(profile)
-    names = list(EXPERIMENTS) if experiments is None else [parse_experiment(e).name for e in experiments]
-    out = Path(out)
+    names = [*EXPERIMENTS, *TABLE1_BASELINES] if experiments is None else [parse_experiment(e).name for e in experiments]
+    layout = ResultsLayout(out)
     common = ["--profile", prof.name]
     lines = ["# uadlab reproduce plan: run the data line first, then the run lines in any order or in "
              "parallel (each is resumable and skips finished work), then the last line to collect"]
     data_path = Path(data)
     if str(data) == "phantom" or data_path.suffix in (".yaml", ".yml"):
-        data_dir = out / "data"
+        data_dir = layout.data
         manifest = PHANTOM_MANIFEST if str(data) == "phantom" else data_path
         build = ["uadlab", "data", "build", "--manifest", str(manifest), "--out", str(data_dir), *common,
                  "--workers", str(workers)]
@@ -135,11 +151,12 @@ def plan(
         raise DatasetError(f"{data_path}: not 'phantom', a manifest (.yaml) or a folder built by "
                            "`uadlab data build` (no dataset.json)")
     for experiment, fraction in _planned_runs(prof, names):
-        run = ["uadlab", "reproduce", *common, "--data", str(data_dir), "--out", str(out), "--seed", str(seed),
-               "--only-run", run_name(experiment, fraction)]
+        run = ["uadlab", "reproduce", *common, "--data", str(data_dir), "--out", str(layout.root),
+               "--seed", str(seed), "--only-run", run_name(experiment, fraction)]
         lines.append(shlex.join(run))
-    collect = ["uadlab", "reproduce", *common, "--data", str(data), "--out", str(out), "--seed", str(seed),
-               "--experiments", ",".join(names)]
+    collect = ["uadlab", "reproduce", *common, "--data", str(data), "--out", str(layout.root), "--seed", str(seed)]
+    if experiments is not None:
+        collect += ["--experiments", ",".join(names)]
     lines.append(shlex.join(collect + (["--root", str(root)] if root is not None else [])))
     return lines
 
@@ -157,14 +174,14 @@ def _parse_run_name(name: str, profile: Profile) -> tuple[str, float]:
     return experiment, fraction
 
 
-def _resolve_data(data: str | Path, out: Path, profile: Profile, root: Path | None, progress: bool,
+def _resolve_data(data: str | Path, layout: ResultsLayout, profile: Profile, root: Path | None, progress: bool,
                   workers: int) -> Path:
     """Return a built data-set folder for ``data``: ``phantom``, a manifest YAML, or a built folder."""
     data_path = Path(data)
     if str(data) == "phantom":
-        return build_dataset(PHANTOM_MANIFEST, out / "data", profile=profile, progress=progress, workers=workers)
+        return build_dataset(PHANTOM_MANIFEST, layout.data, profile=profile, progress=progress, workers=workers)
     if data_path.suffix in (".yaml", ".yml"):
-        return build_dataset(data_path, out / "data", root=root, profile=profile, progress=progress,
+        return build_dataset(data_path, layout.data, root=root, profile=profile, progress=progress,
                              workers=workers)
     if (data_path / "dataset.json").exists():
         return data_path
@@ -179,6 +196,7 @@ def reproduce(
     data: str | Path = "phantom",
     out: str | Path = "results",
     *,
+    study: str = "bengs2021",
     experiments: list[str] | None = None,
     root: str | Path | None = None,
     seed: int = 0,
@@ -186,7 +204,7 @@ def reproduce(
     progress: bool = False,
     only_run: str | None = None,
 ) -> dict[str, Path]:
-    """Run the whole study and write Table 1 and Figs. 4–7 (Bengs et al. 2021, Sec. 3).
+    """Run a whole study: by default Table 1 and Figs. 4–7 of Bengs et al. 2021 (Sec. 3).
 
     Args:
         profile: ``smoke`` (CI, minutes on 2 CPU cores), ``lab`` or ``paper``, or a
@@ -196,49 +214,60 @@ def reproduce(
         out: output folder; existing data, runs and evaluations inside it are reused, never
             discarded: a finished run is not trained again, and its evaluation is redone only when
             its checkpoint is newer than its ``metrics.json``.
-        experiments: subset of Table 1 names (default: all 14, in Table 1 order).
+        study: ``"bengs2021"`` or ``"lambert2021"`` (:data:`STUDIES`, see the module docstring).
+        experiments: ``bengs2021`` only: experiment names, Table 1 names or ``MODEL:NAME`` (default:
+            all 14 in Table 1 order, then :data:`TABLE1_BASELINES`).
         root: data root of a real manifest.
         seed: seed of every training run.
-        workers: processes building the data set at once (see :func:`uadlab.data.build_dataset`;
+        workers: processes building the data set at once (see :func:`uadlab.data.dataset.build_dataset`;
             the output does not depend on it). Unused when ``data`` is an already built folder.
         progress: show tqdm progress bars.
-        only_run: train and evaluate this one run (a :func:`run_name`, e.g. ``"2D-None@20"``) and
-            stop: one line of a :func:`plan`. ``experiments`` is then ignored.
+        only_run: ``bengs2021`` only: train and evaluate this one run (a :func:`run_name`, e.g.
+            ``"2D-None@20"``) and stop, one line of a :func:`plan`; ``experiments`` is then ignored.
 
     Returns:
-        Paths of the outputs: ``table1.csv``, ``table1.md``, ``figures``, ``runs``; with
-        ``only_run``: ``run`` and ``evaluation``, the run's folders.
+        Paths of the outputs: ``table1.csv``, ``table1.md``, ``figures``, ``runs`` (``bengs2021``), or
+        ``lambert2021.csv``, ``lambert2021.md``, ``runs`` (``lambert2021``); with ``only_run``: ``run``
+        and ``evaluation``, the run's folders.
 
     Raises:
-        ValueError: an unknown experiment or run name, or ``workers`` below 1.
+        ValueError: an unknown study, experiment or run name, experiments or ``only_run`` given to
+            ``lambert2021``, or ``workers`` below 1.
         TypeError: ``workers`` is not an int.
         DatasetError: ``data`` is not a data set, or it has no lesion cohort to evaluate.
     """
     prof = get_profile(profile)
-    names = list(EXPERIMENTS) if experiments is None else [parse_experiment(e).name for e in experiments]
+    if study not in STUDIES:
+        raise ValueError(f"`study` must be one of {list(STUDIES)}, got {study!r}")
+    if study != "bengs2021" and experiments is not None:
+        raise ValueError(f"`experiments` must be None for study {study!r} (it trains its own models), "
+                         f"got {experiments!r}")
+    if study != "bengs2021" and only_run is not None:
+        raise ValueError(f"`only_run` must be None for study {study!r}, got {only_run!r}")
+    names = [*EXPERIMENTS, *TABLE1_BASELINES] if experiments is None else [parse_experiment(e).name for e in experiments]
     single = None if only_run is None else _parse_run_name(only_run, prof)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    data_dir = _resolve_data(data, out, prof, Path(root) if root else None, progress, workers)
+    layout = ResultsLayout(out)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    data_dir = _resolve_data(data, layout, prof, Path(root) if root else None, progress, workers)
     dataset = load_dataset(data_dir)
     if not dataset.lesion_cohorts:
         raise DatasetError(f"{data_dir}: no lesion cohort to evaluate on")
+    if study == "lambert2021":
+        return _lambert2021(profile, data_dir, dataset, ResultsLayout(layout.root / study), seed, progress)
 
     if single is not None:
-        name = run_name(*single)
         config = TrainConfig(experiment=single[0], profile=profile, data=str(data_dir), fraction=single[1],
                              seed=seed)
-        run_dir = train(config, out / "runs" / name, resume=True, progress=progress).run_dir
-        _evaluation(run_dir, data_dir, out / "evaluation" / name, progress)
-        return {"run": run_dir, "evaluation": out / "evaluation" / name}
+        run_dir = train(config, layout.run(*single), resume=True, progress=progress).run_dir
+        _evaluation(run_dir, data_dir, layout.evaluation(*single), progress)
+        return {"run": run_dir, "evaluation": layout.evaluation(*single)}
     runs = _planned_runs(prof, names)
 
     rows, size_rows, subject_tables = [], [], {}
     for experiment, fraction in runs:
-        name = run_name(experiment, fraction)
         config = TrainConfig(experiment=experiment, profile=profile, data=str(data_dir), fraction=fraction, seed=seed)
-        run_dir = train(config, out / "runs" / name, resume=True, progress=progress).run_dir
-        metrics = _evaluation(run_dir, data_dir, out / "evaluation" / name, progress)
+        run_dir = train(config, layout.run(experiment, fraction), resume=True, progress=progress).run_dir
+        metrics = _evaluation(run_dir, data_dir, layout.evaluation(experiment, fraction), progress)
         for cohort, m in metrics["cohorts"].items():
             if fraction == 1.0:
                 rows.append({"experiment": experiment, "dataset": cohort,
@@ -247,22 +276,43 @@ def reproduce(
                 size_rows.append({"experiment": experiment, "fraction": fraction, "dataset": cohort,
                                   "auprc": m["auprc"], "dice_d": m["dice_d"]})
         if fraction == 1.0:
-            subject_tables[experiment] = pd.read_csv(out / "evaluation" / name / "subjects.csv")
+            subject_tables[experiment] = pd.read_csv(layout.subjects(experiment))
 
     table = pd.DataFrame(rows, columns=_TABLE1_COLUMNS)
-    with atomic_write(out / "table1.csv", overwrite=True) as tmp:
+    with atomic_write(layout.table1_csv, overwrite=True) as tmp:
         table.to_csv(tmp, index=False)
-    with atomic_write(out / "table1.md", overwrite=True) as tmp:
+    with atomic_write(layout.table1_md, overwrite=True) as tmp:
         tmp.write_text(analysis.table1_markdown(table))
 
-    figures = out / "figures"
-    figures.mkdir(exist_ok=True)
-    _write_figures(figures, dataset, out, table, subject_tables, pd.DataFrame(size_rows), progress)
-    with atomic_write(out / "reproduce.json", overwrite=True) as tmp:
-        tmp.write_text(json.dumps({"profile": prof.name, "data": str(data_dir), "seed": seed,
+    layout.figures.mkdir(exist_ok=True)
+    _write_figures(layout, dataset, table, subject_tables, pd.DataFrame(size_rows), progress)
+    with atomic_write(layout.record, overwrite=True) as tmp:
+        tmp.write_text(json.dumps({"study": study, "profile": prof.name, "data": str(data_dir), "seed": seed,
                                    "experiments": names, "runs": [run_name(*r) for r in runs]}, indent=2))
-    return {"table1.csv": out / "table1.csv", "table1.md": out / "table1.md", "figures": figures,
-            "runs": out / "runs"}
+    return {"table1.csv": layout.table1_csv, "table1.md": layout.table1_md, "figures": layout.figures,
+            "runs": layout.runs}
+
+
+def _lambert2021(profile: str | Profile, data_dir: Path, dataset, layout: ResultsLayout, seed: int,
+                 progress: bool) -> dict[str, Path]:
+    """Lambert et al.'s Table 1: four models with their loss, scored by their protocol and by Bengs et al.'s."""
+    rows = []
+    for experiment, label in LAMBERT_EXPERIMENTS.items():
+        config = TrainConfig(experiment=experiment, profile=profile, data=str(data_dir), seed=seed, loss="lambert")
+        run_dir = train(config, layout.run(experiment), resume=True, progress=progress).run_dir
+        ours = _evaluation(run_dir, data_dir, layout.evaluation(experiment), progress)["cohorts"]
+        model = load_run(run_dir)[0]
+        for cohort in dataset.lesion_cohorts:
+            maps = predict(model, dataset, dataset.ids(cohort=cohort, split="test"), progress=progress)
+            rows.append({"model": label, "experiment": experiment, "dataset": cohort, **lambert_scores(maps, seed=seed),
+                         **{f"bengs_{k}": ours[cohort][k] for k in ("dice_d", "dice_s_mean", "auprc")}})
+    table = pd.DataFrame(rows)
+    csv, md = layout.root / "lambert2021.csv", layout.root / "lambert2021.md"
+    with atomic_write(csv, overwrite=True) as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_write(md, overwrite=True) as tmp:
+        tmp.write_text(lambert_markdown(table))
+    return {"lambert2021.csv": csv, "lambert2021.md": md, "runs": layout.runs}
 
 
 def _evaluation(run_dir: Path, data_dir: Path, eval_dir: Path, progress: bool) -> dict:
@@ -273,7 +323,7 @@ def _evaluation(run_dir: Path, data_dir: Path, eval_dir: Path, progress: bool) -
     return evaluate_run(run_dir, data_dir, eval_dir, overwrite=True, progress=progress)
 
 
-def _write_figures(figures: Path, dataset, out: Path, table: pd.DataFrame,
+def _write_figures(layout: ResultsLayout, dataset, table: pd.DataFrame,
                    subject_tables: dict[str, pd.DataFrame], size_table: pd.DataFrame,
                    progress: bool) -> None:
     """Figs. 4–7 as the paper draws them (Sec. 3), for :data:`FIGURE_EXPERIMENTS` and the best run.
@@ -284,8 +334,8 @@ def _write_figures(figures: Path, dataset, out: Path, table: pd.DataFrame,
     pooled. Fig. 7: best, median and worst case of the best run, one figure per test set, also as
     interactive plotly HTML (orthogonal slices of the worst case with its anomaly map).
     """
-    ranking = table.groupby("experiment", sort=False)["dice_d"].mean().sort_values(ascending=False, kind="stable")
-    best = str(ranking.index[0])
+    figures = layout.figures
+    best = analysis.best_experiment(table)
     shown = [e for e in FIGURE_EXPERIMENTS if e in subject_tables] or [best]
 
     for cohort in dataset.lesion_cohorts:
@@ -307,7 +357,7 @@ def _write_figures(figures: Path, dataset, out: Path, table: pd.DataFrame,
     test_ids = [i for cohort in dataset.lesion_cohorts for i in dataset.ids(cohort=cohort, split="test")]
     curves = {}
     for experiment in dict.fromkeys(shown + [best]):
-        maps = predict(load_run(out / "runs" / run_name(experiment))[0], dataset, test_ids, progress=progress)
+        maps = predict(load_run(layout.run(experiment))[0], dataset, test_ids, progress=progress)
         if experiment in shown:
             curves[experiment] = analysis.slice_detection_curve(maps)
         if experiment == best:
@@ -323,16 +373,16 @@ def _write_examples(figures: Path, experiment: str, maps: dict, table: pd.DataFr
             continue
         cases = analysis.example_cases(cohort_maps, float(threshold), n=min(3, len(cohort_maps)))
         _save(viz.example_cases_plot(cases, threshold=float(threshold)),
-              figures / f"fig7_examples_{cohort}_{experiment}.png")
+              figures / f"fig7_examples_{cohort}_{run_name(experiment)}.png")
         worst = next(m for m in cohort_maps if m.subject_id == cases[-1].subject_id)
         centre = tuple(int(i) for i in np.argwhere(worst.lesion_mask).mean(axis=0))
         _save(viz.orthogonal_slices(worst.image, worst.anomaly_map, index=centre,
                                     title=f"{experiment}, {cohort}, {worst.subject_id}: anomaly map"),
-              figures / f"fig7_examples_{cohort}_{experiment}.html")
+              figures / f"fig7_examples_{cohort}_{run_name(experiment)}.html")
 
 
 def _save(fig, path: Path) -> None:
-    """Write a figure with :func:`uadlab.viz.save_figure` and free a matplotlib figure's memory."""
+    """Write a figure with :func:`uadlab.viz.figures.save_figure` and free a matplotlib figure's memory."""
     viz.save_figure(fig, path)
     if hasattr(fig, "clf"):
         fig.clf()

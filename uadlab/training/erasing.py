@@ -1,4 +1,4 @@
-"""Spatial input erasing and the experiment names of Bengs et al. 2021 (Sec. 2.2, Fig. 3, Table 1).
+"""Spatial input erasing of Bengs et al. 2021 (Sec. 2.2, Fig. 3); the experiment names are in :mod:`uadlab.training.experiments`.
 
 During training, with probability ``p = 0.5``, part of the *input* is erased; the reconstruction
 target stays the unerased image, so the VAE learns to in-paint from context. Six methods:
@@ -40,7 +40,7 @@ Decisions the paper leaves open (METHOD.md asks for them to be fixed and documen
   ``ceil(1 % N) / n``: the largest box holds at least the mean share).
 - **Half-Slice/Half-Volume.** "Left" is the low-``X`` half (RAS+: ``X`` runs left -> right). The
   mid-sagittal plane is taken as the middle of the ``X`` axis: preprocessing crops to the brain's
-  bounding box and pads it centred (Sec. 2.1, :mod:`uadlab.preprocessing`), so the grid's middle
+  bounding box and pads it centred (Sec. 2.1, :mod:`uadlab.data.preprocessing`), so the grid's middle
   is the brain's. The whole half of the grid is erased, background included, as the boxes of
   Patch/Cube also are. For an odd ``X`` the middle column is the mid-sagittal plane itself and is
   never erased, so both halves have ``X // 2`` columns. Half-Volume erases ``t ~ U{1..min(32, Z)}`` consecutive axial slices
@@ -57,7 +57,7 @@ Shape:
 
 Example:
     >>> import numpy as np
-    >>> erasing = parse_experiment("3D-Cube-n").erasing(p=1.0)
+    >>> erasing = SpatialErasing(3, "Cube", "n", p=1.0)
     >>> image = np.ones((1, 16, 16, 16), dtype=np.float32)
     >>> erased = erasing(image, image > 0, np.random.default_rng(0))
     >>> erased.shape, float(image.min())  # the input is untouched
@@ -76,9 +76,7 @@ import torch
 from uadlab._checks import check_real
 
 __all__ = [
-    "EXPERIMENTS",
     "ErasingParams",
-    "Experiment",
     "FILLS",
     "MAX_BOXES",
     "MAX_SLAB",
@@ -87,7 +85,6 @@ __all__ = [
     "SpatialErasing",
     "erase",
     "noise_source",
-    "parse_experiment",
 ]
 
 #: Erasing methods per spatial dimension (Fig. 3), in the paper's order.
@@ -102,91 +99,12 @@ MAX_BOXES: int = 10
 #: Most consecutive axial slices of Half-Volume.
 MAX_SLAB: int = 32
 
-#: The 14 experiment names in the order of Table 1.
-EXPERIMENTS: tuple[str, ...] = (
-    "2D-None", "3D-None",
-    "2D-Patch-0", "2D-Patch-n", "3D-Cube-0", "3D-Cube-n",
-    "2D-Multi-Patch-0", "2D-Multi-Patch-n", "3D-Multi-Cube-0", "3D-Multi-Cube-n",
-    "2D-Half-Slice-0", "2D-Half-Slice-n", "3D-Half-Volume-0", "3D-Half-Volume-n",
-)
-
 _KIND = {"Patch": "box", "Cube": "box", "Multi-Patch": "multi", "Multi-Cube": "multi",
          "Half-Slice": "half", "Half-Volume": "half"}
 _LOG_ASPECT = math.log(2.0)  # per-edge log-aspect range before centring
 _MAX_TRIES = 100  # redraws of a box shape whose rounded edges cannot meet the size range
 _MIN_EDGE = 4  # smallest image edge (voxels) that erasing accepts
 _MIN_VOXELS = 40  # smallest image (voxels): 25 % must hold MAX_BOXES boxes of one voxel
-
-
-# ---------------------------------------------------------------------------------------------------
-# Experiment names (Table 1)
-
-
-@dataclass(frozen=True)
-class Experiment:
-    """One row of Table 1: input dimension, erasing method and fill.
-
-    Attributes:
-        spatial_dims: 2 (axial slices) or 3 (volumes).
-        method: ``"None"`` or one of :data:`METHODS` ``[spatial_dims]``.
-        fill: ``"0"`` or ``"n"``; ``None`` exactly when ``method == "None"``.
-
-    Raises:
-        ValueError: an unknown dimension, method or fill, a method of the other dimension
-            (``Patch`` is 2D only, ``Cube`` 3D only), or a fill given with ``"None"`` / missing
-            without it.
-    """
-
-    spatial_dims: int
-    method: str
-    fill: str | None
-
-    def __post_init__(self) -> None:
-        if self.spatial_dims not in (2, 3) or isinstance(self.spatial_dims, bool):
-            raise ValueError(f"`spatial_dims` must be 2 or 3, got {self.spatial_dims!r}")
-        methods = ("None", *METHODS[self.spatial_dims])
-        if self.method not in methods:
-            raise ValueError(f"`method` must be one of {methods} for {self.spatial_dims}D, "
-                             f"got {self.method!r}")
-        expected = (None,) if self.method == "None" else FILLS
-        if self.fill not in expected:
-            raise ValueError(f"`fill` must be one of {expected} for method {self.method!r}, "
-                             f"got {self.fill!r}")
-
-    @property
-    def name(self) -> str:
-        """The Table 1 name, e.g. ``"3D-Cube-n"`` or ``"2D-None"``."""
-        suffix = "" if self.fill is None else f"-{self.fill}"
-        return f"{self.spatial_dims}D-{self.method}{suffix}"
-
-    def erasing(self, p: float = 0.5) -> SpatialErasing | None:
-        """The input transform of this experiment; ``None`` for ``"None"`` (no erasing).
-
-        Args:
-            p: probability of erasing a sample (Sec. 2.2: 0.5).
-        """
-        if self.method == "None":
-            return None
-        return SpatialErasing(self.spatial_dims, self.method, self.fill, p=p)
-
-
-def parse_experiment(name: str) -> Experiment:
-    """The :class:`Experiment` called ``name`` (one of :data:`EXPERIMENTS`).
-
-    Case is ignored (the paper's text writes ``3D-cube-n``); the result's ``.name`` is canonical.
-
-    Raises:
-        TypeError: ``name`` is not a string.
-        ValueError: ``name`` is not one of the 14 Table 1 names; the message lists them.
-    """
-    if not isinstance(name, str):
-        raise TypeError(f"`name` must be a str, got {name!r}")
-    canonical = {known.lower(): known for known in EXPERIMENTS}.get(name.strip().lower())
-    if canonical is None:
-        raise ValueError(f"`name` must be one of {', '.join(EXPERIMENTS)}, got {name!r}")
-    dims, _, rest = canonical.partition("D-")
-    method, fill = (rest, None) if rest == "None" else (rest[:-2], rest[-1])
-    return Experiment(int(dims), method, fill)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -244,9 +162,14 @@ class SpatialErasing:
     """
 
     def __init__(self, spatial_dims: int, method: str, fill: str, p: float = 0.5) -> None:
+        if spatial_dims not in METHODS or isinstance(spatial_dims, bool):
+            raise ValueError(f"`spatial_dims` must be 2 or 3, got {spatial_dims!r}")
         if method == "None":
             raise ValueError("`method` must be an erasing method, got 'None' (use no transform instead)")
-        Experiment(spatial_dims, method, fill)  # validates the combination
+        if method not in METHODS[spatial_dims]:
+            raise ValueError(f"`method` must be one of {METHODS[spatial_dims]} for {spatial_dims}D, got {method!r}")
+        if fill not in FILLS:
+            raise ValueError(f"`fill` must be one of {FILLS}, got {fill!r}")
         check_real("p", p, "a probability in [0, 1]", lambda v: 0.0 <= v <= 1.0)
         self.spatial_dims = spatial_dims
         self.method = method

@@ -1,17 +1,20 @@
 """Training loop of Bengs et al. 2021, Sec. 2.3: in-memory batches, early stopping, checkpoints, resume.
 
-A VAE (:class:`uadlab.models.VAE`) is trained on the healthy training split of a built data set with
-Adam (lr 1e-3) and the ELBO (or the Lambert et al. loss). Spatial erasing (Sec. 2.2) is applied to
+A registered model (:mod:`uadlab.models`; the dense VAE of Table 1 by default) is trained on the
+healthy training split of a built data set with Adam (lr 1e-3) and its training loss (for the VAEs
+the ELBO, or Lambert et al.'s loss), reached only through the
+:class:`~uadlab.models.base.ReconstructionModel` protocol. A model fitted in closed form
+(``mean-image``) is fitted once and finishes after one epoch. Spatial erasing (Sec. 2.2) is applied to
 the *input* only; the reconstruction target is always the unerased image. The number of epochs is
 chosen on the healthy validation reconstruction error: the best epoch's weights are kept and
 training stops after ``patience`` epochs without improvement (or at ``max_epochs``).
 
-Batches are made in memory from the stacked arrays of :meth:`uadlab.data.BuiltDataset.stack`:
+Batches are made in memory from the stacked arrays of :meth:`uadlab.data.dataset.BuiltDataset.stack`:
 
 - 3D: whole volumes.
 - 2D: axial slices ``volume[:, :, k]`` of all training volumes. Slices without a single brain voxel
   are skipped for training (they are all-zero images and would only teach the model to output
-  zeros); validation reconstructs every slice, like :func:`uadlab.models.reconstruct` at test time.
+  zeros); validation reconstructs every slice, like :func:`uadlab.models.vae.reconstruct` at test time.
 
 Each epoch shuffles the samples with a generator seeded from ``(seed, epoch)`` and splits them evenly
 into ``ceil(n / batch_size)`` batches of at most ``batch_size`` samples (so no batch of one sample,
@@ -50,25 +53,28 @@ import torch
 import yaml
 
 from uadlab._checks import check_int, check_real
-from uadlab.data import load_dataset
-from uadlab.erasing import parse_experiment
+from uadlab.data.dataset import load_dataset
+from uadlab.training.experiments import parse_experiment
 from uadlab.errors import DatasetError, RunError
-from uadlab.io import atomic_write
-from uadlab.models import PRECISIONS, VAE, LambertLoss, autocast, bf16_supported, elbo_loss
+from uadlab.data.io import atomic_write
+from uadlab.layout import RUN_CHECKPOINT as _CHECKPOINT_FILE
+from uadlab.layout import RUN_CONFIG as _CONFIG_FILE
+from uadlab.layout import RUN_HISTORY as _HISTORY_FILE
+from uadlab.models.base import ReconstructionModel, volumes_to_samples
+from uadlab.models.precision import PRECISIONS, autocast, bf16_supported
+from uadlab.models.registry import build_from_record, build_model, get_spec, model_config, model_record
 from uadlab.profiles import Profile, get_profile
 
 __all__ = ["TrainConfig", "TrainResult", "train", "load_run", "seed_everything", "training_subset",
-           "default_precision", "HISTORY_COLUMNS"]
+           "default_precision",
+           "HISTORY_COLUMNS"]
 
 #: Columns of ``history.csv`` and :attr:`TrainResult.history`.
 HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "train_loss", "train_recon", "train_kl", "val_recon",
                                     "val_kl", "seconds")
 
-_CONFIG_FILE = "config.yaml"
-_CHECKPOINT_FILE = "checkpoint.pt"
-_HISTORY_FILE = "history.csv"
-_LOSSES = ("elbo", "lambert")
-_HEALTHY = "healthy"  # the cohort of healthy subjects in a built data set (uadlab.data)
+_LOSSES = ("elbo", "lambert")  # uadlab.models.vae.LOSSES; "elbo" is also every other model's own objective
+_HEALTHY = "healthy"  # the cohort of healthy subjects in a built data set (uadlab.data.dataset)
 _ERASING_P = 0.5  # Sec. 2.2: erasing is applied with probability 0.5
 # Fields that may differ on resume: the device and compilation only decide where and how the same
 # computation runs.
@@ -82,13 +88,16 @@ class TrainConfig:
     """Everything that defines one training run; saved as ``config.yaml`` in the run folder.
 
     Attributes:
-        experiment: Table 1 name, e.g. ``"3D-Cube-n"`` or ``"2D-None"``.
+        experiment: experiment name (:mod:`uadlab.training.experiments`): a Table 1 name such as
+            ``"3D-Cube-n"`` (the dense VAE) or ``"MODEL:NAME"`` such as ``"spatial-vae:2D-None"``;
+            stored in its canonical spelling.
         profile: profile name (``smoke``, ``lab``, ``paper``) or a :class:`~uadlab.profiles.Profile`
-            (stored in full in ``config.yaml``); gives the backbone, latent size and schedule.
+            (stored in full in ``config.yaml``); gives the schedule and the VAEs' backbone and latent size.
         data: folder built by ``uadlab data build``.
         fraction: share of the healthy training split, in (0, 1] (data-set-size study, Fig. 5).
         seed: seed of the subset, initial weights, shuffling, erasing and latent sampling.
-        loss: ``"elbo"`` (Sec. 2.3) or ``"lambert"`` (Lambert et al.'s collapse-robust loss).
+        loss: ``"elbo"`` (Sec. 2.3; for a model without a latent, its own objective) or ``"lambert"``
+            (Lambert et al.'s collapse-robust loss, VAE models only).
         lr: Adam learning rate (paper: 1e-3).
         batch_size: samples per batch (volumes in 3D, slices in 2D); ``None``: the profile's
             (:meth:`~uadlab.profiles.Profile.batch_size_for`).
@@ -97,13 +106,13 @@ class TrainConfig:
             The run folder's ``config.yaml`` records the values these three resolved to, and a
             resume is refused when they (or the profile's backbone) no longer match.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; ``None``: CUDA when available, else CPU.
-        precision: ``"32"``, ``"bf16-mixed"`` or ``"16-mixed"`` (:data:`uadlab.models.PRECISIONS`):
+        precision: ``"32"``, ``"bf16-mixed"`` or ``"16-mixed"`` (:data:`uadlab.models.precision.PRECISIONS`):
             autocast around the forward pass and loss of training, validation and inference (float16
             with loss scaling); ``None``: the profile's, else :func:`default_precision` for the
             device. ``config.yaml`` records the value used; a resume keeps the run's precision when
             none is given and refuses a different one. A ``config.yaml`` written before this field
             existed reads as ``"32"``.
-        compile: run the VAE through ``torch.compile`` (same results up to float rounding; pays only
+        compile: run the model through ``torch.compile`` (same results up to float rounding; pays only
             where its compile time is won back, see the README). May change on resume.
 
     Raises:
@@ -133,10 +142,10 @@ class TrainConfig:
         if not isinstance(self.experiment, str):
             raise TypeError(f"`experiment` must be a str, got {self.experiment!r}")
         try:
-            parse_experiment(self.experiment)
-        except ValueError:
+            self.experiment = parse_experiment(self.experiment).name
+        except ValueError as error:
             raise ValueError(f"`experiment` must be a Table 1 name such as '3D-Cube-n' or '2D-None', "
-                             f"got {self.experiment!r}") from None
+                             f"optionally 'MODEL:' in front, got {self.experiment!r} ({error})") from None
         if isinstance(self.data, os.PathLike):
             self.data = os.fspath(self.data)
         if not isinstance(self.data, str):
@@ -152,6 +161,8 @@ class TrainConfig:
             raise ValueError(f"`seed` must be a non-negative int below 2**32, got {self.seed!r}")
         if self.loss not in _LOSSES:
             raise ValueError(f"`loss` must be one of {list(_LOSSES)}, got {self.loss!r}")
+        if self.loss != "elbo" and "loss" not in get_spec(self.model).config_cls.__dataclass_fields__:
+            raise ValueError(f"`loss` {self.loss!r} applies to the VAE models only, got model {self.model!r}")
         check_real("lr", self.lr, "a number", lambda v: True)
         if not self.lr > 0:
             raise ValueError(f"`lr` must be > 0, got {self.lr!r}")
@@ -183,6 +194,11 @@ class TrainConfig:
         return default_precision(_resolve_device(self.device if device is None else device))
 
     @property
+    def model(self) -> str:
+        """Registry name of the run's model (from the experiment name)."""
+        return parse_experiment(self.experiment).model
+
+    @property
     def resolved_profile(self) -> Profile:
         """The :class:`~uadlab.profiles.Profile` this run uses."""
         return get_profile(self.profile)
@@ -204,10 +220,16 @@ class TrainConfig:
             out["profile"] = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.profile).items()}
         return out
 
-    def to_yaml(self, path: str | Path) -> Path:
-        """Write the config to ``path`` (atomically) and return the path."""
+    def to_yaml(self, path: str | Path, *, model: dict | None = None) -> Path:
+        """Write the config to ``path`` (atomically) and return the path.
+
+        Args:
+            path: the file.
+            model: the run's model record (:func:`uadlab.models.registry.model_record`), written under
+                ``model`` for the reader; :meth:`from_yaml` skips it (the checkpoint's copy is used).
+        """
         path = Path(path)
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        text = yaml.safe_dump({**self.to_dict(), **({"model": model} if model else {})}, sort_keys=False)
         _atomic_save(path, lambda tmp: Path(tmp).write_text(text))
         return path
 
@@ -225,6 +247,7 @@ class TrainConfig:
             raise RunError(f"{path}: cannot read the run config ({error})") from None
         if not isinstance(raw, dict):
             raise RunError(f"{path}: the run config must be a mapping, got {type(raw).__name__}")
+        raw.pop("model", None)  # the model record train() writes beside the config; the checkpoint has it too
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -253,7 +276,7 @@ class TrainResult:
         history: one row per finished epoch, columns :data:`HISTORY_COLUMNS`. ``train_loss``,
             ``train_recon``, ``train_kl``: the loss's terms averaged over the epoch's samples (for
             both losses ``recon`` is the l1 error summed over a sample's voxels and ``kl`` the KL
-            summed over latent units, :func:`uadlab.models.elbo_loss`). ``val_recon``: mean l1 error
+            summed over latent units, :func:`uadlab.models.vae.elbo_loss`). ``val_recon``: mean l1 error
             *per voxel* over all voxels of the healthy validation split (eval mode, ``z = mu``;
             intensity units, images in [0, 1]); ``val_kl``: KL per sample (per slice in 2D).
             ``seconds``: the epoch's wall time.
@@ -280,12 +303,12 @@ class TrainResult:
 def default_precision(device: str | torch.device) -> str:
     """The precision a run uses on ``device`` when neither its config nor its profile names one.
 
-    ``"bf16-mixed"`` where bfloat16 runs natively (:func:`uadlab.models.bf16_supported`: CUDA with
-    bf16, a CPU with AVX512-BF16 or AMX), else ``"32"``. Measured on a 2-core AMD EPYC with
-    AVX512-BF16 (lab profile, one training step): bf16 autocast 2.6x faster than float32 in 3D and
-    2.0x in 2D, with the healthy validation l1 of a short training within 2 % of float32's
-    (``benchmarks/train_epoch.py``). float16 is never a default: it needs loss scaling and buys
-    nothing over bfloat16 where both exist.
+    ``"bf16-mixed"`` where bfloat16 runs natively (:func:`uadlab.models.precision.bf16_supported`:
+    CUDA with bf16, a CPU with AVX512-BF16 or AMX), else ``"32"``. Measured on a 2-core AMD EPYC with
+    AVX512-BF16 (lab profile, one training step of the dense VAE): bf16 autocast 2.6x faster than
+    float32 in 3D and 2.0x in 2D, with the healthy validation l1 of a short training within 2 % of
+    float32's (``benchmarks/train_epoch.py``). float16 is never a default: it needs loss scaling and
+    buys nothing over bfloat16 where both exist.
     """
     return "bf16-mixed" if bf16_supported(device) else "32"
 
@@ -396,15 +419,20 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, ove
                          progress=progress)
 
 
-def load_run(run_dir: str | Path, *, device: str | torch.device | None = None) -> tuple[VAE, TrainConfig]:
+def load_run(run_dir: str | Path, *,
+             device: str | torch.device | None = None) -> tuple[ReconstructionModel, TrainConfig]:
     """The best-epoch model of a run (in eval mode) and its config.
+
+    The model is rebuilt from the record its checkpoint carries (registry name and config), so any
+    registered model loads; a dense-VAE run from before the model registry (its checkpoint holds
+    ``model_args``) loads as ``dense-vae``.
 
     Args:
         run_dir: folder written by :func:`train`.
         device: where to put the model; ``None``: CUDA when available, else CPU.
 
     The model's ``precision`` attribute is the run's training precision, which
-    :func:`uadlab.models.reconstruct` (and so :func:`uadlab.inference.predict`) uses by default.
+    :func:`uadlab.models.reconstruct` (and so :func:`uadlab.evaluation.inference.predict`) uses.
 
     Raises:
         RunError: no ``config.yaml``/``checkpoint.pt`` in ``run_dir``, or they are unreadable.
@@ -416,7 +444,7 @@ def load_run(run_dir: str | Path, *, device: str | torch.device | None = None) -
     checkpoint = _load_checkpoint(run_dir)
     if checkpoint is None:
         raise RunError(f"{run_dir}: no {_CHECKPOINT_FILE}; train the run first")
-    model = VAE(**checkpoint["model_args"])
+    model = build_from_record(_checkpoint_record(checkpoint, config))
     model.load_state_dict(checkpoint["best_model"])
     model.to(_resolve_device(device))
     model.eval()
@@ -460,28 +488,30 @@ def _train_arrays(config: TrainConfig, run_dir: Path, images: np.ndarray, brain_
     if len(samples) == 0:
         raise DatasetError(f"{config.data}: no training sample holds a brain voxel")
     erasing = experiment.erasing(p=_ERASING_P)
-    model_args = {"spatial_dims": spatial_dims, "image_size": int(images.shape[1]),
-                  "latent_dim": profile.latent_dim(spatial_dims), "channels": tuple(profile.channels)}
+    options = {"loss": config.loss} if config.loss != "elbo" else {}
+    model_cfg = model_config(experiment.model, profile, spatial_dims, int(images.shape[1]), **options)
+    record = model_record(experiment.model, model_cfg)
     if checkpoint is not None:
-        _check_same_model(checkpoint["model_args"], model_args, run_dir)
+        _check_same_model(_checkpoint_record(checkpoint, config), record, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     # The values the run uses, not None: a later change to a named profile cannot alter a run silently.
     replace(config, batch_size=batch_size, max_epochs=max_epochs, patience=patience,
-            precision=precision).to_yaml(run_dir / _CONFIG_FILE)
+            precision=precision).to_yaml(run_dir / _CONFIG_FILE, model=record)
 
     seed_everything(config.seed)
-    model = VAE(**model_args).to(device)
-    net = torch.compile(model) if config.compile else model  # shares the weights of `model`
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    model = build_model(experiment.model, model_cfg).to(device)
+    if config.compile:
+        model.compile()  # in place: its __call__ (so training_loss, validation) runs compiled; same weights
+    parameters = list(model.parameters())
+    optimizer = torch.optim.Adam(parameters, lr=config.lr) if parameters else None
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")  # float16 loss scaling
-    loss_fn = _make_loss(config.loss)
     state = {"epoch": 0, "best_model": copy.deepcopy(model.state_dict()), "best_epoch": 0,
              "best_val": math.inf, "epochs_since_best": 0, "history": [], "finished": False}
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if checkpoint.get("loss_state") is not None:
-            loss_fn.load_state_dict(checkpoint["loss_state"])
+        if optimizer is not None:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+        model.load_loss_state(checkpoint.get("loss_state"))
         if checkpoint.get("scaler"):
             scaler.load_state_dict(checkpoint["scaler"])
         _set_rng_states(checkpoint["rng"])
@@ -493,10 +523,13 @@ def _train_arrays(config: TrainConfig, run_dir: Path, images: np.ndarray, brain_
         start = time.perf_counter()
         rng = _epoch_rng(config.seed, epoch)
         torch.manual_seed(int(rng.integers(2**63)))  # the VAE's latent sampling
-        train_terms = _train_epoch(net, optimizer, loss_fn, samples, sample_masks, erasing, rng,
-                                   batch_size=batch_size, device=device, progress=progress,
-                                   precision=precision, scaler=scaler)
-        val_recon, val_kl = _validate(net, val_images, spatial_dims, batch_size=batch_size, device=device,
+        if model.fitted_in_closed_form:
+            train_terms = _fit_epoch(model, samples, batch_size=batch_size, device=device)
+        else:
+            train_terms = _train_epoch(model, optimizer, samples, sample_masks, erasing, rng,
+                                       batch_size=batch_size, device=device, progress=progress,
+                                       precision=precision, scaler=scaler)
+        val_recon, val_kl = _validate(model, val_images, spatial_dims, batch_size=batch_size, device=device,
                                       precision=precision)
         state["history"].append({"epoch": epoch, **train_terms, "val_recon": val_recon, "val_kl": val_kl,
                                  "seconds": time.perf_counter() - start})
@@ -506,8 +539,9 @@ def _train_arrays(config: TrainConfig, run_dir: Path, images: np.ndarray, brain_
         else:
             state["epochs_since_best"] += 1
         state["epoch"] = epoch
-        state["finished"] = epoch >= max_epochs or state["epochs_since_best"] >= patience
-        _save_checkpoint(run_dir, state, model, optimizer, loss_fn, model_args, scaler)
+        state["finished"] = (epoch >= max_epochs or state["epochs_since_best"] >= patience
+                             or model.fitted_in_closed_form)
+        _save_checkpoint(run_dir, state, model, optimizer, record, scaler)
         epoch_bar.set_postfix(loss=f"{train_terms['train_loss']:.4g}", val=f"{val_recon:.4g}")
         epoch_bar.update(1)
         if state["finished"] or epoch == _stop_after_epoch:
@@ -516,14 +550,14 @@ def _train_arrays(config: TrainConfig, run_dir: Path, images: np.ndarray, brain_
     return _result(run_dir, state)
 
 
-def _train_epoch(model: VAE, optimizer: torch.optim.Optimizer, loss_fn: Callable, samples: np.ndarray,
+def _train_epoch(model: ReconstructionModel, optimizer: torch.optim.Optimizer, samples: np.ndarray,
                  sample_masks: np.ndarray, erasing: Any, rng: np.random.Generator, *, batch_size: int,
                  device: torch.device, progress: bool, precision: str = "32",
                  scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
     """One pass over the shuffled samples; returns sample-weighted mean loss terms.
 
-    The forward pass and loss run under :func:`uadlab.models.autocast` at ``precision``; ``scaler``
-    (enabled for float16) scales the loss before the backward pass and unscales the gradients.
+    The loss runs under :func:`uadlab.models.precision.autocast` at ``precision``; ``scaler`` (enabled
+    for float16) scales the loss before the backward pass and unscales the gradients.
     """
     scaler = scaler if scaler is not None else torch.amp.GradScaler(device.type, enabled=False)
     model.train()
@@ -538,7 +572,7 @@ def _train_epoch(model: VAE, optimizer: torch.optim.Optimizer, loss_fn: Callable
         target_t = torch.from_numpy(target).to(device)
         inputs_t = torch.as_tensor(np.asarray(inputs), dtype=torch.float32).to(device)
         with autocast(precision, device):
-            terms = loss_fn(model(inputs_t), target_t)
+            terms = model.training_loss(inputs_t, target_t)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(terms.total).backward()
         scaler.step(optimizer)
@@ -552,42 +586,47 @@ def _train_epoch(model: VAE, optimizer: torch.optim.Optimizer, loss_fn: Callable
 
 
 @torch.no_grad()
-def _validate(model: VAE, val_images: np.ndarray, spatial_dims: int, *, batch_size: int,
+def _fit_epoch(model: ReconstructionModel, samples: np.ndarray, *, batch_size: int,
+               device: torch.device) -> dict[str, float]:
+    """A model fitted in closed form (``mean-image``): fit on all samples, then report its loss terms."""
+    model.fit(torch.from_numpy(samples).to(device))
+    model.eval()
+    totals = {"train_loss": 0.0, "train_recon": 0.0, "train_kl": 0.0}
+    for start in range(0, len(samples), batch_size):
+        x = torch.from_numpy(samples[start:start + batch_size]).to(device)
+        for key, value in zip(totals, model.training_loss(x, x)):
+            totals[key] += float(value) * len(x)
+    return {key: value / len(samples) for key, value in totals.items()}
+
+
+@torch.no_grad()
+def _validate(model: ReconstructionModel, val_images: np.ndarray, spatial_dims: int, *, batch_size: int,
               device: torch.device, precision: str = "32") -> tuple[float, float]:
-    """Mean l1 error per voxel over all validation voxels, and mean KL per sample (eval mode, mu).
+    """Mean l1 error per voxel over all validation voxels, and mean KL per sample (eval mode).
 
     2D reconstructs every axial slice of every volume; KL is then averaged over slices. The forward
     pass runs at ``precision``; the errors are summed in float32.
     """
     model.eval()
-    samples = _as_samples(val_images, spatial_dims)
+    samples = volumes_to_samples(val_images, spatial_dims)
     abs_error, kl, n = 0.0, 0.0, len(samples)
     for start in range(0, n, batch_size):
         x = torch.from_numpy(samples[start:start + batch_size]).to(device)
         with autocast(precision, device):
-            out = model(x)
-        recon, mu, logvar = out.recon.float(), out.mu.float(), out.logvar.float()
-        abs_error += float((recon - x).abs().sum())
-        kl += float((-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).flatten(1).sum(1).sum())
+            recon, sample_kl = model.validation_terms(x)
+        abs_error += float((recon.float() - x).abs().sum())
+        kl += float(sample_kl.float().sum())
     return abs_error / samples.size, kl / n
 
 
 def _training_samples(images: np.ndarray, brain_masks: np.ndarray,
                       spatial_dims: int) -> tuple[np.ndarray, np.ndarray]:
     """Training samples ``(S, 1, X, Y[, Z])``: volumes (3D) or axial slices with brain voxels (2D)."""
-    samples, masks = _as_samples(images, spatial_dims), _as_samples(brain_masks, spatial_dims)
+    samples, masks = volumes_to_samples(images, spatial_dims), volumes_to_samples(brain_masks, spatial_dims)
     if spatial_dims == 2:
         keep = masks.reshape(len(masks), -1).any(axis=1)
         samples, masks = samples[keep], masks[keep]
     return np.ascontiguousarray(samples), np.ascontiguousarray(masks)
-
-
-def _as_samples(volumes: np.ndarray, spatial_dims: int) -> np.ndarray:
-    """``(N, X, Y, Z)`` -> ``(N, 1, X, Y, Z)`` (3D) or all axial slices ``(N * Z, 1, X, Y)`` (2D)."""
-    if spatial_dims == 3:
-        return np.ascontiguousarray(volumes[:, None])
-    n, x, y, z = volumes.shape
-    return np.ascontiguousarray(volumes.transpose(0, 3, 1, 2).reshape(n * z, 1, x, y))
 
 
 def _check_arrays(images: np.ndarray, brain_masks: np.ndarray, val_images: np.ndarray,
@@ -605,11 +644,6 @@ def _check_arrays(images: np.ndarray, brain_masks: np.ndarray, val_images: np.nd
         raise DatasetError(f"{source}: validation images {val_images.shape} do not match training "
                            f"images {images.shape}")
     return images, brain_masks, val_images
-
-
-def _make_loss(name: str) -> Callable:
-    """``loss(out, target) -> LossTerms`` for a config's ``loss`` name."""
-    return LambertLoss() if name == "lambert" else elbo_loss
 
 
 def _epoch_rng(seed: int, epoch: int) -> np.random.Generator:
@@ -666,22 +700,35 @@ def _check_same_config(stored: TrainConfig, given: TrainConfig, run_dir: Path) -
 
 
 def _check_same_model(stored: dict, given: dict, run_dir: Path) -> None:
-    """RunError when the checkpoint's VAE differs from the one the config builds now (a named
-    profile's channels or latent size changed since the run began, or the data's image size)."""
-    stored = {**stored, "channels": tuple(stored["channels"])}
-    diffs = [f"{k} (stored {stored.get(k)!r}, given {given[k]!r})" for k in given if stored.get(k) != given[k]]
+    """RunError when the checkpoint's model differs from the one the config builds now (another model,
+    a named profile's channels or latent size changed since the run began, or the data's image size)."""
+    if stored["name"] != given["name"]:
+        raise RunError(f"{run_dir}: cannot resume, the checkpoint holds model {stored['name']!r}, the config "
+                       f"builds {given['name']!r}; pass overwrite=True (--overwrite) to start afresh")
+    old, new = stored["config"], given["config"]
+    diffs = [f"{k} (stored {old.get(k)!r}, given {new[k]!r})" for k in new if old.get(k) != new[k]]
     if diffs:
-        raise RunError(f"{run_dir}: cannot resume, the checkpoint's VAE differs in " + "; ".join(diffs)
+        raise RunError(f"{run_dir}: cannot resume, the checkpoint's {given['name']} differs in " + "; ".join(diffs)
                        + "; pass overwrite=True (--overwrite) to start afresh")
 
 
-def _save_checkpoint(run_dir: Path, state: dict, model: VAE, optimizer: torch.optim.Optimizer,
-                     loss_fn: Any, model_args: dict, scaler: torch.amp.GradScaler | None = None) -> None:
+def _checkpoint_record(checkpoint: dict, config: TrainConfig) -> dict:
+    """The checkpoint's model record; a checkpoint from before the registry (``model_args``) is a dense VAE."""
+    if "model_record" in checkpoint:
+        return checkpoint["model_record"]
+    old = checkpoint["model_args"]
+    return {"name": "dense-vae", "config": {**old, "channels": list(old["channels"]), "in_channels": 1,
+                                            "loss": config.loss}}
+
+
+def _save_checkpoint(run_dir: Path, state: dict, model: ReconstructionModel,
+                     optimizer: torch.optim.Optimizer | None, record: dict,
+                     scaler: torch.amp.GradScaler | None = None) -> None:
     """Write ``checkpoint.pt`` and ``history.csv`` atomically."""
-    checkpoint = {**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                  "loss_state": loss_fn.state_dict() if hasattr(loss_fn, "state_dict") else None,
+    checkpoint = {**state, "model": model.state_dict(),
+                  "optimizer": None if optimizer is None else optimizer.state_dict(),
                   "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
-                  "model_args": model_args, "rng": _get_rng_states()}
+                  "loss_state": model.loss_state(), "model_record": record, "rng": _get_rng_states()}
     _atomic_save(run_dir / _CHECKPOINT_FILE, lambda tmp: torch.save(checkpoint, tmp))
     history = pd.DataFrame(state["history"], columns=list(HISTORY_COLUMNS))
     _atomic_save(run_dir / _HISTORY_FILE, lambda tmp: history.to_csv(tmp, index=False))

@@ -49,8 +49,8 @@ from scipy import ndimage as ndi
 
 from uadlab._checks import check_positive_real
 from uadlab.errors import VolumeError
-from uadlab.io import load_volume
-from uadlab.resampling import iso_grid, resample
+from uadlab.data.io import load_volume
+from uadlab.data.resampling import iso_grid, resample
 
 __all__ = [
     "KINDS",
@@ -251,7 +251,7 @@ def load_sources(paths: Iterable[str | Path] | None = None, *, voxel_mm: float =
     ``../shared/data/real/healthy/*.nii.gz``, via a manifest's ``phantom.sources``) gives more,
     and asymmetric, anatomical variety between subjects.
 
-    A real scan is read with :func:`uadlab.io.load_volume` and reoriented with
+    A real scan is read with :func:`uadlab.data.io.load_volume` and reoriented with
     :func:`nibabel.as_closest_canonical`. Its brain mask is ``image != 0`` (holes filled); its tissues
     come from a 3-class k-means clustering of the brain intensities (scikit-learn, fixed seed): on
     T1 the darkest cluster is CSF, the middle one grey matter, the brightest white matter. Tissue

@@ -19,7 +19,7 @@ name and produces the documentation images (``docs/widget_*.png``).
 
 Shape:
     image, recon, residual, anomaly_map: ``(X, Y, Z)`` float; brain_mask, lesion_mask: ``(X, Y, Z)``
-    bool. Slices are axial (``volume[:, :, k]``), shown as in :func:`uadlab.viz.display_slice`.
+    bool. Slices are axial (``volume[:, :, k]``), shown as in :func:`uadlab.viz.figures.display_slice`.
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from uadlab import metrics, viz
+from uadlab.viz import figures as viz
+from uadlab.evaluation import metrics
 from uadlab._checks import check_int, check_real
-from uadlab.erasing import METHODS, parse_experiment
+from uadlab.training.experiments import FAMILIES, experiment_name, parse_experiment
 
 __all__ = ["WIDGETS", "threshold_explorer", "erasing_explorer", "slice_explorer", "render_static"]
 
@@ -182,7 +183,7 @@ def threshold_explorer(maps: Sequence[Any] | Mapping[str, Any], *, threshold: fl
     The line above reports DICE_D pooled over all subjects, precision and recall at ``t``.
 
     Args:
-        maps: labelled :class:`uadlab.inference.SubjectMaps` (a sequence, or a mapping id -> maps),
+        maps: labelled :class:`uadlab.evaluation.inference.SubjectMaps` (a sequence, or a mapping id -> maps),
             e.g. the validation subjects.
         threshold: initial threshold (e.g. the one fitted on validation); ``None``: half the
             largest brain-voxel score.
@@ -220,16 +221,8 @@ def threshold_explorer(maps: Sequence[Any] | Mapping[str, Any], *, threshold: fl
 # Erasing explorer
 # ----------------------------------------------------------------------------------------------
 
-_FAMILIES = ("None", "box", "multi", "half")
-_FAMILY_LABELS = {"None": "None", "box": "Patch / Cube", "multi": "Multi-Patch / Multi-Cube",
-                  "half": "Half-Slice / Half-Volume"}
-
-
-def _experiment_name(spatial_dims: int, family: str, fill: str) -> str:
-    """Table 1 name from the explorer's controls, e.g. ``(3, "box", "n") -> "3D-Cube-n"``."""
-    if family == "None":
-        return f"{spatial_dims}D-None"
-    return f"{spatial_dims}D-{METHODS[spatial_dims][_FAMILIES.index(family) - 1]}-{fill}"
+_FAMILY_LABELS = {"None": "None", "Box": "Patch / Cube", "Multi": "Multi-Patch / Multi-Cube",
+                  "Half": "Half-Slice / Half-Volume"}
 
 
 def _erasing_figure(image: np.ndarray, brain_mask: np.ndarray, name: str, p: float, seed: int,
@@ -265,7 +258,7 @@ def erasing_explorer(image: np.ndarray, brain_mask: np.ndarray, *, experiment: s
     (Patch/Cube, Multi-Patch/Multi-Cube, Half-Slice/Half-Volume or None), fill (``0`` zeros,
     ``n`` noise from the image's brain voxels), probability ``p`` and the seed of the draw. The
     picture shows the unerased target, the erased input and the erased voxels (for 3D, on the axial
-    slice where most was erased). Uses :mod:`uadlab.erasing` exactly as training does.
+    slice where most was erased). Uses :mod:`uadlab.training.erasing` exactly as training does.
 
     Args:
         image: ``(X, Y, Z)`` preprocessed image in ``[0, 1]``.
@@ -294,15 +287,15 @@ def erasing_explorer(image: np.ndarray, brain_mask: np.ndarray, *, experiment: s
         return _erasing_figure(image, brain_mask, parsed.name, float(p), int(seed), int(k))
     import ipywidgets as widgets
 
-    family = "None" if parsed.method == "None" else _FAMILIES[1 + METHODS[parsed.spatial_dims].index(parsed.method)]
+    family = parsed.family
     dims = widgets.ToggleButtons(options=[("2D", 2), ("3D", 3)], value=parsed.spatial_dims, description="input")
-    method = widgets.Dropdown(options=[(_FAMILY_LABELS[f], f) for f in _FAMILIES], value=family, description="method")
+    method = widgets.Dropdown(options=[(_FAMILY_LABELS[f], f) for f in FAMILIES], value=family, description="method")
     fill = widgets.ToggleButtons(options=["0", "n"], value=parsed.fill or "n", description="fill")
     prob = widgets.FloatSlider(value=float(p), min=0.0, max=1.0, step=0.05, description="p")
     seed_box = widgets.IntText(value=int(seed), description="seed")
 
     def draw():
-        name = _experiment_name(dims.value, method.value, fill.value)
+        name = experiment_name(dims.value, method.value, None if method.value == "None" else fill.value)
         return _erasing_figure(image, brain_mask, name, prob.value, seed_box.value, int(k))
 
     return _box([dims, method, fill, prob, seed_box], draw)

@@ -1,7 +1,7 @@
 """Figures of volumes, erasing, anomaly maps and the paper's result plots (Bengs et al. 2021, Figs. 3-7).
 
 Static figures use matplotlib (and seaborn for the statistical plots); interactive ones use plotly.
-Both libraries are imported inside the function that needs them, so ``import uadlab.viz`` stays
+Both libraries are imported inside the function that needs them, so ``import uadlab.viz.figures`` stays
 cheap and headless code never touches a GUI backend: static figures are built on
 :class:`matplotlib.figure.Figure` directly, not through ``pyplot``. Every static function takes
 ``ax=None`` (an axes, or a sequence of axes for multi-panel figures) and returns the figure; save
@@ -274,9 +274,9 @@ def example_cases_plot(cases: Sequence[Any], *, threshold: float | None = None, 
     """Example cases as in Fig. 7: input, reconstruction, difference, heat map, ground truth.
 
     Args:
-        cases: :class:`uadlab.analysis.ExampleCase` objects (``(X, Y)`` slices, already at the
+        cases: :class:`uadlab.evaluation.analysis.ExampleCase` objects (``(X, Y)`` slices, already at the
             slice with most lesion) or objects/mappings with ``(X, Y, Z)`` volumes such as
-            :class:`uadlab.inference.SubjectMaps` (shown at the slice through most of the lesion).
+            :class:`uadlab.evaluation.inference.SubjectMaps` (shown at the slice through most of the lesion).
             Each needs ``image``, ``recon``, ``residual``, ``anomaly_map`` and ``lesion_mask``;
             ``prediction`` (bool), ``label``, ``dice`` and ``subject_id`` are used when present.
         threshold: outline ``anomaly_map > threshold`` on the heat map in :data:`PREDICTION_COLOUR`
@@ -360,11 +360,11 @@ def _log_x(axes: Any) -> None:
 def lesion_size_plot(df: Any, fit: Any = None, *, hue: str | None = "experiment", ax: Any = None):
     """DICE_S against lesion size with a cubic fit, as Fig. 4 (Bengs et al. 2021, Sec. 3).
 
-    Lesion size is drawn on a log axis, matching :func:`uadlab.analysis.lesion_size_fit`, whose
+    Lesion size is drawn on a log axis, matching :func:`uadlab.evaluation.analysis.lesion_size_fit`, whose
     polynomial is in ``log10`` voxels.
 
     Args:
-        df: :func:`uadlab.analysis.lesion_size_table` output (several experiments concatenated with
+        df: :func:`uadlab.evaluation.analysis.lesion_size_table` output (several experiments concatenated with
             an ``experiment`` column are fine): columns ``lesion_voxels`` (size in voxels, > 0) and
             ``dice`` (the subject's DICE), optionally ``hue``.
         fit: the cubic fit ``p(log10(voxels)) -> DICE``: a :class:`numpy.poly1d` or coefficient
@@ -442,7 +442,7 @@ def slice_detection_plot(curves: Any, *, ax: Any = None):
     Args:
         curves: mapping label -> curve, a curve being a mapping or object with ``precision`` and
             ``recall`` arrays (and optionally ``auprc``, added to the legend), or a
-            ``(precision, recall[, auprc])`` tuple as :func:`uadlab.analysis.slice_detection_curve`
+            ``(precision, recall[, auprc])`` tuple as :func:`uadlab.evaluation.analysis.slice_detection_curve`
             returns; or a DataFrame with columns ``experiment``,
             ``precision``, ``recall`` (optionally ``auprc``).
         ax: ``None`` or one axes.
@@ -497,7 +497,7 @@ def training_curves(history: Any, *, ax: Any = None):
     """Learning curves of one run: training loss terms and the healthy validation error per epoch.
 
     Args:
-        history: ``history.csv`` of a run (:attr:`uadlab.training.TrainResult.history`): columns
+        history: ``history.csv`` of a run (:attr:`uadlab.training.loop.TrainResult.history`): columns
             ``epoch``, ``train_recon`` and ``val_recon`` (l1 per voxel), optionally ``train_kl``.
         ax: ``None`` or one axes.
 
@@ -550,7 +550,7 @@ def lesion_volume_plot(subjects: Any, *, ax: Any = None):
 
 
 # ----------------------------------------------------------------------------------------------
-# Precision-recall at an operating point (shared with uadlab.widgets)
+# Precision-recall at an operating point (shared with uadlab.viz.widgets)
 # ----------------------------------------------------------------------------------------------
 
 def _flat_scores(scores: Any, labels: Any, mask: Any = None) -> tuple[np.ndarray, np.ndarray]:
@@ -707,7 +707,7 @@ def save_figure(fig: Any, path: str | Path, *, dpi: int = 120) -> Path:
         TypeError: ``fig`` is neither kind of figure.
         ValueError: the suffix does not suit the figure kind.
     """
-    from uadlab.io import atomic_write
+    from uadlab.data.io import atomic_write
 
     path = Path(path)
     suffix = path.suffix.lower()

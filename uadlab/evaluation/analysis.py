@@ -1,4 +1,4 @@
-"""Figures 4–7 and Table 1 of Bengs et al. 2021 as tables and arrays (no plotting; see ``uadlab.viz``).
+"""Figures 4–7 and Table 1 of Bengs et al. 2021 as tables and arrays (no plotting; see ``uadlab.viz.figures``).
 
 - Fig. 4, lesion size: :func:`lesion_size_table` and :func:`cubic_fit` (DICE_S against lesion size
   with a 3rd-order polynomial).
@@ -11,9 +11,9 @@
   subjects, with a paired bootstrap interval) and :func:`ablation_differences` (every erasing
   experiment against the ``None`` baseline of its dimension).
 
-Inputs are what :mod:`uadlab.evaluation` produces: the per-subject table (``subjects.csv``,
+Inputs are what :mod:`uadlab.evaluation.protocol` produces: the per-subject table (``subjects.csv``,
 columns ``subject_id, cohort, lesion_voxels, dice, auprc``), metrics dicts and
-:class:`~uadlab.inference.SubjectMaps`.
+:class:`~uadlab.evaluation.inference.SubjectMaps`.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve
 
-from uadlab import metrics
+from uadlab.evaluation import metrics
 from uadlab._checks import check_int, check_real
-from uadlab.erasing import EXPERIMENTS
-from uadlab.inference import SubjectMaps
+from uadlab.models import MODELS
+from uadlab.training.experiments import EXPERIMENTS, parse_experiment
+from uadlab.evaluation.inference import SubjectMaps
 
 __all__ = [
     "TABLE1_METRICS",
@@ -45,6 +46,7 @@ __all__ = [
     "table1_markdown",
     "paired_difference",
     "ablation_differences",
+    "best_experiment",
 ]
 
 #: Column groups of Table 1 per test set: label -> metric key (DICE_S also uses ``dice_s_std``).
@@ -62,7 +64,7 @@ def lesion_size_table(per_subject: pd.DataFrame) -> pd.DataFrame:
     log-size axis and no DICE to plot).
 
     Args:
-        per_subject: the per-subject table of :func:`uadlab.evaluation.score` or ``subjects.csv``;
+        per_subject: the per-subject table of :func:`uadlab.evaluation.protocol.score` or ``subjects.csv``;
             needs ``subject_id``, ``lesion_voxels`` and ``dice`` (``cohort`` kept when present).
 
     Returns:
@@ -142,7 +144,7 @@ def data_size_table(results: Iterable[tuple[str, float, Mapping[str, Any]]]) -> 
 
     Args:
         results: ``(experiment, fraction, metrics)`` triples; ``metrics`` is the dict of
-            :func:`uadlab.evaluation.evaluate_run` (one row per cohort of its ``"cohorts"``) or one
+            :func:`uadlab.evaluation.protocol.evaluate_run` (one row per cohort of its ``"cohorts"``) or one
             cohort's metrics (``dataset`` then empty).
 
     Returns:
@@ -179,20 +181,20 @@ def slice_detection_curve(maps: Mapping[str, SubjectMaps] | Sequence[SubjectMaps
     """Precision–recall curve of axial-slice detection (Bengs et al. 2021, Sec. 2.3, Fig. 6).
 
     A slice is abnormal when it holds a lesion voxel; its score is the residual summed (or averaged)
-    over its brain voxels (:func:`uadlab.metrics.slice_scores`, slices without brain dropped).
+    over its brain voxels (:func:`uadlab.evaluation.metrics.slice_scores`, slices without brain dropped).
 
     Args:
-        maps: labelled :class:`~uadlab.inference.SubjectMaps` (test split).
+        maps: labelled :class:`~uadlab.evaluation.inference.SubjectMaps` (test split).
         reduce: ``"sum"`` (default: the slice's l1 distance, as the paper) or ``"mean"`` of the
             residual over a slice's brain voxels.
 
     Returns:
         ``(precision, recall, auprc)``: ``(K,)`` arrays from
         :func:`sklearn.metrics.precision_recall_curve` and the average precision
-        (:func:`uadlab.metrics.auprc`, NaN if no slice is abnormal).
+        (:func:`uadlab.evaluation.metrics.auprc`, NaN if no slice is abnormal).
 
     Raises:
-        ValueError: no maps or a map without lesion mask; as :func:`uadlab.metrics.slice_scores`.
+        ValueError: no maps or a map without lesion mask; as :func:`uadlab.evaluation.metrics.slice_scores`.
     """
     items = _maps_list(maps)
     scores, labels = metrics.slice_scores([m.residual for m in items], [m.lesion_mask for m in items],
@@ -246,7 +248,7 @@ def example_cases(maps: Mapping[str, SubjectMaps] | Sequence[SubjectMaps], thres
     median and the worst subject. Each is shown on its axial slice with the most lesion voxels.
 
     Args:
-        maps: labelled :class:`~uadlab.inference.SubjectMaps` (test split).
+        maps: labelled :class:`~uadlab.evaluation.inference.SubjectMaps` (test split).
         threshold: the validation threshold used to binarise the anomaly maps.
         n: number of cases, ``1 <= n <=`` number of subjects with a lesion.
 
@@ -325,6 +327,31 @@ def table1(rows: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def best_experiment(rows: pd.DataFrame, metric: str = "dice_d") -> str:
+    """The experiment with the highest ``metric`` averaged over its test sets (first one on a tie).
+
+    Bengs et al. 2021 show their best model's cases (Fig. 7); this is how the main job and the labs
+    pick it from the rows of ``table1.csv``.
+
+    Args:
+        rows: columns ``experiment``, ``dataset`` and ``metric`` (``table1.csv``).
+        metric: the column to rank by.
+
+    Raises:
+        TypeError: ``rows`` is not a DataFrame.
+        ValueError: a missing column, or no rows.
+
+    >>> best_experiment(pd.DataFrame({"experiment": ["2D-None", "2D-None", "3D-None", "3D-None"],
+    ...                               "dataset": ["a", "b", "a", "b"], "dice_d": [0.5, 0.1, 0.2, 0.3]}))
+    '2D-None'
+    """
+    _check_frame(rows, "rows", ("experiment", "dataset", metric))
+    if rows.empty:
+        raise ValueError("`rows` must hold at least one row, got none")
+    ranking = rows.groupby("experiment", sort=False)[metric].mean().sort_values(ascending=False, kind="stable")
+    return str(ranking.index[0])
+
+
 def table1_markdown(table: pd.DataFrame) -> str:
     """Table 1 as a Markdown table laid out like the paper's (percent, 2 decimals).
 
@@ -376,7 +403,7 @@ def paired_difference(a: pd.DataFrame, b: pd.DataFrame, *, metric: Literal["dice
 
     Both methods were scored on the same subjects, so their per-subject values are paired: the
     bootstrap resamples subjects and recomputes the mean of the differences
-    (:func:`uadlab.metrics.bootstrap_ci` on ``a − b``). This interval is much narrower than the
+    (:func:`uadlab.evaluation.metrics.bootstrap_ci` on ``a − b``). This interval is much narrower than the
     overlap of the two methods' own intervals, which carry the spread between subjects that both
     methods share; an interval excluding 0 says the two *trained models* differ on these subjects.
     It does not cover training randomness: to say the *methods* differ, compare runs of several
@@ -384,10 +411,10 @@ def paired_difference(a: pd.DataFrame, b: pd.DataFrame, *, metric: Literal["dice
     ``metric="dice"`` the mean is DICE_S; subjects where either DICE is undefined (NaN) are skipped.
 
     Args:
-        a, b: per-subject tables (``subjects.csv`` of :func:`uadlab.evaluation.evaluate_run`),
+        a, b: per-subject tables (``subjects.csv`` of :func:`uadlab.evaluation.protocol.evaluate_run`),
             columns ``subject_id, cohort`` and ``metric``, with the same subjects in each cohort.
         metric: per-subject column compared: ``"dice"`` or ``"auprc"`` (fractions in ``[0, 1]``).
-        n_resamples, confidence, seed: as :func:`uadlab.metrics.bootstrap_ci`.
+        n_resamples, confidence, seed: as :func:`uadlab.evaluation.metrics.bootstrap_ci`.
 
     Returns:
         One row per cohort (order of appearance in ``a``): ``cohort, n_subjects, mean_a, mean_b,
@@ -439,7 +466,9 @@ def ablation_differences(subject_tables: Mapping[str, pd.DataFrame], *, metric: 
     :func:`paired_difference`; experiments whose baseline is absent are skipped.
 
     Args:
-        subject_tables: Table 1 name -> per-subject table (``subjects.csv``) of that experiment.
+        subject_tables: experiment name -> per-subject table (``subjects.csv``) of that experiment; an
+            experiment of another model (``spatial-vae:2D-Patch-n``) is compared with that model's
+            baseline (``spatial-vae:2D-None``).
         metric, n_resamples, confidence, seed: as :func:`paired_difference`.
 
     Returns:
@@ -452,9 +481,10 @@ def ablation_differences(subject_tables: Mapping[str, pd.DataFrame], *, metric: 
     """
     frames = []
     for name in sorted(subject_tables, key=_experiment_rank):
-        if name not in EXPERIMENTS:
-            raise ValueError(f"`subject_tables` must be keyed by Table 1 names, got {name!r}")
-        baseline = f"{_spatial_dims(name)}D-None"
+        try:
+            baseline = parse_experiment(name).baseline.name
+        except ValueError:
+            raise ValueError(f"`subject_tables` must be keyed by experiment names, got {name!r}") from None
         if name != baseline and baseline in subject_tables:
             diff = paired_difference(subject_tables[name], subject_tables[baseline], metric=metric,
                                      n_resamples=n_resamples, confidence=confidence, seed=seed)
@@ -488,13 +518,21 @@ def _check_frame(frame: Any, name: str, required: Iterable[str]) -> None:
 
 
 def _experiment_rank(name: str) -> int:
-    """Sort key: Table 1 position; unknown names after (in input order, as the sorts are stable)."""
-    return EXPERIMENTS.index(name) if name in EXPERIMENTS else len(EXPERIMENTS)
+    """Sort key: by model (the dense VAE first, then registry order), then Table 1 position; names that
+    are no experiment after (in input order, as the sorts are stable)."""
+    try:
+        experiment = parse_experiment(name)
+    except (TypeError, ValueError):
+        return len(MODELS) * len(EXPERIMENTS)
+    return list(MODELS).index(experiment.model) * len(EXPERIMENTS) + EXPERIMENTS.index(experiment.table1_name)
 
 
 def _spatial_dims(experiment: str) -> int | None:
-    """2 or 3 from a Table 1 name (``"3D-Cube-n"`` -> 3); ``None`` for other names."""
-    return 2 if experiment.startswith("2D") else 3 if experiment.startswith("3D") else None
+    """2 or 3 from an experiment name (``"3D-Cube-n"``, ``"spatial-vae:3D-None"`` -> 3); ``None`` for other names."""
+    try:
+        return parse_experiment(experiment).spatial_dims
+    except (TypeError, ValueError):
+        return None
 
 
 def _num(value: Any) -> float:

@@ -1,8 +1,8 @@
 """Build a data-set folder (``uadlab data build``) and load it back.
 
-A built data set is the preprocessed form (Bengs et al. 2021, Sec. 2.1; :mod:`uadlab.preprocessing`)
+A built data set is the preprocessed form (Bengs et al. 2021, Sec. 2.1; :mod:`uadlab.data.preprocessing`)
 of everything a manifest describes, either a real data set on disk or the simulated phantom
-(:mod:`uadlab.phantom`). Training, inference and evaluation read only this folder:
+(:mod:`uadlab.data.phantom`). Training, inference and evaluation read only this folder:
 
 .. code-block:: text
 
@@ -21,7 +21,7 @@ image (relative to the data root) or the phantom's source brain.
 
 The folder is built beside ``DIR`` as ``DIR.partial-<random>`` and renamed to ``DIR`` only once it is
 complete (``dataset.json`` is written last), so an interrupted build never looks finished.
-Preprocessing results go through a :class:`~uadlab.preprocessing.PreprocessCache`, so rebuilding,
+Preprocessing results go through a :class:`~uadlab.data.preprocessing.PreprocessCache`, so rebuilding,
 or building a second folder from the same inputs, does no preprocessing work.
 
 Shape:
@@ -51,10 +51,10 @@ import uadlab
 from uadlab._checks import check_int
 from uadlab._threads import limit_threads
 from uadlab.errors import DatasetError
-from uadlab.io import atomic_write, load_volume, save_volume
-from uadlab.manifests import Case, Manifest, assign_splits, discover_cases, load_case, load_manifest, phantom_sources
-from uadlab.phantom import PhantomParams, load_sources, simulate_subject, subject_seed
-from uadlab.preprocessing import PreprocessCache, Preprocessed, PreprocessingParams, preprocess
+from uadlab.data.io import atomic_write, load_volume, save_volume
+from uadlab.data.manifests import Case, Manifest, assign_splits, discover_cases, load_case, load_manifest, phantom_sources
+from uadlab.data.phantom import PhantomParams, load_sources, simulate_subject, subject_seed
+from uadlab.data.preprocessing import PreprocessCache, Preprocessed, PreprocessingParams, preprocess
 from uadlab.profiles import Profile, get_profile
 
 __all__ = ["COLUMNS", "BuiltDataset", "Subject", "build_dataset", "load_dataset"]
@@ -122,13 +122,13 @@ def build_dataset(
 ) -> Path:
     """Build the data set a manifest describes into the folder ``out``.
 
-    Real manifests: every case found under ``root`` is read (:func:`uadlab.manifests.load_case`:
+    Real manifests: every case found under ``root`` is read (:func:`uadlab.data.manifests.load_case`:
     brain mask from its file ``> 0`` or, for skull-stripped data, ``image != 0``; lesion mask the
     union of its files ``> 0``; all on one grid) and preprocessed. Phantom manifests: each
     subject is simulated on the profile's ``spacing_mm`` grid with the seed
-    :func:`uadlab.phantom.subject_seed` ``(seed, cohort, index)`` and preprocessed identically; the
+    :func:`uadlab.data.phantom.subject_seed` ``(seed, cohort, index)`` and preprocessed identically; the
     profile's ``phantom_counts`` replace the manifest's counts. Splits come from
-    :func:`uadlab.manifests.assign_splits` (paper: healthy train/val 90/10, lesion cohorts val/test
+    :func:`uadlab.data.manifests.assign_splits` (paper: healthy train/val 90/10, lesion cohorts val/test
     about 40/60).
 
     If ``out`` already holds a complete data set built from the same manifest text, root and
@@ -149,7 +149,7 @@ def build_dataset(
             completely before the old one is removed).
         progress: show a tqdm progress bar.
         cache_dir: folder of the preprocessing cache; ``None`` means
-            :func:`uadlab.preprocessing.default_cache_dir`.
+            :func:`uadlab.data.preprocessing.default_cache_dir`.
         workers: processes that simulate and preprocess subjects at once (e.g. the number of CPU
             cores); each loads its own copy of the source brains (about 5 s at 2 mm). They are
             started with Python's ``spawn`` method, so a script calling this with ``workers > 1``
@@ -244,7 +244,7 @@ def _real_items(manifest: Manifest, root: Path) -> list[_Item]:
 
 
 def _preprocess_case(case: Case, params: PreprocessingParams) -> tuple[Preprocessed, dict]:
-    """Read (:func:`uadlab.manifests.load_case`) and preprocess one real case.
+    """Read (:func:`uadlab.data.manifests.load_case`) and preprocess one real case.
 
     Metadata: the lesion volume in mm³, counted on the file's own grid.
     """
@@ -262,7 +262,7 @@ def _phantom_items(manifest: Manifest, profile: Profile, root: Path | None) -> l
     ``i mod n_sources`` with the seed ``subject_seed(seed, cohort, i)``; the cohort's name is the
     phantom kind (``healthy``, ``tumour``, ``stroke``). The profile's ``phantom_counts`` replace the
     manifest's ``counts`` (a cohort the profile does not count keeps the manifest's). Splits use
-    :func:`uadlab.manifests.assign_splits` on file-less cases, exactly as for real data. Source
+    :func:`uadlab.data.manifests.assign_splits` on file-less cases, exactly as for real data. Source
     brains are loaded lazily, only when a subject is not in the cache.
     """
     spec = manifest.phantom

@@ -1,8 +1,8 @@
 """Reconstruct a built data set with a trained model and turn it into anomaly maps.
 
 Bengs et al. 2021, Sec. 2.3: every test volume is reconstructed (a 2D model reconstructs all axial
-slices and stacks them back, see :func:`uadlab.models.reconstruct`), the residual ``|x - x_hat|``
-is post-processed into an anomaly map by :func:`uadlab.postprocessing.anomaly_map`, identically for
+slices and stacks them back, see :func:`uadlab.models.vae.reconstruct`), the residual ``|x - x_hat|``
+is post-processed into an anomaly map by :func:`uadlab.evaluation.postprocessing.anomaly_map`, identically for
 2D and 3D models, so both are scored on the same kind of volume.
 
 The core is array-level (:func:`make_maps`), so notebooks and tests can build maps without a
@@ -27,9 +27,9 @@ import numpy as np
 
 from uadlab._checks import check_int
 from uadlab.errors import RunError
-from uadlab.io import save_volume
-from uadlab.models import reconstruct
-from uadlab.postprocessing import anomaly_map, residual
+from uadlab.data.io import save_volume
+from uadlab.models.base import reconstruct
+from uadlab.evaluation.postprocessing import anomaly_map, residual
 
 __all__ = ["SubjectMaps", "make_maps", "iter_predict", "predict", "save_maps", "MAP_FOLDERS"]
 
@@ -99,7 +99,7 @@ def make_maps(
         affine: ``(4, 4)`` voxel-to-world matrix; ``None``: identity (1 mm voxels).
         cohort: the subject's cohort, carried along.
         split: the subject's split, carried along.
-        postprocess_kwargs: options of :func:`uadlab.postprocessing.anomaly_map`
+        postprocess_kwargs: options of :func:`uadlab.evaluation.postprocessing.anomaly_map`
             (``erosion_iterations``, ``median_size``, ``closing_iterations``); ``None``: its defaults.
 
     Returns:
@@ -148,11 +148,11 @@ def iter_predict(
     """Yield the :class:`SubjectMaps` of ``ids`` one at a time (lazy form of :func:`predict`).
 
     Args:
-        model: a trained :class:`uadlab.models.VAE` (2D or 3D), e.g. from
-            :func:`uadlab.training.load_run`.
-        dataset: a :class:`uadlab.data.BuiltDataset` (anything with ``.subject(id)``).
+        model: a trained :class:`uadlab.models.vae.VAE` (2D or 3D), e.g. from
+            :func:`uadlab.training.loop.load_run`.
+        dataset: a :class:`uadlab.data.dataset.BuiltDataset` (anything with ``.subject(id)``).
         ids: subject ids of ``dataset``.
-        postprocess_kwargs: options of :func:`uadlab.postprocessing.anomaly_map`.
+        postprocess_kwargs: options of :func:`uadlab.evaluation.postprocessing.anomaly_map`.
         batch_size: volumes (3D) or slices (2D) per forward pass.
         device: where the model runs; ``None``: where its parameters are.
         progress: show a tqdm progress bar.
@@ -195,10 +195,10 @@ def predict(
     bool masks), so a few hundred subjects fit easily; use :func:`iter_predict` to stream.
 
     Args:
-        model: a trained :class:`uadlab.models.VAE` (2D or 3D).
-        dataset: a :class:`uadlab.data.BuiltDataset`.
+        model: a trained :class:`uadlab.models.vae.VAE` (2D or 3D).
+        dataset: a :class:`uadlab.data.dataset.BuiltDataset`.
         ids: subject ids of ``dataset``; duplicates are rejected.
-        postprocess_kwargs: options of :func:`uadlab.postprocessing.anomaly_map`.
+        postprocess_kwargs: options of :func:`uadlab.evaluation.postprocessing.anomaly_map`.
         batch_size: volumes (3D) or slices (2D) per forward pass.
         device: where the model runs; ``None``: where its parameters are.
         progress: show a tqdm progress bar.

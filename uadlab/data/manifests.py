@@ -69,8 +69,8 @@ Phantom manifests (``kind: phantom``) have no files; their cohorts are ``healthy
                                   #   of globs of skull-stripped healthy T1 files relative to --root
       seed: 0                     # seed of the simulation
       counts: {healthy: 200, tumour: 60, stroke: 60}   # subjects per cohort (the default); a
-                                  #   profile's phantom_counts take precedence (uadlab.data)
-      params: {}                  # passed unchanged to uadlab.phantom.PhantomParams
+                                  #   profile's phantom_counts take precedence (uadlab.data.dataset)
+      params: {}                  # passed unchanged to uadlab.data.phantom.PhantomParams
 
 Source: Bengs et al. 2021, Sec. 2.1 (data sets and splits).
 """
@@ -92,7 +92,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from uadlab.errors import ManifestError, VolumeError
-from uadlab.io import check_mask, check_same_grid, load_volume
+from uadlab.data.io import check_mask, check_same_grid, load_volume
 
 __all__ = [
     "Case",
@@ -610,7 +610,7 @@ def check_manifest(manifest: Manifest, root: str | os.PathLike) -> list[str]:
     """List every problem of a data set against its manifest; empty when all is fine.
 
     Real manifests: every missing, ambiguous or duplicate file (as :func:`discover_cases`), then every
-    found file is read in full with :func:`uadlab.io.load_volume` (so truncated or NaN-holding files
+    found file is read in full with :func:`uadlab.data.io.load_volume` (so truncated or NaN-holding files
     show up), masks are compared with their image's grid, and empty brain or lesion masks are
     reported. Phantom manifests: the ``sources`` globs (nothing to check for ``mni152``).
     Reading every volume takes time on a full data set (about a second per case).
@@ -786,7 +786,7 @@ def load_case(case: Case) -> CaseVolumes:
     Brain mask: the mask file ``> 0``, or ``image != 0`` when the cohort's brain mask is ``nonzero``
     (not ``> 0``: bias-corrected skull-stripped images may hold small negative values inside the
     brain). Lesion mask: the union of the lesion files, each ``> 0`` (BraTS labels 1, 2, 4 all count
-    as lesion). No reorientation or resampling (that is :mod:`uadlab.preprocessing`).
+    as lesion). No reorientation or resampling (that is :mod:`uadlab.data.preprocessing`).
 
     Args:
         case: a case from :func:`discover_cases`.
@@ -796,7 +796,7 @@ def load_case(case: Case) -> CaseVolumes:
 
     Raises:
         TypeError: ``case`` is not a :class:`Case`.
-        uadlab.errors.VolumeError: a file is unreadable (see :func:`uadlab.io.load_volume`), a mask
+        uadlab.errors.VolumeError: a file is unreadable (see :func:`uadlab.data.io.load_volume`), a mask
             is not on the image's grid, or the brain mask is empty.
     """
     if not isinstance(case, Case):

@@ -24,7 +24,7 @@ evaluate``) loads a run and a built data set, predicts, evaluates each lesion co
 Decisions (kept here, in one place):
     - DICE and the threshold search use whole volumes: the anomaly map is ``0`` outside the eroded
       brain and a voxel is anomalous only when its score is *strictly* above the threshold
-      (:func:`uadlab.metrics.binarize`), so background is never predicted; lesion voxels outside
+      (:func:`uadlab.evaluation.metrics.binarize`), so background is never predicted; lesion voxels outside
       the eroded brain count as misses.
     - AUPRC, sensitivity, specificity and the FPR thresholds count brain-mask voxels only.
     - Slice-wise detection scores a slice by the *mean residual* over its brain voxels (METHOD.md:
@@ -33,7 +33,7 @@ Decisions (kept here, in one place):
     - Undefined values are NaN (with the metrics' warning); ``metrics.json`` writes them as ``null``.
 
 Shape:
-    - every map: ``(X, Y, Z)`` per subject, see :class:`uadlab.inference.SubjectMaps`.
+    - every map: ``(X, Y, Z)`` per subject, see :class:`uadlab.evaluation.inference.SubjectMaps`.
 """
 
 from __future__ import annotations
@@ -50,13 +50,15 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from uadlab import metrics
+from uadlab.evaluation import metrics
 from uadlab._checks import check_real
-from uadlab.data import load_dataset
+from uadlab.data.dataset import load_dataset
 from uadlab.errors import DatasetError, RunError
-from uadlab.inference import SubjectMaps, predict
-from uadlab.io import atomic_write
-from uadlab.training import load_run
+from uadlab.evaluation.inference import SubjectMaps, predict
+from uadlab.data.io import atomic_write
+from uadlab.layout import EVAL_METRICS as _METRICS_FILE
+from uadlab.layout import EVAL_SUBJECTS as _SUBJECTS_FILE
+from uadlab.training.loop import load_run
 
 __all__ = [
     "FPRS",
@@ -80,8 +82,6 @@ SUBJECT_COLUMNS: tuple[str, ...] = ("subject_id", "cohort", "lesion_voxels", "di
 SUMMARY_KEYS: tuple[str, ...] = ("dice_d", "dice_s_mean", "dice_s_std", "auprc", "slice_auprc",
                                  "threshold", "n_subjects")
 
-_METRICS_FILE = "metrics.json"
-_SUBJECTS_FILE = "subjects.csv"
 
 Maps = Mapping[str, SubjectMaps] | Sequence[SubjectMaps]
 
@@ -170,15 +170,15 @@ def fit_threshold(
     two share no subject).
 
     Args:
-        val_maps: validation :class:`~uadlab.inference.SubjectMaps` (a dict from
-            :func:`uadlab.inference.predict` or a list), each with a lesion mask.
-        method: ``"greedy"`` (the paper's interval search, :func:`uadlab.metrics.greedy_threshold_search`)
-            or ``"grid"`` (Lambert et al., :func:`uadlab.metrics.grid_threshold_search`).
+        val_maps: validation :class:`~uadlab.evaluation.inference.SubjectMaps` (a dict from
+            :func:`uadlab.evaluation.inference.predict` or a list), each with a lesion mask.
+        method: ``"greedy"`` (the paper's interval search, :func:`uadlab.evaluation.metrics.greedy_threshold_search`)
+            or ``"grid"`` (Lambert et al., :func:`uadlab.evaluation.metrics.grid_threshold_search`).
         iterations: interval halvings of the greedy search.
         lo: lower end of the greedy search interval, in anomaly-map units.
         hi: upper end of the greedy search interval.
         thresholds: candidate grid for ``"grid"``; ``None``: the default of
-            :func:`uadlab.metrics.grid_threshold_search` (15 values in ``[0, 0.15]``).
+            :func:`uadlab.evaluation.metrics.grid_threshold_search` (15 values in ``[0, 0.15]``).
 
     Returns:
         The threshold, in anomaly-map units.
@@ -208,7 +208,7 @@ def score(maps: Maps, threshold: float, *, n_resamples: int = 1000, seed: int = 
     """Metrics of test maps at a fixed threshold (Bengs et al. 2021, Sec. 2.3).
 
     Args:
-        maps: test :class:`~uadlab.inference.SubjectMaps`, each with a lesion mask.
+        maps: test :class:`~uadlab.evaluation.inference.SubjectMaps`, each with a lesion mask.
         threshold: threshold from :func:`fit_threshold` on validation data.
         n_resamples: bootstrap resamples of subjects.
         seed: seed of the bootstrap (same seed, same intervals).
@@ -266,10 +266,10 @@ def fpr_thresholds(healthy_maps: Maps, fprs: Iterable[float] = FPRS) -> dict[flo
 
     No lesion label is needed: on healthy validation subjects (the ``healthy`` cohort's ``val``
     split), at most a fraction ``fpr`` of brain voxels score above each threshold
-    (:func:`uadlab.metrics.fpr_threshold`).
+    (:func:`uadlab.evaluation.metrics.fpr_threshold`).
 
     Args:
-        healthy_maps: :class:`~uadlab.inference.SubjectMaps` of healthy validation subjects.
+        healthy_maps: :class:`~uadlab.evaluation.inference.SubjectMaps` of healthy validation subjects.
         fprs: target false-positive rates in ``[0, 1]``.
 
     Returns:
@@ -376,7 +376,7 @@ def evaluate_run(
     and ``OUT/subjects.csv`` (one row per test subject, :data:`SUBJECT_COLUMNS`).
 
     Args:
-        run_dir: folder written by :func:`uadlab.training.train`.
+        run_dir: folder written by :func:`uadlab.training.loop.train`.
         data_dir: folder built by ``uadlab data build`` holding the test split.
         out_dir: output folder, created if needed.
         val_data: another built data set with labelled validation cases, for cohorts ``data_dir``
@@ -385,7 +385,7 @@ def evaluate_run(
         progress: show progress bars.
         device: where the model runs; ``None``: CUDA when available, else CPU.
         method: threshold search, see :func:`fit_threshold`.
-        postprocess_kwargs: options of :func:`uadlab.postprocessing.anomaly_map`; ``None``: the
+        postprocess_kwargs: options of :func:`uadlab.evaluation.postprocessing.anomaly_map`; ``None``: the
             paper's (erode 1 voxel, 3 x 3 x 3 median).
         n_resamples: bootstrap resamples of the intervals.
         seed: bootstrap seed.

@@ -34,7 +34,7 @@ a lesion (the metrics need one). A lesion is not clipped to the brain mask.
 
 The affine is carried through every step, so the output is a valid NIfTI grid (voxel size
 ``pad_shape_mm / out_size`` mm, slightly anisotropic for the paper's box) in which anomaly maps can be
-written back with :func:`uadlab.io.save_volume`.
+written back with :func:`uadlab.data.io.save_volume`.
 
 Shape:
     - input ``image``, ``brain_mask``, ``lesion_mask``: ``(I, J, K)`` in any orientation; one
@@ -63,9 +63,9 @@ from scipy import ndimage as ndi
 
 from uadlab._checks import check_positive_real
 from uadlab.errors import VolumeError
-from uadlab.io import atomic_write
+from uadlab.data.io import atomic_write
 from uadlab.profiles import Profile, get_profile
-from uadlab.resampling import iso_grid, resample
+from uadlab.data.resampling import iso_grid, resample
 
 __all__ = [
     "PreprocessingParams",
@@ -445,7 +445,7 @@ class PreprocessCache:
     ) -> tuple[Preprocessed, dict]:
         """As :meth:`get_or_compute`, with a JSON-serialisable ``dict`` of metadata stored beside.
 
-        Used by :mod:`uadlab.data` to keep what only the computation knows (e.g. a simulated lesion's
+        Used by :mod:`uadlab.data.dataset` to keep what only the computation knows (e.g. a simulated lesion's
         volume in mm³), so that a cache hit needs no recomputation at all.
 
         Args:

@@ -1,0 +1,39 @@
+"""Reconstruction models behind one seam: a registry by name, one model per file.
+
+- :mod:`~uadlab.models.base`: the :class:`ReconstructionModel` protocol every model follows (training
+  loss, validation terms, ``reconstruct``), the 2D slice / 3D volume sample layout, and
+  :func:`reconstruct` for whole volumes.
+- :mod:`~uadlab.models.precision`: float32 or mixed precision (autocast) for every forward pass.
+- :mod:`~uadlab.models.registry`: find a model by name, build it from its config dataclass, rebuild it
+  from a run's record.
+- :mod:`~uadlab.models.vae`: what the VAEs share (layers, Gaussian latent, ELBO, Lambert et al.'s loss).
+- ``dense-vae`` (:mod:`~uadlab.models.dense_vae`, Bengs et al. 2021), ``spatial-vae``
+  (:mod:`~uadlab.models.spatial_vae`, Lambert et al. 2021), ``mean-image``
+  (:mod:`~uadlab.models.mean_image`, a no-learning floor).
+
+Adding a model: one file here that subclasses :class:`~uadlab.models.base.ModelBase` and calls
+:func:`~uadlab.models.registry.register`, one import line below, and its tests.
+"""
+
+from uadlab.models import dense_vae, mean_image, spatial_vae  # noqa: F401  (each registers its model)
+from uadlab.models.base import LossTerms, ModelBase, ReconstructionModel, reconstruct, samples_to_volumes, volumes_to_samples
+from uadlab.models.dense_vae import DenseVAE, DenseVAEConfig
+from uadlab.models.mean_image import MeanImage, MeanImageConfig
+from uadlab.models.precision import PRECISIONS, autocast, bf16_supported
+from uadlab.models.registry import (
+    DEFAULT_MODEL,
+    MODELS,
+    build_from_record,
+    build_model,
+    get_spec,
+    model_config,
+    model_record,
+)
+from uadlab.models.spatial_vae import SpatialVAE, SpatialVAEConfig
+from uadlab.models.vae import LambertLoss, VAEOutput, elbo_loss, kl_divergence
+
+__all__ = ["ReconstructionModel", "ModelBase", "LossTerms", "reconstruct", "volumes_to_samples",
+           "samples_to_volumes", "MODELS", "DEFAULT_MODEL", "get_spec", "model_config", "build_model", "model_record",
+           "build_from_record", "DenseVAE", "DenseVAEConfig", "SpatialVAE", "SpatialVAEConfig", "MeanImage",
+           "MeanImageConfig", "VAEOutput", "elbo_loss", "LambertLoss", "kl_divergence", "PRECISIONS", "autocast",
+           "bf16_supported"]

@@ -1,0 +1,21 @@
+"""Training: experiments (Table 1 names with a model axis), spatial erasing (Sec. 2.2) and the loop (Sec. 2.3).
+
+Modules, lowest first: :mod:`~uadlab.training.erasing` (the input transform),
+:mod:`~uadlab.training.synthetic_anomalies` (DRAEM/MOOD-style anomalies pasted into healthy brains,
+the segmenter's training data of Behrendt et al. 2024),
+:mod:`~uadlab.training.experiments` (names such as ``3D-Cube-n`` or ``spatial-vae:2D-None``),
+:mod:`~uadlab.training.loop` (``uadlab train``: batches, early stopping, checkpoints, resume).
+"""
+
+from uadlab.training.loop import (
+    HISTORY_COLUMNS,
+    TrainConfig,
+    TrainResult,
+    load_run,
+    seed_everything,
+    train,
+    training_subset,
+)
+
+__all__ = ["TrainConfig", "TrainResult", "train", "load_run", "seed_everything", "training_subset",
+           "HISTORY_COLUMNS"]
