@@ -54,6 +54,7 @@ import yaml
 
 from uadlab._checks import check_int, check_real
 from uadlab.data.dataset import load_dataset
+from uadlab.training import distributed
 from uadlab.training.experiments import parse_experiment
 from uadlab.errors import DatasetError, RunError
 from uadlab.data.io import atomic_write
@@ -480,7 +481,7 @@ def _train_arrays(config: TrainConfig, run_dir: Path, images: np.ndarray, brain_
     images, brain_masks, val_images = _check_arrays(images, brain_masks, val_images, config.data)
     profile = config.resolved_profile
     batch_size, max_epochs, patience = (config.resolved(n) for n in ("batch_size", "max_epochs", "patience"))
-    device = _resolve_device(config.device)
+    context, device = distributed.setup(_resolve_device(config.device))  # one rank of torchrun, or alone
     if config.precision is None and checkpoint is not None and (run_dir / _CONFIG_FILE).exists():
         config = replace(config, precision=TrainConfig.from_yaml(run_dir / _CONFIG_FILE).precision)
     precision = config.resolved_precision(device)
@@ -495,8 +496,10 @@ def _train_arrays(config: TrainConfig, run_dir: Path, images: np.ndarray, brain_
         _check_same_model(_checkpoint_record(checkpoint, config), record, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     # The values the run uses, not None: a later change to a named profile cannot alter a run silently.
-    replace(config, batch_size=batch_size, max_epochs=max_epochs, patience=patience,
-            precision=precision).to_yaml(run_dir / _CONFIG_FILE, model=record)
+    context.barrier()  # every rank has checked the folder before rank 0 writes into it
+    if context.is_main:
+        replace(config, batch_size=batch_size, max_epochs=max_epochs, patience=patience,
+                precision=precision).to_yaml(run_dir / _CONFIG_FILE, model=record)
 
     seed_everything(config.seed)
     model = build_model(experiment.model, model_cfg).to(device)
@@ -522,13 +525,15 @@ def _train_arrays(config: TrainConfig, run_dir: Path, images: np.ndarray, brain_
     for epoch in range(state["epoch"] + 1, max_epochs + 1):
         start = time.perf_counter()
         rng = _epoch_rng(config.seed, epoch)
-        torch.manual_seed(int(rng.integers(2**63)))  # the VAE's latent sampling
+        torch.manual_seed(int(rng.integers(2**63)) + context.rank)  # the VAE's latent sampling
         if model.fitted_in_closed_form:
             train_terms = _fit_epoch(model, samples, batch_size=batch_size, device=device)
         else:
             train_terms = _train_epoch(model, optimizer, samples, sample_masks, erasing, rng,
                                        batch_size=batch_size, device=device, progress=progress,
-                                       precision=precision, scaler=scaler)
+                                       precision=precision, scaler=scaler, context=context,
+                                       erase_rng=_epoch_rng(config.seed, epoch, context.rank))
+            distributed.average_buffers(model, context)
         val_recon, val_kl = _validate(model, val_images, spatial_dims, batch_size=batch_size, device=device,
                                       precision=precision)
         state["history"].append({"epoch": epoch, **train_terms, "val_recon": val_recon, "val_kl": val_kl,
@@ -541,7 +546,8 @@ def _train_arrays(config: TrainConfig, run_dir: Path, images: np.ndarray, brain_
         state["epoch"] = epoch
         state["finished"] = (epoch >= max_epochs or state["epochs_since_best"] >= patience
                              or model.fitted_in_closed_form)
-        _save_checkpoint(run_dir, state, model, optimizer, record, scaler)
+        if context.is_main:
+            _save_checkpoint(run_dir, state, model, optimizer, record, scaler)
         epoch_bar.set_postfix(loss=f"{train_terms['train_loss']:.4g}", val=f"{val_recon:.4g}")
         epoch_bar.update(1)
         if state["finished"] or epoch == _stop_after_epoch:
@@ -553,28 +559,42 @@ def _train_arrays(config: TrainConfig, run_dir: Path, images: np.ndarray, brain_
 def _train_epoch(model: ReconstructionModel, optimizer: torch.optim.Optimizer, samples: np.ndarray,
                  sample_masks: np.ndarray, erasing: Any, rng: np.random.Generator, *, batch_size: int,
                  device: torch.device, progress: bool, precision: str = "32",
-                 scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
+                 scaler: torch.amp.GradScaler | None = None, context: distributed.Context | None = None,
+                 erase_rng: np.random.Generator | None = None) -> dict[str, float]:
     """One pass over the shuffled samples; returns sample-weighted mean loss terms.
 
     The loss runs under :func:`uadlab.models.precision.autocast` at ``precision``; ``scaler`` (enabled
-    for float16) scales the loss before the backward pass and unscales the gradients.
+    for float16) scales the loss before the backward pass and unscales the gradients. Under
+    ``torchrun`` (``context`` of several ranks) each rank trains on its shard of every batch, erases
+    with ``erase_rng`` (seeded per rank) and the gradients are averaged over the ranks
+    (:mod:`uadlab.training.distributed`); alone, erasing draws from ``rng``.
     """
+    context = context if context is not None else distributed.Context()
+    erase_rng = erase_rng if context.active else rng
     scaler = scaler if scaler is not None else torch.amp.GradScaler(device.type, enabled=False)
     model.train()
     totals = {"train_loss": 0.0, "train_recon": 0.0, "train_kl": 0.0}
     n = len(samples)
     batches = np.array_split(rng.permutation(n), math.ceil(n / batch_size))
     bar = _progress_bar(progress, total=len(batches), desc="batches", unit="batch", leave=False)
-    for index in batches:
-        index = np.sort(index)
+    for batch in batches:
+        index = distributed.shard(np.sort(batch), context)
+        if len(index) == 0:  # a batch smaller than the ranks: this rank only joins the gradient average
+            optimizer.zero_grad(set_to_none=True)
+            distributed.average_gradients(model, 0.0, context)
+            scaler.step(optimizer)
+            scaler.update()
+            bar.update(1)
+            continue
         target = samples[index]
-        inputs = target if erasing is None else erasing.apply_batch(target, sample_masks[index], rng)
+        inputs = target if erasing is None else erasing.apply_batch(target, sample_masks[index], erase_rng)
         target_t = torch.from_numpy(target).to(device)
         inputs_t = torch.as_tensor(np.asarray(inputs), dtype=torch.float32).to(device)
         with autocast(precision, device):
             terms = model.training_loss(inputs_t, target_t)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(terms.total).backward()
+        distributed.average_gradients(model, len(index) / len(batch), context)
         scaler.step(optimizer)
         scaler.update()
         for key, value in zip(totals, (terms.total, terms.recon, terms.kl)):
@@ -582,7 +602,7 @@ def _train_epoch(model: ReconstructionModel, optimizer: torch.optim.Optimizer, s
         bar.set_postfix(loss=f"{float(terms.total.detach()):.4g}")
         bar.update(1)
     bar.close()
-    return {key: value / n for key, value in totals.items()}
+    return {key: value / n for key, value in zip(totals, distributed.all_sum(list(totals.values()), context))}
 
 
 @torch.no_grad()
@@ -646,9 +666,10 @@ def _check_arrays(images: np.ndarray, brain_masks: np.ndarray, val_images: np.nd
     return images, brain_masks, val_images
 
 
-def _epoch_rng(seed: int, epoch: int) -> np.random.Generator:
-    """The generator of one epoch (shuffling, erasing, latent seed), derived from ``(seed, epoch)``."""
-    return np.random.default_rng([seed, epoch])
+def _epoch_rng(seed: int, epoch: int, rank: int | None = None) -> np.random.Generator:
+    """The generator of one epoch (shuffling, erasing, latent seed), derived from ``(seed, epoch)``;
+    with ``rank``, a rank's own erasing generator under ``torchrun``."""
+    return np.random.default_rng([seed, epoch] if rank is None else [seed, epoch, rank])
 
 
 # ---------------------------------------------------------------------------------------------------
