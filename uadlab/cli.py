@@ -21,6 +21,7 @@ Subcommands::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -63,8 +64,11 @@ def _train(args: argparse.Namespace) -> None:
         seed=args.seed, loss=args.loss, device=args.device, max_epochs=args.max_epochs,
         precision=args.precision, compile=args.compile,
     )
-    result = train(config, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
-    print(result.summary())
+    main_rank = os.environ.get("RANK", "0") in ("", "0")  # under torchrun, rank 0 alone reports
+    result = train(config, args.out, resume=args.resume, overwrite=args.overwrite,
+                   progress=main_rank and not args.quiet)
+    if main_rank:
+        print(result.summary())
 
 
 def _evaluate(args: argparse.Namespace) -> None:
