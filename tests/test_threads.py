@@ -48,6 +48,7 @@ def test_thread_budget_divides_the_cores_and_respects_omp_num_threads(env):
     assert _threads.thread_budget(100) == 1  # never below one thread
     env.setenv("PYTEST_XDIST_WORKER_COUNT", "4")
     assert _threads.thread_budget() == 2
+    assert _threads.thread_budget(2) == 1  # two data-build workers in each of four xdist workers
     env.setenv("OMP_NUM_THREADS", "5")
     assert _threads.thread_budget() == 5
     assert _threads.thread_budget(8) == 5

@@ -11,10 +11,11 @@ The budget, in this order:
 
 1. ``OMP_NUM_THREADS`` when set (an explicit choice is respected);
 2. else the usable cores (``os.sched_getaffinity``, which honours ``taskset`` and container CPU
-   sets) divided by the processes running at once, at least 1. The processes are the ``processes``
-   argument when given (a data build passes its worker count), else the largest of
-   ``UADLAB_PROCESSES`` (set it when you run several uadlab jobs on one machine yourself),
-   ``PYTEST_XDIST_WORKER_COUNT`` (pytest-xdist) and ``LOCAL_WORLD_SIZE`` (``torchrun``), else 1.
+   sets) divided by the processes running at once, at least 1. Those are the uadlab jobs on the
+   machine, the largest of ``UADLAB_PROCESSES`` (set it when you run several uadlab jobs on one
+   machine yourself), ``PYTEST_XDIST_WORKER_COUNT`` (pytest-xdist) and ``LOCAL_WORLD_SIZE``
+   (``torchrun``), else 1; times the ``processes`` argument, the processes one job runs at once (a
+   data build passes its worker count).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def thread_budget(processes: int | None = None) -> int:
     """Threads one process should use: ``OMP_NUM_THREADS`` if set, else cores // processes (>= 1).
 
     Args:
-        processes: uadlab processes sharing the cores; ``None``: :func:`concurrent_processes`.
+        processes: processes this job runs at once (its data-build workers); ``None``: 1. Multiplied
+            by :func:`concurrent_processes`, the jobs on the machine.
 
     Returns:
         The thread count, at least 1.
@@ -71,7 +73,7 @@ def thread_budget(processes: int | None = None) -> int:
     explicit = os.environ.get("OMP_NUM_THREADS", "").strip()
     if explicit.isdigit() and int(explicit) >= 1:
         return int(explicit)
-    return max(1, usable_cores() // (processes or concurrent_processes()))
+    return max(1, usable_cores() // ((processes or 1) * concurrent_processes()))
 
 
 def limit_threads(processes: int | None = None, *, torch_threads: bool = True) -> int:
@@ -82,7 +84,7 @@ def limit_threads(processes: int | None = None, *, torch_threads: bool = True) -
     inherited value is recognised by ``UADLAB_THREADS_SET``.
 
     Args:
-        processes: uadlab processes sharing the cores; ``None``: :func:`concurrent_processes`.
+        processes: processes this job runs at once (see :func:`thread_budget`); ``None``: 1.
         torch_threads: also call ``torch.set_num_threads`` (importing torch). ``False`` leaves torch
             alone unless it is already imported (data-build workers never need it).
 
