@@ -9,8 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from uadlab.errors import UadlabError, VolumeError
 from uadlab.data.io import atomic_write, check_mask, check_same_grid, load_volume, save_volume
+from uadlab.errors import UadlabError, VolumeError
 
 AFFINE = np.array([[-1.5, 0, 0, 10], [0, 1.5, 0, -20], [0, 0, 2.0, 5], [0, 0, 0, 1]])
 

@@ -12,7 +12,6 @@ import pytest
 import yaml
 
 from uadlab.cli import main
-from uadlab.errors import ManifestError, VolumeError
 from uadlab.data.manifests import (
     Case,
     assign_splits,
@@ -23,6 +22,7 @@ from uadlab.data.manifests import (
     phantom_sources,
     split_sizes,
 )
+from uadlab.errors import ManifestError, VolumeError
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "data_manifests"
 SHIPPED = ["phantom", "ixi_t1", "brats2019", "atlas_v1_2", "sample_real"]

@@ -35,7 +35,7 @@ def _parameters_cell(source="PROFILE: str = 'smoke'\nOUT_DIR: str = 'x'\nSEED: i
 # Static checks of the committed notebooks
 # ----------------------------------------------------------------------------------------------
 
-def test_the_six_notebooks_exist_in_order():
+def test_the_notebooks_exist_in_order():
     assert NOTEBOOKS == tuple(sorted(NOTEBOOKS))
     assert sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb")) == list(NOTEBOOKS)
 
@@ -104,12 +104,12 @@ def test_failing_cell_is_named_in_the_error(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
-# Executing all six (smoke profile)
+# Executing all of them (smoke profile)
 # ----------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
 def executed(tmp_path_factory):
-    """Run all six notebooks once, in order, into one shared output folder."""
+    """Run all notebooks once, in order, into one shared output folder."""
     out = tmp_path_factory.mktemp("notebooks")
     paths = run_notebooks(profile="smoke", out=out)
     return out, paths
@@ -125,7 +125,7 @@ def _mark(test):
 
 
 @_mark
-def test_all_six_ran_in_order(executed):
+def test_all_ran_in_order(executed):
     out, paths = executed
     assert [p.name for p in paths] == list(NOTEBOOKS)
     for path in paths:
@@ -162,7 +162,7 @@ def test_model_labs_outputs(executed, name, experiment):
 def test_02_compares_2d_and_3d(executed):
     out, _ = executed
     comparison = pd.read_csv(out / "02_vae_3d" / "comparison.csv")
-    assert set(comparison["experiment"]) == {"2D-None", "3D-None"}
+    assert set(comparison["experiment"]) == {"2D-None", "3D-None", "mean-image:3D-None"}  # the floor beside both
     assert (out / "02_vae_3d" / "comparison.png").exists()
 
 
@@ -208,3 +208,14 @@ def test_05_data_size_outputs(executed):
     assert all(0.0 <= v <= 1.0 for v in summary["slice_auprc"].values())
     assert summary["cohorts"] == ["tumour", "stroke"]  # Fig. 6 pools the test sets, as the paper
     assert (out / "05_data_size" / "fig6_slice_detection.png").exists()
+
+
+@_mark
+def test_06_lambert_spatial_vs_dense_outputs(executed):
+    out, _ = executed
+    table = pd.read_csv(out / "06_lambert_spatial_vs_dense" / "lambert2021.csv")
+    assert list(dict.fromkeys(table["model"])) == ["Spatial 2D", "Spatial 3D", "Dense 2D", "Dense 3D"]
+    assert set(table["dataset"]) == {"tumour", "stroke"}
+    assert table["mae"].between(0, 1).all() and table["specificity"].between(0, 1).all()
+    assert (out / "lambert2021" / "lambert2021.md").exists()  # the study's own table, as `reproduce --study`
+    assert (out / "06_lambert_spatial_vs_dense" / "spatial_vs_dense.png").stat().st_size > 1000

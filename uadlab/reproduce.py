@@ -43,21 +43,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from uadlab.viz import figures as viz
-from uadlab.evaluation import analysis
 from uadlab.data.dataset import build_dataset, load_dataset
-from uadlab.training.experiments import EXPERIMENTS, parse_experiment
+from uadlab.data.io import atomic_write
 from uadlab.errors import DatasetError
-from uadlab.evaluation.protocol import evaluate_run
+from uadlab.evaluation import analysis
 from uadlab.evaluation.inference import predict
 from uadlab.evaluation.lambert import lambert_markdown, lambert_scores
-from uadlab.data.io import atomic_write
-from uadlab.layout import ResultsLayout, run_name
+from uadlab.evaluation.protocol import evaluate_run
+from uadlab.layout import RUN_CHECKPOINT, ResultsLayout, run_name
 from uadlab.profiles import Profile, get_profile
+from uadlab.training.experiments import EXPERIMENTS, parse_experiment
 from uadlab.training.loop import TrainConfig, load_run, train
+from uadlab.viz import figures as viz
 
 __all__ = ["DATA_SIZE_EXPERIMENTS", "FIGURE_EXPERIMENTS", "LAMBERT_EXPERIMENTS", "PHANTOM_MANIFEST", "STUDIES",
-           "TABLE1_BASELINES", "plan", "reproduce", "run_name"]
+           "TABLE1_BASELINES", "plan", "reproduce", "run_name", "train_and_evaluate"]
 
 #: Manifest of the default data set (shipped beside the package in the source tree).
 PHANTOM_MANIFEST = Path(__file__).resolve().parents[1] / "data_manifests" / "phantom.yaml"
@@ -152,7 +152,7 @@ def plan(
                            "`uadlab data build` (no dataset.json)")
     for experiment, fraction in _planned_runs(prof, names):
         run = ["uadlab", "reproduce", *common, "--data", str(data_dir), "--out", str(layout.root),
-               "--seed", str(seed), "--only-run", run_name(experiment, fraction)]
+               "--seed", str(seed), "--only-run", _only_run(experiment, fraction)]
         lines.append(shlex.join(run))
     collect = ["uadlab", "reproduce", *common, "--data", str(data), "--out", str(layout.root), "--seed", str(seed)]
     if experiments is not None:
@@ -161,11 +161,19 @@ def plan(
     return lines
 
 
+def _only_run(experiment: str, fraction: float) -> str:
+    """``--only-run`` value of a run: the experiment name, with ``@<percent>`` for a fraction."""
+    return experiment if fraction == 1.0 else f"{experiment}@{round(fraction * 100)}"
+
+
 def _parse_run_name(name: str, profile: Profile) -> tuple[str, float]:
-    """Inverse of :func:`run_name` for this profile's runs; ValueError for anything else."""
+    """``(experiment, fraction)`` of an ``--only-run`` value (:func:`_only_run`, or a run folder's
+    :func:`run_name`, which writes ``:`` as ``_``) for this profile's runs; ValueError otherwise."""
     experiment, _, percent = str(name).partition("@")
     fractions = {round(f * 100): f for f in profile.fractions}
     try:
+        if ":" not in experiment and "_" in experiment:
+            experiment = experiment.replace("_", ":", 1)
         experiment = parse_experiment(experiment).name
         fraction = 1.0 if not percent else fractions[int(percent)]
     except (ValueError, KeyError):
@@ -256,18 +264,15 @@ def reproduce(
         return _lambert2021(profile, data_dir, dataset, ResultsLayout(layout.root / study), seed, progress)
 
     if single is not None:
-        config = TrainConfig(experiment=single[0], profile=profile, data=str(data_dir), fraction=single[1],
-                             seed=seed)
-        run_dir = train(config, layout.run(*single), resume=True, progress=progress).run_dir
-        _evaluation(run_dir, data_dir, layout.evaluation(*single), progress)
+        run_dir, _ = train_and_evaluate(single[0], profile, data_dir, layout, fraction=single[1], seed=seed,
+                                        progress=progress)
         return {"run": run_dir, "evaluation": layout.evaluation(*single)}
     runs = _planned_runs(prof, names)
 
     rows, size_rows, subject_tables = [], [], {}
     for experiment, fraction in runs:
-        config = TrainConfig(experiment=experiment, profile=profile, data=str(data_dir), fraction=fraction, seed=seed)
-        run_dir = train(config, layout.run(experiment, fraction), resume=True, progress=progress).run_dir
-        metrics = _evaluation(run_dir, data_dir, layout.evaluation(experiment, fraction), progress)
+        _, metrics = train_and_evaluate(experiment, profile, data_dir, layout, fraction=fraction, seed=seed,
+                                        progress=progress)
         for cohort, m in metrics["cohorts"].items():
             if fraction == 1.0:
                 rows.append({"experiment": experiment, "dataset": cohort,
@@ -298,9 +303,9 @@ def _lambert2021(profile: str | Profile, data_dir: Path, dataset, layout: Result
     """Lambert et al.'s Table 1: four models with their loss, scored by their protocol and by Bengs et al.'s."""
     rows = []
     for experiment, label in LAMBERT_EXPERIMENTS.items():
-        config = TrainConfig(experiment=experiment, profile=profile, data=str(data_dir), seed=seed, loss="lambert")
-        run_dir = train(config, layout.run(experiment), resume=True, progress=progress).run_dir
-        ours = _evaluation(run_dir, data_dir, layout.evaluation(experiment), progress)["cohorts"]
+        run_dir, ours = train_and_evaluate(experiment, profile, data_dir, layout, seed=seed, progress=progress,
+                                           loss="lambert")
+        ours = ours["cohorts"]
         model = load_run(run_dir)[0]
         for cohort in dataset.lesion_cohorts:
             maps = predict(model, dataset, dataset.ids(cohort=cohort, split="test"), progress=progress)
@@ -315,12 +320,40 @@ def _lambert2021(profile: str | Profile, data_dir: Path, dataset, layout: Result
     return {"lambert2021.csv": csv, "lambert2021.md": md, "runs": layout.runs}
 
 
-def _evaluation(run_dir: Path, data_dir: Path, eval_dir: Path, progress: bool) -> dict:
-    """The run's ``metrics.json``: read back when newer than its checkpoint, else evaluated anew."""
-    metrics_file = eval_dir / "metrics.json"
-    if metrics_file.exists() and metrics_file.stat().st_mtime >= (run_dir / "checkpoint.pt").stat().st_mtime:
-        return json.loads(metrics_file.read_text())
-    return evaluate_run(run_dir, data_dir, eval_dir, overwrite=True, progress=progress)
+def train_and_evaluate(experiment: str, profile: str | Profile, data_dir: str | Path, layout: ResultsLayout, *,
+                       fraction: float = 1.0, seed: int = 0, progress: bool = False,
+                       **config: object) -> tuple[Path, dict]:
+    """Train one run (resuming, or reusing a finished one) and evaluate it, in ``layout``'s folders.
+
+    The step every study repeats: the run goes to ``layout.run(experiment, fraction)``; its
+    ``metrics.json`` in ``layout.evaluation(...)`` is read back when newer than its checkpoint, else
+    the run is evaluated anew (:func:`uadlab.evaluation.evaluate_run`: threshold on each lesion
+    cohort's validation split, metrics on its test split).
+
+    Args:
+        experiment: experiment name (``3D-Cube-n``, ``spatial-vae:2D-None``...).
+        profile: profile name or :class:`~uadlab.profiles.Profile`.
+        data_dir: a built data set.
+        layout: the output folder.
+        fraction: share of the healthy training split.
+        seed: the run's seed.
+        progress: tqdm bars.
+        **config: further :class:`~uadlab.training.TrainConfig` fields (e.g. ``loss="lambert"``).
+
+    Returns:
+        The run folder and its metrics (``metrics.json``'s content).
+
+    Raises:
+        ValueError, TypeError: a bad config; RunError, DatasetError: as :func:`~uadlab.training.train`.
+    """
+    train_config = TrainConfig(experiment=experiment, profile=profile, data=str(data_dir), fraction=fraction,
+                               seed=seed, **config)
+    run_dir = train(train_config, layout.run(experiment, fraction), resume=True, progress=progress).run_dir
+    metrics_file = layout.metrics(experiment, fraction)
+    if metrics_file.exists() and metrics_file.stat().st_mtime >= (run_dir / RUN_CHECKPOINT).stat().st_mtime:
+        return run_dir, json.loads(metrics_file.read_text())
+    return run_dir, evaluate_run(run_dir, data_dir, layout.evaluation(experiment, fraction), overwrite=True,
+                                 progress=progress)
 
 
 def _write_figures(layout: ResultsLayout, dataset, table: pd.DataFrame,

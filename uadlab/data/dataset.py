@@ -48,13 +48,32 @@ import numpy as np
 import pandas as pd
 
 import uadlab
-from uadlab._checks import check_int
+from uadlab._checks import check_int, check_path
 from uadlab._threads import limit_threads
-from uadlab.errors import DatasetError
 from uadlab.data.io import atomic_write, load_volume, save_volume
-from uadlab.data.manifests import Case, Manifest, assign_splits, discover_cases, load_case, load_manifest, phantom_sources
-from uadlab.data.phantom import PhantomParams, load_sources, simulate_subject, subject_seed
-from uadlab.data.preprocessing import PreprocessCache, Preprocessed, PreprocessingParams, preprocess
+from uadlab.data.manifests import (
+    SPLITS,
+    Case,
+    Manifest,
+    assign_splits,
+    discover_cases,
+    load_case,
+    load_manifest,
+    phantom_sources,
+)
+from uadlab.data.phantom import (
+    PhantomParams,
+    load_sources,
+    simulate_subject,
+    subject_seed,
+)
+from uadlab.data.preprocessing import (
+    PreprocessCache,
+    Preprocessed,
+    PreprocessingParams,
+    preprocess,
+)
+from uadlab.errors import DatasetError
 from uadlab.profiles import Profile, get_profile
 
 __all__ = ["COLUMNS", "BuiltDataset", "Subject", "build_dataset", "load_dataset"]
@@ -67,7 +86,6 @@ COLUMNS: tuple[str, ...] = (
 
 _INFO = "dataset.json"
 _TABLE = "subjects.csv"
-_SPLITS = ("train", "val", "test")
 _FOLDERS = {"image": "images", "brain_mask": "brain_masks", "lesion_mask": "lesion_masks"}
 
 
@@ -168,10 +186,10 @@ def build_dataset(
         uadlab.errors.DatasetError: ``out`` exists and holds something else, without ``overwrite``;
             or ``out`` is a file or a non-empty folder that is not a data set (never replaced).
     """
-    manifest_path = _as_path("manifest_path", manifest_path)
-    out = _as_path("out", out)
-    root = None if root is None else _as_path("root", root)
-    cache = PreprocessCache(None if cache_dir is None else _as_path("cache_dir", cache_dir))
+    manifest_path = check_path("manifest_path", manifest_path)
+    out = check_path("out", out)
+    root = None if root is None else check_path("root", root)
+    cache = PreprocessCache(None if cache_dir is None else check_path("cache_dir", cache_dir))
     for name, flag in (("overwrite", overwrite), ("progress", progress)):
         if not isinstance(flag, bool):
             raise TypeError(f"`{name}` must be a bool, got {flag!r}")
@@ -346,7 +364,7 @@ def _info(manifest: Manifest, manifest_path: Path, identity: dict, profile: Prof
     cohorts = {}
     for cohort, role in roles.items():
         splits = table.loc[table["cohort"] == cohort, "split"].value_counts()
-        cohorts[cohort] = {"role": role, "counts": {s: int(splits.get(s, 0)) for s in _SPLITS}}
+        cohorts[cohort] = {"role": role, "counts": {s: int(splits.get(s, 0)) for s in SPLITS}}
     return {
         "name": manifest.name,
         "kind": manifest.kind,
@@ -430,11 +448,6 @@ def _relative_source(path: Path, root: Path) -> str:
         return str(path)
 
 
-def _as_path(name: str, value: object) -> Path:
-    if not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"`{name}` must be a str or path, got {value!r}")
-    return Path(value).expanduser()
-
 
 # --------------------------------------------------------------------------------------------------
 # Loading
@@ -487,8 +500,8 @@ class BuiltDataset:
                 raise ValueError(f"`cohort` must be one of {self.cohorts}, got {cohort!r}")
             rows &= (self.table["cohort"] == cohort).to_numpy()
         if split is not None:
-            if split not in _SPLITS:
-                raise ValueError(f"`split` must be one of {list(_SPLITS)}, got {split!r}")
+            if split not in SPLITS:
+                raise ValueError(f"`split` must be one of {list(SPLITS)}, got {split!r}")
             rows &= (self.table["split"] == split).to_numpy()
         return self.table.loc[rows, "subject_id"].tolist()
 
@@ -540,12 +553,12 @@ class BuiltDataset:
             f"{len(self.table)} subjects, {self.image_size}^3 voxels of "
             f"{' x '.join(f'{v:.2f}' for v in voxel)} mm, profile {info['profile']}, "
             f"resampled at {info['spacing_mm']:g} mm",
-            f"  {'cohort':<12} {'role':<8} " + " ".join(f"{s:>6}" for s in _SPLITS),
+            f"  {'cohort':<12} {'role':<8} " + " ".join(f"{s:>6}" for s in SPLITS),
         ]
         for cohort in self.cohorts:
             splits = self.table.loc[self.table["cohort"] == cohort, "split"].value_counts()
             role = info.get("cohorts", {}).get(cohort, {}).get("role", "")
-            lines.append(f"  {cohort:<12} {role:<8} " + " ".join(f"{int(splits.get(s, 0)):>6}" for s in _SPLITS))
+            lines.append(f"  {cohort:<12} {role:<8} " + " ".join(f"{int(splits.get(s, 0)):>6}" for s in SPLITS))
         for cohort in self.lesion_cohorts:
             rows = self.table[self.table["cohort"] == cohort]
             cm3 = rows["lesion_volume_mm3"].astype(float) / 1000.0
@@ -580,7 +593,7 @@ def load_dataset(path: str | os.PathLike) -> BuiltDataset:
         uadlab.errors.DatasetError: the folder, ``dataset.json``, ``subjects.csv``, a column or a
             volume file is missing or unreadable (the message names what is missing).
     """
-    root = _as_path("path", path)
+    root = check_path("path", path)
     if not root.is_dir():
         raise DatasetError(f"{root}: no data-set folder here; build one with `uadlab data build`")
     missing = [name for name in (_INFO, _TABLE) if not (root / name).is_file()]

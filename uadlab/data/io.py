@@ -27,6 +27,7 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 from nibabel.wrapstruct import WrapStructError
 
+from uadlab._checks import check_path
 from uadlab.errors import UadlabError, VolumeError
 
 __all__ = ["atomic_write", "check_mask", "check_same_grid", "load_volume", "save_volume"]
@@ -36,11 +37,6 @@ _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 # (a truncated .nii.gz often opens fine and only fails when the voxels are decompressed).
 _READ_ERRORS = (ImageFileError, HeaderDataError, WrapStructError, OSError, EOFError, ValueError, zlib.error)
 
-
-def _as_path(name: str, value: object) -> Path:
-    if not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"`{name}` must be a str or path, got {value!r}")
-    return Path(value)
 
 
 def _reason(error: BaseException) -> str:
@@ -77,7 +73,7 @@ def load_volume(path: str | os.PathLike, *, ndim: int = 3) -> tuple[np.ndarray, 
             another number of (non-singleton) dimensions than ``ndim``, holds NaN or infinite voxels
             (the message counts them), or has a non-invertible or non-finite affine.
     """
-    path = _as_path("path", path)
+    path = check_path("path", path)
     if not isinstance(ndim, int) or isinstance(ndim, bool):
         raise TypeError(f"`ndim` must be an int, got {ndim!r}")
     if ndim < 1:
@@ -141,7 +137,7 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterato
         uadlab.errors.UadlabError: ``path`` exists and ``overwrite`` is false (checked before the body
             runs and again before the move), or the body wrote nothing to the temporary path.
     """
-    path = _as_path("path", path)
+    path = check_path("path", path)
     if path.exists() and not overwrite:
         raise UadlabError(f"{path}: already exists; pass overwrite=True (--overwrite) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,7 +175,7 @@ def save_volume(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray, 
             non-numeric dtype, or ``affine`` is not a finite ``(4, 4)`` matrix.
         uadlab.errors.UadlabError: ``path`` exists and ``overwrite`` is false.
     """
-    path = _as_path("path", path)
+    path = check_path("path", path)
     if _suffix(path) not in _NIFTI_SUFFIXES:
         raise ValueError(f"`path` must end in .nii or .nii.gz, got {str(path)!r}")
     if not isinstance(array, np.ndarray):

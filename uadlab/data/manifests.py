@@ -89,10 +89,18 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from uadlab.errors import ManifestError, VolumeError
 from uadlab.data.io import check_mask, check_same_grid, load_volume
+from uadlab.errors import ManifestError, VolumeError
+from uadlab.profiles import DEFAULT_PHANTOM_COUNTS
 
 __all__ = [
     "Case",
@@ -112,7 +120,6 @@ __all__ = [
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 NONZERO = "nonzero"
 _PHANTOM_ROLES = {"healthy": "healthy", "tumour": "lesion", "stroke": "lesion"}
-_DEFAULT_COUNTS = {"healthy": 200, "tumour": 60, "stroke": 60}
 _ANCHOR_FIELDS = frozenset({"anchor", "case_dir", "stem", "parent"})
 _FILE_KEYS = ("cases", "match", "image", "brain_mask", "lesion_mask")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
@@ -220,7 +227,7 @@ class PhantomSpec(_Strict):
 
     sources: Literal["mni152"] | list[str] = "mni152"
     seed: int = Field(default=0, ge=0, strict=True)
-    counts: dict[Literal["healthy", "tumour", "stroke"], int] = Field(default_factory=lambda: dict(_DEFAULT_COUNTS))
+    counts: dict[Literal["healthy", "tumour", "stroke"], int] = Field(default_factory=lambda: dict(DEFAULT_PHANTOM_COUNTS))
     params: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("sources", mode="before")
@@ -244,7 +251,7 @@ class PhantomSpec(_Strict):
         bad = {k: v for k, v in counts.items() if isinstance(v, bool) or v < 0}
         if bad:
             raise ValueError(f"counts must be >= 0, got {bad}")
-        return {**_DEFAULT_COUNTS, **counts}
+        return {**DEFAULT_PHANTOM_COUNTS, **counts}
 
 
 class Manifest(_Strict):

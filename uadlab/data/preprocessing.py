@@ -62,10 +62,10 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from uadlab._checks import check_positive_real
-from uadlab.errors import VolumeError
 from uadlab.data.io import atomic_write
-from uadlab.profiles import Profile, get_profile
 from uadlab.data.resampling import iso_grid, resample
+from uadlab.errors import VolumeError
+from uadlab.profiles import Profile, get_profile
 
 __all__ = [
     "PreprocessingParams",
@@ -301,7 +301,8 @@ def _checked_inputs(image, affine, brain_mask, lesion_mask):
 
 def _lesion_threshold(fraction: np.ndarray) -> np.ndarray:
     """``fraction > 0.5``, except that a lesion never vanishes: when no voxel passes but some voxel
-    overlaps the lesion at all, the voxel(s) of highest overlap are kept."""
+    overlaps the lesion at all, the voxel(s) of highest overlap are kept.
+    """
     mask = fraction > 0.5
     if not mask.any():
         peak = float(fraction.max())
@@ -350,7 +351,8 @@ def _fit_to_box(arrays: list[np.ndarray], box: tuple[int, ...]) -> tuple[list[np
 
 def _zoom(array: np.ndarray, out_shape: tuple[int, ...], *, order: int) -> np.ndarray:
     """Resize ``array`` to ``out_shape`` with :func:`scipy.ndimage.zoom` in grid mode (edges aligned),
-    after a Gaussian anti-aliasing filter of sigma ``(factor - 1) / 2`` voxels along shrinking axes."""
+    after a Gaussian anti-aliasing filter of sigma ``(factor - 1) / 2`` voxels along shrinking axes.
+    """
     factors = np.array(out_shape) / np.array(array.shape)
     array = array.astype(np.float32, copy=False)
     sigma = np.maximum(0.0, (1.0 / factors - 1.0) / 2.0)
@@ -383,7 +385,8 @@ def _zoomed_affine(affine: np.ndarray, in_shape: tuple[int, ...], out_shape: tup
 
 def default_cache_dir() -> Path:
     """Folder of the preprocessing cache: ``$UADLAB_CACHE`` if set and non-empty, else
-    ``~/.cache/uadlab/preprocessed``."""
+    ``~/.cache/uadlab/preprocessed``.
+    """
     env = os.environ.get("UADLAB_CACHE", "")
     return Path(env).expanduser() if env.strip() else Path.home() / ".cache" / "uadlab" / "preprocessed"
 

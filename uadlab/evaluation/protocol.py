@@ -27,8 +27,9 @@ Decisions (kept here, in one place):
       (:func:`uadlab.evaluation.metrics.binarize`), so background is never predicted; lesion voxels outside
       the eroded brain count as misses.
     - AUPRC, sensitivity, specificity and the FPR thresholds count brain-mask voxels only.
-    - Slice-wise detection scores a slice by the *mean residual* over its brain voxels (METHOD.md:
-      "the l1 residual summed or averaged"; the mean does not favour slices with more brain).
+    - Slice-wise detection scores a slice by the l1 residual *summed* over its brain voxels, the l1
+      distance between the slice and its reconstruction (Bengs et al. 2021, Sec. 2.3;
+      :func:`uadlab.evaluation.metrics.slice_scores` with ``reduce="mean"`` discounts the brain's area).
     - DICE_S sd is the population sd (``ddof=0``) over subjects with a defined DICE.
     - Undefined values are NaN (with the metrics' warning); ``metrics.json`` writes them as ``null``.
 
@@ -50,12 +51,12 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from uadlab.evaluation import metrics
 from uadlab._checks import check_real
 from uadlab.data.dataset import load_dataset
-from uadlab.errors import DatasetError, RunError
-from uadlab.evaluation.inference import SubjectMaps, predict
 from uadlab.data.io import atomic_write
+from uadlab.errors import DatasetError, RunError
+from uadlab.evaluation import metrics
+from uadlab.evaluation.inference import SubjectMaps, as_maps_list, predict
 from uadlab.layout import EVAL_METRICS as _METRICS_FILE
 from uadlab.layout import EVAL_SUBJECTS as _SUBJECTS_FILE
 from uadlab.training.loop import load_run
@@ -193,7 +194,7 @@ def fit_threshold(
     if method == "greedy" and thresholds is not None:
         raise ValueError(f"`thresholds` must be None with method='greedy' (it is the grid of "
                          f"method='grid'), got {thresholds!r}")
-    items = _as_list(val_maps, "val_maps", labelled=True)
+    items = as_maps_list(val_maps, "val_maps", labelled=True)
     scores = [m.anomaly_map for m in items]
     labels = [m.lesion_mask for m in items]
     if method == "greedy":
@@ -222,8 +223,8 @@ def score(maps: Maps, threshold: float, *, n_resamples: int = 1000, seed: int = 
             options.
         TypeError: an element is not a :class:`SubjectMaps`.
     """
-    items = _as_list(maps, "maps", labelled=True)
-    threshold = _check_threshold(threshold)
+    items = as_maps_list(maps, "maps", labelled=True)
+    threshold = check_real("threshold", threshold, "a finite number")
     scores = [m.anomaly_map for m in items]
     labels = [m.lesion_mask for m in items]
     brains = [m.brain_mask for m in items]
@@ -279,7 +280,7 @@ def fpr_thresholds(healthy_maps: Maps, fprs: Iterable[float] = FPRS) -> dict[flo
         ValueError: no maps, or an ``fpr`` outside ``[0, 1]``.
         TypeError: an element is not a :class:`SubjectMaps`.
     """
-    items = _as_list(healthy_maps, "healthy_maps", labelled=False)
+    items = as_maps_list(healthy_maps, "healthy_maps", labelled=False)
     scores = [m.anomaly_map for m in items]
     brains = [m.brain_mask for m in items]
     return {float(f): metrics.fpr_threshold(scores, f, mask=brains) for f in fprs}
@@ -316,15 +317,15 @@ def evaluate_maps(
         ValueError: validation and test share a subject id (the threshold would see test data), a
             healthy map shares an id with the test maps, or as :func:`fit_threshold` / :func:`score`.
     """
-    val_items = _as_list(val_maps, "val_maps", labelled=True)
-    test_items = _as_list(test_maps, "test_maps", labelled=True)
+    val_items = as_maps_list(val_maps, "val_maps", labelled=True)
+    test_items = as_maps_list(test_maps, "test_maps", labelled=True)
     test_ids = {m.subject_id for m in test_items}
     leaked = sorted(test_ids & {m.subject_id for m in val_items})
     if leaked:
         raise ValueError(f"`val_maps` must not contain test subjects, got {leaked!r}")
     healthy_items = None
     if healthy_val_maps is not None:
-        healthy_items = _as_list(healthy_val_maps, "healthy_val_maps", labelled=False)
+        healthy_items = as_maps_list(healthy_val_maps, "healthy_val_maps", labelled=False)
         leaked = sorted(test_ids & {m.subject_id for m in healthy_items})
         if leaked:
             raise ValueError(f"`healthy_val_maps` must not contain test subjects, got {leaked!r}")
@@ -485,28 +486,6 @@ def _validation_plan(cohort: str, dataset: Any, val_dataset: Any, data_dir: Any,
     where = f"{data_dir}" if val_data is None else f"{data_dir} nor in {val_data}"
     hint = "" if val_data is not None else "; pass --val-data with a labelled validation set (e.g. a phantom build)"
     raise DatasetError(f"no labelled validation subjects to fit the {cohort!r} threshold in {where}{hint}")
-
-
-def _as_list(maps: Maps, name: str, *, labelled: bool) -> list[SubjectMaps]:
-    """``maps`` as a non-empty list of :class:`SubjectMaps` (with lesion masks when ``labelled``)."""
-    if isinstance(maps, Mapping):
-        items = list(maps.values())
-    elif isinstance(maps, (list, tuple)):
-        items = list(maps)
-    else:
-        raise TypeError(f"`{name}` must be a dict or list of SubjectMaps, got {type(maps).__name__}")
-    if not items:
-        raise ValueError(f"`{name}` must hold at least one subject, got none")
-    for m in items:
-        if not isinstance(m, SubjectMaps):
-            raise TypeError(f"`{name}` must hold SubjectMaps, got {type(m).__name__}")
-        if labelled and m.lesion_mask is None:
-            raise ValueError(f"`{name}` must be labelled, got subject {m.subject_id!r} without a lesion mask")
-    return items
-
-
-def _check_threshold(threshold: float) -> float:
-    return check_real("threshold", threshold, "a finite number")
 
 
 def _fpr_key(fpr: float) -> str:

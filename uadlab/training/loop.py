@@ -55,16 +55,22 @@ import yaml
 from uadlab._checks import check_int, check_real
 from uadlab.data.dataset import load_dataset
 from uadlab.training import distributed
-from uadlab.training.experiments import parse_experiment
-from uadlab.errors import DatasetError, RunError
 from uadlab.data.io import atomic_write
+from uadlab.errors import DatasetError, RunError
 from uadlab.layout import RUN_CHECKPOINT as _CHECKPOINT_FILE
 from uadlab.layout import RUN_CONFIG as _CONFIG_FILE
 from uadlab.layout import RUN_HISTORY as _HISTORY_FILE
 from uadlab.models.base import ReconstructionModel, volumes_to_samples
 from uadlab.models.precision import PRECISIONS, autocast, bf16_supported
-from uadlab.models.registry import build_from_record, build_model, get_spec, model_config, model_record
+from uadlab.models.registry import (
+    build_from_record,
+    build_model,
+    get_spec,
+    model_config,
+    model_record,
+)
 from uadlab.profiles import Profile, get_profile
+from uadlab.training.experiments import parse_experiment
 
 __all__ = ["TrainConfig", "TrainResult", "train", "load_run", "seed_everything", "training_subset",
            "default_precision",
@@ -206,7 +212,8 @@ class TrainConfig:
 
     def resolved(self, name: str) -> int:
         """``batch_size``, ``max_epochs`` or ``patience``, falling back to the profile's value (for
-        ``batch_size``, the profile's for this experiment's 2D or 3D VAE)."""
+        ``batch_size``, the profile's for this experiment's 2D or 3D VAE).
+        """
         value = getattr(self, name)
         if value is not None:
             return value
@@ -722,7 +729,8 @@ def _check_same_config(stored: TrainConfig, given: TrainConfig, run_dir: Path) -
 
 def _check_same_model(stored: dict, given: dict, run_dir: Path) -> None:
     """RunError when the checkpoint's model differs from the one the config builds now (another model,
-    a named profile's channels or latent size changed since the run began, or the data's image size)."""
+    a named profile's channels or latent size changed since the run began, or the data's image size).
+    """
     if stored["name"] != given["name"]:
         raise RunError(f"{run_dir}: cannot resume, the checkpoint holds model {stored['name']!r}, the config "
                        f"builds {given['name']!r}; pass overwrite=True (--overwrite) to start afresh")
