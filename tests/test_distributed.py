@@ -37,8 +37,11 @@ _SCRIPT = textwrap.dedent('''
     profile = dataclasses.replace(get_profile("smoke"), name="tiny", image_size=16, channels=(4, 8), latent_2d=8,
                                   latent_3d=8, batch_size=8, max_epochs=3, patience=3)
     config = training.TrainConfig(experiment=sys.argv[3], profile=profile, data="in-memory", device="cpu", lr=1e-2)
-    run_dir = training._prepare_run_dir(config, sys.argv[2], resume=False, overwrite=False)
-    training._train_arrays(config, run_dir, arrays["images"], arrays["brain_masks"], arrays["val_images"])
+    resume = sys.argv[4] == "resume"
+    run_dir = training._prepare_run_dir(config, sys.argv[2], resume=resume, overwrite=False)
+    checkpoint = training._load_checkpoint(run_dir) if resume else None
+    training._train_arrays(config, run_dir, arrays["images"], arrays["brain_masks"], arrays["val_images"],
+                           checkpoint=checkpoint, _stop_after_epoch=1 if sys.argv[4] == "stop" else None)
 ''')
 
 
@@ -62,7 +65,7 @@ def test_alone_the_helpers_change_nothing():
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_at_the_same_global_batch(tmp_path, rng):
+def test_two_processes_match_one_at_the_same_global_batch_and_resume(tmp_path, rng):
     images, brain_masks = _blobs(8, rng)
     np.savez(tmp_path / "arrays.npz", images=images[:6], brain_masks=brain_masks[:6], val_images=images[6:])
     (tmp_path / "train.py").write_text(_SCRIPT)
@@ -72,10 +75,13 @@ def test_two_processes_match_one_at_the_same_global_batch(tmp_path, rng):
     single = training._train_arrays(config, run_dir, images[:6], brain_masks[:6], images[6:])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                         os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           str(tmp_path / "train.py"), str(tmp_path / "arrays.npz"), str(tmp_path / "two"), experiment],
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    for step in ("stop", "resume"):  # stopped after epoch 1 (as if killed), then resumed on both ranks
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                               "2", str(tmp_path / "train.py"), str(tmp_path / "arrays.npz"), str(tmp_path / "two"),
+                               experiment, step], env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        if step == "stop":
+            assert len(pd.read_csv(tmp_path / "two" / "history.csv")) == 1
     history = pd.read_csv(tmp_path / "two" / "history.csv")  # written by rank 0 alone
     assert len(history) == len(single.history) == 3
     assert np.isfinite(history["val_recon"]).all()

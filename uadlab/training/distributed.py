@@ -15,7 +15,7 @@ copy (a *rank*) sees the environment variables torchrun sets (``WORLD_SIZE``, ``
   (:func:`average_buffers`), so that every rank holds identical weights, validates identically and
   takes the same early-stopping decision;
 - lets rank 0 alone write ``config.yaml``, ``checkpoint.pt`` and ``history.csv``; a resume loads the
-  same checkpoint on every rank (not yet covered by a test).
+  same checkpoint on every rank.
 
 What differs from one process: BatchNorm normalises each rank's shard with that shard's statistics
 (as ``DistributedDataParallel`` without ``SyncBatchNorm`` does), and the erasing and latent draws
