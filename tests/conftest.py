@@ -15,7 +15,6 @@ limit_threads()
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 os.environ.setdefault("UADLAB_CACHE", "")  # tests pass explicit cache folders; see uadlab.data.preprocessing
 

@@ -133,7 +133,8 @@ def plan(
     if study != "bengs2021":
         raise ValueError(f"`study` must be 'bengs2021' for a plan, got {study!r}")
     prof = get_profile(profile)
-    names = [*EXPERIMENTS, *TABLE1_BASELINES] if experiments is None else [parse_experiment(e).name for e in experiments]
+    names = ([*EXPERIMENTS, *TABLE1_BASELINES] if experiments is None
+             else [parse_experiment(e).name for e in experiments])
     layout = ResultsLayout(out)
     common = ["--profile", prof.name]
     lines = ["# uadlab reproduce plan: run the data line first, then the run lines in any order or in "

@@ -315,8 +315,8 @@ def default_precision(device: str | torch.device) -> str:
     CUDA with bf16, a CPU with AVX512-BF16 or AMX), else ``"32"``. Measured on a 2-core AMD EPYC with
     AVX512-BF16 (lab profile, one training step of the dense VAE): bf16 autocast 2.6x faster than
     float32 in 3D and 2.0x in 2D; in short trainings (``benchmarks/train_epoch.py``, 4-5 epochs) the
-    healthy validation l1 with bf16 was never more than 1.2 % above float32's. float16 is never a default: it needs loss scaling and
-    buys nothing over bfloat16 where both exist.
+    healthy validation l1 with bf16 was never more than 1.2 % above float32's. float16 is never a
+    default: it needs loss scaling and buys nothing over bfloat16 where both exist.
     """
     return "bf16-mixed" if bf16_supported(device) else "32"
 
