@@ -54,7 +54,6 @@ import yaml
 
 from uadlab._checks import check_int, check_real
 from uadlab.data.dataset import load_dataset
-from uadlab.training import distributed
 from uadlab.data.io import atomic_write
 from uadlab.errors import DatasetError, RunError
 from uadlab.layout import RUN_CHECKPOINT as _CHECKPOINT_FILE
@@ -70,6 +69,7 @@ from uadlab.models.registry import (
     model_record,
 )
 from uadlab.profiles import Profile, get_profile
+from uadlab.training import distributed
 from uadlab.training.experiments import parse_experiment
 
 __all__ = ["TrainConfig", "TrainResult", "train", "load_run", "seed_everything", "training_subset",
