@@ -1,7 +1,7 @@
 """Reconstruct a built data set with a trained model and turn it into anomaly maps.
 
 Bengs et al. 2021, Sec. 2.3: every test volume is reconstructed (a 2D model reconstructs all axial
-slices and stacks them back, see :func:`uadlab.models.vae.reconstruct`), the residual ``|x - x_hat|``
+slices and stacks them back, see :func:`uadlab.models.base.reconstruct`), the residual ``|x - x_hat|``
 is post-processed into an anomaly map by :func:`uadlab.evaluation.postprocessing.anomaly_map`, identically for
 2D and 3D models, so both are scored on the same kind of volume.
 
@@ -148,7 +148,7 @@ def iter_predict(
     """Yield the :class:`SubjectMaps` of ``ids`` one at a time (lazy form of :func:`predict`).
 
     Args:
-        model: a trained :class:`uadlab.models.vae.VAE` (2D or 3D), e.g. from
+        model: a trained model (any :class:`uadlab.models.base.ReconstructionModel`, 2D or 3D), e.g. from
             :func:`uadlab.training.loop.load_run`.
         dataset: a :class:`uadlab.data.dataset.BuiltDataset` (anything with ``.subject(id)``).
         ids: subject ids of ``dataset``.
@@ -195,7 +195,7 @@ def predict(
     bool masks), so a few hundred subjects fit easily; use :func:`iter_predict` to stream.
 
     Args:
-        model: a trained :class:`uadlab.models.vae.VAE` (2D or 3D).
+        model: a trained model (any :class:`uadlab.models.base.ReconstructionModel`, 2D or 3D).
         dataset: a :class:`uadlab.data.dataset.BuiltDataset`.
         ids: subject ids of ``dataset``; duplicates are rejected.
         postprocess_kwargs: options of :func:`uadlab.evaluation.postprocessing.anomaly_map`.

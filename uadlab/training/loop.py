@@ -14,7 +14,7 @@ Batches are made in memory from the stacked arrays of :meth:`uadlab.data.dataset
 - 3D: whole volumes.
 - 2D: axial slices ``volume[:, :, k]`` of all training volumes. Slices without a single brain voxel
   are skipped for training (they are all-zero images and would only teach the model to output
-  zeros); validation reconstructs every slice, like :func:`uadlab.models.vae.reconstruct` at test time.
+  zeros); validation reconstructs every slice, like :func:`uadlab.models.base.reconstruct` at test time.
 
 Each epoch shuffles the samples with a generator seeded from ``(seed, epoch)`` and splits them evenly
 into ``ceil(n / batch_size)`` batches of at most ``batch_size`` samples (so no batch of one sample,
@@ -24,10 +24,10 @@ sampling draw from generators seeded the same way, so a resumed run ends with bi
 
 Run folder::
 
-    config.yaml      the TrainConfig (checked on resume)
+    config.yaml      the TrainConfig (checked on resume) and, under ``model``, the model record
     checkpoint.pt    written atomically after every epoch: weights, optimiser, loss state, best
                      weights, best epoch and validation error, epochs since best, RNG states, history,
-                     `finished`
+                     `finished`, the model record (registry name and config)
     history.csv      epoch, train_loss, train_recon, train_kl, val_recon, val_kl, seconds
 
 Shape:
@@ -168,7 +168,7 @@ class TrainConfig:
             raise ValueError(f"`seed` must be a non-negative int below 2**32, got {self.seed!r}")
         if self.loss not in _LOSSES:
             raise ValueError(f"`loss` must be one of {list(_LOSSES)}, got {self.loss!r}")
-        if self.loss != "elbo" and "loss" not in get_spec(self.model).config_cls.__dataclass_fields__:
+        if self.loss != "elbo" and "loss" not in {f.name for f in fields(get_spec(self.model).config_cls)}:
             raise ValueError(f"`loss` {self.loss!r} applies to the VAE models only, got model {self.model!r}")
         check_real("lr", self.lr, "a number", lambda v: True)
         if not self.lr > 0:
