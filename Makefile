@@ -23,8 +23,9 @@ reproduce: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
+# As root (containers, CI machines) JupyterLab refuses to start without --allow-root: added then.
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/train_step.py

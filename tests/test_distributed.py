@@ -37,11 +37,11 @@ _SCRIPT = textwrap.dedent('''
     profile = dataclasses.replace(get_profile("smoke"), name="tiny", image_size=16, channels=(4, 8), latent_2d=8,
                                   latent_3d=8, batch_size=8, max_epochs=3, patience=3)
     config = training.TrainConfig(experiment=sys.argv[3], profile=profile, data="in-memory", device="cpu", lr=1e-2)
-    resume = sys.argv[4] == "resume"
-    run_dir = training._prepare_run_dir(config, sys.argv[2], resume=resume, overwrite=False)
-    checkpoint = training._load_checkpoint(run_dir) if resume else None
-    training._train_arrays(config, run_dir, arrays["images"], arrays["brain_masks"], arrays["val_images"],
-                           checkpoint=checkpoint, _stop_after_epoch=1 if sys.argv[4] == "stop" else None)
+    training._load_training_data = lambda config: (arrays["images"], arrays["brain_masks"], arrays["val_images"])
+    if sys.argv[4] == "stop":  # as if killed after the first epoch's checkpoint
+        train_arrays = training._train_arrays
+        training._train_arrays = lambda *args, **kwargs: train_arrays(*args, **kwargs, _stop_after_epoch=1)
+    training.train(config, sys.argv[2], resume=sys.argv[4] == "resume")  # the run folder lock included
 ''')
 
 
@@ -84,7 +84,7 @@ def test_two_processes_match_one_at_the_same_global_batch_and_resume(tmp_path, r
             assert len(pd.read_csv(tmp_path / "two" / "history.csv")) == 1
     history = pd.read_csv(tmp_path / "two" / "history.csv")  # written by rank 0 alone
     assert len(history) == len(single.history) == 3
-    assert np.isfinite(history["val_recon"]).all()
-    two, one = history["val_recon"].min(), single.best_val
+    assert np.isfinite(history["val_l1_per_voxel"]).all()
+    two, one = history["val_l1_per_voxel"].min(), single.best_val
     assert abs(two / one - 1) <= TOLERANCE, (two, one)
-    assert history["val_recon"].iloc[-1] < 0.6 * history["val_recon"].iloc[0]  # it learns, so the match means something
+    assert history["val_l1_per_voxel"].iloc[-1] < 0.6 * history["val_l1_per_voxel"].iloc[0]  # it learns

@@ -326,6 +326,8 @@ def fake_run(monkeypatch, rng):
     monkeypatch.setattr(evaluation, "load_run",
                         lambda run_dir, device=None: ("model", SimpleNamespace(experiment="3D-Cube-n")))
     monkeypatch.setattr(evaluation, "load_dataset", lambda path: datasets[Path(path).name])
+    monkeypatch.setattr(evaluation, "run_status",
+                        lambda run_dir: {"epochs": 3, "best_epoch": 2, "max_epochs": 3, "finished": True})
     monkeypatch.setattr("uadlab.evaluation.inference.reconstruct",
                         lambda model, volume, batch_size, device: np.minimum(volume, 0.3))
     return datasets

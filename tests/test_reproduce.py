@@ -47,7 +47,7 @@ def test_table1_has_one_row_per_experiment_and_test_set(results):
 @pytest.mark.slow
 def test_every_run_and_figure_is_written(results):
     out, outputs = results
-    runs = sorted(p.name for p in outputs["runs"].iterdir())
+    runs = sorted(p.name for p in outputs["runs"].iterdir() if not p.name.startswith("."))  # not lock files
     assert runs == sorted(EXPERIMENTS + [run_name(e, 0.5) for e in EXPERIMENTS])  # both are data-size experiments
     figures = {p.name for p in outputs["figures"].iterdir()}
     best = pd.read_csv(outputs["table1.csv"]).groupby("experiment")["dice_d"].mean().idxmax()
@@ -57,13 +57,15 @@ def test_every_run_and_figure_is_written(results):
 
 
 @pytest.mark.slow
-def test_rerun_neither_retrains_nor_reevaluates(results, tiny_profile):
+def test_rerun_neither_retrains_nor_reevaluates(results, tiny_profile, capsys):
     out, outputs = results
     stamps = {p: p.stat().st_mtime_ns for p in [*out.glob("runs/*/checkpoint.pt"), *out.glob("evaluation/*/metrics.json")]}
     table = outputs["table1.csv"].read_text()
-    reproduce(tiny_profile, "phantom", out, experiments=EXPERIMENTS)
+    reproduce(tiny_profile, "phantom", out, experiments=EXPERIMENTS, progress=True)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert outputs["table1.csv"].read_text() == table
+    err = capsys.readouterr().err  # tqdm writes to stderr outside Jupyter
+    assert "reproduce: runs" in err and "4/4" in err
 
 
 def test_unknown_experiment_is_refused_before_any_work(tmp_path):
@@ -112,7 +114,7 @@ def test_running_the_plan_line_by_line_leaves_the_final_reproduce_only_collectin
     lines = [line for line in plan("smoke", "phantom", "out", experiments=["2D-None"]) if not line.startswith("#")]
     for line in lines[:-1]:
         assert cli.main(["-q", *shlex.split(line)[1:]]) == 0, capsys.readouterr().err
-    assert sorted(p.name for p in (tmp_path / "out" / "runs").iterdir()) == ["2D-None", "2D-None@50"]
+    assert sorted(p.name for p in (tmp_path / "out" / "runs").glob("[!.]*")) == ["2D-None", "2D-None@50"]
     assert all((tmp_path / "out" / "evaluation" / n / "metrics.json").exists() for n in ("2D-None", "2D-None@50"))
     done = [*tmp_path.glob("out/runs/*/checkpoint.pt"), *tmp_path.glob("out/evaluation/*/metrics.json")]
     stamps = {p: p.stat().st_mtime_ns for p in done}

@@ -59,9 +59,11 @@ def _config(experiment: str = "3D-None", **kwargs) -> TrainConfig:
 def _run(config: TrainConfig, run_dir: Path, arrays, *, resume=False, overwrite=False, **kwargs):
     """Train on in-memory arrays through the same folder logic as :func:`train`."""
     run_dir = training._prepare_run_dir(config, run_dir, resume=resume, overwrite=overwrite)
-    checkpoint = training._load_checkpoint(run_dir) if resume else None
+    checkpoint = training._resume_checkpoint(run_dir, config) if resume else None
     if checkpoint is not None and checkpoint["finished"]:
         return training._result(run_dir, checkpoint)
+    if overwrite:
+        training._clear_run(run_dir)
     return training._train_arrays(config, run_dir, *arrays, checkpoint=checkpoint, **kwargs)
 
 
@@ -187,8 +189,8 @@ def test_train_writes_run_folder_and_load_run_returns_best_model(tmp_path, array
     assert list(result.history.columns) == list(HISTORY_COLUMNS)
     assert result.history["epoch"].tolist() == [1, 2, 3]
     assert np.isfinite(result.history.drop(columns="epoch").to_numpy()).all()
-    assert result.best_val == result.history["val_recon"].min()
-    assert result.best_epoch == int(result.history["epoch"][result.history["val_recon"].idxmin()])
+    assert result.best_val == result.history["val_l1_per_voxel"].min()
+    assert result.best_epoch == int(result.history["epoch"][result.history["val_l1_per_voxel"].idxmin()])
     assert "best epoch" in result.summary() and "finished" in result.summary()
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "run" / "history.csv"), result.history,
                                   check_exact=False, rtol=1e-12)
@@ -334,9 +336,40 @@ def test_validation_error_falls_on_structured_data(tmp_path, rng):
     images, brain_masks = _blobs(10, rng)
     config = _config("2D-None", max_epochs=6, patience=6, batch_size=8, lr=3e-3)
     history = _run(config, tmp_path / "run", (images[:8], brain_masks[:8], images[8:])).history
-    assert history["val_recon"].is_monotonic_decreasing  # seeds 1, 2, 1234: 0.44 -> 0.20-0.21
-    assert history["val_recon"].iloc[-1] < 0.6 * history["val_recon"].iloc[0]
+    assert history["val_l1_per_voxel"].is_monotonic_decreasing  # seeds 1, 2, 1234: 0.44 -> 0.20-0.21
+    assert history["val_l1_per_voxel"].iloc[-1] < 0.6 * history["val_l1_per_voxel"].iloc[0]
     assert history["train_loss"].iloc[-1] < 0.6 * history["train_loss"].iloc[0]
+
+
+@pytest.mark.parametrize("experiment", ["2D-None", "3D-None"])
+def test_train_and_val_l1_share_the_per_voxel_unit(tmp_path, arrays, experiment):
+    """Train and val l1 of the same images and (nearly unchanged) weights are on one per-voxel scale."""
+    images, brain_masks, _ = arrays
+    config = _config(experiment, max_epochs=1, lr=1e-12)  # the weights barely move within the epoch
+    history = _run(config, tmp_path / "run", (images, brain_masks, images)).history
+    train_l1, val_l1 = history.loc[0, ["train_l1_per_voxel", "val_l1_per_voxel"]]
+    assert 0 < val_l1 < 1
+    # training samples the latent and sees only slices with brain (2D), validation uses z = mu and
+    # every slice: not equal, but the same order, where the old summed l1 was 16² or 16³ times larger
+    assert 0.2 < train_l1 / val_l1 < 5
+
+
+def test_old_run_history_columns_are_converted_to_per_voxel(tmp_path, arrays):
+    """A run written with the old ``train_recon`` (summed per sample) / ``val_recon`` columns loads and resumes."""
+    reference = _run(_config("2D-None"), tmp_path / "reference", arrays).history
+    _run(_config("2D-None"), tmp_path / "run", arrays, _stop_after_epoch=1)
+    path = tmp_path / "run" / "checkpoint.pt"
+    checkpoint = torch.load(path, weights_only=True)
+    for row in checkpoint["history"]:  # as written before the l1 columns were per voxel
+        row["train_recon"] = row.pop("train_l1_per_voxel") * SIZE ** 2  # a 2D sample is one 16 x 16 slice
+        row["val_recon"] = row.pop("val_l1_per_voxel")
+    torch.save(checkpoint, path)
+    assert set(training._load_checkpoint(tmp_path / "run")["history"][0]) == set(HISTORY_COLUMNS)
+    resumed = _run(_config("2D-None"), tmp_path / "run", arrays, resume=True).history
+    assert len(resumed) == 3
+    pd.testing.assert_frame_equal(resumed.drop(columns="seconds"), reference.drop(columns="seconds"),
+                                  check_exact=False, rtol=1e-6)
+    assert list(pd.read_csv(tmp_path / "run" / "history.csv").columns) == list(HISTORY_COLUMNS)
 
 
 def test_patience_stops_early_and_keeps_the_best_epoch(tmp_path, arrays, monkeypatch):
@@ -560,7 +593,7 @@ def test_a_config_from_before_precision_existed_reads_as_float32_eager(tmp_path)
 def test_mixed_precision_trains_and_resumes_bit_identically(tmp_path, arrays, precision):
     config = _config("2D-Patch-n", precision=precision, max_epochs=2)
     full = _run(config, tmp_path / "full", arrays)
-    assert np.isfinite(full.history[["train_loss", "val_recon"]].to_numpy()).all()
+    assert np.isfinite(full.history[["train_loss", "val_l1_per_voxel"]].to_numpy()).all()
     assert yaml.safe_load((tmp_path / "full" / "config.yaml").read_text())["precision"] == precision
     _run(config, tmp_path / "part", arrays, _stop_after_epoch=1)
     _run(dataclasses.replace(config, precision=None), tmp_path / "part", arrays, resume=True)  # keeps it
@@ -575,7 +608,7 @@ def test_mixed_precision_changes_the_numbers_but_not_the_model(tmp_path, arrays)
     fp32 = _run(_config(max_epochs=1), tmp_path / "fp32", arrays)
     bf16 = _run(_config(max_epochs=1, precision="bf16-mixed"), tmp_path / "bf16", arrays)
     assert fp32.history["train_loss"].iloc[0] != bf16.history["train_loss"].iloc[0]  # autocast is on
-    assert bf16.history["val_recon"].iloc[0] == pytest.approx(fp32.history["val_recon"].iloc[0], rel=0.05)
+    assert bf16.history["val_l1_per_voxel"].iloc[0] == pytest.approx(fp32.history["val_l1_per_voxel"].iloc[0], rel=0.05)
 
 
 def test_resume_refuses_a_changed_precision_and_allows_compile(tmp_path, arrays):
@@ -591,7 +624,7 @@ def test_resume_refuses_a_changed_precision_and_allows_compile(tmp_path, arrays)
 def test_compiled_training_matches_eager_within_float_rounding(tmp_path, arrays):
     eager = _run(_config("2D-None", max_epochs=1), tmp_path / "eager", arrays)
     compiled = _run(_config("2D-None", max_epochs=1, compile=True), tmp_path / "compiled", arrays)
-    assert compiled.history["val_recon"].iloc[0] == pytest.approx(eager.history["val_recon"].iloc[0], rel=1e-3)
+    assert compiled.history["val_l1_per_voxel"].iloc[0] == pytest.approx(eager.history["val_l1_per_voxel"].iloc[0], rel=1e-3)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ an unknown key, a run folder that already exists — raise one of these, so the 
 one clear line naming the file and the problem instead of a traceback.
 """
 
-__all__ = ["UadlabError", "VolumeError", "ManifestError", "DatasetError", "RunError"]
+__all__ = ["UadlabError", "VolumeError", "ManifestError", "DatasetError", "RunError", "UadlabWarning"]
 
 
 class UadlabError(Exception):
@@ -34,4 +34,13 @@ class DatasetError(UadlabError):
 class RunError(UadlabError):
     """A training run folder exists and would be overwritten, lacks its checkpoint, or does not
     match the configuration it is resumed with.
+    """
+
+
+class UadlabWarning(UserWarning):
+    """Something the user should know that does not stop the work.
+
+    The preprocessing cache could not be written (the build goes on without it), fewer worker
+    processes than asked (capped at the usable cores), a run evaluated before its training finished.
+    The command line prints each as one ``uadlab: warning:`` line.
     """

@@ -12,6 +12,7 @@ figures, so nothing waits for a browser.
 
 from __future__ import annotations
 
+import ast
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from uadlab.layout import ResultsLayout
 from uadlab.profiles import Profile, get_profile
 
 __all__ = ["NOTEBOOKS", "NOTEBOOK_DIR", "NotebookError", "Lab", "start_lab", "run_notebooks", "strip_outputs",
-           "notebook_problems"]
+           "notebook_problems", "figure_calls"]
 
 #: The labs, in the order they must run.
 NOTEBOOKS: tuple[str, ...] = (
@@ -257,7 +258,9 @@ def notebook_problems(path: str | Path) -> list[str]:
 
     Checks the house rules for notebooks: the first cell is a code cell tagged ``parameters`` that holds
     ``PROFILE``, ``OUT_DIR``, ``SEED`` and ``INTERACTIVE``; no code cell holds outputs or an
-    execution count; no code cell defines a class or a function (logic belongs in ``uadlab``).
+    execution count; no code cell defines a class or a function (logic belongs in ``uadlab``); a
+    cell that makes a figure (:func:`figure_calls`) shows it: it ends with the figure (``fig`` or
+    the call) or calls ``display(fig)``.
 
     Args:
         path: an ``.ipynb`` file.
@@ -285,4 +288,50 @@ def notebook_problems(path: str | Path) -> list[str]:
         for keyword, what in (("class ", "a class"), ("def ", "a function")):
             if any(line.lstrip().startswith(keyword) for line in cell.source.splitlines()):
                 problems.append(f"cell {index} defines {what} (logic belongs in uadlab)")
+        if figure_calls(cell.source) and not _shows_figure(cell.source):
+            problems.append(f"cell {index} makes a figure but does not show it (end the cell with it or "
+                            "call display(fig))")
     return problems
+
+
+#: Functions of :mod:`uadlab.viz.figures` that return no figure.
+_NOT_FIGURES = frozenset({"display_slice", "operating_point", "save_figure", "new_figure", "DISPLAY_DPI"})
+
+
+def figure_calls(source: str) -> list[str]:
+    """The figure-making calls in a code cell's source, in source order.
+
+    A figure-making call is ``viz.<name>(...)`` for a figure function of :mod:`uadlab.viz.figures` or
+    ``widgets.<name>_explorer(...)`` (a widget box, or its static figure in headless runs), with the
+    modules imported under those names as the labs do.
+
+    Args:
+        source: Python source of one cell (IPython magics are not supported).
+
+    Returns:
+        ``"module.function"`` names, e.g. ``["viz.show_slices"]``; empty for a cell that makes none or
+        does not parse.
+
+    >>> figure_calls("fig = viz.show_slices(v)\\nviz.save_figure(fig, path)\\nfig")
+    ['viz.show_slices']
+    """
+    from uadlab.viz import figures as viz_figures
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    figures = set(viz_figures.__all__) - _NOT_FIGURES
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+             and isinstance(node.func.value, ast.Name)]
+    calls.sort(key=lambda node: (node.lineno, node.col_offset))
+    return [f"{node.func.value.id}.{node.func.attr}" for node in calls
+            if (node.func.value.id == "viz" and node.func.attr in figures)
+            or (node.func.value.id == "widgets" and node.func.attr.endswith("_explorer"))]
+
+
+def _shows_figure(source: str) -> bool:
+    """Whether a cell ends with its figure (``fig`` or a figure call) or calls ``display(fig)``."""
+    body = ast.parse(source).body
+    last = ast.unparse(body[-1]) if body and isinstance(body[-1], ast.Expr) else ""
+    return last == "fig" or bool(figure_calls(last)) or "display(fig)" in source

@@ -39,18 +39,19 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from uadlab.data.dataset import build_dataset, load_dataset
-from uadlab.data.io import atomic_write
-from uadlab.errors import DatasetError
+from uadlab.data.io import atomic_write, folder_lock
+from uadlab.errors import DatasetError, RunError
 from uadlab.evaluation import analysis
 from uadlab.evaluation.inference import predict
 from uadlab.evaluation.lambert import lambert_markdown, lambert_scores
 from uadlab.evaluation.protocol import evaluate_run
-from uadlab.layout import RUN_CHECKPOINT, ResultsLayout, run_name
+from uadlab.layout import RUN_CHECKPOINT, RUN_CONFIG, ResultsLayout, run_name
 from uadlab.profiles import Profile, get_profile
 from uadlab.training.experiments import EXPERIMENTS, parse_experiment
 from uadlab.training.loop import TrainConfig, load_run, train
@@ -184,14 +185,15 @@ def _parse_run_name(name: str, profile: Profile) -> tuple[str, float]:
 
 
 def _resolve_data(data: str | Path, layout: ResultsLayout, profile: Profile, root: Path | None, progress: bool,
-                  workers: int) -> Path:
+                  workers: int, overwrite: bool) -> Path:
     """Return a built data-set folder for ``data``: ``phantom``, a manifest YAML, or a built folder."""
     data_path = Path(data)
     if str(data) == "phantom":
-        return build_dataset(PHANTOM_MANIFEST, layout.data, profile=profile, progress=progress, workers=workers)
+        return build_dataset(PHANTOM_MANIFEST, layout.data, profile=profile, progress=progress, workers=workers,
+                             overwrite=overwrite)
     if data_path.suffix in (".yaml", ".yml"):
         return build_dataset(data_path, layout.data, root=root, profile=profile, progress=progress,
-                             workers=workers)
+                             workers=workers, overwrite=overwrite)
     if (data_path / "dataset.json").exists():
         return data_path
     raise DatasetError(
@@ -210,6 +212,7 @@ def reproduce(
     root: str | Path | None = None,
     seed: int = 0,
     workers: int = 1,
+    overwrite: bool = False,
     progress: bool = False,
     only_run: str | None = None,
 ) -> dict[str, Path]:
@@ -224,15 +227,21 @@ def reproduce(
             discarded: a finished run is not trained again, and its evaluation is redone only when
             its checkpoint is newer than its ``metrics.json``.
         study: ``"bengs2021"`` or ``"lambert2021"`` (:data:`STUDIES`, see the module docstring).
-        experiments: ``bengs2021`` only: experiment names, Table 1 names or ``MODEL:NAME`` (default:
-            all 14 in Table 1 order, then :data:`TABLE1_BASELINES`).
+        experiments: ``bengs2021`` only: experiment names, Table 1 names or ``MODEL:NAME``, any
+            letter case (default ``None``: all 14 in Table 1 order, then :data:`TABLE1_BASELINES`);
+            an empty list or an empty name is refused.
         root: data root of a real manifest.
         seed: seed of every training run.
         workers: processes building the data set at once (see :func:`uadlab.data.dataset.build_dataset`;
             the output does not depend on it). Unused when ``data`` is an already built folder.
-        progress: show tqdm progress bars.
-        only_run: ``bengs2021`` only: train and evaluate this one run (a :func:`run_name`, e.g.
-            ``"2D-None@20"``) and stop, one line of a :func:`plan`; ``experiments`` is then ignored.
+        overwrite: replace outputs in ``out`` this function did not write (``table1.csv``,
+            ``table1.md`` without the ``reproduce.json`` it writes last), rebuild ``out/data``
+            (cheap, from the cache; repairs a damaged build), and restart a run or evaluation whose
+            config no longer matches. Finished runs with the same config are always kept.
+        progress: show tqdm progress bars (notebook bars in Jupyter): one over the runs, one per
+            training run (epochs) and one per prediction.
+        only_run: ``bengs2021`` only: train and evaluate this one run (``"2D-None"``, ``"2D-None@20"``,
+            ``"spatial-vae:3D-None"``) and stop, one line of a :func:`plan`; ``experiments`` is then ignored.
 
     Returns:
         Paths of the outputs: ``table1.csv``, ``table1.md``, ``figures``, ``runs`` (``bengs2021``), or
@@ -240,10 +249,13 @@ def reproduce(
         and ``evaluation``, the run's folders.
 
     Raises:
-        ValueError: an unknown study, experiment or run name, experiments or ``only_run`` given to
-            ``lambert2021``, or ``workers`` below 1.
+        ValueError: an unknown study, experiment or run name, an empty ``experiments`` or name,
+            experiments or ``only_run`` given to ``lambert2021``, or ``workers`` below 1.
         TypeError: ``workers`` is not an int.
         DatasetError: ``data`` is not a data set, or it has no lesion cohort to evaluate.
+        RunError: ``out`` is a file, or holds a ``table1.csv``/``table1.md`` that ``reproduce`` did
+            not write, without ``overwrite``; or a run there has another config, without ``overwrite``.
+        uadlab.errors.UadlabError: another process is writing ``out``.
     """
     prof = get_profile(profile)
     if study not in STUDIES:
@@ -253,27 +265,58 @@ def reproduce(
                          f"got {experiments!r}")
     if study != "bengs2021" and only_run is not None:
         raise ValueError(f"`only_run` must be None for study {study!r}, got {only_run!r}")
-    names = [*EXPERIMENTS, *TABLE1_BASELINES] if experiments is None else [parse_experiment(e).name for e in experiments]
+    if experiments is not None and (isinstance(experiments, str) or not list(experiments)
+                                    or any(not str(e).strip() for e in experiments)):
+        raise ValueError(f"`experiments` must name at least one experiment (None: all of Table 1), "
+                         f"got {experiments!r}")
+    names = ([*EXPERIMENTS, *TABLE1_BASELINES] if experiments is None
+             else list(dict.fromkeys(parse_experiment(e).name for e in experiments)))
     single = None if only_run is None else _parse_run_name(only_run, prof)
     layout = ResultsLayout(out)
+    _check_out(layout, overwrite)
+    if single is not None:  # one line of a plan, beside the others: only its run and evaluation are locked
+        data_dir = _resolve_data(data, layout, prof, Path(root) if root else None, progress, workers, overwrite)
+        run_dir, _ = train_and_evaluate(single[0], profile, data_dir, layout, fraction=single[1], seed=seed,
+                                        progress=progress, overwrite=overwrite)
+        return {"run": run_dir, "evaluation": layout.evaluation(*single)}
+    with folder_lock(layout.root):
+        _check_out(layout, overwrite)
+        return _reproduce(prof, profile, data, layout, study, names, root, seed, workers, overwrite, progress)
+
+
+def _check_out(layout: ResultsLayout, overwrite: bool) -> None:
+    """RunError unless ``layout.root`` is absent, a folder ``reproduce`` wrote, or one without its tables."""
+    out = layout.root
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out}: exists and is not a folder; choose another --out")
+    foreign = [name for name in ("dataset.json", "config.yaml", "checkpoint.pt") if (out / name).exists()]
+    if foreign:
+        what = "a built data set" if foreign[0] == "dataset.json" else "a training run"
+        raise RunError(f"{out}: holds {what} ({foreign[0]}); reproduce never writes into one, choose another --out")
+    tables = [path for path in (layout.table1_csv, layout.table1_md) if path.exists()]
+    if tables and not layout.record.exists() and not overwrite:
+        raise RunError(f"{tables[0]}: exists and was not written by `uadlab reproduce` (no {layout.record.name} "
+                       "beside it); pass overwrite=True (--overwrite) to replace it")
+
+
+def _reproduce(prof: Profile, profile: str | Profile, data: str | Path, layout: ResultsLayout, study: str,
+               names: list[str], root: str | Path | None, seed: int, workers: int, overwrite: bool,
+               progress: bool) -> dict[str, Path]:
+    """:func:`reproduce` once the output folder is checked and locked."""
     layout.root.mkdir(parents=True, exist_ok=True)
-    data_dir = _resolve_data(data, layout, prof, Path(root) if root else None, progress, workers)
+    data_dir = _resolve_data(data, layout, prof, Path(root) if root else None, progress, workers, overwrite)
     dataset = load_dataset(data_dir)
     if not dataset.lesion_cohorts:
         raise DatasetError(f"{data_dir}: no lesion cohort to evaluate on")
     if study == "lambert2021":
-        return _lambert2021(profile, data_dir, dataset, ResultsLayout(layout.root / study), seed, progress)
+        return _lambert2021(profile, data_dir, dataset, ResultsLayout(layout.root / study), seed, overwrite, progress)
 
-    if single is not None:
-        run_dir, _ = train_and_evaluate(single[0], profile, data_dir, layout, fraction=single[1], seed=seed,
-                                        progress=progress)
-        return {"run": run_dir, "evaluation": layout.evaluation(*single)}
     runs = _planned_runs(prof, names)
 
     rows, size_rows, subject_tables = [], [], {}
-    for experiment, fraction in runs:
+    for experiment, fraction in _runs_bar(runs, progress):
         _, metrics = train_and_evaluate(experiment, profile, data_dir, layout, fraction=fraction, seed=seed,
-                                        progress=progress)
+                                        progress=progress, overwrite=overwrite)
         for cohort, m in metrics["cohorts"].items():
             if fraction == 1.0:
                 rows.append({"experiment": experiment, "dataset": cohort,
@@ -300,12 +343,12 @@ def reproduce(
 
 
 def _lambert2021(profile: str | Profile, data_dir: Path, dataset, layout: ResultsLayout, seed: int,
-                 progress: bool) -> dict[str, Path]:
+                 overwrite: bool, progress: bool) -> dict[str, Path]:
     """Lambert et al.'s Table 1: four models with their loss, scored by their protocol and by Bengs et al.'s."""
     rows = []
     for experiment, label in LAMBERT_EXPERIMENTS.items():
         run_dir, ours = train_and_evaluate(experiment, profile, data_dir, layout, seed=seed, progress=progress,
-                                           loss="lambert")
+                                           overwrite=overwrite, loss="lambert")
         ours = ours["cohorts"]
         model = load_run(run_dir)[0]
         for cohort in dataset.lesion_cohorts:
@@ -321,8 +364,28 @@ def _lambert2021(profile: str | Profile, data_dir: Path, dataset, layout: Result
     return {"lambert2021.csv": csv, "lambert2021.md": md, "runs": layout.runs}
 
 
+def _runs_bar(runs: list, progress: bool) -> Any:
+    """``runs``, wrapped in a tqdm bar ("reproduce: runs", one step per run) when ``progress``."""
+    if not progress:
+        return runs
+    from tqdm.auto import tqdm
+
+    return tqdm(runs, desc="reproduce: runs", unit="run")
+
+
+def _train(config: TrainConfig, run_dir: Path, overwrite: bool, progress: bool) -> Path:
+    """Resume (or start) a run; with ``overwrite``, a run whose config differs is started afresh."""
+    try:
+        return train(config, run_dir, resume=True, progress=progress).run_dir
+    except RunError:
+        holds_run = any((run_dir / name).exists() for name in (RUN_CONFIG, RUN_CHECKPOINT))
+        if not (overwrite and holds_run):  # never discard a folder that holds something else
+            raise
+    return train(config, run_dir, overwrite=True, progress=progress).run_dir
+
+
 def train_and_evaluate(experiment: str, profile: str | Profile, data_dir: str | Path, layout: ResultsLayout, *,
-                       fraction: float = 1.0, seed: int = 0, progress: bool = False,
+                       fraction: float = 1.0, seed: int = 0, progress: bool = False, overwrite: bool = False,
                        **config: object) -> tuple[Path, dict]:
     """Train one run (resuming, or reusing a finished one) and evaluate it, in ``layout``'s folders.
 
@@ -339,6 +402,8 @@ def train_and_evaluate(experiment: str, profile: str | Profile, data_dir: str | 
         fraction: share of the healthy training split.
         seed: the run's seed.
         progress: tqdm bars.
+        overwrite: restart the run when its config differs from this one (otherwise a RunError);
+            a finished run with the same config is always kept.
         **config: further :class:`~uadlab.training.TrainConfig` fields (e.g. ``loss="lambert"``).
 
     Returns:
@@ -349,7 +414,7 @@ def train_and_evaluate(experiment: str, profile: str | Profile, data_dir: str | 
     """
     train_config = TrainConfig(experiment=experiment, profile=profile, data=str(data_dir), fraction=fraction,
                                seed=seed, **config)
-    run_dir = train(train_config, layout.run(experiment, fraction), resume=True, progress=progress).run_dir
+    run_dir = _train(train_config, layout.run(experiment, fraction), overwrite, progress)
     metrics_file = layout.metrics(experiment, fraction)
     if metrics_file.exists() and metrics_file.stat().st_mtime >= (run_dir / RUN_CHECKPOINT).stat().st_mtime:
         return run_dir, json.loads(metrics_file.read_text())

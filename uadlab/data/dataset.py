@@ -39,6 +39,7 @@ import multiprocessing
 import os
 import secrets
 import shutil
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -50,7 +51,7 @@ import pandas as pd
 import uadlab
 from uadlab._checks import check_int, check_path
 from uadlab._threads import limit_threads
-from uadlab.data.io import atomic_write, load_volume, save_volume
+from uadlab.data.io import atomic_write, folder_lock, load_volume, save_volume
 from uadlab.data.manifests import (
     SPLITS,
     Case,
@@ -73,7 +74,7 @@ from uadlab.data.preprocessing import (
     PreprocessingParams,
     preprocess,
 )
-from uadlab.errors import DatasetError
+from uadlab.errors import DatasetError, UadlabWarning
 from uadlab.profiles import Profile, get_profile
 
 __all__ = ["COLUMNS", "BuiltDataset", "Subject", "build_dataset", "load_dataset"]
@@ -150,8 +151,17 @@ def build_dataset(
     about 40/60).
 
     If ``out`` already holds a complete data set built from the same manifest text, root and
-    profile, it is returned untouched (no work at all). Subjects are independent (each has its own
-    seed), so ``workers`` processes build them in parallel into the very same files as one process.
+    profile, it is returned untouched (no work at all) unless ``overwrite`` is set, which always
+    rebuilds (cheaply, from the cache), so a damaged build is repaired. Subjects are independent
+    (each has its own seed), so ``workers`` processes build them in parallel into the very same
+    files as one process. ``out`` is locked (:func:`uadlab.data.io.folder_lock`) while it is built.
+
+    Real lesion cases whose lesion mask is empty, lies entirely outside the brain or holds labels
+    outside the documented set, and images that are all zero inside the brain, are refused
+    (:func:`uadlab.data.manifests.load_case`, the checks of ``uadlab data check``). A lesion that exists
+    but has no voxel left on the built grid (smaller than one output voxel) is kept with a
+    :class:`~uadlab.errors.UadlabWarning` and recorded under ``"warnings"`` in ``dataset.json``;
+    evaluation leaves such subjects out.
 
     Example:
         >>> out = build_dataset("data_manifests/phantom.yaml", "data/phantom", profile="smoke")  # doctest: +SKIP
@@ -163,8 +173,8 @@ def build_dataset(
         root: folder holding a real data set (and a phantom's real source brains, if it names any).
         profile: ``"smoke"``, ``"lab"``, ``"paper"`` or a :class:`~uadlab.profiles.Profile`; sets
             ``image_size``, ``spacing_mm`` and the phantom counts.
-        overwrite: replace an existing, different data set in ``out`` (the new one is built
-            completely before the old one is removed).
+        overwrite: rebuild and replace an existing data set in ``out``, the same or a different one
+            (the new one is built completely before the old one is removed).
         progress: show a tqdm progress bar.
         cache_dir: folder of the preprocessing cache; ``None`` means
             :func:`uadlab.data.preprocessing.default_cache_dir`.
@@ -172,7 +182,8 @@ def build_dataset(
             cores); each loads its own copy of the source brains (about 5 s at 2 mm). They are
             started with Python's ``spawn`` method, so a script calling this with ``workers > 1``
             must guard its top level with ``if __name__ == "__main__":`` (notebooks and the CLI
-            need nothing).
+            need nothing). More than the usable cores (``os.sched_getaffinity``) is capped at
+            them with a :class:`~uadlab.errors.UadlabWarning`.
 
     Returns:
         ``out`` as a :class:`~pathlib.Path`.
@@ -182,9 +193,10 @@ def build_dataset(
         ValueError: unknown profile, ``workers`` below 1, or ``root`` missing for a real manifest.
         uadlab.errors.ManifestError: the manifest is invalid or files it names are missing.
         uadlab.errors.VolumeError: an input volume is unreadable, or an image and its masks do not
-            share one grid, or a brain mask is empty.
+            share one grid, or a brain mask, image or lesion mask is empty or out of place (above).
         uadlab.errors.DatasetError: ``out`` exists and holds something else, without ``overwrite``;
             or ``out`` is a file or a non-empty folder that is not a data set (never replaced).
+        uadlab.errors.UadlabError: another process is building into ``out``.
     """
     manifest_path = check_path("manifest_path", manifest_path)
     out = check_path("out", out)
@@ -205,39 +217,76 @@ def build_dataset(
         "manifest_sha256": manifest_sha, "profile": profile.name,
         "root": str(root.resolve()) if uses_root and root is not None else None, "preprocessing": params.to_dict(),
     }
-    if out.exists() and _same_build(out, identity):
-        return out
-    _check_replaceable(out, overwrite)
+    if manifest.kind == "real" and root is None:
+        raise ValueError(f"`root` must be the folder of the real data set {manifest.name!r}, got None")
+    with folder_lock(out):
+        if not overwrite and out.exists() and _same_build(out, identity):
+            return out
+        _check_replaceable(out, overwrite)
+        if manifest.kind == "phantom":
+            items, seed = _phantom_items(manifest, profile, root), int(manifest.phantom.seed)
+        else:
+            items, seed = _real_items(manifest, root), None
+        workers = _usable_workers(workers, len(items))
+        _build_into(out, items, manifest, manifest_path, identity, profile, params, seed, cache, workers,
+                    progress)
+    return out
 
-    if manifest.kind == "phantom":
-        items, seed = _phantom_items(manifest, profile, root), int(manifest.phantom.seed)
-    else:
-        if root is None:
-            raise ValueError(f"`root` must be the folder of the real data set {manifest.name!r}, got None")
-        items, seed = _real_items(manifest, root), None
 
+def _usable_workers(workers: int, n_items: int) -> int:
+    """``workers`` capped at the usable CPU cores (with a warning) and at the number of subjects."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity mask
+        cores = os.cpu_count() or 1
+    if workers > cores:
+        warnings.warn(f"workers={workers} (--workers) is more than the {cores} usable CPU core(s); using {cores}",
+                      UadlabWarning, stacklevel=3)
+        workers = cores
+    return max(1, min(workers, n_items))
+
+
+def _build_into(out: Path, items: list[_Item], manifest: Manifest, manifest_path: Path, identity: dict,
+                profile: Profile, params: PreprocessingParams, seed: int | None, cache: PreprocessCache,
+                workers: int, progress: bool) -> None:
+    """Build every item into ``out.partial-<random>``, then rename it to ``out`` (the lock is held)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f"{out.name}.partial-{secrets.token_hex(4)}")
     partial.mkdir()
     try:
-        build = functools.partial(_build_item, folder=partial, cache=cache, params=params)
+        build = functools.partial(_build_item_reporting, folder=partial, cache=cache, params=params)
         if workers == 1:
-            rows = [build(item) for item in _progress(items, progress, manifest.name)]
+            results = [build(item) for item in _progress(items, progress, manifest.name)]
         else:  # "spawn": a fork of a process that runs torch or OpenMP threads can deadlock
             with ProcessPoolExecutor(int(workers), mp_context=multiprocessing.get_context("spawn"),
                                      initializer=_worker_threads, initargs=(int(workers),)) as pool:
-                rows = list(_progress(pool.map(build, items), progress, manifest.name, total=len(items)))
+                results = list(_progress(pool.map(build, items), progress, manifest.name, total=len(items)))
+        rows = [row for row, _ in results]
+        for message in dict.fromkeys(m for _, messages in results for m in messages):  # a worker's, here
+            warnings.warn(message, UadlabWarning, stacklevel=3)
         table = pd.DataFrame(rows, columns=list(COLUMNS))
         with atomic_write(partial / _TABLE) as tmp:
             table.to_csv(tmp, index=False)
         info = _info(manifest, manifest_path, identity, profile, params, seed, table, items)
+        info["warnings"] = _lesion_warnings(table, items)
+        for message in info["warnings"]:
+            warnings.warn(f"{out}: {message}", UadlabWarning, stacklevel=3)
         with atomic_write(partial / _INFO) as tmp:  # written last: marks the folder complete
             tmp.write_text(json.dumps(info, indent=2) + "\n")
         _swap_into_place(partial, out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return out
+
+
+def _lesion_warnings(table: pd.DataFrame, items: list[_Item]) -> list[str]:
+    """One line per lesion subject whose lesion vanished on the built grid (smaller than a voxel
+    there): kept, recorded in ``dataset.json`` and left out of DICE by :mod:`uadlab.evaluation`.
+    """
+    roles = {item.subject_id: item.role for item in items}
+    lost = table[(table["subject_id"].map(roles) == "lesion") & (table["lesion_voxels"] == 0)]
+    return [f"{row.subject_id} ({row.cohort}): lesion of {row.lesion_volume_mm3:.0f} mm^3 has no voxel on the "
+            f"built grid; it is not scored" for row in lost.itertuples()]
 
 
 def _real_items(manifest: Manifest, root: Path) -> list[_Item]:
@@ -256,7 +305,7 @@ def _real_items(manifest: Manifest, root: Path) -> list[_Item]:
         items.append(_Item(
             subject_id=case.subject_id, cohort=case.cohort, role=case.role, split=case.split,
             source=_relative_source(case.image, root), key=key,
-            compute=lambda params, case=case: _preprocess_case(case, params),
+            compute=functools.partial(_preprocess_case, case),  # picklable, for worker processes
         ))
     return items
 
@@ -333,6 +382,20 @@ class _LazySources:
         if self._brains is None:
             self._brains = load_sources(self.paths, voxel_mm=self.voxel_mm)
         return self._brains
+
+
+def _build_item_reporting(item: _Item, folder: Path, cache: PreprocessCache,
+                          params: PreprocessingParams) -> tuple[dict, list[str]]:
+    """:func:`_build_item`, and the :class:`~uadlab.errors.UadlabWarning` messages it raised, so that
+    the parent process reports them (a worker's own stderr would show them in Python's raw format).
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UadlabWarning)
+        row = _build_item(item, folder, cache, params)
+    for warning in caught:
+        if not issubclass(warning.category, UadlabWarning):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return row, [str(w.message) for w in caught if issubclass(w.category, UadlabWarning)]
 
 
 def _build_item(item: _Item, folder: Path, cache: PreprocessCache, params: PreprocessingParams) -> dict:

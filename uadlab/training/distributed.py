@@ -14,8 +14,8 @@ copy (a *rank*) sees the environment variables torchrun sets (``WORLD_SIZE``, ``
   compute it), and averages BatchNorm's running statistics after each epoch
   (:func:`average_buffers`), so that every rank holds identical weights, validates identically and
   takes the same early-stopping decision;
-- lets rank 0 alone write ``config.yaml``, ``checkpoint.pt`` and ``history.csv``; a resume loads the
-  same checkpoint on every rank.
+- lets rank 0 alone lock the run folder and write ``config.yaml``, ``checkpoint.pt`` and
+  ``history.csv``; a resume loads the same checkpoint on every rank.
 
 What differs from one process: BatchNorm normalises each rank's shard with that shard's statistics
 (as ``DistributedDataParallel`` without ``SyncBatchNorm`` does), and the erasing and latent draws
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["Context", "setup", "shard", "average_gradients", "average_buffers", "all_sum"]
+__all__ = ["Context", "setup", "launched_rank", "shard", "average_gradients", "average_buffers", "all_sum"]
 
 
 class Context:
@@ -62,6 +62,12 @@ class Context:
         """Wait for every rank (no-op with one process)."""
         if self.active:
             dist.barrier()
+
+
+def launched_rank() -> int:
+    """This process's rank as torchrun announces it (``RANK``; 0 without torchrun), before :func:`setup`."""
+    value = os.environ.get("RANK", "").strip()
+    return int(value) if value.isdigit() and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else 0
 
 
 def setup(device: torch.device) -> tuple[Context, torch.device]:
