@@ -690,3 +690,13 @@ def test_a_run_from_before_the_model_registry_loads_and_resumes(tmp_path, arrays
     torch.testing.assert_close(model.state_dict()["to_mu.weight"], checkpoint["best_model"]["to_mu.weight"])
     resumed = _run(config, tmp_path / "run", arrays, resume=True)
     assert resumed.finished and len(resumed.history) == 2
+
+
+def test_a_named_profile_and_the_same_profile_object_are_one_run(tmp_path, arrays):
+    named = _config(max_epochs=2)
+    _run(named, tmp_path / "run", arrays, _stop_after_epoch=1)
+    same = dataclasses.replace(named, profile=named.resolved_profile)  # what a lab passes
+    assert _run(same, tmp_path / "run", arrays, resume=True).finished
+    other = dataclasses.replace(named, profile=dataclasses.replace(named.resolved_profile, latent_3d=7))
+    with pytest.raises(RunError, match="config differs in profile"):
+        _run(other, tmp_path / "run", arrays, resume=True)

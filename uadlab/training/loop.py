@@ -814,8 +814,12 @@ def _check_same_config(stored: TrainConfig, given: TrainConfig, run_dir: Path) -
 
     ``batch_size``, ``max_epochs`` and ``patience`` are compared as resolved, so that a run started
     with the profile's values resumes under the same command, and refuses to when the profile changed.
+    ``profile`` is compared as the :class:`~uadlab.profiles.Profile` it names: a named profile and an
+    identical ``Profile`` object (what the labs pass) are the same run.
     """
     def value(config: TrainConfig, name: str) -> Any:
+        if name == "profile":
+            return config.resolved_profile
         return config.resolved(name) if name in _PROFILE_FIELDS else getattr(config, name)
 
     free = _RESUME_FREE_FIELDS + (("precision",) if given.precision is None else ())  # None: keep the run's
