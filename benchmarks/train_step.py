@@ -125,13 +125,15 @@ def main(argv: list[str] | None = None) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"device {device} ({name}), torch {torch.__version__}, torch threads {torch.get_num_threads()}, "
-          f"cores {usable} usable of {os.cpu_count()}, precision {args.precision}, input {args.image_size}^3 (3D) / {args.image_size}^2 (2D), "
+          f"cores {usable} usable of {os.cpu_count()}, precision {args.precision}, "
+          f"input {args.image_size}^3 (3D) / {args.image_size}^2 (2D), "
           f"{args.steps} timed steps after {args.warmup} warm-up")
     print(_table(rows))
     for i, profile_name in enumerate(_PROFILES):
         three, two = rows[2 * i], rows[2 * i + 1]
+        flops_per_voxel = [row["GFLOP/step"] / row["batch"] / args.image_size**dims for row, dims in ((three, 3), (two, 2))]
         print(f"{profile_name}: 3D/2D voxels/s = {three['voxels/s'] / two['voxels/s']:.3g}, "
-              f"3D/2D FLOPs per voxel = {(three['GFLOP/step'] / three['batch'] / args.image_size**3) / (two['GFLOP/step'] / two['batch'] / args.image_size**2):.3g}")
+              f"3D/2D FLOPs per voxel = {flops_per_voxel[0] / flops_per_voxel[1]:.3g}")
 
 
 if __name__ == "__main__":

@@ -13,12 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_training import TINY, _blobs  # tests/ is on sys.path under pytest
 
 from uadlab.training import distributed
 from uadlab.training import loop as training
 from uadlab.training.loop import TrainConfig
-
-from test_training import TINY, _blobs  # tests/ is on sys.path under pytest
 
 # One process and two processes at the same global batch differ in BatchNorm's per-shard statistics
 # and in the latent and erasing draws; on these 16³ blobs, 3 epochs at lr 1e-2 take the healthy

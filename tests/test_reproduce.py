@@ -59,7 +59,8 @@ def test_every_run_and_figure_is_written(results):
 @pytest.mark.slow
 def test_rerun_neither_retrains_nor_reevaluates(results, tiny_profile, capsys):
     out, outputs = results
-    stamps = {p: p.stat().st_mtime_ns for p in [*out.glob("runs/*/checkpoint.pt"), *out.glob("evaluation/*/metrics.json")]}
+    files = [*out.glob("runs/*/checkpoint.pt"), *out.glob("evaluation/*/metrics.json")]
+    stamps = {p: p.stat().st_mtime_ns for p in files}
     table = outputs["table1.csv"].read_text()
     reproduce(tiny_profile, "phantom", out, experiments=EXPERIMENTS, progress=True)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
@@ -137,7 +138,8 @@ def test_another_model_trains_resumes_and_evaluates_from_the_command_line(result
     assert "finished after 2 epoch(s)" in capsys.readouterr().out
     same = ["-q", "train", "--experiment", "spatial-vae:3D-None", *args[5:], "--resume"]
     assert main(same) == 0  # the prefix spelling is the same run
-    assert main(["-q", "evaluate", "--run", str(run), "--data", str(out / "data"), "--out", str(tmp_path / "eval")]) == 0
+    evaluate = ["-q", "evaluate", "--run", str(run), "--data", str(out / "data"), "--out", str(tmp_path / "eval")]
+    assert main(evaluate) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["experiment"] == "spatial-vae:3D-None" and set(metrics["cohorts"]) == {"tumour", "stroke"}
     assert main(["-q", *args[:2], "dense-vae", *args[3:], "--resume"]) == 2  # another model: refused

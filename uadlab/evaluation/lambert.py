@@ -123,8 +123,8 @@ def lambert_scores(maps: Mapping[str, SubjectMaps] | Sequence[SubjectMaps], *, s
                           "Lambert et al.'s range (their residuals were smaller)", UserWarning, stacklevel=2)
     brains = crop(scored_ids, "brain_mask")
     labels = crop(scored_ids, "lesion_mask")
-    errors = np.concatenate([np.abs(image - recon)[brain]
-                             for image, recon, brain in zip(crop(scored_ids, "image"), crop(scored_ids, "recon"), brains)])
+    errors = np.concatenate([np.abs(image - recon)[brain] for image, recon, brain
+                             in zip(crop(scored_ids, "image"), crop(scored_ids, "recon"), brains)])
     result = {"threshold": threshold, "mae": float(errors.mean()) if errors.size else nan,
               "n_threshold": len(fit_ids), "n_scored": len(scored_ids)}
     if math.isnan(threshold):

@@ -48,7 +48,8 @@ def autocast(precision: str, device: str | torch.device) -> contextlib.AbstractC
 
 def bf16_supported(device: str | torch.device) -> bool:
     """Whether ``device`` runs bfloat16 natively: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or
-    AMX (what oneDNN's bf16 kernels need; without them bf16 is emulated and slower than float32)."""
+    AMX (what oneDNN's bf16 kernels need; without them bf16 is emulated and slower than float32).
+    """
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()

@@ -199,7 +199,8 @@ class TrainConfig:
 
     def resolved_precision(self, device: str | torch.device | None = None) -> str:
         """``precision``, else the profile's, else :func:`default_precision` of ``device`` (``None``:
-        this config's device)."""
+        this config's device).
+        """
         if self.precision is not None:
             return self.precision
         if self.resolved_profile.precision is not None:
@@ -746,7 +747,8 @@ def _check_arrays(images: np.ndarray, brain_masks: np.ndarray, val_images: np.nd
 
 def _epoch_rng(seed: int, epoch: int, rank: int | None = None) -> np.random.Generator:
     """The generator of one epoch (shuffling, erasing, latent seed), derived from ``(seed, epoch)``;
-    with ``rank``, a rank's own erasing generator under ``torchrun``."""
+    with ``rank``, a rank's own erasing generator under ``torchrun``.
+    """
     return np.random.default_rng([seed, epoch] if rank is None else [seed, epoch, rank])
 
 
