@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     print(_table(rows))
     for i, profile_name in enumerate(_PROFILES):
         three, two = rows[2 * i], rows[2 * i + 1]
-        flops_per_voxel = [row["GFLOP/step"] / row["batch"] / args.image_size**dims for row, dims in ((three, 3), (two, 2))]
+        flops_per_voxel = [row["GFLOP/step"] / row["batch"] / args.image_size**dims
+                           for row, dims in ((three, 3), (two, 2))]
         print(f"{profile_name}: 3D/2D voxels/s = {three['voxels/s'] / two['voxels/s']:.3g}, "
               f"3D/2D FLOPs per voxel = {flops_per_voxel[0] / flops_per_voxel[1]:.3g}")
 
