@@ -29,6 +29,7 @@ lab: $(STAMP)
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/train_epoch.py
 	$(BIN)/python benchmarks/metrics.py
 	$(BIN)/python benchmarks/data_build.py
 

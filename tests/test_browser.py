@@ -106,12 +106,14 @@ def lab_server(tmp_path_factory, chromium_path):
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(values))
     port, token = _free_port(), os.urandom(16).hex()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    python_path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = {**os.environ, "PYTHONPATH": python_path,
            "JUPYTER_CONFIG_DIR": str(root / "config"), "JUPYTER_RUNTIME_DIR": str(root / "runtime"),
            "JUPYTER_DATA_DIR": str(root / "data"),
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-               f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root / 'notebooks'}",
+    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+               f"--ServerApp.port={port}", f"--IdentityProvider.token={token}",
+               f"--ServerApp.root_dir={root / 'notebooks'}",
                "--LabApp.expose_app_in_browser=True", f"--LabApp.user_settings_dir={settings}",
                f"--LabApp.workspaces_dir={root / 'workspaces'}", "--LabApp.news_url=None",
                "--ServerApp.port_retries=0"]
@@ -183,16 +185,18 @@ class LabPage:
             f"""() => {{
                 {self._panel}
                 const cells = panel.content.model.cells;
-                const codes = Array.from({{length: cells.length}}, (_, i) => cells.get(i)).filter(c => c.type === 'code');
-                return panel.sessionContext.kernelDisplayStatus === 'idle' && codes.every(c => c.executionCount !== null);
+                const codes = Array.from({{length: cells.length}}, (_, i) => cells.get(i))
+                    .filter(c => c.type === 'code');
+                return panel.sessionContext.kernelDisplayStatus === 'idle'
+                    && codes.every(c => c.executionCount !== null);
             }}""", timeout=RUN_ALL_TIMEOUT_S * 1000, polling=1000)
         return time.monotonic() - start
 
     def wait_idle(self) -> None:
         """Wait until the kernel has handled every queued request (e.g. the redraws of a widget)."""
         self.page.wait_for_timeout(300)
-        self.page.wait_for_function(f"() => {{ {self._panel} return panel.sessionContext.kernelDisplayStatus === 'idle'; }}",
-                                    timeout=60_000)
+        idle = f"() => {{ {self._panel} return panel.sessionContext.kernelDisplayStatus === 'idle'; }}"
+        self.page.wait_for_function(idle, timeout=60_000)
         self.page.wait_for_timeout(500)
 
     def model(self) -> dict:
@@ -322,7 +326,8 @@ def test_widget_controls_are_comfortable_in_a_1280_px_window(lab):
                 .map(el => el.getBoundingClientRect().width),
             toggles: Array.from(document.querySelectorAll('.widget-toggle-buttons .widget-toggle-button'))
                 .map(el => el.parentElement).filter((el, i, all) => all.indexOf(el) === i)
-                .map(group => new Set(Array.from(group.children).map(b => Math.round(b.getBoundingClientRect().top))).size),
+                .map(group => new Set(Array.from(group.children)
+                    .map(b => Math.round(b.getBoundingClientRect().top))).size),
             labels: Array.from(document.querySelectorAll('.widget-toggle-buttons')).map(widget => {
                 const label = widget.querySelector('.widget-label').getBoundingClientRect();
                 const button = widget.querySelector('.widget-toggle-button').getBoundingClientRect();

@@ -14,10 +14,11 @@ Subcommands::
     uadlab data build --manifest M [--root R] --out DIR [--profile P] [--workers N] [--overwrite]
     uadlab data check --manifest M --root R | --study S.yaml
     uadlab data fetch ixi --out DIR
-    uadlab train --experiment NAME [--model M] --data DIR --profile P --out runs/NAME [--fraction F] [--seed S] [--resume] [--overwrite]
+    uadlab train --experiment NAME [--model M] --data DIR --profile P --out runs/NAME [--fraction F] [--seed S]
+                 [--precision 32|bf16-mixed|16-mixed] [--compile] [--resume] [--overwrite]
     uadlab evaluate --run runs/NAME --data DIR [--val-data DIR2] --out OUT
     uadlab reproduce --profile P --data phantom|DIR --out results/ [--study S] [--experiments A,B] [--seed S]
-                     [--workers N] [--overwrite]
+                     [--workers N] [--overwrite] [--plan | --only-run NAME]
     uadlab reproduce --study studies/paper_real.yaml --out results/ [--profile P] [--experiments A,B] [--seeds 0,1,2]
     uadlab notebooks run --profile P --out DIR
 """
@@ -30,6 +31,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from uadlab._threads import limit_threads
 from uadlab.errors import UadlabError, UadlabWarning
 
 __all__ = ["main"]
@@ -100,9 +102,13 @@ def _train(args: argparse.Namespace) -> None:
         experiment=args.experiment if args.model is None else parse_experiment(args.experiment, model=args.model).name,
         profile=args.profile, data=str(args.data), fraction=args.fraction,
         seed=args.seed, loss=args.loss, device=args.device, max_epochs=args.max_epochs,
+        precision=args.precision, compile=args.compile,
     )
-    result = train(config, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
-    print(result.summary())
+    main_rank = os.environ.get("RANK", "0") in ("", "0")  # under torchrun, rank 0 alone reports
+    result = train(config, args.out, resume=args.resume, overwrite=args.overwrite,
+                   progress=main_rank and not args.quiet)
+    if main_rank:
+        print(result.summary())
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -123,10 +129,10 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _reproduce(args: argparse.Namespace) -> None:
-    from uadlab.reproduce import reproduce
+    from uadlab.reproduce import plan, reproduce
     from uadlab.studies import is_study_file
 
-    experiments = args.experiments.split(",") if args.experiments else None
+    experiments = None if args.experiments is None else args.experiments.split(",")
     seeds = _seed_list(args.seeds) if args.seeds else None
     if is_study_file(args.study) or (seeds is not None and len(seeds) > 1):
         from uadlab.studies import PHANTOM_STUDY, run_study
@@ -134,13 +140,20 @@ def _reproduce(args: argparse.Namespace) -> None:
         if not is_study_file(args.study) and (args.study != "bengs2021" or args.data != "phantom"):
             raise ValueError("several --seeds need a study file (--study FILE.yaml), or the default bengs2021 "
                              "study on --data phantom")
+        if args.plan or args.only_run:
+            raise ValueError("--plan and --only-run are for the built-in studies, not a study file or --seeds")
         study = args.study if is_study_file(args.study) else PHANTOM_STUDY
         outputs = run_study(study, args.out, profile=args.profile, experiments=experiments, seeds=seeds,
                             workers=args.workers, progress=not args.quiet)
     else:
+        seed = seeds[0] if seeds else args.seed
+        if args.plan:
+            print("\n".join(plan(profile=args.profile or "smoke", data=args.data, out=args.out, study=args.study,
+                                 experiments=experiments, root=args.root, seed=seed, workers=args.workers)))
+            return
         outputs = reproduce(profile=args.profile or "smoke", data=args.data, out=args.out, study=args.study,
-                            experiments=experiments, root=args.root, seed=seeds[0] if seeds else args.seed,
-                            workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)
+                            experiments=experiments, root=args.root, seed=seed, workers=args.workers,
+                            overwrite=args.overwrite, progress=not args.quiet, only_run=args.only_run)
     for name, path in outputs.items():
         print(f"{name}: {path}")
 
@@ -200,6 +213,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--loss", default="elbo", choices=["elbo", "lambert"])
     train.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
     train.add_argument("--max-epochs", type=int, default=None, help="override the profile's epoch limit")
+    train.add_argument("--precision", default=None, choices=["32", "bf16-mixed", "16-mixed"],
+                       help="numeric precision of training and inference (default: the profile's, else "
+                            "bf16-mixed where the device runs bfloat16 natively, else 32)")
+    train.add_argument("--compile", action="store_true", help="run the VAE through torch.compile")
     train.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
     train.add_argument("--overwrite", action="store_true", help="discard an existing run in --out")
     train.set_defaults(func=_train)
@@ -231,6 +248,11 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--overwrite", action="store_true",
                            help="replace a table1.* in OUT that reproduce did not write, rebuild OUT/data, and "
                                 "restart runs whose config differs (finished runs with the same config are kept)")
+    reproduce.add_argument("--plan", action="store_true",
+                           help="print the study as shell commands for a job runner (data, one per run, "
+                                "collect) and exit")
+    reproduce.add_argument("--only-run", default=None, metavar="NAME",
+                           help="train and evaluate one run of the study, e.g. 2D-None@20 (a --plan line)")
     reproduce.set_defaults(func=_reproduce)
 
     notebooks = sub.add_parser("notebooks", help="run the notebooks").add_subparsers(dest="action", required=True)
@@ -249,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.debug:
             warnings.showwarning = _show_warning
         try:
+            # One thread budget per process; `data build` leaves torch unimported (its workers share cores).
+            limit_threads(torch_threads=args.command != "data")
             code = args.func(args) or 0  # a subcommand may return an exit code (data check: 1)
         except BrokenPipeError:
             return _broken_pipe()

@@ -70,7 +70,7 @@ class Lab:
         """The first lesion cohort, used for the labs' examples."""
         return self.dataset.lesion_cohorts[0]
 
-    def train(self, experiment: str, fraction: float = 1.0, **config: Any) -> Any:
+    def train(self, experiment: str, fraction: float = 1.0, *, progress: bool = False, **config: Any) -> Any:
         """Train ``experiment`` into the shared runs folder, or return the finished run (resumes a stopped one).
 
         Returns:
@@ -80,22 +80,28 @@ class Lab:
 
         train_config = TrainConfig(experiment=experiment, profile=self.profile, data=str(self.dataset.root),
                                    fraction=fraction, seed=self.seed, **config)
-        return train(train_config, self.layout.run(experiment, fraction), resume=True)
+        return train(train_config, self.layout.run(experiment, fraction), resume=True, progress=progress)
 
-    def evaluate(self, experiment: str, fraction: float = 1.0, **config: Any) -> dict:
+    def evaluate(self, experiment: str, fraction: float = 1.0, *, progress: bool = False, **config: Any) -> dict:
         """Train (or reuse) and evaluate ``experiment``; returns its ``metrics.json`` content."""
         from uadlab.reproduce import train_and_evaluate
 
         return train_and_evaluate(experiment, self.profile, self.dataset.root, self.layout, fraction=fraction,
-                                  seed=self.seed, **config)[1]
+                                  seed=self.seed, progress=progress, **config)[1]
+
+    def subjects(self, experiment: str, fraction: float = 1.0) -> Any:
+        """The per-subject table (``subjects.csv``) of an evaluated run, as a DataFrame."""
+        import pandas as pd
+
+        return pd.read_csv(self.layout.subjects(experiment, fraction))
 
     def model(self, experiment: str, fraction: float = 1.0) -> Any:
-        """The trained model of a run (best epoch, eval mode)."""
+        """The trained model of a run (best epoch, eval mode); the run is trained first if it is not."""
         from uadlab.training import load_run
 
-        return load_run(self.layout.run(experiment, fraction))[0]
+        return load_run(self.train(experiment, fraction).run_dir)[0]
 
-    def data_size_study(self, experiments: Sequence[str]) -> Any:
+    def data_size_study(self, experiments: Sequence[str], *, progress: bool = False) -> Any:
         """Fig. 5: each experiment trained on each of the profile's fractions and evaluated.
 
         Returns:
@@ -103,7 +109,8 @@ class Lab:
         """
         from uadlab.evaluation.analysis import data_size_table
 
-        return data_size_table([(e, f, self.evaluate(e, f)) for e in experiments for f in self.profile.fractions])
+        return data_size_table([(e, f, self.evaluate(e, f, progress=progress))
+                                for e in experiments for f in self.profile.fractions])
 
     def best_experiment(self, experiments: Sequence[str]) -> str:
         """The experiment with the highest DICE_D averaged over the lesion cohorts (trained and evaluated if needed)."""
