@@ -301,3 +301,5 @@ def test_reproduce_seed_and_study_arguments(tmp_path, capsys, monkeypatch):
     assert main(["reproduce", "--out", str(tmp_path / "out"), "--study", str(PAPER_REAL), "--seeds", "1,1"]) == 2
     assert "`seeds` must be distinct integers in [0, 2**32), at least one, got [1, 1]" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    assert main(["reproduce", "--out", str(tmp_path / "out"), "--study", str(PAPER_REAL), "--plan"]) == 2
+    assert "--plan and --only-run are for the built-in studies" in capsys.readouterr().err
