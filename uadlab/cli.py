@@ -12,7 +12,7 @@ Subcommands::
     uadlab data check --manifest M --root R
     uadlab train --experiment NAME [--model M] --data DIR --profile P --out runs/NAME [--fraction F] [--seed S] [--resume] [--overwrite]
     uadlab evaluate --run runs/NAME --data DIR [--val-data DIR2] --out OUT
-    uadlab reproduce --profile P --data phantom|DIR --out results/ [--study S] [--experiments A,B] [--seed S] [--workers N]
+    uadlab reproduce --profile P --data phantom|DIR --out results/ [--study S] [--experiments A,B] [--seed S] [--workers N] [--labelled-cases K]
     uadlab notebooks run --profile P --out DIR
 """
 
@@ -85,7 +85,7 @@ def _reproduce(args: argparse.Namespace) -> None:
     experiments = args.experiments.split(",") if args.experiments else None
     outputs = reproduce(profile=args.profile, data=args.data, out=args.out, study=args.study, experiments=experiments,
                         root=args.root, seed=args.seed, workers=args.workers,
-                        progress=not args.quiet)
+                        labelled_cases=args.labelled_cases, progress=not args.quiet)
     for name, path in outputs.items():
         print(f"{name}: {path}")
 
@@ -150,12 +150,16 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--root", type=Path, default=None, help="data root for a real manifest")
     reproduce.add_argument("--out", type=Path, default=Path("results"))
     reproduce.add_argument("--study", default="bengs2021",
-                           help="bengs2021 (Table 1, Figs. 4-7; default) or lambert2021 (spatial vs dense VAEs)")
+                           help="bengs2021 (Table 1, Figs. 4-7; default), lambert2021 (spatial vs dense VAEs) or "
+                                "behrendt2024 (reconstruction + supervised segmenter)")
     reproduce.add_argument("--experiments", default=None,
                            help="bengs2021: comma-separated subset, e.g. 3D-Cube-n,2D-None,spatial-vae:3D-None")
     reproduce.add_argument("--seed", type=int, default=0, help="seed of every training run")
     reproduce.add_argument("--workers", type=int, default=1,
                            help="processes building the data set at once (default: 1)")
+    reproduce.add_argument("--labelled-cases", type=int, default=2, metavar="K",
+                           help="behrendt2024: labelled validation cases per lesion cohort for the weakly "
+                                "supervised segmenter (default: 2; 0: none)")
     reproduce.set_defaults(func=_reproduce)
 
     notebooks = sub.add_parser("notebooks", help="run the notebooks").add_subparsers(dest="action", required=True)

@@ -8,6 +8,10 @@ Studies (``--study``):
   Table 1), all trained with their collapse-robust loss, scored with their protocol
   (:mod:`uadlab.evaluation.lambert`) and with Bengs et al.'s; written to ``OUT/lambert2021/``
   (``lambert2021.csv``, ``lambert2021.md``, its runs and evaluations), on the data set in ``OUT/data``.
+- ``behrendt2024``: Behrendt et al. 2024, reconstruction alone (dense VAE, spatial VAE, DDPM) against
+  reconstruction plus a supervised segmenter trained on synthetic anomalies, weakly supervised with
+  ``labelled_cases`` labelled validation cases per lesion cohort, and on an unseen pathology
+  (:mod:`uadlab.behrendt2024`); written to ``OUT/behrendt2024/``.
 
 ``uadlab reproduce --profile smoke|lab|paper --data phantom|DIR --out results/`` runs, in order:
 
@@ -35,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from uadlab import behrendt2024
 from uadlab.viz import figures as viz
 from uadlab.evaluation import analysis
 from uadlab.data.dataset import build_dataset, load_dataset
@@ -64,7 +69,7 @@ TABLE1_BASELINES: tuple[str, ...] = ("mean-image:3D-None",)
 LAMBERT_EXPERIMENTS: dict[str, str] = {"spatial-vae:2D-None": "Spatial 2D", "spatial-vae:3D-None": "Spatial 3D",
                                        "2D-None": "Dense 2D", "3D-None": "Dense 3D"}
 #: The studies ``reproduce`` runs.
-STUDIES: tuple[str, ...] = ("bengs2021", "lambert2021")
+STUDIES: tuple[str, ...] = ("bengs2021", "lambert2021", "behrendt2024")
 
 _TABLE1_COLUMNS = ["experiment", "dataset", "dice_d", "dice_s_mean", "dice_s_std", "auprc", "threshold"]
 
@@ -96,6 +101,7 @@ def reproduce(
     root: str | Path | None = None,
     seed: int = 0,
     workers: int = 1,
+    labelled_cases: int = behrendt2024.DEFAULT_LABELLED_CASES,
     progress: bool = False,
 ) -> dict[str, Path]:
     """Run a whole study: by default Table 1 and Figs. 4–7 of Bengs et al. 2021 (Sec. 3).
@@ -108,18 +114,22 @@ def reproduce(
         out: output folder; existing data, runs and evaluations inside it are reused, never
             discarded: a finished run is not trained again, and its evaluation is redone only when
             its checkpoint is newer than its ``metrics.json``.
-        study: ``"bengs2021"`` or ``"lambert2021"`` (:data:`STUDIES`, see the module docstring).
+        study: ``"bengs2021"``, ``"lambert2021"`` or ``"behrendt2024"`` (:data:`STUDIES`, see the
+            module docstring).
         experiments: ``bengs2021`` only: experiment names, Table 1 names or ``MODEL:NAME`` (default:
             all 14 in Table 1 order, then :data:`TABLE1_BASELINES`).
         root: data root of a real manifest.
         seed: seed of every training run.
         workers: processes building the data set at once (see :func:`uadlab.data.dataset.build_dataset`;
             the output does not depend on it). Unused when ``data`` is an already built folder.
+        labelled_cases: ``behrendt2024`` only: labelled validation cases per lesion cohort for the
+            weakly supervised segmenter (0: none).
         progress: show tqdm progress bars.
 
     Returns:
-        Paths of the outputs: ``table1.csv``, ``table1.md``, ``figures``, ``runs`` (``bengs2021``), or
-        ``lambert2021.csv``, ``lambert2021.md``, ``runs`` (``lambert2021``).
+        Paths of the outputs: ``table1.csv``, ``table1.md``, ``figures``, ``runs`` (``bengs2021``),
+        ``lambert2021.csv``, ``lambert2021.md``, ``runs`` (``lambert2021``), or ``behrendt2024.csv``,
+        ``behrendt2024.md``, ``runs``, ``segmenters`` (``behrendt2024``).
 
     Raises:
         ValueError: an unknown study or experiment name, experiments given to ``lambert2021``, or
@@ -142,6 +152,9 @@ def reproduce(
         raise DatasetError(f"{data_dir}: no lesion cohort to evaluate on")
     if study == "lambert2021":
         return _lambert2021(profile, data_dir, dataset, ResultsLayout(layout.root / study), seed, progress)
+    if study == "behrendt2024":
+        return behrendt2024.run_study(profile, data_dir, dataset, layout.root / study, seed=seed,
+                                      labelled_cases=labelled_cases, progress=progress)
 
     runs = [(name, 1.0) for name in names]
     runs += [(name, f) for name in DATA_SIZE_EXPERIMENTS if name in names for f in prof.fractions if f != 1.0]

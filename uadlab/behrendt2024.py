@@ -1,0 +1,193 @@
+"""Behrendt et al. 2024's study: reconstruction alone against reconstruction plus a supervised segmenter.
+
+``uadlab reproduce --study behrendt2024`` (:func:`uadlab.reproduce.reproduce`) runs this on a built
+data set and writes ``OUT/behrendt2024/``:
+
+1. **Reconstruction only** — each model of :data:`RECON_EXPERIMENTS` (dense VAE, spatial VAE, DDPM;
+   2D on axial slices, as Behrendt et al.) is trained on the healthy training split and scored with
+   the residual as the anomaly map (:func:`uadlab.evaluation.protocol.evaluate_run`): threshold on
+   each lesion cohort's validation split, metrics on its test split.
+2. **Segmenter on synthetic anomalies** — for each model of :data:`SEGMENTER_EXPERIMENTS` (the DDPM,
+   their pseudo-healthy generator), a segmenter on ``(image, recon)`` is trained on synthetic
+   anomalies in the healthy training split (:func:`uadlab.training.segmenter.train_segmenter`) and its
+   post-processed probability is scored by the same protocol.
+3. **Weakly supervised** — per lesion cohort, ``K`` labelled validation cases join the segmenter's
+   training (:func:`~uadlab.training.segmenter.split_labelled`); the threshold is fitted on the
+   cohort's remaining validation cases, the test split is untouched ("in-domain").
+4. **Unseen pathology** — the segmenter trained with one cohort's labels is tested on every other
+   cohort, with the threshold from that other cohort's validation split (which it never trained on),
+   as every other row.
+
+Files: ``behrendt2024.csv`` (:data:`COLUMNS`), ``behrendt2024.md``, ``runs/`` (reconstruction
+models, resumed), ``evaluation/``, ``segmenters/*.pt`` (reused when present) and ``timings.json``
+(wall-clock seconds of training each model, summed over its epochs, and each segmenter,
+kept across reruns).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from uadlab._checks import check_int
+from uadlab.data.io import atomic_write
+from uadlab.evaluation.protocol import evaluate_maps, evaluate_run
+from uadlab.evaluation.supervised import predict_segmented
+from uadlab.layout import ResultsLayout, run_name
+from uadlab.profiles import Profile, get_profile
+from uadlab.training.loop import TrainConfig, load_run, train
+from uadlab.training.segmenter import SegmenterConfig, load_segmenter, save_segmenter, split_labelled, train_segmenter
+
+__all__ = ["RECON_EXPERIMENTS", "SEGMENTER_EXPERIMENTS", "COLUMNS", "DEFAULT_LABELLED_CASES", "run_study",
+           "study_markdown"]
+
+#: Reconstruction models of the study (2D, as Behrendt et al.), in table order.
+RECON_EXPERIMENTS: tuple[str, ...] = ("2D-None", "spatial-vae:2D-None", "ddpm:2D-None")
+#: Reconstruction models a segmenter is trained on (the DDPM: Behrendt et al.'s generator).
+SEGMENTER_EXPERIMENTS: tuple[str, ...] = ("ddpm:2D-None",)
+#: Labelled validation cases of a cohort the weakly supervised segmenter trains on (at most the
+#: cohort's validation cases minus one, which then fit the threshold).
+DEFAULT_LABELLED_CASES = 2
+#: Columns of ``behrendt2024.csv``.
+COLUMNS: tuple[str, ...] = ("method", "model", "labels", "dataset", "view", "dice_d", "dice_s_mean", "dice_s_std",
+                            "auprc", "threshold", "n_val", "train_seconds")
+
+
+def run_study(profile: str | Profile, data_dir: Path, dataset: Any, out: str | Path, *, seed: int = 0,
+              labelled_cases: int = DEFAULT_LABELLED_CASES, recon_experiments: tuple[str, ...] = RECON_EXPERIMENTS,
+              segmenter_experiments: tuple[str, ...] = SEGMENTER_EXPERIMENTS,
+              progress: bool = False) -> dict[str, Path]:
+    """Run the study on a built data set and write ``out`` (see the module docstring).
+
+    Args:
+        profile: a profile name or :class:`~uadlab.profiles.Profile` (schedules, backbones).
+        data_dir: the built data set's folder.
+        dataset: it, loaded (:func:`uadlab.data.dataset.load_dataset`).
+        out: the study's folder (``OUT/behrendt2024``).
+        seed: seed of every model, segmenter and labelled-case draw.
+        labelled_cases: ``K`` per lesion cohort, clipped to its validation cases minus one; 0 skips the
+            weakly supervised and unseen-pathology rows.
+        recon_experiments: reconstruction models (``MODEL:2D-None`` names).
+        segmenter_experiments: those of them a segmenter is trained on.
+        progress: tqdm bars.
+
+    Returns:
+        ``{"behrendt2024.csv", "behrendt2024.md", "runs", "segmenters"}`` paths.
+
+    Raises:
+        ValueError: ``labelled_cases`` negative, or a segmenter model not among ``recon_experiments``.
+    """
+    prof = get_profile(profile)
+    check_int("labelled_cases", labelled_cases, "an int >= 0", lambda v: v >= 0)
+    missing = [e for e in segmenter_experiments if e not in recon_experiments]
+    if missing:
+        raise ValueError(f"`segmenter_experiments` must be among `recon_experiments`, got {missing!r}")
+    layout = ResultsLayout(out)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    segmenter_dir = layout.root / "segmenters"
+    segmenter_dir.mkdir(exist_ok=True)
+    timings_file = layout.root / "timings.json"
+    timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
+    cohorts = [c for c in dataset.lesion_cohorts if dataset.ids(cohort=c, split="val") and dataset.ids(cohort=c, split="test")]
+    rows = []
+
+    for experiment in recon_experiments:
+        config = TrainConfig(experiment=experiment, profile=profile, data=str(data_dir), seed=seed)
+        result = train(config, layout.run(experiment), resume=True, progress=progress)
+        timings[run_name(experiment)] = float(result.history["seconds"].sum())  # every epoch, also before a resume
+        metrics = _evaluation(result.run_dir, data_dir, layout.evaluation(experiment), progress)
+        for cohort in cohorts:
+            rows.append(_row("reconstruction", experiment, "healthy", cohort, "", metrics["cohorts"][cohort],
+                             timings[run_name(experiment)]))
+
+    for experiment in segmenter_experiments:
+        recon_model = load_run(layout.run(experiment))[0]
+        image_size = int(recon_model.image_size)
+        plans = [("synthetic", [], None)]
+        if labelled_cases:
+            for cohort in cohorts:
+                k = min(labelled_cases, len(dataset.ids(cohort=cohort, split="val")) - 1)
+                if k > 0:
+                    plans.append((f"synthetic + {k} {cohort}", *split_labelled(dataset, cohort, k, seed), cohort))
+        for plan in plans:
+            labels, labelled = plan[0], plan[1]
+            trained_cohort = plan[-1]
+            name = f"{run_name(experiment)}__{labels.replace(' + ', '+').replace(' ', '-')}"
+            path = segmenter_dir / f"{name}.pt"
+            if path.exists() and name in timings:
+                segmenter = load_segmenter(path)
+            else:
+                start = time.perf_counter()
+                config = SegmenterConfig.from_profile(prof, 2, image_size, seed=seed)
+                trained = train_segmenter(recon_model, dataset, config, labelled_ids=labelled, progress=progress)
+                save_segmenter(trained, path, overwrite=True)
+                segmenter = trained.segmenter
+                timings[name] = time.perf_counter() - start
+                _write_json(timings_file, timings)
+            for cohort in cohorts:
+                val_ids = dataset.ids(cohort=cohort, split="val")
+                if cohort == trained_cohort:
+                    val_ids = plan[2]  # the cohort's validation cases the segmenter did not train on
+                view = "" if trained_cohort is None else ("in-domain" if cohort == trained_cohort else "unseen pathology")
+                test_ids = dataset.ids(cohort=cohort, split="test")
+                maps = predict_segmented(recon_model, segmenter, dataset, [*val_ids, *test_ids])
+                result = evaluate_maps([maps[i] for i in val_ids], [maps[i] for i in test_ids], seed=seed,
+                                       threshold_source=f"val split of {cohort} ({len(val_ids)} cases)")
+                rows.append(_row("segmenter", experiment, labels, cohort, view, result.to_dict(), timings[name]))
+
+    _write_json(timings_file, timings)
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    csv, md = layout.root / "behrendt2024.csv", layout.root / "behrendt2024.md"
+    with atomic_write(csv, overwrite=True) as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_write(md, overwrite=True) as tmp:
+        tmp.write_text(study_markdown(table))
+    return {"behrendt2024.csv": csv, "behrendt2024.md": md, "runs": layout.runs, "segmenters": segmenter_dir}
+
+
+def study_markdown(table: pd.DataFrame) -> str:
+    """The study's table as Markdown: one row per method, model and labels; DICE_D / AUPRC per test set.
+
+    >>> t = pd.DataFrame([{"method": "reconstruction", "model": "2D-None", "labels": "healthy", "dataset": "tumour",
+    ...                    "view": "", "dice_d": 0.5, "auprc": 0.25, "train_seconds": 60.0}])
+    >>> print(study_markdown(t).splitlines()[2])
+    | reconstruction | 2D-None | healthy | 0.500 / 0.250 | 60 |
+    """
+    cohorts = list(dict.fromkeys(table["dataset"]))
+    header = "| method | model | labels | " + " | ".join(f"{c} DICE_D / AUPRC" for c in cohorts) + " | train s |"
+    lines = [header, "|" + "---|" * (4 + len(cohorts))]
+    for (method, model, labels), part in table.groupby(["method", "model", "labels"], sort=False):
+        cells = []
+        for cohort in cohorts:
+            row = part[part["dataset"] == cohort]
+            if row.empty:
+                cells.append("")
+                continue
+            r = row.iloc[0]
+            mark = " (unseen)" if r["view"] == "unseen pathology" else ""
+            cells.append(f"{r['dice_d']:.3f} / {r['auprc']:.3f}{mark}")
+        lines.append(f"| {method} | {model} | {labels} | " + " | ".join(cells) + f" | {part['train_seconds'].iloc[0]:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _row(method: str, model: str, labels: str, cohort: str, view: str, metrics: dict, seconds: float) -> dict:
+    return {"method": method, "model": model, "labels": labels, "dataset": cohort, "view": view,
+            **{k: metrics.get(k) for k in ("dice_d", "dice_s_mean", "dice_s_std", "auprc", "threshold")},
+            "n_val": metrics.get("n_val_subjects"), "train_seconds": seconds}
+
+
+def _evaluation(run_dir: Path, data_dir: Path, eval_dir: Path, progress: bool) -> dict:
+    """The run's ``metrics.json``: read back when newer than its checkpoint, else evaluated anew."""
+    metrics_file = eval_dir / "metrics.json"
+    if metrics_file.exists() and metrics_file.stat().st_mtime >= (run_dir / "checkpoint.pt").stat().st_mtime:
+        return json.loads(metrics_file.read_text())
+    return evaluate_run(run_dir, data_dir, eval_dir, overwrite=True, progress=progress)
+
+
+def _write_json(path: Path, value: dict) -> None:
+    with atomic_write(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(value, indent=2))
