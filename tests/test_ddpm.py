@@ -10,7 +10,7 @@ from torch import nn
 
 from uadlab.cli import main
 from uadlab.models import DDPM, MODELS, LossTerms, model_config
-from uadlab.models.ddpm import NOISE_LEVELS, DDPMConfig, predicted_original
+from uadlab.models.ddpm import NOISE_LEVELS, DDPMConfig, predicted_original, reconstruct_at_levels
 from uadlab.profiles import get_profile
 from uadlab.training import load_run
 
@@ -143,3 +143,17 @@ def test_cli_trains_resumes_and_evaluates_a_ddpm(tmp_path, blob_dataset, capsys)
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert set(metrics["cohorts"]) == {"tumour", "stroke"}
     assert all(0 <= metrics["cohorts"][c]["auprc"] <= 1 for c in ("tumour", "stroke"))
+
+
+def test_reconstruct_at_levels_gives_one_volume_per_level_and_restores_the_model():
+    model = _tiny(2).eval()
+    volume = torch.rand(SIZE, SIZE, 4, generator=torch.Generator().manual_seed(2)).numpy()
+    out = reconstruct_at_levels(model, volume, (100, 750))
+    assert list(out) == [100, 750] and all(v.shape == volume.shape for v in out.values())
+    assert model.noise_levels == NOISE_LEVELS
+    # the lower level keeps more of the input
+    assert abs(out[100] - volume).mean() < abs(out[750] - volume).mean()
+    with pytest.raises(TypeError, match="`model` must be a DDPM"):
+        reconstruct_at_levels(nn.Identity(), volume, (100,))
+    with pytest.raises(ValueError, match="`levels` must be steps"):
+        reconstruct_at_levels(model, volume, (1000,))

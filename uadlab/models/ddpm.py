@@ -41,10 +41,10 @@ from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDPMScheduler
 
 from uadlab._checks import check_int
-from uadlab.models.base import LossTerms, ModelBase
+from uadlab.models.base import LossTerms, ModelBase, reconstruct
 from uadlab.models.registry import register
 
-__all__ = ["DDPM", "DDPMConfig", "NOISE_LEVELS", "predicted_original"]
+__all__ = ["DDPM", "DDPMConfig", "NOISE_LEVELS", "predicted_original", "reconstruct_at_levels"]
 
 #: Behrendt et al.'s test-time noise levels (steps of 1000), each denoised in one step and averaged.
 NOISE_LEVELS: tuple[int, ...] = (250, 500, 750)
@@ -222,6 +222,38 @@ class DDPM(ModelBase):
     def _to_unit(x: torch.Tensor) -> torch.Tensor:
         """[-1, 1] -> [0, 1], clipped."""
         return ((x.clamp(-1, 1) + 1) / 2).to(torch.float32)
+
+
+def reconstruct_at_levels(model: DDPM, volume: Any, levels: tuple[int, ...], *,
+                          batch_size: int = 64) -> dict[int, Any]:
+    """Whole-volume reconstructions of ``volume`` at each noise level on its own (lab 07's figure).
+
+    Args:
+        model: a trained :class:`DDPM`.
+        volume: ``(X, Y, Z)`` in [0, 1].
+        levels: steps ``t``; each gives one one-step reconstruction (not averaged).
+        batch_size: slices (2D) or volumes (3D) per pass.
+
+    Returns:
+        ``{t: (X, Y, Z) float32 reconstruction}``.
+
+    Raises:
+        TypeError: ``model`` is not a :class:`DDPM`.
+        ValueError: a step outside ``[1, T)``; as :func:`uadlab.models.base.reconstruct`.
+    """
+    if not isinstance(model, DDPM):
+        raise TypeError(f"`model` must be a DDPM, got {type(model).__name__}")
+    steps = model.scheduler.num_train_timesteps
+    levels = tuple(check_int("levels", t, f"steps in [1, {steps})", lambda v: 1 <= v < steps) for t in levels)
+    configured = model.noise_levels
+    try:
+        out = {}
+        for level in levels:
+            model.noise_levels = (level,)
+            out[level] = reconstruct(model, volume, batch_size=batch_size)
+        return out
+    finally:
+        model.noise_levels = configured
 
 
 register("ddpm", DDPM, DDPMConfig, erasing=False,
