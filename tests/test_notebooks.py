@@ -1,7 +1,7 @@
-"""Tests of uadlab.notebooks and of the six lab notebooks.
+"""Tests of uadlab.notebooks and of the lab notebooks.
 
 The static checks (stripped outputs, a ``parameters`` cell) are fast and always run. Executing the
-notebooks is marked ``notebooks``: one session-scoped run of all six with the smoke profile, then
+notebooks is marked ``notebooks``: one session-scoped run of all of them with the smoke profile, then
 one test per notebook checking the results it saved, not only that it ran.
 """
 
@@ -35,7 +35,7 @@ def _parameters_cell(source="PROFILE: str = 'smoke'\nOUT_DIR: str = 'x'\nSEED: i
 # Static checks of the committed notebooks
 # ----------------------------------------------------------------------------------------------
 
-def test_the_six_notebooks_exist_in_order():
+def test_the_notebooks_exist_in_order():
     assert NOTEBOOKS == tuple(sorted(NOTEBOOKS))
     assert sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb")) == list(NOTEBOOKS)
 
@@ -104,12 +104,12 @@ def test_failing_cell_is_named_in_the_error(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
-# Executing all six (smoke profile)
+# Executing all notebooks (smoke profile)
 # ----------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
 def executed(tmp_path_factory):
-    """Run all six notebooks once, in order, into one shared output folder."""
+    """Run all notebooks once, in order, into one shared output folder."""
     out = tmp_path_factory.mktemp("notebooks")
     paths = run_notebooks(profile="smoke", out=out)
     return out, paths
@@ -125,7 +125,7 @@ def _mark(test):
 
 
 @_mark
-def test_all_six_ran_in_order(executed):
+def test_all_ran_in_order(executed):
     out, paths = executed
     assert [p.name for p in paths] == list(NOTEBOOKS)
     for path in paths:
@@ -208,3 +208,18 @@ def test_05_data_size_outputs(executed):
     assert all(0.0 <= v <= 1.0 for v in summary["slice_auprc"].values())
     assert summary["cohorts"] == ["tumour", "stroke"]  # Fig. 6 pools the test sets, as the paper
     assert (out / "05_data_size" / "fig6_slice_detection.png").exists()
+
+
+@_mark
+def test_07_recon_plus_supervised_outputs(executed):
+    out, _ = executed
+    results = out / "07_recon_plus_supervised"
+    table = pd.read_csv(results / "behrendt2024.csv")
+    assert set(table["method"]) == {"reconstruction", "segmenter"}
+    assert set(table["model"]) == {"2D-None", "spatial-vae:2D-None", "ddpm:2D-None"}
+    assert set(table["dataset"]) == {"tumour", "stroke"} and table["auprc"].between(0, 1).all()
+    assert {"in-domain", "unseen pathology"} <= set(table["view"].dropna())
+    summary = json.loads((results / "summary.json").read_text())
+    assert summary["rows"] == len(table) and summary["noise_levels"] == [100, 250, 500, 750]
+    for name in ("ddpm_noise_levels.png", "segmenter_vs_residual.png"):
+        assert (results / name).stat().st_size > 1000

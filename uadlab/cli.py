@@ -163,7 +163,7 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.set_defaults(func=_reproduce)
 
     notebooks = sub.add_parser("notebooks", help="run the notebooks").add_subparsers(dest="action", required=True)
-    run = notebooks.add_parser("run", help="execute all six notebooks headless with papermill, in order")
+    run = notebooks.add_parser("run", help="execute all lab notebooks headless with papermill, in order")
     run.add_argument("--profile", default="smoke")
     run.add_argument("--out", type=Path, default=Path("runs/notebooks"))
     run.set_defaults(func=_notebooks_run)
