@@ -26,8 +26,12 @@ Decisions, fixed here once:
 - **Test subjects never reach the segmenter.** :func:`train_segmenter` checks the split of every
   subject it reads and raises ``ValueError`` on a test subject; labelled cases must come from a
   lesion cohort's validation split.
-- Loss: MONAI :class:`~monai.losses.DiceCELoss` (Dice + binary cross-entropy on the logits), Adam;
-  the epoch with the lowest validation loss is kept (early stopping with ``patience``).
+- Loss: MONAI :class:`~monai.losses.DiceCELoss` (Dice + binary cross-entropy on the logits) with
+  the Dice pooled over the batch (``batch=True``): most 2D samples hold no anomaly, and a per-sample
+  Dice rewards predicting nothing on each of them. Adam; the epoch with the lowest validation loss
+  is kept (early stopping with ``patience``). On the smoke profile (32³, 20 epochs at most) the
+  segmenter does not yet predict any voxel above 0.5 on the validation pool with either Dice: its
+  probabilities still rank voxels (AUPRC), which is what the threshold search uses.
 
 Shape:
     - Segmenter input: ``(B, 2, X, Y)`` (2D, axial slices) or ``(B, 2, X, Y, Z)`` (3D): channel 0
@@ -345,7 +349,7 @@ def train_segmenter(recon_model: Any, dataset: Any, config: SegmenterConfig, *,
     x_train, y_train = _pairs(pool, config.spatial_dims, keep_brain_slices=True)
     x_val, y_val = _pairs(val_pool, config.spatial_dims, keep_brain_slices=False)
     optimizer = torch.optim.Adam(segmenter.parameters(), lr=config.lr)
-    loss_fn = DiceCELoss(sigmoid=True)
+    loss_fn = DiceCELoss(sigmoid=True, batch=True)
     best = {"loss": math.inf, "epoch": 0, "state": copy.deepcopy(segmenter.state_dict()), "since": 0}
     rows = []
     epochs = range(1, config.max_epochs + 1)
