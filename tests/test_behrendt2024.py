@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import write_blob_dataset
 from uadlab.behrendt2024 import COLUMNS, RECON_EXPERIMENTS, run_study
+from uadlab.data.dataset import load_dataset
 from uadlab.cli import main
 from uadlab.profiles import get_profile
 from uadlab.reproduce import reproduce
@@ -79,3 +81,19 @@ def test_bad_study_options_are_refused(tmp_path, blob_dataset, capsys):
         run_study("smoke", blob_dataset, None, tmp_path, recon_experiments=("2D-None",))
     assert main(["reproduce", "--study", "behrendt2025", "--data", str(blob_dataset), "--out", str(tmp_path)]) == 2
     assert "`study` must be one of ['bengs2021', 'lambert2021', 'behrendt2024']" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_test_only_cohorts_take_their_threshold_from_val_data(tmp_path, tiny_profile, blob_dataset):
+    """As the real sample: lesion cases in the test split only; the threshold comes from another data set."""
+    data = write_blob_dataset(tmp_path / "test_only", seed=1, splits={"healthy": {"train": 3, "val": 2},
+                                                                     "tumour": {"test": 2}, "mslub": {"test": 1}})
+    outputs = run_study(tiny_profile, data, load_dataset(data), tmp_path / "out", recon_experiments=("2D-None",),
+                        segmenter_experiments=("2D-None",), val_data=blob_dataset)
+    table = pd.read_csv(outputs["behrendt2024.csv"])
+    assert sorted(zip(table["method"], table["dataset"])) == [
+        ("reconstruction", "mslub"), ("reconstruction", "tumour"), ("segmenter", "mslub"), ("segmenter", "tumour")]
+    assert (table.loc[table["dataset"] == "tumour", "n_val"] == 2).all()  # val_data's tumour val split
+    assert (table.loc[table["dataset"] == "mslub", "n_val"] == 4).all()  # pooled tumour + stroke val of val_data
+    with pytest.raises(ValueError, match="`val_data` must be None for study 'bengs2021'"):
+        reproduce(tiny_profile, data, tmp_path / "x", val_data=blob_dataset)

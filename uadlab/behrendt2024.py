@@ -26,6 +26,7 @@ kept across reruns).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ from typing import Any
 import pandas as pd
 
 from uadlab._checks import check_int
+from uadlab.data.dataset import load_dataset
 from uadlab.data.io import atomic_write
 from uadlab.evaluation.protocol import evaluate_maps, evaluate_run
 from uadlab.evaluation.supervised import predict_segmented
@@ -59,7 +61,7 @@ COLUMNS: tuple[str, ...] = ("method", "model", "labels", "dataset", "view", "dic
 
 def run_study(profile: str | Profile, data_dir: Path, dataset: Any, out: str | Path, *, seed: int = 0,
               labelled_cases: int = DEFAULT_LABELLED_CASES, recon_experiments: tuple[str, ...] = RECON_EXPERIMENTS,
-              segmenter_experiments: tuple[str, ...] = SEGMENTER_EXPERIMENTS,
+              segmenter_experiments: tuple[str, ...] = SEGMENTER_EXPERIMENTS, val_data: str | Path | None = None,
               progress: bool = False) -> dict[str, Path]:
     """Run the study on a built data set and write ``out`` (see the module docstring).
 
@@ -73,6 +75,11 @@ def run_study(profile: str | Profile, data_dir: Path, dataset: Any, out: str | P
             weakly supervised and unseen-pathology rows.
         recon_experiments: reconstruction models (``MODEL:2D-None`` names).
         segmenter_experiments: those of them a segmenter is trained on.
+        val_data: another built data set whose labelled validation cases fit the threshold of a lesion
+            cohort without a validation split of its own (a real sample with test cases only): its
+            validation split of the same cohort, else of all its lesion cohorts pooled, as
+            :func:`uadlab.evaluation.protocol.evaluate_run`. Weakly supervised rows need the cohort's
+            own validation split.
         progress: tqdm bars.
 
     Returns:
@@ -92,14 +99,17 @@ def run_study(profile: str | Profile, data_dir: Path, dataset: Any, out: str | P
     segmenter_dir.mkdir(exist_ok=True)
     timings_file = layout.root / "timings.json"
     timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
-    cohorts = [c for c in dataset.lesion_cohorts if dataset.ids(cohort=c, split="val") and dataset.ids(cohort=c, split="test")]
+    val_dataset = load_dataset(val_data) if val_data is not None else None
+    sources = {c: _validation_source(c, dataset, val_dataset) for c in dataset.lesion_cohorts
+               if dataset.ids(cohort=c, split="test")}
+    cohorts = [c for c, source in sources.items() if source is not None]
     rows = []
 
     for experiment in recon_experiments:
         config = TrainConfig(experiment=experiment, profile=profile, data=str(data_dir), seed=seed)
         result = train(config, layout.run(experiment), resume=True, progress=progress)
         timings[run_name(experiment)] = float(result.history["seconds"].sum())  # every epoch, also before a resume
-        metrics = _evaluation(result.run_dir, data_dir, layout.evaluation(experiment), progress)
+        metrics = _evaluation(result.run_dir, data_dir, layout.evaluation(experiment), val_data, progress)
         for cohort in cohorts:
             rows.append(_row("reconstruction", experiment, "healthy", cohort, "", metrics["cohorts"][cohort],
                              timings[run_name(experiment)]))
@@ -110,7 +120,7 @@ def run_study(profile: str | Profile, data_dir: Path, dataset: Any, out: str | P
         plans = [("synthetic", [], None)]
         if labelled_cases:
             for cohort in cohorts:
-                k = min(labelled_cases, len(dataset.ids(cohort=cohort, split="val")) - 1)
+                k = min(labelled_cases, len(dataset.ids(cohort=cohort, split="val")) - 1)  # own val split only
                 if k > 0:
                     plans.append((f"synthetic + {k} {cohort}", *split_labelled(dataset, cohort, k, seed), cohort))
         for plan in plans:
@@ -129,14 +139,17 @@ def run_study(profile: str | Profile, data_dir: Path, dataset: Any, out: str | P
                 timings[name] = time.perf_counter() - start
                 _write_json(timings_file, timings)
             for cohort in cohorts:
-                val_ids = dataset.ids(cohort=cohort, split="val")
+                source, val_ids, note = sources[cohort]
                 if cohort == trained_cohort:
                     val_ids = plan[2]  # the cohort's validation cases the segmenter did not train on
                 view = "" if trained_cohort is None else ("in-domain" if cohort == trained_cohort else "unseen pathology")
                 test_ids = dataset.ids(cohort=cohort, split="test")
-                maps = predict_segmented(recon_model, segmenter, dataset, [*val_ids, *test_ids])
-                result = evaluate_maps([maps[i] for i in val_ids], [maps[i] for i in test_ids], seed=seed,
-                                       threshold_source=f"val split of {cohort} ({len(val_ids)} cases)")
+                val_maps = list(predict_segmented(recon_model, segmenter, source, val_ids).values())
+                if source is not dataset:  # ids of another data set may repeat ours
+                    val_maps = [dataclasses.replace(m, subject_id=f"val_data:{m.subject_id}") for m in val_maps]
+                test_maps = list(predict_segmented(recon_model, segmenter, dataset, test_ids).values())
+                result = evaluate_maps(val_maps, test_maps, seed=seed,
+                                       threshold_source=f"{note} ({len(val_ids)} cases)")
                 rows.append(_row("segmenter", experiment, labels, cohort, view, result.to_dict(), timings[name]))
 
     _write_json(timings_file, timings)
@@ -180,12 +193,26 @@ def _row(method: str, model: str, labels: str, cohort: str, view: str, metrics: 
             "n_val": metrics.get("n_val_subjects"), "train_seconds": seconds}
 
 
-def _evaluation(run_dir: Path, data_dir: Path, eval_dir: Path, progress: bool) -> dict:
+def _validation_source(cohort: str, dataset: Any, val_dataset: Any) -> tuple[Any, list[str], str] | None:
+    """Where ``cohort``'s threshold comes from: its own val split, else ``val_dataset``'s (same cohort or pooled)."""
+    own = dataset.ids(cohort=cohort, split="val")
+    if own:
+        return dataset, own, f"val split of {cohort}"
+    if val_dataset is None:
+        return None
+    same = val_dataset.ids(cohort=cohort, split="val") if cohort in val_dataset.lesion_cohorts else []
+    if same:
+        return val_dataset, same, f"val split of {cohort} in val_data"
+    pooled = [i for c in val_dataset.lesion_cohorts for i in val_dataset.ids(cohort=c, split="val")]
+    return (val_dataset, pooled, "val splits of val_data's lesion cohorts (pooled)") if pooled else None
+
+
+def _evaluation(run_dir: Path, data_dir: Path, eval_dir: Path, val_data: Any, progress: bool) -> dict:
     """The run's ``metrics.json``: read back when newer than its checkpoint, else evaluated anew."""
     metrics_file = eval_dir / "metrics.json"
     if metrics_file.exists() and metrics_file.stat().st_mtime >= (run_dir / "checkpoint.pt").stat().st_mtime:
         return json.loads(metrics_file.read_text())
-    return evaluate_run(run_dir, data_dir, eval_dir, overwrite=True, progress=progress)
+    return evaluate_run(run_dir, data_dir, eval_dir, val_data=val_data, overwrite=True, progress=progress)
 
 
 def _write_json(path: Path, value: dict) -> None:

@@ -12,7 +12,7 @@ Subcommands::
     uadlab data check --manifest M --root R
     uadlab train --experiment NAME [--model M] --data DIR --profile P --out runs/NAME [--fraction F] [--seed S] [--resume] [--overwrite]
     uadlab evaluate --run runs/NAME --data DIR [--val-data DIR2] --out OUT
-    uadlab reproduce --profile P --data phantom|DIR --out results/ [--study S] [--experiments A,B] [--seed S] [--workers N] [--labelled-cases K]
+    uadlab reproduce --profile P --data phantom|DIR --out results/ [--study S] [--experiments A,B] [--seed S] [--workers N] [--labelled-cases K] [--val-data DIR]
     uadlab notebooks run --profile P --out DIR
 """
 
@@ -85,7 +85,7 @@ def _reproduce(args: argparse.Namespace) -> None:
     experiments = args.experiments.split(",") if args.experiments else None
     outputs = reproduce(profile=args.profile, data=args.data, out=args.out, study=args.study, experiments=experiments,
                         root=args.root, seed=args.seed, workers=args.workers,
-                        labelled_cases=args.labelled_cases, progress=not args.quiet)
+                        labelled_cases=args.labelled_cases, val_data=args.val_data, progress=not args.quiet)
     for name, path in outputs.items():
         print(f"{name}: {path}")
 
@@ -160,6 +160,9 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--labelled-cases", type=int, default=2, metavar="K",
                            help="behrendt2024: labelled validation cases per lesion cohort for the weakly "
                                 "supervised segmenter (default: 2; 0: none)")
+    reproduce.add_argument("--val-data", type=Path, default=None,
+                           help="behrendt2024: a built data set with labelled validation cases for lesion cohorts "
+                                "that have none (e.g. a phantom build for the real sample)")
     reproduce.set_defaults(func=_reproduce)
 
     notebooks = sub.add_parser("notebooks", help="run the notebooks").add_subparsers(dest="action", required=True)

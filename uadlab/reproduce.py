@@ -102,6 +102,7 @@ def reproduce(
     seed: int = 0,
     workers: int = 1,
     labelled_cases: int = behrendt2024.DEFAULT_LABELLED_CASES,
+    val_data: str | Path | None = None,
     progress: bool = False,
 ) -> dict[str, Path]:
     """Run a whole study: by default Table 1 and Figs. 4–7 of Bengs et al. 2021 (Sec. 3).
@@ -124,6 +125,9 @@ def reproduce(
             the output does not depend on it). Unused when ``data`` is an already built folder.
         labelled_cases: ``behrendt2024`` only: labelled validation cases per lesion cohort for the
             weakly supervised segmenter (0: none).
+        val_data: ``behrendt2024`` only: a built data set whose labelled validation cases fit the
+            thresholds of lesion cohorts without a validation split (e.g. the real sample's test-only
+            cases), see :func:`uadlab.behrendt2024.run_study`.
         progress: show tqdm progress bars.
 
     Returns:
@@ -132,7 +136,8 @@ def reproduce(
         ``behrendt2024.md``, ``runs``, ``segmenters`` (``behrendt2024``).
 
     Raises:
-        ValueError: an unknown study or experiment name, experiments given to ``lambert2021``, or
+        ValueError: an unknown study or experiment name, experiments given to ``lambert2021``,
+            ``val_data`` given to another study than ``behrendt2024``, or
             ``workers`` below 1.
         TypeError: ``workers`` is not an int.
         DatasetError: ``data`` is not a data set, or it has no lesion cohort to evaluate.
@@ -140,6 +145,8 @@ def reproduce(
     prof = get_profile(profile)
     if study not in STUDIES:
         raise ValueError(f"`study` must be one of {list(STUDIES)}, got {study!r}")
+    if study != "behrendt2024" and val_data is not None:
+        raise ValueError(f"`val_data` must be None for study {study!r} (behrendt2024 only), got {val_data!r}")
     if study != "bengs2021" and experiments is not None:
         raise ValueError(f"`experiments` must be None for study {study!r} (it trains its own models), "
                          f"got {experiments!r}")
@@ -154,7 +161,7 @@ def reproduce(
         return _lambert2021(profile, data_dir, dataset, ResultsLayout(layout.root / study), seed, progress)
     if study == "behrendt2024":
         return behrendt2024.run_study(profile, data_dir, dataset, layout.root / study, seed=seed,
-                                      labelled_cases=labelled_cases, progress=progress)
+                                      labelled_cases=labelled_cases, val_data=val_data, progress=progress)
 
     runs = [(name, 1.0) for name in names]
     runs += [(name, f) for name in DATA_SIZE_EXPERIMENTS if name in names for f in prof.fractions if f != 1.0]
