@@ -62,7 +62,7 @@ COLUMNS: tuple[str, ...] = ("method", "model", "labels", "dataset", "view", "dic
 def run_study(profile: str | Profile, data_dir: Path, dataset: Any, out: str | Path, *, seed: int = 0,
               labelled_cases: int = DEFAULT_LABELLED_CASES, recon_experiments: tuple[str, ...] = RECON_EXPERIMENTS,
               segmenter_experiments: tuple[str, ...] = SEGMENTER_EXPERIMENTS, val_data: str | Path | None = None,
-              progress: bool = False) -> dict[str, Path]:
+              max_epochs: int | None = None, progress: bool = False) -> dict[str, Path]:
     """Run the study on a built data set and write ``out`` (see the module docstring).
 
     Args:
@@ -80,6 +80,9 @@ def run_study(profile: str | Profile, data_dir: Path, dataset: Any, out: str | P
             validation split of the same cohort, else of all its lesion cohorts pooled, as
             :func:`uadlab.evaluation.protocol.evaluate_run`. Weakly supervised rows need the cohort's
             own validation split.
+        max_epochs: epoch limit of every reconstruction model and segmenter; ``None``: the profile's.
+            (Lab 07 caps it so that it runs in minutes; a run folder trained with another limit is
+            refused on resume, so use a fresh ``out`` when changing it.)
         progress: tqdm bars.
 
     Returns:
@@ -106,7 +109,8 @@ def run_study(profile: str | Profile, data_dir: Path, dataset: Any, out: str | P
     rows = []
 
     for experiment in recon_experiments:
-        config = TrainConfig(experiment=experiment, profile=profile, data=str(data_dir), seed=seed)
+        config = TrainConfig(experiment=experiment, profile=profile, data=str(data_dir), seed=seed,
+                             max_epochs=max_epochs)
         result = train(config, layout.run(experiment), resume=True, progress=progress)
         timings[run_name(experiment)] = float(result.history["seconds"].sum())  # every epoch, also before a resume
         metrics = _evaluation(result.run_dir, data_dir, layout.evaluation(experiment), val_data, progress)
@@ -132,7 +136,8 @@ def run_study(profile: str | Profile, data_dir: Path, dataset: Any, out: str | P
                 segmenter = load_segmenter(path)
             else:
                 start = time.perf_counter()
-                config = SegmenterConfig.from_profile(prof, 2, image_size, seed=seed)
+                options = {"seed": seed} | ({} if max_epochs is None else {"max_epochs": max_epochs})
+                config = SegmenterConfig.from_profile(prof, 2, image_size, **options)
                 trained = train_segmenter(recon_model, dataset, config, labelled_ids=labelled, progress=progress)
                 save_segmenter(trained, path, overwrite=True)
                 segmenter = trained.segmenter
