@@ -121,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one experiment (a Table 1 name, optionally of another model)")
     train.add_argument("--experiment", required=True, help="e.g. 3D-Cube-n, 2D-None, spatial-vae:3D-None")
     train.add_argument("--model", default=None,
-                       help="registered model: dense-vae (default), spatial-vae, mean-image; "
+                       help="registered model: dense-vae (default), spatial-vae, mean-image, ddpm; "
                             "same as MODEL: in front of the experiment")
     train.add_argument("--data", type=Path, required=True, help="folder from `uadlab data build`")
     train.add_argument("--profile", default="lab")
