@@ -44,7 +44,7 @@ def test_the_study_has_every_row(study):
                  ("segmenter", "ddpm:2D-None", "synthetic + 1 stroke", "stroke", "in-domain"),
                  ("segmenter", "ddpm:2D-None", "synthetic + 1 stroke", "tumour", "unseen pathology")}
     assert keys == expected and len(table) == len(expected)
-    assert table[["dice_d", "auprc"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert table[["dice_d", "auprc", "sample_auroc", "sample_ap"]].apply(lambda c: c.between(0, 1)).all().all()
     assert (table["train_seconds"] > 0).all()
     # In-domain, the threshold saw only the validation case the segmenter did not train on.
     in_domain = table[table["view"] == "in-domain"]

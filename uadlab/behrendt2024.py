@@ -18,6 +18,12 @@ data set and writes ``OUT/behrendt2024/``:
    cohort, with the threshold from that other cohort's validation split (which it never trained on),
    as every other row.
 
+Every row also carries Chatterjee et al.'s sample-level scores (MOOD's sample-level task,
+:mod:`uadlab.evaluation.sample_level`): the 99th percentile of the anomaly map in the brain as each
+subject's score, and the AUROC / average precision of those scores with the cohort's test subjects
+as positives and the healthy *validation* subjects as negatives (the only healthy subjects not
+trained on; they did choose the reconstruction model's epoch, so read these as slightly optimistic).
+
 Files: ``behrendt2024.csv`` (:data:`COLUMNS`), ``behrendt2024.md``, ``runs/`` (reconstruction
 models, resumed), ``evaluation/``, ``segmenters/*.pt`` (reused when present) and ``timings.json``
 (wall-clock seconds of training each model, summed over its epochs, and each segmenter,
@@ -37,7 +43,9 @@ import pandas as pd
 from uadlab._checks import check_int
 from uadlab.data.dataset import load_dataset
 from uadlab.data.io import atomic_write
+from uadlab.evaluation.inference import predict
 from uadlab.evaluation.protocol import evaluate_maps, evaluate_run
+from uadlab.evaluation.sample_level import sample_level_metrics, subject_score
 from uadlab.evaluation.supervised import predict_segmented
 from uadlab.layout import ResultsLayout, run_name
 from uadlab.profiles import Profile, get_profile
@@ -56,7 +64,7 @@ SEGMENTER_EXPERIMENTS: tuple[str, ...] = ("ddpm:2D-None",)
 DEFAULT_LABELLED_CASES = 2
 #: Columns of ``behrendt2024.csv``.
 COLUMNS: tuple[str, ...] = ("method", "model", "labels", "dataset", "view", "dice_d", "dice_s_mean", "dice_s_std",
-                            "auprc", "threshold", "n_val", "train_seconds")
+                            "auprc", "threshold", "n_val", "sample_auroc", "sample_ap", "train_seconds")
 
 
 def run_study(profile: str | Profile, data_dir: Path, dataset: Any, out: str | Path, *, seed: int = 0,
@@ -106,6 +114,7 @@ def run_study(profile: str | Profile, data_dir: Path, dataset: Any, out: str | P
     sources = {c: _validation_source(c, dataset, val_dataset) for c in dataset.lesion_cohorts
                if dataset.ids(cohort=c, split="test")}
     cohorts = [c for c, source in sources.items() if source is not None]
+    healthy_ids = dataset.ids(cohort="healthy", split="val")
     rows = []
 
     for experiment in recon_experiments:
@@ -114,9 +123,12 @@ def run_study(profile: str | Profile, data_dir: Path, dataset: Any, out: str | P
         result = train(config, layout.run(experiment), resume=True, progress=progress)
         timings[run_name(experiment)] = float(result.history["seconds"].sum())  # every epoch, also before a resume
         metrics = _evaluation(result.run_dir, data_dir, layout.evaluation(experiment), val_data, progress)
+        model = load_run(result.run_dir)[0]
+        healthy = list(predict(model, dataset, healthy_ids).values())
         for cohort in cohorts:
+            tests = list(predict(model, dataset, dataset.ids(cohort=cohort, split="test")).values())
             rows.append(_row("reconstruction", experiment, "healthy", cohort, "", metrics["cohorts"][cohort],
-                             timings[run_name(experiment)]))
+                             timings[run_name(experiment)], _sample_level(healthy, tests)))
 
     for experiment in segmenter_experiments:
         recon_model = load_run(layout.run(experiment))[0]
@@ -143,6 +155,7 @@ def run_study(profile: str | Profile, data_dir: Path, dataset: Any, out: str | P
                 segmenter = trained.segmenter
                 timings[name] = time.perf_counter() - start
                 _write_json(timings_file, timings)
+            healthy_maps = list(predict_segmented(recon_model, segmenter, dataset, healthy_ids).values())
             for cohort in cohorts:
                 source, val_ids, note = sources[cohort]
                 if cohort == trained_cohort:
@@ -155,7 +168,8 @@ def run_study(profile: str | Profile, data_dir: Path, dataset: Any, out: str | P
                 test_maps = list(predict_segmented(recon_model, segmenter, dataset, test_ids).values())
                 result = evaluate_maps(val_maps, test_maps, seed=seed,
                                        threshold_source=f"{note} ({len(val_ids)} cases)")
-                rows.append(_row("segmenter", experiment, labels, cohort, view, result.to_dict(), timings[name]))
+                rows.append(_row("segmenter", experiment, labels, cohort, view, result.to_dict(), timings[name],
+                                 _sample_level(healthy_maps, test_maps)))
 
     _write_json(timings_file, timings)
     table = pd.DataFrame(rows, columns=list(COLUMNS))
@@ -168,15 +182,16 @@ def run_study(profile: str | Profile, data_dir: Path, dataset: Any, out: str | P
 
 
 def study_markdown(table: pd.DataFrame) -> str:
-    """The study's table as Markdown: one row per method, model and labels; DICE_D / AUPRC per test set.
+    """The study's table as Markdown: one row per method, model and labels; DICE_D / AUPRC / sample AUROC per test set.
 
     >>> t = pd.DataFrame([{"method": "reconstruction", "model": "2D-None", "labels": "healthy", "dataset": "tumour",
-    ...                    "view": "", "dice_d": 0.5, "auprc": 0.25, "train_seconds": 60.0}])
+    ...                    "view": "", "dice_d": 0.5, "auprc": 0.25, "sample_auroc": 1.0, "train_seconds": 60.0}])
     >>> print(study_markdown(t).splitlines()[2])
-    | reconstruction | 2D-None | healthy | 0.500 / 0.250 | 60 |
+    | reconstruction | 2D-None | healthy | 0.500 / 0.250 / 1.000 | 60 |
     """
     cohorts = list(dict.fromkeys(table["dataset"]))
-    header = "| method | model | labels | " + " | ".join(f"{c} DICE_D / AUPRC" for c in cohorts) + " | train s |"
+    header = ("| method | model | labels | " + " | ".join(f"{c} DICE_D / AUPRC / sample AUROC" for c in cohorts)
+              + " | train s |")
     lines = [header, "|" + "---|" * (4 + len(cohorts))]
     for (method, model, labels), part in table.groupby(["method", "model", "labels"], sort=False):
         cells = []
@@ -187,15 +202,26 @@ def study_markdown(table: pd.DataFrame) -> str:
                 continue
             r = row.iloc[0]
             mark = " (unseen)" if r["view"] == "unseen pathology" else ""
-            cells.append(f"{r['dice_d']:.3f} / {r['auprc']:.3f}{mark}")
+            cells.append(f"{r['dice_d']:.3f} / {r['auprc']:.3f} / {r['sample_auroc']:.3f}{mark}")
         lines.append(f"| {method} | {model} | {labels} | " + " | ".join(cells) + f" | {part['train_seconds'].iloc[0]:.0f} |")
     return "\n".join(lines) + "\n"
 
 
-def _row(method: str, model: str, labels: str, cohort: str, view: str, metrics: dict, seconds: float) -> dict:
+def _row(method: str, model: str, labels: str, cohort: str, view: str, metrics: dict, seconds: float,
+         sample: tuple[float, float]) -> dict:
     return {"method": method, "model": model, "labels": labels, "dataset": cohort, "view": view,
             **{k: metrics.get(k) for k in ("dice_d", "dice_s_mean", "dice_s_std", "auprc", "threshold")},
-            "n_val": metrics.get("n_val_subjects"), "train_seconds": seconds}
+            "n_val": metrics.get("n_val_subjects"), "sample_auroc": sample[0], "sample_ap": sample[1],
+            "train_seconds": seconds}
+
+
+def _sample_level(healthy: list, lesion: list) -> tuple[float, float]:
+    """Chatterjee et al.'s sample-level AUROC and AP: lesion subjects against healthy ones (NaN without healthy)."""
+    if not healthy:
+        return float("nan"), float("nan")
+    scores = [subject_score(m.anomaly_map, m.brain_mask) for m in [*healthy, *lesion]]
+    result = sample_level_metrics(scores, [False] * len(healthy) + [True] * len(lesion))
+    return result.auroc, result.average_precision
 
 
 def _validation_source(cohort: str, dataset: Any, val_dataset: Any) -> tuple[Any, list[str], str] | None:
