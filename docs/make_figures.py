@@ -16,10 +16,10 @@ from pathlib import Path
 from nilearn.datasets import load_mni152_template
 
 from uadlab import viz
-from uadlab.viz import widgets
 from uadlab.data.dataset import load_dataset
 from uadlab.evaluation.inference import predict
 from uadlab.training.loop import load_run
+from uadlab.viz import widgets
 
 
 def main() -> None:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import doctest
-
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
-import uadlab.evaluation.analysis
 from uadlab.evaluation import metrics
 from uadlab.evaluation.analysis import (
     ablation_differences,
@@ -264,7 +261,3 @@ def test_ablation_differences_compares_each_method_with_its_dimensions_baseline(
     with pytest.raises(ValueError, match="keyed by experiment names, got 'my-model'"):
         ablation_differences({"my-model": tables["2D-None"]})
 
-
-def test_doctests_pass():
-    result = doctest.testmod(uadlab.evaluation.analysis)
-    assert result.attempted > 0 and result.failed == 0

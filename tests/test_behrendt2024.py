@@ -97,12 +97,3 @@ def test_test_only_cohorts_take_their_threshold_from_val_data(tmp_path, tiny_pro
     assert (table.loc[table["dataset"] == "mslub", "n_val"] == 4).all()  # pooled tumour + stroke val of val_data
     with pytest.raises(ValueError, match="`val_data` must be None for study 'bengs2021'"):
         reproduce(tiny_profile, data, tmp_path / "x", val_data=blob_dataset)
-
-
-def test_doctests_pass():
-    import doctest
-
-    import uadlab.behrendt2024
-
-    result = doctest.testmod(uadlab.behrendt2024)
-    assert result.attempted >= 1 and result.failed == 0

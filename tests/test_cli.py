@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from uadlab.cli import main
 from uadlab.errors import RunError
 

@@ -157,12 +157,3 @@ def test_reconstruct_at_levels_gives_one_volume_per_level_and_restores_the_model
         reconstruct_at_levels(nn.Identity(), volume, (100,))
     with pytest.raises(ValueError, match="`levels` must be steps"):
         reconstruct_at_levels(model, volume, (1000,))
-
-
-def test_doctests_pass():
-    import doctest
-
-    import uadlab.models.ddpm
-
-    result = doctest.testmod(uadlab.models.ddpm)
-    assert result.attempted >= 1 and result.failed == 0

@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score
 
+from uadlab.errors import DatasetError, RunError
 from uadlab.evaluation import metrics
 from uadlab.evaluation import protocol as evaluation
-from uadlab.errors import DatasetError, RunError
+from uadlab.evaluation.inference import make_maps
 from uadlab.evaluation.protocol import (
     FPRS,
     SUBJECT_COLUMNS,
@@ -26,7 +27,6 @@ from uadlab.evaluation.protocol import (
     fpr_thresholds,
     score,
 )
-from uadlab.evaluation.inference import make_maps
 
 SIZE = 16
 #: No erosion, no median filter: the anomaly map equals the residual inside the brain, so the
@@ -326,6 +326,8 @@ def fake_run(monkeypatch, rng):
     monkeypatch.setattr(evaluation, "load_run",
                         lambda run_dir, device=None: ("model", SimpleNamespace(experiment="3D-Cube-n")))
     monkeypatch.setattr(evaluation, "load_dataset", lambda path: datasets[Path(path).name])
+    monkeypatch.setattr(evaluation, "run_status",
+                        lambda run_dir: {"epochs": 3, "best_epoch": 2, "max_epochs": 3, "finished": True})
     monkeypatch.setattr("uadlab.evaluation.inference.reconstruct",
                         lambda model, volume, batch_size, device: np.minimum(volume, 0.3))
     return datasets
@@ -404,8 +406,8 @@ def test_evaluate_run_rejects_volumes_the_model_cannot_read(fake_run, monkeypatc
 @pytest.mark.slow  # 2-5 s: trains a tiny VAE for one epoch
 def test_evaluate_run_end_to_end_with_a_trained_run(monkeypatch, rng, tmp_path):
     """A real 3D VAE trained for one epoch, loaded back, reconstructed, post-processed and scored."""
-    from uadlab.training import loop as training
     from uadlab.profiles import get_profile
+    from uadlab.training import loop as training
 
     data = _fake_data(rng, {("healthy", "train"): 4, ("healthy", "val"): 2, ("tumour", "val"): 2,
                             ("tumour", "test"): 2})

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from uadlab.evaluation import inference
 from uadlab.errors import DatasetError, RunError, VolumeError
+from uadlab.evaluation import inference
 from uadlab.evaluation.inference import MAP_FOLDERS, SubjectMaps, make_maps, predict, save_maps
 from uadlab.evaluation.postprocessing import anomaly_map
 

@@ -9,8 +9,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from uadlab.data.io import (
+    MAX_VOXELS,
+    atomic_write,
+    check_mask,
+    check_same_grid,
+    folder_lock,
+    load_volume,
+    save_volume,
+)
 from uadlab.errors import UadlabError, VolumeError
-from uadlab.data.io import atomic_write, check_mask, check_same_grid, load_volume, save_volume
 
 AFFINE = np.array([[-1.5, 0, 0, 10], [0, 1.5, 0, -20], [0, 0, 2.0, 5], [0, 0, 0, 1]])
 
@@ -276,3 +284,40 @@ def test_check_mask():
     check_mask("brain.nii", mask)
     with pytest.raises(TypeError, match="`mask` must be a numpy array, got list"):
         check_mask("brain.nii", [1])
+
+
+# --- folder_lock ------------------------------------------------------------------------------------
+
+
+def test_folder_lock_is_exclusive_and_released(tmp_path):
+    with folder_lock(tmp_path / "run") as folder:
+        assert folder == tmp_path / "run" and (tmp_path / ".run.lock").exists()
+        with pytest.raises(UadlabError, match=r"run: in use by another uadlab process \(lock .run.lock\)"):
+            with folder_lock(tmp_path / "run"):
+                pass
+    with folder_lock(tmp_path / "run"):  # released on exit
+        pass
+    assert not (tmp_path / "run").exists()  # the folder itself is never created
+
+
+def test_folder_lock_of_a_relative_folder_lies_beside_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with folder_lock("."):
+        assert (tmp_path.parent / f".{tmp_path.name}.lock").exists()
+    with pytest.raises(ValueError, match="`folder` must not be the file-system root"):
+        with folder_lock("/"):
+            pass
+    with pytest.raises(TypeError, match="`folder` must be a str or path"):
+        with folder_lock(3):
+            pass
+
+
+def test_a_header_declaring_too_many_voxels_is_refused_before_reading(tmp_path):
+    image = nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), np.eye(4))
+    raw = bytearray(image.header.binaryblock) + b"\0" * 4 + np.zeros(8, np.float32).tobytes()
+    raw[40:56] = np.array([3, 2048, 1024, 1024, 1, 1, 1, 1], dtype="<i2").tobytes()  # 2**31 voxels
+    path = tmp_path / "huge.nii"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(VolumeError, match=rf"huge\.nii: header declares shape \(2048, 1024, 1024\) \(2147483648 "
+                                          rf"voxels\), more than the {MAX_VOXELS} uadlab reads"):
+        load_volume(path)

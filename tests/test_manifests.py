@@ -3,6 +3,8 @@ layouts, ``data check`` (library and CLI), splits, and reading a case."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import textwrap
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 import yaml
 
 from uadlab.cli import main
-from uadlab.errors import ManifestError, VolumeError
+from uadlab.data import manifests
 from uadlab.data.manifests import (
     Case,
     assign_splits,
@@ -23,6 +25,7 @@ from uadlab.data.manifests import (
     phantom_sources,
     split_sizes,
 )
+from uadlab.errors import ManifestError, VolumeError
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "data_manifests"
 SHIPPED = ["phantom", "ixi_t1", "brats2019", "atlas_v1_2", "sample_real"]
@@ -311,11 +314,10 @@ def test_check_manifest_reads_the_files(tmp_path, rng):
     _nifti(folders[BRATS_IDS[2]] / f"{BRATS_IDS[2]}_seg.nii.gz", np.zeros((8, 8, 8), np.int16))  # no lesion
     _nifti(folders[BRATS_IDS[3]] / f"{BRATS_IDS[3]}_t1.nii.gz", np.zeros((8, 8, 8), np.float32))  # no brain
     problems = check_manifest(load_manifest(MANIFESTS / "brats2019.yaml"), root)
-    assert len(problems) == 5, problems
+    assert len(problems) == 4, problems  # content is checked only once the files are readable and on one grid
     text = "\n".join(problems)
     assert f"{BRATS_IDS[0]} (brats): {corrupt}: " in text  # unreadable (header or data, depending on cut)
     assert f"{BRATS_IDS[1]} (brats): " in text and "shape (8, 8, 9) differs from (8, 8, 8)" in text
-    assert f"{BRATS_IDS[1]} (brats): lesion mask is empty" in text  # the wrong-shape seg is empty too
     assert f"{BRATS_IDS[2]} (brats): lesion mask is empty" in text
     assert f"{BRATS_IDS[3]} (brats): brain mask is empty" in text and "is all zero" in text
 
@@ -532,12 +534,64 @@ def test_load_case_errors(tmp_path, rng):
     with pytest.raises(VolumeError, match=r"seg\.nii\.gz: affine differs from that of .*t1\.nii\.gz by up to 4 mm"):
         load_case(Case("s", "brats", "lesion", image, None, (moved,), None, "> 0"))
     empty = _nifti(tmp_path / "mask.nii.gz", np.zeros((8, 8, 8), np.uint8))
-    with pytest.raises(VolumeError, match=r"s: brain mask \(.*mask\.nii\.gz\): mask is empty"):
+    with pytest.raises(VolumeError, match=r"s \(healthy\): brain mask is empty \(.*mask\.nii\.gz\)"):
         load_case(Case("s", "healthy", "healthy", image, empty, ()))
     with pytest.raises(VolumeError, match=r"missing\.nii\.gz: file not found"):
         load_case(Case("s", "healthy", "healthy", tmp_path / "missing.nii.gz", None, ()))
     with pytest.raises(TypeError, match="`case` must be a Case"):
         load_case(str(image))
+
+
+def _lesion_case(tmp_path, rng, seg: np.ndarray, *, image=None, affine=None) -> Case:
+    image_path = _nifti(tmp_path / "t1.nii.gz", _brain(rng) if image is None else image, affine)
+    seg_path = _nifti(tmp_path / "seg.nii.gz", seg, affine)
+    return Case("s", "brats", "lesion", image_path, None, (seg_path,), None, "> 0")
+
+
+def _outside_lesion() -> np.ndarray:
+    seg = np.zeros((8, 8, 8), np.int16)
+    seg[0, 0, 0] = 1  # the brain is the cube [2:6]^3
+    return seg
+
+
+def _negative_label() -> np.ndarray:
+    seg = _lesion()
+    seg[4, 4, 4] = -1  # would be dropped silently by the rule "> 0"
+    return seg
+
+
+@pytest.mark.parametrize(("seg", "image", "affine", "message"), [
+    (np.zeros((8, 8, 8), np.int16), None, None, r"s \(brats\): lesion mask is empty \(no voxel > 0 in .*seg"),
+    (_outside_lesion(), None, None, r"s \(brats\): lesion mask lies entirely outside the brain mask"),
+    (_negative_label(), None, None, r"seg\.nii\.gz: holds label\(s\) -1 outside the documented set"),
+    (_lesion(), "zero inside", None, r"t1\.nii\.gz: image is all zero inside the brain mask"),
+    (_lesion(), None, np.diag([1000.0, 1000.0, 1000.0, 1.0]),
+     r"t1\.nii\.gz: field of view \[8000, 8000, 8000\] mm .* is larger than a head"),
+])
+def test_load_case_and_check_refuse_silently_wrong_cases(tmp_path, rng, seg, image, affine, message):
+    """Each case would build with exit 0 and score DICE 0.000 as if it were a result: refused by both
+    ``load_case`` (so ``data build``) and ``check_manifest`` (``data check``), with the same words."""
+    if image == "zero inside":  # a valid brain mask file, but the image is zero everywhere in it
+        brain = _nifti(tmp_path / "brain.nii.gz", (_brain(rng) > 0).astype(np.uint8))
+        case = _lesion_case(tmp_path, rng, seg, image=np.zeros((8, 8, 8), np.float32))
+        case = dataclasses.replace(case, brain_mask=brain)
+    else:
+        case = _lesion_case(tmp_path, rng, seg, affine=affine)
+    with pytest.raises(VolumeError, match=message):
+        load_case(case)
+    problems = manifests._volume_problems(case)
+    assert len(problems) == 1 and re.search(message, problems[0]), problems
+
+
+def test_a_file_name_with_a_trailing_newline_is_not_a_subject_id(tmp_path, rng):
+    root = tmp_path / "root"
+    _nifti(root / "healthy" / "good.nii.gz", _brain(rng))
+    _nifti(root / "healthy" / "bad\n.nii.gz", _brain(rng))
+    manifest = load_manifest(_write_manifest(tmp_path / "m.yaml", REAL))
+    problems = check_manifest(manifest, root)
+    assert len(problems) == 1 and "is not usable as a file name" in problems[0], problems
+    with pytest.raises(ManifestError, match="not usable as a file name"):
+        discover_cases(manifest, root)
 
 
 # --------------------------------------------------------------------------------------------------

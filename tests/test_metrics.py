@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import doctest
 import warnings
 
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score
 
-import uadlab.evaluation.metrics
 from uadlab.evaluation.metrics import (
     UndefinedMetricWarning,
     auprc,
@@ -64,10 +62,6 @@ def _random_volumes(rng, n, shape=(6, 6, 4), ties=False):
         labels.append(y)
     return scores, labels
 
-
-def test_doctests_pass():
-    result = doctest.testmod(uadlab.evaluation.metrics)
-    assert result.attempted >= 15 and result.failed == 0
 
 
 # ------------------------------------------------------------------ DICE

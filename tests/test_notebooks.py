@@ -104,7 +104,7 @@ def test_failing_cell_is_named_in_the_error(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
-# Executing all notebooks (smoke profile)
+# Executing all of them (smoke profile)
 # ----------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
@@ -162,7 +162,7 @@ def test_model_labs_outputs(executed, name, experiment):
 def test_02_compares_2d_and_3d(executed):
     out, _ = executed
     comparison = pd.read_csv(out / "02_vae_3d" / "comparison.csv")
-    assert set(comparison["experiment"]) == {"2D-None", "3D-None"}
+    assert set(comparison["experiment"]) == {"2D-None", "3D-None", "mean-image:3D-None"}  # the floor beside both
     assert (out / "02_vae_3d" / "comparison.png").exists()
 
 
@@ -208,6 +208,17 @@ def test_05_data_size_outputs(executed):
     assert all(0.0 <= v <= 1.0 for v in summary["slice_auprc"].values())
     assert summary["cohorts"] == ["tumour", "stroke"]  # Fig. 6 pools the test sets, as the paper
     assert (out / "05_data_size" / "fig6_slice_detection.png").exists()
+
+
+@_mark
+def test_06_lambert_spatial_vs_dense_outputs(executed):
+    out, _ = executed
+    table = pd.read_csv(out / "06_lambert_spatial_vs_dense" / "lambert2021.csv")
+    assert list(dict.fromkeys(table["model"])) == ["Spatial 2D", "Spatial 3D", "Dense 2D", "Dense 3D"]
+    assert set(table["dataset"]) == {"tumour", "stroke"}
+    assert table["mae"].between(0, 1).all() and table["specificity"].between(0, 1).all()
+    assert (out / "lambert2021" / "lambert2021.md").exists()  # the study's own table, as `reproduce --study`
+    assert (out / "06_lambert_spatial_vs_dense" / "spatial_vs_dense.png").stat().st_size > 1000
 
 
 @_mark

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from uadlab.errors import VolumeError
 from uadlab.data.phantom import (
     KINDS,
     PhantomParams,
@@ -16,6 +15,7 @@ from uadlab.data.phantom import (
     simulate_subject,
     subject_seed,
 )
+from uadlab.errors import VolumeError
 
 VOXEL_MM = 4.0
 
@@ -128,14 +128,23 @@ def test_params_accept_manifest_overrides_and_round_trip():
         ({"bias_range": ("a", 1)}, "`bias_range` must be a pair"),
         ({"tumour_core_fraction": (0.2, 1.0)}, r"`tumour_core_fraction` must lie in \[0, 1\)"),
         ({"rotation_deg": -1.0}, "`rotation_deg` must be a finite number >= 0"),
-        ({"translation_mm": True}, "`translation_mm` must be a finite number"),
         ({"elastic_sigma_mm": 0.0}, "`elastic_sigma_mm` must be > 0"),
         ({"tumour_mass_effect": 0.6}, "`tumour_mass_effect` must be <= 0.4"),
-        ({"stroke_satellites": 1.5}, "`stroke_satellites` must be an integer"),
+        ({"stroke_satellites": -1}, "`stroke_satellites` must be an integer >= 0"),
     ],
 )
 def test_params_reject_unknown_keys_and_bad_values(overrides, match):
     with pytest.raises(ValueError, match=match):
+        PhantomParams(**overrides)
+
+
+@pytest.mark.parametrize(("overrides", "match"), [
+    ({"translation_mm": True}, "`translation_mm` must be a finite number"),
+    ({"rotation_deg": "5"}, "`rotation_deg` must be a finite number"),
+    ({"stroke_satellites": 1.5}, "`stroke_satellites` must be an integer"),
+])
+def test_params_reject_wrong_types(overrides, match):
+    with pytest.raises(TypeError, match=match):
         PhantomParams(**overrides)
 
 
@@ -152,7 +161,7 @@ def test_subject_seed_is_stable_and_distinct_per_cohort_and_index():
         ((0, 1, 0), TypeError, "`cohort` must be a str"),
         ((0.5, "healthy", 0), TypeError, "`base_seed` must be an int"),
         ((0, "healthy", True), TypeError, "`index` must be an int"),
-        ((-1, "healthy", 0), ValueError, "`base_seed` must be >= 0"),
+        ((-1, "healthy", 0), ValueError, "`base_seed` must be an int >= 0"),
     ],
 )
 def test_subject_seed_validates(args, error, match):

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import doctest
-
 import numpy as np
 import pytest
 
-import uadlab.evaluation.postprocessing
 from uadlab.errors import VolumeError
 from uadlab.evaluation.postprocessing import anomaly_map, residual
-
-
-def test_doctests_pass():
-    result = doctest.testmod(uadlab.evaluation.postprocessing)
-    assert result.attempted > 0 and result.failed == 0
 
 
 def test_residual_is_absolute_difference():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from uadlab.errors import VolumeError
 from uadlab.data.preprocessing import (
     STEPS,
     PreprocessCache,
@@ -14,6 +13,7 @@ from uadlab.data.preprocessing import (
     default_cache_dir,
     preprocess,
 )
+from uadlab.errors import VolumeError
 
 # A 16³ output of an 80 mm box: 5 mm output voxels, fast to compute.
 SMALL = PreprocessingParams(spacing_mm=2.0, pad_shape_mm=(80.0, 80.0, 80.0), out_size=16)

@@ -3,7 +3,6 @@ sample-level AUROC/AP against scikit-learn, the per-subject table, and Chatterje
 
 from __future__ import annotations
 
-import doctest
 import math
 
 import numpy as np
@@ -11,7 +10,6 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-import uadlab.evaluation.sample_level
 from uadlab.errors import VolumeError
 from uadlab.evaluation.inference import SubjectMaps
 from uadlab.evaluation.metrics import UndefinedMetricWarning, binarize
@@ -167,7 +165,3 @@ def test_validation():
         import pandas as pd
         sample_level_summary(pd.DataFrame({"score": [0.1]}))
 
-
-def test_doctests_pass():
-    result = doctest.testmod(uadlab.evaluation.sample_level)
-    assert result.attempted > 0 and result.failed == 0

@@ -3,13 +3,11 @@ known answers per kind, seeds, inputs untouched, 2D and 3D, argument validation.
 
 from __future__ import annotations
 
-import doctest
 import math
 
 import numpy as np
 import pytest
 
-import uadlab.training.synthetic_anomalies
 from uadlab.errors import VolumeError
 from uadlab.training.synthetic_anomalies import (
     KINDS,
@@ -239,7 +237,3 @@ def test_call_and_apply_validation():
     with pytest.raises(TypeError, match="`rng` must be a numpy.random.Generator"):
         perlin_noise((8, 8), (4.0, 4.0), None)
 
-
-def test_doctests_pass():
-    result = doctest.testmod(uadlab.training.synthetic_anomalies)
-    assert result.attempted > 0 and result.failed == 0

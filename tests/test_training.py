@@ -11,11 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
+
 from uadlab import profiles
-from uadlab.models import DenseVAE
-from uadlab.training import loop as training
 from uadlab.errors import DatasetError, RunError
+from uadlab.models import DenseVAE
 from uadlab.profiles import get_profile
+from uadlab.training import loop as training
 from uadlab.training.loop import (
     HISTORY_COLUMNS,
     TrainConfig,
@@ -57,9 +59,11 @@ def _config(experiment: str = "3D-None", **kwargs) -> TrainConfig:
 def _run(config: TrainConfig, run_dir: Path, arrays, *, resume=False, overwrite=False, **kwargs):
     """Train on in-memory arrays through the same folder logic as :func:`train`."""
     run_dir = training._prepare_run_dir(config, run_dir, resume=resume, overwrite=overwrite)
-    checkpoint = training._load_checkpoint(run_dir) if resume else None
+    checkpoint = training._resume_checkpoint(run_dir, config) if resume else None
     if checkpoint is not None and checkpoint["finished"]:
         return training._result(run_dir, checkpoint)
+    if overwrite:
+        training._clear_run(run_dir)
     return training._train_arrays(config, run_dir, *arrays, checkpoint=checkpoint, **kwargs)
 
 
@@ -519,3 +523,68 @@ def test_device_defaults_to_cuda_when_available():
     assert training._resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="`device` must be a torch device"):
         training._resolve_device("tpu-9")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Other models through the same loop
+
+
+@pytest.mark.parametrize("experiment", ["spatial-vae:2D-None", "spatial-vae:3D-Cube-n"])
+def test_spatial_vae_trains_resumes_and_loads_like_the_dense_one(tmp_path, arrays, experiment):
+    config = _config(experiment, max_epochs=2)
+    full = _run(config, tmp_path / "full", arrays)
+    _run(config, tmp_path / "cut", arrays, _stop_after_epoch=1)
+    resumed = _run(config, tmp_path / "cut", arrays, resume=True)
+    assert resumed.finished and resumed.best_val == full.best_val
+    _assert_same_weights(_weights(tmp_path / "full"), _weights(tmp_path / "cut"))
+    model, stored = load_run(tmp_path / "full")
+    assert type(model).__name__ == "SpatialVAE" and stored.experiment == experiment
+    record = yaml.safe_load((tmp_path / "full" / "config.yaml").read_text())["model"]
+    assert record["name"] == "spatial-vae" and record["config"]["channels"] == [4, 8]
+
+
+def test_train_with_model_prefix_stores_the_canonical_name(tmp_path, arrays):
+    config = _config(" Spatial-VAE:3d-none", max_epochs=1)
+    assert config.experiment == "spatial-vae:3D-None" and config.model == "spatial-vae"
+    assert _config("3d-cube-n").experiment == "3D-Cube-n"
+
+
+def test_mean_image_is_fitted_once_and_reconstructs_the_training_mean(tmp_path, arrays):
+    result = _run(_config("mean-image:3D-None", max_epochs=5), tmp_path / "run", arrays)
+    assert result.finished and len(result.history) == 1 and result.best_epoch == 1
+    model, _ = load_run(tmp_path / "run")
+    np.testing.assert_allclose(model.mean[0].numpy(), arrays[0].mean(axis=0), atol=1e-6)
+    expected_l1 = np.abs(arrays[2] - arrays[0].mean(axis=0)).mean()
+    assert result.best_val == pytest.approx(expected_l1, rel=1e-5)
+
+
+def test_lambert_loss_is_for_vaes_only():
+    with pytest.raises(ValueError, match="`loss` 'lambert' applies to the VAE models only"):
+        _config("mean-image:3D-None", loss="lambert")
+
+
+def test_resume_refuses_another_model(tmp_path, arrays):
+    _run(_config("3D-None", max_epochs=2), tmp_path / "run", arrays, _stop_after_epoch=1)
+    with pytest.raises(RunError, match="config differs in experiment"):
+        _run(_config("spatial-vae:3D-None", max_epochs=2), tmp_path / "run", arrays, resume=True)
+
+
+def test_a_run_from_before_the_model_registry_loads_and_resumes(tmp_path, arrays):
+    """Old checkpoints hold ``model_args`` (the VAE's arguments) and no model record."""
+    config = _config("3D-None", max_epochs=2)
+    _run(config, tmp_path / "run", arrays, _stop_after_epoch=1)
+    path = tmp_path / "run" / "checkpoint.pt"
+    checkpoint = torch.load(path, weights_only=True)
+    record = checkpoint.pop("model_record")
+    checkpoint["model_args"] = {k: record["config"][k] for k in ("spatial_dims", "image_size", "latent_dim")}
+    checkpoint["model_args"]["channels"] = tuple(record["config"]["channels"])
+    torch.save(checkpoint, path)
+    raw = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    raw.pop("model")
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+    model, stored = load_run(tmp_path / "run")
+    assert type(model).__name__ == "DenseVAE" and stored.experiment == "3D-None"
+    torch.testing.assert_close(model.state_dict()["to_mu.weight"], checkpoint["best_model"]["to_mu.weight"])
+    resumed = _run(config, tmp_path / "run", arrays, resume=True)
+    assert resumed.finished and len(resumed.history) == 2

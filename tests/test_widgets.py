@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from uadlab.viz import figures as viz
 from uadlab.evaluation import metrics
-from uadlab.viz import widgets
 from uadlab.evaluation.inference import make_maps
 from uadlab.training.synthetic_anomalies import KINDS, SyntheticAnomaly
+from uadlab.viz import figures as viz
+from uadlab.viz import widgets
 
 matplotlib.use("Agg")
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +27,8 @@ def check_int(name: str, value: Any, expected: str, valid: Callable[[int], bool]
 
 def check_real(name: str, value: Any, expected: str, valid: Callable[[float], bool] = np.isfinite) -> float:
     """``value`` as a ``float``; ``TypeError`` unless a real number, ``ValueError`` unless ``valid``
-    (default: finite)."""
+    (default: finite).
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"`{name}` must be {expected}, got {value!r}")
     if not valid(float(value)):
@@ -33,9 +36,17 @@ def check_real(name: str, value: Any, expected: str, valid: Callable[[float], bo
     return float(value)
 
 
+def check_path(name: str, value: Any) -> Path:
+    """``value`` as a :class:`~pathlib.Path` (``~`` expanded); ``TypeError`` unless a str or path-like."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"`{name}` must be a str or path, got {value!r}")
+    return Path(value).expanduser()
+
+
 def check_positive_real(name: str, value: Any) -> float:
     """``value`` as a ``float``; ``TypeError`` unless a :class:`numbers.Real`, ``ValueError`` unless
-    finite and > 0 (sizes and spacings in mm, volumes in mm³...)."""
+    finite and > 0 (sizes and spacings in mm, volumes in mm³...).
+    """
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         raise TypeError(f"`{name}` must be a number, got {value!r}")
     if not math.isfinite(value) or value <= 0:

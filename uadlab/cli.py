@@ -3,8 +3,11 @@
 The only place that prints and exits. Every subcommand is a thin call into the library; a
 :class:`uadlab.errors.UadlabError` (a problem with the user's files or runs), or a ValueError or
 TypeError (the library's argument checks: an unknown profile or experiment, a fraction outside
-(0, 1]...), becomes one line on stderr and exit code 2. ``uadlab --debug ...`` shows the traceback
-instead.
+(0, 1]...), or an OSError from the system (a read-only folder, a full disk), becomes one line on
+stderr and exit code 2. ``uadlab --debug ...`` shows the traceback instead. A warning
+(:class:`uadlab.errors.UadlabWarning` and others) is one ``uadlab: warning:`` line. Output piped
+into a reader that stops early (``uadlab ... | head``) ends quietly with exit code 141, as other
+Unix tools do.
 
 Subcommands::
 
@@ -12,17 +15,21 @@ Subcommands::
     uadlab data check --manifest M --root R
     uadlab train --experiment NAME [--model M] --data DIR --profile P --out runs/NAME [--fraction F] [--seed S] [--resume] [--overwrite]
     uadlab evaluate --run runs/NAME --data DIR [--val-data DIR2] --out OUT
-    uadlab reproduce --profile P --data phantom|DIR --out results/ [--study S] [--experiments A,B] [--seed S] [--workers N] [--labelled-cases K] [--val-data DIR]
+    uadlab reproduce --profile P --data phantom|DIR --out results/ [--study S] [--experiments A,B] [--seed S]
+                     [--workers N] [--overwrite]
+                     [--labelled-cases K] [--val-data DIR]   (behrendt2024)
     uadlab notebooks run --profile P --out DIR
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 from pathlib import Path
 
-from uadlab.errors import UadlabError
+from uadlab.errors import UadlabError, UadlabWarning
 
 __all__ = ["main"]
 
@@ -37,7 +44,7 @@ def _data_build(args: argparse.Namespace) -> None:
     print(load_dataset(out).summary())
 
 
-def _data_check(args: argparse.Namespace) -> None:
+def _data_check(args: argparse.Namespace) -> int:
     from uadlab.data.manifests import check_manifest, load_manifest
 
     problems = check_manifest(load_manifest(args.manifest), args.root)
@@ -45,14 +52,14 @@ def _data_check(args: argparse.Namespace) -> None:
         print(f"{args.manifest}: {len(problems)} problem(s) under {args.root}:", file=sys.stderr)
         for problem in problems:
             print(f"  - {problem}", file=sys.stderr)
-        raise SystemExit(1)
+        return 1
     print(f"{args.manifest}: all files present and readable under {args.root}")
+    return 0
 
 
 def _train(args: argparse.Namespace) -> None:
-    from uadlab.training.loop import TrainConfig, train
-
     from uadlab.training.experiments import parse_experiment
+    from uadlab.training.loop import TrainConfig, train
 
     config = TrainConfig(
         experiment=args.experiment if args.model is None else parse_experiment(args.experiment, model=args.model).name,
@@ -82,9 +89,9 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _reproduce(args: argparse.Namespace) -> None:
     from uadlab.reproduce import reproduce
 
-    experiments = args.experiments.split(",") if args.experiments else None
+    experiments = None if args.experiments is None else args.experiments.split(",")
     outputs = reproduce(profile=args.profile, data=args.data, out=args.out, study=args.study, experiments=experiments,
-                        root=args.root, seed=args.seed, workers=args.workers,
+                        root=args.root, seed=args.seed, workers=args.workers, overwrite=args.overwrite,
                         labelled_cases=args.labelled_cases, val_data=args.val_data, progress=not args.quiet)
     for name, path in outputs.items():
         print(f"{name}: {path}")
@@ -157,6 +164,9 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--seed", type=int, default=0, help="seed of every training run")
     reproduce.add_argument("--workers", type=int, default=1,
                            help="processes building the data set at once (default: 1)")
+    reproduce.add_argument("--overwrite", action="store_true",
+                           help="replace a table1.* in OUT that reproduce did not write, rebuild OUT/data, and "
+                                "restart runs whose config differs (finished runs with the same config are kept)")
     reproduce.add_argument("--labelled-cases", type=int, default=2, metavar="K",
                            help="behrendt2024: labelled validation cases per lesion cohort for the weakly "
                                 "supervised segmenter (default: 2; 0: none)")
@@ -176,17 +186,52 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``uadlab`` command. Returns the process exit code."""
     args = _parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UadlabWarning)
+        if not args.debug:
+            warnings.showwarning = _show_warning
+        try:
+            code = args.func(args) or 0  # a subcommand may return an exit code (data check: 1)
+        except BrokenPipeError:
+            return _broken_pipe()
+        except (UadlabError, ValueError, TypeError, OSError) as error:
+            if args.debug:
+                raise
+            print(f"uadlab: error: {_one_line(error, args)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("uadlab: interrupted", file=sys.stderr)
+            return 130
     try:
-        args.func(args)
-    except (UadlabError, ValueError, TypeError) as error:
-        if args.debug:
-            raise
-        print(f"uadlab: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("uadlab: interrupted", file=sys.stderr)
-        return 130
-    return 0
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _broken_pipe()
+    return code
+
+
+def _one_line(error: Exception, args: argparse.Namespace) -> str:
+    """The error as one line; an OSError names its file, or the output folder being written."""
+    if isinstance(error, OSError):
+        reason = error.strerror or str(error) or type(error).__name__
+        if error.filename is not None:
+            return f"{error.filename}: {reason}"
+        out = getattr(args, "out", None)
+        return f"{reason} (while writing {out})" if out is not None else reason
+    return str(error)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` of the command line: every warning on one line (``--debug``: where from)."""
+    kind = "" if issubclass(category, UadlabWarning) else f"{category.__name__}: "
+    text = " ".join(str(message).split())
+    print(f"uadlab: warning: {kind}{text}", file=sys.stderr)
+
+
+def _broken_pipe() -> int:
+    """The reader of stdout went away (``| head``): no traceback, and none at interpreter exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141
 
 
 if __name__ == "__main__":

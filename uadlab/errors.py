@@ -6,7 +6,7 @@ an unknown key, a run folder that already exists — raise one of these, so the 
 one clear line naming the file and the problem instead of a traceback.
 """
 
-__all__ = ["UadlabError", "VolumeError", "ManifestError", "DatasetError", "RunError"]
+__all__ = ["UadlabError", "VolumeError", "ManifestError", "DatasetError", "RunError", "UadlabWarning"]
 
 
 class UadlabError(Exception):
@@ -15,19 +15,32 @@ class UadlabError(Exception):
 
 class VolumeError(UadlabError):
     """A NIfTI volume is unreadable, corrupt, of the wrong dimensionality, holds NaN/inf voxels,
-    or does not match its partner (image vs mask shape or affine), or a brain mask is empty."""
+    or does not match its partner (image vs mask shape or affine), or a brain mask is empty.
+    """
 
 
 class ManifestError(UadlabError):
     """A data-set manifest is invalid (bad YAML, unknown or missing keys) or files it names are
-    missing or unreadable; all problems are listed in one message."""
+    missing or unreadable; all problems are listed in one message.
+    """
 
 
 class DatasetError(UadlabError):
     """A built data-set folder (``uadlab data build``) is missing, incomplete or inconsistent, or
-    would be overwritten without ``overwrite=True``."""
+    would be overwritten without ``overwrite=True``.
+    """
 
 
 class RunError(UadlabError):
     """A training run folder exists and would be overwritten, lacks its checkpoint, or does not
-    match the configuration it is resumed with."""
+    match the configuration it is resumed with.
+    """
+
+
+class UadlabWarning(UserWarning):
+    """Something the user should know that does not stop the work.
+
+    The preprocessing cache could not be written (the build goes on without it), fewer worker
+    processes than asked (capped at the usable cores), a run evaluated before its training finished.
+    The command line prints each as one ``uadlab: warning:`` line.
+    """

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from uadlab.errors import UadlabError
-from uadlab.profiles import get_profile
+from uadlab.layout import ResultsLayout
+from uadlab.profiles import Profile, get_profile
 
-__all__ = ["NOTEBOOKS", "NOTEBOOK_DIR", "NotebookError", "run_notebooks", "strip_outputs", "notebook_problems"]
+__all__ = ["NOTEBOOKS", "NOTEBOOK_DIR", "NotebookError", "Lab", "start_lab", "run_notebooks", "strip_outputs",
+           "notebook_problems"]
 
 #: The labs, in the order they must run.
 NOTEBOOKS: tuple[str, ...] = (
@@ -30,6 +33,7 @@ NOTEBOOKS: tuple[str, ...] = (
     "03_erasing_ablation.ipynb",
     "04_lesion_size.ipynb",
     "05_data_size.ipynb",
+    "06_lambert_spatial_vs_dense.ipynb",
     "07_recon_plus_supervised.ipynb",
 )
 
@@ -39,6 +43,107 @@ NOTEBOOK_DIR: Path = Path(__file__).resolve().parents[1] / "notebooks"
 
 class NotebookError(UadlabError):
     """A notebook is missing, or a cell failed while running it; the message names both."""
+
+
+@dataclass(frozen=True)
+class Lab:
+    """What a lab's setup cell starts with (:func:`start_lab`), and the steps the labs repeat.
+
+    Attributes:
+        name: the lab, e.g. ``"02_vae_3d"``; its own outputs go to ``results``.
+        profile: the run profile.
+        layout: the output folder all labs share (``OUT_DIR``): data, runs, evaluations.
+        results: this lab's folder, ``OUT_DIR/<name>``.
+        dataset: the built phantom (:class:`~uadlab.data.BuiltDataset`), in ``layout.data``.
+        seed: seed of every run.
+    """
+
+    name: str
+    profile: Profile
+    layout: ResultsLayout
+    results: Path
+    dataset: Any
+    seed: int
+
+    @property
+    def cohort(self) -> str:
+        """The first lesion cohort, used for the labs' examples."""
+        return self.dataset.lesion_cohorts[0]
+
+    def train(self, experiment: str, fraction: float = 1.0, **config: Any) -> Any:
+        """Train ``experiment`` into the shared runs folder, or return the finished run (resumes a stopped one).
+
+        Returns:
+            The :class:`~uadlab.training.TrainResult`.
+        """
+        from uadlab.training import TrainConfig, train
+
+        train_config = TrainConfig(experiment=experiment, profile=self.profile, data=str(self.dataset.root),
+                                   fraction=fraction, seed=self.seed, **config)
+        return train(train_config, self.layout.run(experiment, fraction), resume=True)
+
+    def evaluate(self, experiment: str, fraction: float = 1.0, **config: Any) -> dict:
+        """Train (or reuse) and evaluate ``experiment``; returns its ``metrics.json`` content."""
+        from uadlab.reproduce import train_and_evaluate
+
+        return train_and_evaluate(experiment, self.profile, self.dataset.root, self.layout, fraction=fraction,
+                                  seed=self.seed, **config)[1]
+
+    def model(self, experiment: str, fraction: float = 1.0) -> Any:
+        """The trained model of a run (best epoch, eval mode)."""
+        from uadlab.training import load_run
+
+        return load_run(self.layout.run(experiment, fraction))[0]
+
+    def data_size_study(self, experiments: Sequence[str]) -> Any:
+        """Fig. 5: each experiment trained on each of the profile's fractions and evaluated.
+
+        Returns:
+            :func:`uadlab.evaluation.analysis.data_size_table` of the runs.
+        """
+        from uadlab.evaluation.analysis import data_size_table
+
+        return data_size_table([(e, f, self.evaluate(e, f)) for e in experiments for f in self.profile.fractions])
+
+    def best_experiment(self, experiments: Sequence[str]) -> str:
+        """The experiment with the highest DICE_D averaged over the lesion cohorts (trained and evaluated if needed)."""
+        import pandas as pd
+
+        from uadlab.evaluation.analysis import best_experiment
+
+        rows = [{"experiment": e, "dataset": cohort, "dice_d": m["dice_d"]}
+                for e in experiments for cohort, m in self.evaluate(e)["cohorts"].items()]
+        return best_experiment(pd.DataFrame(rows))
+
+
+def start_lab(name: str, *, profile: str | Profile = "smoke", out_dir: str | Path, seed: int = 0) -> Lab:
+    """The setup every lab shares: seed everything, build (or reuse) the phantom, make the lab's folder.
+
+    Args:
+        name: the lab's name, e.g. ``"02_vae_3d"``.
+        profile: the ``PROFILE`` parameter.
+        out_dir: the ``OUT_DIR`` parameter, shared by all labs.
+        seed: the ``SEED`` parameter.
+
+    Returns:
+        The :class:`Lab`.
+
+    Raises:
+        ValueError, TypeError: an unknown profile, a bad seed; DatasetError as
+            :func:`~uadlab.data.build_dataset`.
+    """
+    from uadlab.data import build_dataset, load_dataset
+    from uadlab.reproduce import PHANTOM_MANIFEST
+    from uadlab.training import seed_everything
+
+    seed_everything(seed)
+    prof = get_profile(profile)
+    layout = ResultsLayout(Path(out_dir).resolve())
+    results = layout.root / name
+    results.mkdir(parents=True, exist_ok=True)
+    # Built by lab 00; build_dataset returns an existing identical data set untouched.
+    dataset = load_dataset(build_dataset(PHANTOM_MANIFEST, layout.data, profile=prof))
+    return Lab(name, prof, layout, results, dataset, int(seed))
 
 
 def run_notebooks(*, profile: str = "smoke", out: str | Path, notebooks: Sequence[str] | None = None,
@@ -151,7 +256,7 @@ def strip_outputs(path: str | Path) -> bool:
 def notebook_problems(path: str | Path) -> list[str]:
     """What keeps a notebook from being committed or run by papermill (empty when fine).
 
-    Checks STYLE.md Sec. 10: the first cell is a code cell tagged ``parameters`` that holds
+    Checks the house rules for notebooks: the first cell is a code cell tagged ``parameters`` that holds
     ``PROFILE``, ``OUT_DIR``, ``SEED`` and ``INTERACTIVE``; no code cell holds outputs or an
     execution count; no code cell defines a class or a function (logic belongs in ``uadlab``).
 

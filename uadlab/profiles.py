@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Profile", "PROFILES", "get_profile"]
+__all__ = ["Profile", "PROFILES", "DEFAULT_PHANTOM_COUNTS", "get_profile"]
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,8 @@ def _checked_dims(spatial_dims: int) -> int:
     return spatial_dims
 
 
-_DEFAULT_COUNTS = {"healthy": 200, "tumour": 60, "stroke": 60}
+#: Phantom subjects per cohort of the lab and paper profiles (and of a phantom manifest without counts).
+DEFAULT_PHANTOM_COUNTS: dict[str, int] = {"healthy": 200, "tumour": 60, "stroke": 60}
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
@@ -106,7 +107,7 @@ PROFILES: dict[str, Profile] = {
         name="lab",
         image_size=64,
         spacing_mm=2.0,
-        phantom_counts=dict(_DEFAULT_COUNTS),
+        phantom_counts=dict(DEFAULT_PHANTOM_COUNTS),
         batch_size=32,
         batch_size_3d=8,
         max_epochs=40,
@@ -117,7 +118,7 @@ PROFILES: dict[str, Profile] = {
         name="paper",
         image_size=64,
         spacing_mm=1.0,
-        phantom_counts=dict(_DEFAULT_COUNTS),
+        phantom_counts=dict(DEFAULT_PHANTOM_COUNTS),
         batch_size=32,
         max_epochs=300,
         patience=30,

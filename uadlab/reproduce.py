@@ -40,21 +40,21 @@ import numpy as np
 import pandas as pd
 
 from uadlab import behrendt2024
-from uadlab.viz import figures as viz
-from uadlab.evaluation import analysis
 from uadlab.data.dataset import build_dataset, load_dataset
-from uadlab.training.experiments import EXPERIMENTS, parse_experiment
-from uadlab.errors import DatasetError
-from uadlab.evaluation.protocol import evaluate_run
+from uadlab.data.io import atomic_write, folder_lock
+from uadlab.errors import DatasetError, RunError
+from uadlab.evaluation import analysis
 from uadlab.evaluation.inference import predict
 from uadlab.evaluation.lambert import lambert_markdown, lambert_scores
-from uadlab.data.io import atomic_write
-from uadlab.layout import ResultsLayout, run_name
+from uadlab.evaluation.protocol import evaluate_run
+from uadlab.layout import RUN_CHECKPOINT, RUN_CONFIG, ResultsLayout, run_name
 from uadlab.profiles import Profile, get_profile
+from uadlab.training.experiments import EXPERIMENTS, parse_experiment
 from uadlab.training.loop import TrainConfig, load_run, train
+from uadlab.viz import figures as viz
 
 __all__ = ["DATA_SIZE_EXPERIMENTS", "FIGURE_EXPERIMENTS", "LAMBERT_EXPERIMENTS", "PHANTOM_MANIFEST", "STUDIES",
-           "TABLE1_BASELINES", "reproduce", "run_name"]
+           "TABLE1_BASELINES", "reproduce", "run_name", "train_and_evaluate"]
 
 #: Manifest of the default data set (shipped beside the package in the source tree).
 PHANTOM_MANIFEST = Path(__file__).resolve().parents[1] / "data_manifests" / "phantom.yaml"
@@ -75,14 +75,15 @@ _TABLE1_COLUMNS = ["experiment", "dataset", "dice_d", "dice_s_mean", "dice_s_std
 
 
 def _resolve_data(data: str | Path, layout: ResultsLayout, profile: Profile, root: Path | None, progress: bool,
-                  workers: int) -> Path:
+                  workers: int, overwrite: bool) -> Path:
     """Return a built data-set folder for ``data``: ``phantom``, a manifest YAML, or a built folder."""
     data_path = Path(data)
     if str(data) == "phantom":
-        return build_dataset(PHANTOM_MANIFEST, layout.data, profile=profile, progress=progress, workers=workers)
+        return build_dataset(PHANTOM_MANIFEST, layout.data, profile=profile, progress=progress, workers=workers,
+                             overwrite=overwrite)
     if data_path.suffix in (".yaml", ".yml"):
         return build_dataset(data_path, layout.data, root=root, profile=profile, progress=progress,
-                             workers=workers)
+                             workers=workers, overwrite=overwrite)
     if (data_path / "dataset.json").exists():
         return data_path
     raise DatasetError(
@@ -103,6 +104,7 @@ def reproduce(
     workers: int = 1,
     labelled_cases: int = behrendt2024.DEFAULT_LABELLED_CASES,
     val_data: str | Path | None = None,
+    overwrite: bool = False,
     progress: bool = False,
 ) -> dict[str, Path]:
     """Run a whole study: by default Table 1 and Figs. 4–7 of Bengs et al. 2021 (Sec. 3).
@@ -117,8 +119,9 @@ def reproduce(
             its checkpoint is newer than its ``metrics.json``.
         study: ``"bengs2021"``, ``"lambert2021"`` or ``"behrendt2024"`` (:data:`STUDIES`, see the
             module docstring).
-        experiments: ``bengs2021`` only: experiment names, Table 1 names or ``MODEL:NAME`` (default:
-            all 14 in Table 1 order, then :data:`TABLE1_BASELINES`).
+        experiments: ``bengs2021`` only: experiment names, Table 1 names or ``MODEL:NAME``, any
+            letter case (default ``None``: all 14 in Table 1 order, then :data:`TABLE1_BASELINES`);
+            an empty list or an empty name is refused.
         root: data root of a real manifest.
         seed: seed of every training run.
         workers: processes building the data set at once (see :func:`uadlab.data.dataset.build_dataset`;
@@ -128,6 +131,10 @@ def reproduce(
         val_data: ``behrendt2024`` only: a built data set whose labelled validation cases fit the
             thresholds of lesion cohorts without a validation split (e.g. the real sample's test-only
             cases), see :func:`uadlab.behrendt2024.run_study`.
+        overwrite: replace outputs in ``out`` this function did not write (``table1.csv``,
+            ``table1.md`` without the ``reproduce.json`` it writes last), rebuild ``out/data``
+            (cheap, from the cache; repairs a damaged build), and restart a run or evaluation whose
+            config no longer matches. Finished runs with the same config are always kept.
         progress: show tqdm progress bars.
 
     Returns:
@@ -136,11 +143,14 @@ def reproduce(
         ``behrendt2024.md``, ``runs``, ``segmenters`` (``behrendt2024``).
 
     Raises:
-        ValueError: an unknown study or experiment name, experiments given to ``lambert2021``,
-            ``val_data`` given to another study than ``behrendt2024``, or
-            ``workers`` below 1.
+        ValueError: an unknown study or experiment name, an empty ``experiments`` or name,
+            experiments given to ``lambert2021``, ``val_data`` given to another study than
+            ``behrendt2024``, or ``workers`` below 1.
         TypeError: ``workers`` is not an int.
         DatasetError: ``data`` is not a data set, or it has no lesion cohort to evaluate.
+        RunError: ``out`` is a file, or holds a ``table1.csv``/``table1.md`` that ``reproduce`` did
+            not write, without ``overwrite``; or a run there has another config, without ``overwrite``.
+        uadlab.errors.UadlabError: another process is writing ``out``.
     """
     prof = get_profile(profile)
     if study not in STUDIES:
@@ -150,15 +160,47 @@ def reproduce(
     if study != "bengs2021" and experiments is not None:
         raise ValueError(f"`experiments` must be None for study {study!r} (it trains its own models), "
                          f"got {experiments!r}")
-    names = [*EXPERIMENTS, *TABLE1_BASELINES] if experiments is None else [parse_experiment(e).name for e in experiments]
+    if experiments is not None and (isinstance(experiments, str) or not list(experiments)
+                                    or any(not str(e).strip() for e in experiments)):
+        raise ValueError(f"`experiments` must name at least one experiment (None: all of Table 1), "
+                         f"got {experiments!r}")
+    names = ([*EXPERIMENTS, *TABLE1_BASELINES] if experiments is None
+             else list(dict.fromkeys(parse_experiment(e).name for e in experiments)))
     layout = ResultsLayout(out)
+    _check_out(layout, overwrite)
+    with folder_lock(layout.root):
+        _check_out(layout, overwrite)
+        return _reproduce(prof, profile, data, layout, study, names, root, seed, workers, overwrite, progress,
+                          labelled_cases=labelled_cases, val_data=val_data)
+
+
+def _check_out(layout: ResultsLayout, overwrite: bool) -> None:
+    """RunError unless ``layout.root`` is absent, a folder ``reproduce`` wrote, or one without its tables."""
+    out = layout.root
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out}: exists and is not a folder; choose another --out")
+    foreign = [name for name in ("dataset.json", "config.yaml", "checkpoint.pt") if (out / name).exists()]
+    if foreign:
+        what = "a built data set" if foreign[0] == "dataset.json" else "a training run"
+        raise RunError(f"{out}: holds {what} ({foreign[0]}); reproduce never writes into one, choose another --out")
+    tables = [path for path in (layout.table1_csv, layout.table1_md) if path.exists()]
+    if tables and not layout.record.exists() and not overwrite:
+        raise RunError(f"{tables[0]}: exists and was not written by `uadlab reproduce` (no {layout.record.name} "
+                       "beside it); pass overwrite=True (--overwrite) to replace it")
+
+
+def _reproduce(prof: Profile, profile: str | Profile, data: str | Path, layout: ResultsLayout, study: str,
+               names: list[str], root: str | Path | None, seed: int, workers: int, overwrite: bool,
+               progress: bool, *, labelled_cases: int = behrendt2024.DEFAULT_LABELLED_CASES,
+               val_data: str | Path | None = None) -> dict[str, Path]:
+    """:func:`reproduce` once the output folder is checked and locked."""
     layout.root.mkdir(parents=True, exist_ok=True)
-    data_dir = _resolve_data(data, layout, prof, Path(root) if root else None, progress, workers)
+    data_dir = _resolve_data(data, layout, prof, Path(root) if root else None, progress, workers, overwrite)
     dataset = load_dataset(data_dir)
     if not dataset.lesion_cohorts:
         raise DatasetError(f"{data_dir}: no lesion cohort to evaluate on")
     if study == "lambert2021":
-        return _lambert2021(profile, data_dir, dataset, ResultsLayout(layout.root / study), seed, progress)
+        return _lambert2021(profile, data_dir, dataset, ResultsLayout(layout.root / study), seed, overwrite, progress)
     if study == "behrendt2024":
         return behrendt2024.run_study(profile, data_dir, dataset, layout.root / study, seed=seed,
                                       labelled_cases=labelled_cases, val_data=val_data, progress=progress)
@@ -168,9 +210,8 @@ def reproduce(
 
     rows, size_rows, subject_tables = [], [], {}
     for experiment, fraction in runs:
-        config = TrainConfig(experiment=experiment, profile=profile, data=str(data_dir), fraction=fraction, seed=seed)
-        run_dir = train(config, layout.run(experiment, fraction), resume=True, progress=progress).run_dir
-        metrics = _evaluation(run_dir, data_dir, layout.evaluation(experiment, fraction), progress)
+        _, metrics = train_and_evaluate(experiment, profile, data_dir, layout, fraction=fraction, seed=seed,
+                                        progress=progress, overwrite=overwrite)
         for cohort, m in metrics["cohorts"].items():
             if fraction == 1.0:
                 rows.append({"experiment": experiment, "dataset": cohort,
@@ -197,13 +238,13 @@ def reproduce(
 
 
 def _lambert2021(profile: str | Profile, data_dir: Path, dataset, layout: ResultsLayout, seed: int,
-                 progress: bool) -> dict[str, Path]:
+                 overwrite: bool, progress: bool) -> dict[str, Path]:
     """Lambert et al.'s Table 1: four models with their loss, scored by their protocol and by Bengs et al.'s."""
     rows = []
     for experiment, label in LAMBERT_EXPERIMENTS.items():
-        config = TrainConfig(experiment=experiment, profile=profile, data=str(data_dir), seed=seed, loss="lambert")
-        run_dir = train(config, layout.run(experiment), resume=True, progress=progress).run_dir
-        ours = _evaluation(run_dir, data_dir, layout.evaluation(experiment), progress)["cohorts"]
+        run_dir, ours = train_and_evaluate(experiment, profile, data_dir, layout, seed=seed, progress=progress,
+                                           overwrite=overwrite, loss="lambert")
+        ours = ours["cohorts"]
         model = load_run(run_dir)[0]
         for cohort in dataset.lesion_cohorts:
             maps = predict(model, dataset, dataset.ids(cohort=cohort, split="test"), progress=progress)
@@ -218,12 +259,53 @@ def _lambert2021(profile: str | Profile, data_dir: Path, dataset, layout: Result
     return {"lambert2021.csv": csv, "lambert2021.md": md, "runs": layout.runs}
 
 
-def _evaluation(run_dir: Path, data_dir: Path, eval_dir: Path, progress: bool) -> dict:
-    """The run's ``metrics.json``: read back when newer than its checkpoint, else evaluated anew."""
-    metrics_file = eval_dir / "metrics.json"
-    if metrics_file.exists() and metrics_file.stat().st_mtime >= (run_dir / "checkpoint.pt").stat().st_mtime:
-        return json.loads(metrics_file.read_text())
-    return evaluate_run(run_dir, data_dir, eval_dir, overwrite=True, progress=progress)
+def _train(config: TrainConfig, run_dir: Path, overwrite: bool, progress: bool) -> Path:
+    """Resume (or start) a run; with ``overwrite``, a run whose config differs is started afresh."""
+    try:
+        return train(config, run_dir, resume=True, progress=progress).run_dir
+    except RunError:
+        holds_run = any((run_dir / name).exists() for name in (RUN_CONFIG, RUN_CHECKPOINT))
+        if not (overwrite and holds_run):  # never discard a folder that holds something else
+            raise
+    return train(config, run_dir, overwrite=True, progress=progress).run_dir
+
+
+def train_and_evaluate(experiment: str, profile: str | Profile, data_dir: str | Path, layout: ResultsLayout, *,
+                       fraction: float = 1.0, seed: int = 0, progress: bool = False, overwrite: bool = False,
+                       **config: object) -> tuple[Path, dict]:
+    """Train one run (resuming, or reusing a finished one) and evaluate it, in ``layout``'s folders.
+
+    The step every study repeats: the run goes to ``layout.run(experiment, fraction)``; its
+    ``metrics.json`` in ``layout.evaluation(...)`` is read back when newer than its checkpoint, else
+    the run is evaluated anew (:func:`uadlab.evaluation.evaluate_run`: threshold on each lesion
+    cohort's validation split, metrics on its test split).
+
+    Args:
+        experiment: experiment name (``3D-Cube-n``, ``spatial-vae:2D-None``...).
+        profile: profile name or :class:`~uadlab.profiles.Profile`.
+        data_dir: a built data set.
+        layout: the output folder.
+        fraction: share of the healthy training split.
+        seed: the run's seed.
+        progress: tqdm bars.
+        overwrite: restart the run when its config differs from this one (otherwise a RunError);
+            a finished run with the same config is always kept.
+        **config: further :class:`~uadlab.training.TrainConfig` fields (e.g. ``loss="lambert"``).
+
+    Returns:
+        The run folder and its metrics (``metrics.json``'s content).
+
+    Raises:
+        ValueError, TypeError: a bad config; RunError, DatasetError: as :func:`~uadlab.training.train`.
+    """
+    train_config = TrainConfig(experiment=experiment, profile=profile, data=str(data_dir), fraction=fraction,
+                               seed=seed, **config)
+    run_dir = _train(train_config, layout.run(experiment, fraction), overwrite, progress)
+    metrics_file = layout.metrics(experiment, fraction)
+    if metrics_file.exists() and metrics_file.stat().st_mtime >= (run_dir / RUN_CHECKPOINT).stat().st_mtime:
+        return run_dir, json.loads(metrics_file.read_text())
+    return run_dir, evaluate_run(run_dir, data_dir, layout.evaluation(experiment, fraction), overwrite=True,
+                                 progress=progress)
 
 
 def _write_figures(layout: ResultsLayout, dataset, table: pd.DataFrame,

@@ -6,6 +6,12 @@ Modules, lowest first: :mod:`~uadlab.data.io` (NIfTI read/write, atomic writes),
 (Sec. 2.1 and its cache), :mod:`~uadlab.data.dataset` (``uadlab data build`` and its folder).
 """
 
-from uadlab.data.dataset import COLUMNS, BuiltDataset, Subject, build_dataset, load_dataset
+from uadlab.data.dataset import (
+    COLUMNS,
+    BuiltDataset,
+    Subject,
+    build_dataset,
+    load_dataset,
+)
 
 __all__ = ["COLUMNS", "BuiltDataset", "Subject", "build_dataset", "load_dataset"]

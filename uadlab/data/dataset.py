@@ -39,6 +39,7 @@ import multiprocessing
 import os
 import secrets
 import shutil
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -48,12 +49,31 @@ import numpy as np
 import pandas as pd
 
 import uadlab
-from uadlab._checks import check_int
-from uadlab.errors import DatasetError
-from uadlab.data.io import atomic_write, load_volume, save_volume
-from uadlab.data.manifests import Case, Manifest, assign_splits, discover_cases, load_case, load_manifest, phantom_sources
-from uadlab.data.phantom import PhantomParams, load_sources, simulate_subject, subject_seed
-from uadlab.data.preprocessing import PreprocessCache, Preprocessed, PreprocessingParams, preprocess
+from uadlab._checks import check_int, check_path
+from uadlab.data.io import atomic_write, folder_lock, load_volume, save_volume
+from uadlab.data.manifests import (
+    SPLITS,
+    Case,
+    Manifest,
+    assign_splits,
+    discover_cases,
+    load_case,
+    load_manifest,
+    phantom_sources,
+)
+from uadlab.data.phantom import (
+    PhantomParams,
+    load_sources,
+    simulate_subject,
+    subject_seed,
+)
+from uadlab.data.preprocessing import (
+    PreprocessCache,
+    Preprocessed,
+    PreprocessingParams,
+    preprocess,
+)
+from uadlab.errors import DatasetError, UadlabWarning
 from uadlab.profiles import Profile, get_profile
 
 __all__ = ["COLUMNS", "BuiltDataset", "Subject", "build_dataset", "load_dataset"]
@@ -66,7 +86,6 @@ COLUMNS: tuple[str, ...] = (
 
 _INFO = "dataset.json"
 _TABLE = "subjects.csv"
-_SPLITS = ("train", "val", "test")
 _FOLDERS = {"image": "images", "brain_mask": "brain_masks", "lesion_mask": "lesion_masks"}
 
 
@@ -131,8 +150,17 @@ def build_dataset(
     about 40/60).
 
     If ``out`` already holds a complete data set built from the same manifest text, root and
-    profile, it is returned untouched (no work at all). Subjects are independent (each has its own
-    seed), so ``workers`` processes build them in parallel into the very same files as one process.
+    profile, it is returned untouched (no work at all) unless ``overwrite`` is set, which always
+    rebuilds (cheaply, from the cache), so a damaged build is repaired. Subjects are independent
+    (each has its own seed), so ``workers`` processes build them in parallel into the very same
+    files as one process. ``out`` is locked (:func:`uadlab.data.io.folder_lock`) while it is built.
+
+    Real lesion cases whose lesion mask is empty, lies entirely outside the brain or holds labels
+    outside the documented set, and images that are all zero inside the brain, are refused
+    (:func:`uadlab.data.manifests.load_case`, the checks of ``uadlab data check``). A lesion that exists
+    but has no voxel left on the built grid (smaller than one output voxel) is kept with a
+    :class:`~uadlab.errors.UadlabWarning` and recorded under ``"warnings"`` in ``dataset.json``;
+    evaluation leaves such subjects out.
 
     Example:
         >>> out = build_dataset("data_manifests/phantom.yaml", "data/phantom", profile="smoke")  # doctest: +SKIP
@@ -144,8 +172,8 @@ def build_dataset(
         root: folder holding a real data set (and a phantom's real source brains, if it names any).
         profile: ``"smoke"``, ``"lab"``, ``"paper"`` or a :class:`~uadlab.profiles.Profile`; sets
             ``image_size``, ``spacing_mm`` and the phantom counts.
-        overwrite: replace an existing, different data set in ``out`` (the new one is built
-            completely before the old one is removed).
+        overwrite: rebuild and replace an existing data set in ``out``, the same or a different one
+            (the new one is built completely before the old one is removed).
         progress: show a tqdm progress bar.
         cache_dir: folder of the preprocessing cache; ``None`` means
             :func:`uadlab.data.preprocessing.default_cache_dir`.
@@ -153,7 +181,8 @@ def build_dataset(
             cores); each loads its own copy of the source brains (about 5 s at 2 mm). They are
             started with Python's ``spawn`` method, so a script calling this with ``workers > 1``
             must guard its top level with ``if __name__ == "__main__":`` (notebooks and the CLI
-            need nothing).
+            need nothing). More than the usable cores (``os.sched_getaffinity``) is capped at
+            them with a :class:`~uadlab.errors.UadlabWarning`.
 
     Returns:
         ``out`` as a :class:`~pathlib.Path`.
@@ -163,14 +192,15 @@ def build_dataset(
         ValueError: unknown profile, ``workers`` below 1, or ``root`` missing for a real manifest.
         uadlab.errors.ManifestError: the manifest is invalid or files it names are missing.
         uadlab.errors.VolumeError: an input volume is unreadable, or an image and its masks do not
-            share one grid, or a brain mask is empty.
+            share one grid, or a brain mask, image or lesion mask is empty or out of place (above).
         uadlab.errors.DatasetError: ``out`` exists and holds something else, without ``overwrite``;
             or ``out`` is a file or a non-empty folder that is not a data set (never replaced).
+        uadlab.errors.UadlabError: another process is building into ``out``.
     """
-    manifest_path = _as_path("manifest_path", manifest_path)
-    out = _as_path("out", out)
-    root = None if root is None else _as_path("root", root)
-    cache = PreprocessCache(None if cache_dir is None else _as_path("cache_dir", cache_dir))
+    manifest_path = check_path("manifest_path", manifest_path)
+    out = check_path("out", out)
+    root = None if root is None else check_path("root", root)
+    cache = PreprocessCache(None if cache_dir is None else check_path("cache_dir", cache_dir))
     for name, flag in (("overwrite", overwrite), ("progress", progress)):
         if not isinstance(flag, bool):
             raise TypeError(f"`{name}` must be a bool, got {flag!r}")
@@ -186,39 +216,76 @@ def build_dataset(
         "manifest_sha256": manifest_sha, "profile": profile.name,
         "root": str(root.resolve()) if uses_root and root is not None else None, "preprocessing": params.to_dict(),
     }
-    if out.exists() and _same_build(out, identity):
-        return out
-    _check_replaceable(out, overwrite)
+    if manifest.kind == "real" and root is None:
+        raise ValueError(f"`root` must be the folder of the real data set {manifest.name!r}, got None")
+    with folder_lock(out):
+        if not overwrite and out.exists() and _same_build(out, identity):
+            return out
+        _check_replaceable(out, overwrite)
+        if manifest.kind == "phantom":
+            items, seed = _phantom_items(manifest, profile, root), int(manifest.phantom.seed)
+        else:
+            items, seed = _real_items(manifest, root), None
+        workers = _usable_workers(workers, len(items))
+        _build_into(out, items, manifest, manifest_path, identity, profile, params, seed, cache, workers,
+                    progress)
+    return out
 
-    if manifest.kind == "phantom":
-        items, seed = _phantom_items(manifest, profile, root), int(manifest.phantom.seed)
-    else:
-        if root is None:
-            raise ValueError(f"`root` must be the folder of the real data set {manifest.name!r}, got None")
-        items, seed = _real_items(manifest, root), None
 
+def _usable_workers(workers: int, n_items: int) -> int:
+    """``workers`` capped at the usable CPU cores (with a warning) and at the number of subjects."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity mask
+        cores = os.cpu_count() or 1
+    if workers > cores:
+        warnings.warn(f"workers={workers} (--workers) is more than the {cores} usable CPU core(s); using {cores}",
+                      UadlabWarning, stacklevel=3)
+        workers = cores
+    return max(1, min(workers, n_items))
+
+
+def _build_into(out: Path, items: list[_Item], manifest: Manifest, manifest_path: Path, identity: dict,
+                profile: Profile, params: PreprocessingParams, seed: int | None, cache: PreprocessCache,
+                workers: int, progress: bool) -> None:
+    """Build every item into ``out.partial-<random>``, then rename it to ``out`` (the lock is held)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f"{out.name}.partial-{secrets.token_hex(4)}")
     partial.mkdir()
     try:
-        build = functools.partial(_build_item, folder=partial, cache=cache, params=params)
+        build = functools.partial(_build_item_reporting, folder=partial, cache=cache, params=params)
         if workers == 1:
-            rows = [build(item) for item in _progress(items, progress, manifest.name)]
+            results = [build(item) for item in _progress(items, progress, manifest.name)]
         else:  # "spawn": a fork of a process that runs torch or OpenMP threads can deadlock
             with ProcessPoolExecutor(int(workers), mp_context=multiprocessing.get_context("spawn"),
                                      initializer=_single_threaded) as pool:
-                rows = list(_progress(pool.map(build, items), progress, manifest.name, total=len(items)))
+                results = list(_progress(pool.map(build, items), progress, manifest.name, total=len(items)))
+        rows = [row for row, _ in results]
+        for message in dict.fromkeys(m for _, messages in results for m in messages):  # a worker's, here
+            warnings.warn(message, UadlabWarning, stacklevel=3)
         table = pd.DataFrame(rows, columns=list(COLUMNS))
         with atomic_write(partial / _TABLE) as tmp:
             table.to_csv(tmp, index=False)
         info = _info(manifest, manifest_path, identity, profile, params, seed, table, items)
+        info["warnings"] = _lesion_warnings(table, items)
+        for message in info["warnings"]:
+            warnings.warn(f"{out}: {message}", UadlabWarning, stacklevel=3)
         with atomic_write(partial / _INFO) as tmp:  # written last: marks the folder complete
             tmp.write_text(json.dumps(info, indent=2) + "\n")
         _swap_into_place(partial, out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return out
+
+
+def _lesion_warnings(table: pd.DataFrame, items: list[_Item]) -> list[str]:
+    """One line per lesion subject whose lesion vanished on the built grid (smaller than a voxel
+    there): kept, recorded in ``dataset.json`` and left out of DICE by :mod:`uadlab.evaluation`.
+    """
+    roles = {item.subject_id: item.role for item in items}
+    lost = table[(table["subject_id"].map(roles) == "lesion") & (table["lesion_voxels"] == 0)]
+    return [f"{row.subject_id} ({row.cohort}): lesion of {row.lesion_volume_mm3:.0f} mm^3 has no voxel on the "
+            f"built grid; it is not scored" for row in lost.itertuples()]
 
 
 def _real_items(manifest: Manifest, root: Path) -> list[_Item]:
@@ -237,7 +304,7 @@ def _real_items(manifest: Manifest, root: Path) -> list[_Item]:
         items.append(_Item(
             subject_id=case.subject_id, cohort=case.cohort, role=case.role, split=case.split,
             source=_relative_source(case.image, root), key=key,
-            compute=lambda params, case=case: _preprocess_case(case, params),
+            compute=functools.partial(_preprocess_case, case),  # picklable, for worker processes
         ))
     return items
 
@@ -316,6 +383,20 @@ class _LazySources:
         return self._brains
 
 
+def _build_item_reporting(item: _Item, folder: Path, cache: PreprocessCache,
+                          params: PreprocessingParams) -> tuple[dict, list[str]]:
+    """:func:`_build_item`, and the :class:`~uadlab.errors.UadlabWarning` messages it raised, so that
+    the parent process reports them (a worker's own stderr would show them in Python's raw format).
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UadlabWarning)
+        row = _build_item(item, folder, cache, params)
+    for warning in caught:
+        if not issubclass(warning.category, UadlabWarning):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return row, [str(w.message) for w in caught if issubclass(w.category, UadlabWarning)]
+
+
 def _build_item(item: _Item, folder: Path, cache: PreprocessCache, params: PreprocessingParams) -> dict:
     """Preprocess (through the cache) and write one subject into ``folder``; its ``subjects.csv`` row."""
     result, meta = cache.get_or_compute_with_meta(item.key, lambda: item.compute(params), params=params)
@@ -345,7 +426,7 @@ def _info(manifest: Manifest, manifest_path: Path, identity: dict, profile: Prof
     cohorts = {}
     for cohort, role in roles.items():
         splits = table.loc[table["cohort"] == cohort, "split"].value_counts()
-        cohorts[cohort] = {"role": role, "counts": {s: int(splits.get(s, 0)) for s in _SPLITS}}
+        cohorts[cohort] = {"role": role, "counts": {s: int(splits.get(s, 0)) for s in SPLITS}}
     return {
         "name": manifest.name,
         "kind": manifest.kind,
@@ -405,7 +486,8 @@ def _swap_into_place(partial: Path, out: Path) -> None:
 
 def _single_threaded() -> None:
     """Worker initializer: one BLAS/OpenMP thread per process, so that workers do not oversubscribe
-    the cores (the simulation gains nothing from threads)."""
+    the cores (the simulation gains nothing from threads).
+    """
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
@@ -430,11 +512,6 @@ def _relative_source(path: Path, root: Path) -> str:
     except ValueError:
         return str(path)
 
-
-def _as_path(name: str, value: object) -> Path:
-    if not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"`{name}` must be a str or path, got {value!r}")
-    return Path(value).expanduser()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -488,8 +565,8 @@ class BuiltDataset:
                 raise ValueError(f"`cohort` must be one of {self.cohorts}, got {cohort!r}")
             rows &= (self.table["cohort"] == cohort).to_numpy()
         if split is not None:
-            if split not in _SPLITS:
-                raise ValueError(f"`split` must be one of {list(_SPLITS)}, got {split!r}")
+            if split not in SPLITS:
+                raise ValueError(f"`split` must be one of {list(SPLITS)}, got {split!r}")
             rows &= (self.table["split"] == split).to_numpy()
         return self.table.loc[rows, "subject_id"].tolist()
 
@@ -541,12 +618,12 @@ class BuiltDataset:
             f"{len(self.table)} subjects, {self.image_size}^3 voxels of "
             f"{' x '.join(f'{v:.2f}' for v in voxel)} mm, profile {info['profile']}, "
             f"resampled at {info['spacing_mm']:g} mm",
-            f"  {'cohort':<12} {'role':<8} " + " ".join(f"{s:>6}" for s in _SPLITS),
+            f"  {'cohort':<12} {'role':<8} " + " ".join(f"{s:>6}" for s in SPLITS),
         ]
         for cohort in self.cohorts:
             splits = self.table.loc[self.table["cohort"] == cohort, "split"].value_counts()
             role = info.get("cohorts", {}).get(cohort, {}).get("role", "")
-            lines.append(f"  {cohort:<12} {role:<8} " + " ".join(f"{int(splits.get(s, 0)):>6}" for s in _SPLITS))
+            lines.append(f"  {cohort:<12} {role:<8} " + " ".join(f"{int(splits.get(s, 0)):>6}" for s in SPLITS))
         for cohort in self.lesion_cohorts:
             rows = self.table[self.table["cohort"] == cohort]
             cm3 = rows["lesion_volume_mm3"].astype(float) / 1000.0
@@ -581,7 +658,7 @@ def load_dataset(path: str | os.PathLike) -> BuiltDataset:
         uadlab.errors.DatasetError: the folder, ``dataset.json``, ``subjects.csv``, a column or a
             volume file is missing or unreadable (the message names what is missing).
     """
-    root = _as_path("path", path)
+    root = check_path("path", path)
     if not root.is_dir():
         raise DatasetError(f"{root}: no data-set folder here; build one with `uadlab data build`")
     missing = [name for name in (_INFO, _TABLE) if not (root / name).is_file()]

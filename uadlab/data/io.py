@@ -7,6 +7,10 @@ NaN/inf voxels, non-invertible affine). Every other file (CSV, JSON, checkpoints
 :func:`atomic_write`: into a temporary file in the destination folder, then moved into place with
 :func:`os.replace`, so a crash never leaves a half-written file under the final name.
 
+Folders that a command writes (a data set, a training run, an evaluation, a ``reproduce`` output)
+are held with :func:`folder_lock` while it writes them, so a second process aiming at the same
+folder fails at once with one line instead of silently mixing or losing results.
+
 Shape:
     - volume: ``(X, Y, Z)`` ``float32``, in the file's own voxel order (no reorientation here).
     - affine: ``(4, 4)`` ``float64``, voxel indices to world millimetres.
@@ -15,32 +19,36 @@ Shape:
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import uuid
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import filelock
 import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 from nibabel.wrapstruct import WrapStructError
 
+from uadlab._checks import check_path
 from uadlab.errors import UadlabError, VolumeError
 
-__all__ = ["atomic_write", "check_mask", "check_same_grid", "load_volume", "save_volume"]
+__all__ = ["MAX_VOXELS", "atomic_write", "check_mask", "check_same_grid", "folder_lock", "load_volume",
+           "save_volume"]
+
+#: Largest number of voxels :func:`load_volume` reads (2**30: a 1024³ volume, 4 GiB as float32). A
+#: header declaring more is refused before any memory is allocated (a corrupt or hostile header may
+#: declare 32767³ voxels); a real head scan at 0.5 mm holds about 2**26.
+MAX_VOXELS: int = 2**30
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 # What nibabel raises for a file that is not an image, has a broken header, or whose data ends early
 # (a truncated .nii.gz often opens fine and only fails when the voxels are decompressed).
 _READ_ERRORS = (ImageFileError, HeaderDataError, WrapStructError, OSError, EOFError, ValueError, zlib.error)
 
-
-def _as_path(name: str, value: object) -> Path:
-    if not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"`{name}` must be a str or path, got {value!r}")
-    return Path(value)
 
 
 def _reason(error: BaseException) -> str:
@@ -73,11 +81,12 @@ def load_volume(path: str | os.PathLike, *, ndim: int = 3) -> tuple[np.ndarray, 
     Raises:
         TypeError: ``path`` is not a str/path, or ``ndim`` not an int.
         ValueError: ``ndim`` is smaller than 1.
-        uadlab.errors.VolumeError: the file is missing, not a NIfTI image, corrupt or truncated, has
+        uadlab.errors.VolumeError: the file is missing, not a NIfTI image, corrupt or truncated, declares
+            more than :data:`MAX_VOXELS` voxels (checked on the header, before reading), has
             another number of (non-singleton) dimensions than ``ndim``, holds NaN or infinite voxels
             (the message counts them), or has a non-invertible or non-finite affine.
     """
-    path = _as_path("path", path)
+    path = check_path("path", path)
     if not isinstance(ndim, int) or isinstance(ndim, bool):
         raise TypeError(f"`ndim` must be an int, got {ndim!r}")
     if ndim < 1:
@@ -92,6 +101,10 @@ def load_volume(path: str | os.PathLike, *, ndim: int = 3) -> tuple[np.ndarray, 
         raise VolumeError(f"{path}: not a readable NIfTI image ({_reason(error)})") from error
     if not isinstance(image, (nib.Nifti1Pair, nib.Nifti2Pair)):
         raise VolumeError(f"{path}: not a NIfTI image (nibabel read it as {type(image).__name__})")
+    n_voxels = math.prod(int(n) for n in image.shape)
+    if n_voxels > MAX_VOXELS:
+        raise VolumeError(f"{path}: header declares shape {tuple(image.shape)} ({n_voxels} voxels), more than "
+                          f"the {MAX_VOXELS} uadlab reads; a corrupt header or not a single head scan")
     try:
         data = np.asarray(image.get_fdata(dtype=np.float32))
     except _READ_ERRORS as error:
@@ -141,7 +154,7 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterato
         uadlab.errors.UadlabError: ``path`` exists and ``overwrite`` is false (checked before the body
             runs and again before the move), or the body wrote nothing to the temporary path.
     """
-    path = _as_path("path", path)
+    path = check_path("path", path)
     if path.exists() and not overwrite:
         raise UadlabError(f"{path}: already exists; pass overwrite=True (--overwrite) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,6 +170,49 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterato
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold an exclusive lock on a folder a command writes, or fail at once if another process holds it.
+
+    The lock is an OS file lock (:mod:`filelock`, ``flock`` on Linux and macOS) on the hidden file
+    ``.<name>.lock`` *beside* the folder, so that it also guards a folder that does not exist yet or
+    is replaced by a rename (a data-set build). The kernel releases it when the process ends, even
+    on ``kill -9``; the empty lock file may stay behind and is harmless. Locks are not re-entrant:
+    code holding a folder's lock must not ask for it again.
+
+    Example:
+        >>> with folder_lock(run_dir):  # doctest: +SKIP
+        ...     train_into(run_dir)
+
+    Args:
+        folder: the folder to guard (it need not exist; its parent is created).
+
+    Yields:
+        ``folder`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        TypeError: ``folder`` is not a str/path.
+        uadlab.errors.UadlabError: another process holds the lock.
+        OSError: the lock file cannot be created (e.g. a read-only parent folder).
+    """
+    folder = check_path("folder", folder)
+    absolute = Path(os.path.abspath(folder))  # "." has no name to put beside
+    if not absolute.name:
+        raise ValueError(f"`folder` must not be the file-system root, got {str(folder)!r}")
+    absolute.parent.mkdir(parents=True, exist_ok=True)
+    lock_file = absolute.with_name(f".{absolute.name}.lock")
+    lock = filelock.FileLock(lock_file, timeout=0, thread_local=False)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise UadlabError(f"{folder}: in use by another uadlab process (lock {lock_file.name}); "
+                          "wait for it to finish or choose another folder") from None
+    try:
+        yield folder
+    finally:
+        lock.release()
 
 
 def save_volume(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray, *, overwrite: bool = False) -> Path:
@@ -179,7 +235,7 @@ def save_volume(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray, 
             non-numeric dtype, or ``affine`` is not a finite ``(4, 4)`` matrix.
         uadlab.errors.UadlabError: ``path`` exists and ``overwrite`` is false.
     """
-    path = _as_path("path", path)
+    path = check_path("path", path)
     if _suffix(path) not in _NIFTI_SUFFIXES:
         raise ValueError(f"`path` must end in .nii or .nii.gz, got {str(path)!r}")
     if not isinstance(array, np.ndarray):

@@ -89,10 +89,18 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from uadlab.data.io import check_same_grid, load_volume
 from uadlab.errors import ManifestError, VolumeError
-from uadlab.data.io import check_mask, check_same_grid, load_volume
+from uadlab.profiles import DEFAULT_PHANTOM_COUNTS
 
 __all__ = [
     "Case",
@@ -112,11 +120,13 @@ __all__ = [
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 NONZERO = "nonzero"
 _PHANTOM_ROLES = {"healthy": "healthy", "tumour": "lesion", "stroke": "lesion"}
-_DEFAULT_COUNTS = {"healthy": 200, "tumour": 60, "stroke": 60}
 _ANCHOR_FIELDS = frozenset({"anchor", "case_dir", "stem", "parent"})
 _FILE_KEYS = ("cases", "match", "image", "brain_mask", "lesion_mask")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
-_SUBJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SUBJECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # fullmatch: "$" would allow a trailing newline
+#: Largest field of view along any axis, mm: no head is larger; a header claiming more (e.g. 1000 mm
+#: voxels) is refused before preprocessing tries to resample it to 1 mm.
+_MAX_FIELD_OF_VIEW_MM = 500.0
 _MAGIC = re.compile(r"[*?\[]")
 
 
@@ -220,7 +230,7 @@ class PhantomSpec(_Strict):
 
     sources: Literal["mni152"] | list[str] = "mni152"
     seed: int = Field(default=0, ge=0, strict=True)
-    counts: dict[Literal["healthy", "tumour", "stroke"], int] = Field(default_factory=lambda: dict(_DEFAULT_COUNTS))
+    counts: dict[Literal["healthy", "tumour", "stroke"], int] = Field(default_factory=lambda: dict(DEFAULT_PHANTOM_COUNTS))
     params: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("sources", mode="before")
@@ -244,7 +254,7 @@ class PhantomSpec(_Strict):
         bad = {k: v for k, v in counts.items() if isinstance(v, bool) or v < 0}
         if bad:
             raise ValueError(f"counts must be >= 0, got {bad}")
-        return {**_DEFAULT_COUNTS, **counts}
+        return {**DEFAULT_PHANTOM_COUNTS, **counts}
 
 
 class Manifest(_Strict):
@@ -454,7 +464,7 @@ def _discover(manifest: Manifest, root: Path) -> tuple[list[Case], list[str]]:
             n_found += 1
             subject_id = cohort.subject_id.format_map(fields)
             who = f"{subject_id} ({cohort.name})"
-            if not _SUBJECT_ID.match(subject_id):
+            if not _SUBJECT_ID.fullmatch(subject_id):
                 problems.append(f"{who}: subject id from {fields['anchor']!r} is not usable as a file name")
                 continue
             fields["subject_id"] = subject_id
@@ -570,39 +580,73 @@ def phantom_sources(manifest: Manifest, root: str | os.PathLike | None = None) -
 
 
 def _volume_problems(case: Case) -> list[str]:
-    """Every reading, grid and emptiness problem of one case's files."""
+    """Every reading, grid and content problem of one case's files (see :func:`_content_problems`)."""
     who = f"{case.subject_id} ({case.cohort})"
     problems: list[str] = []
-    grids: dict[Path, tuple[tuple[int, ...], np.ndarray]] = {}
-    brain_empty = lesion_empty = None
-    files = [case.image, *([case.brain_mask] if case.brain_mask else []), *case.lesion_masks]
-    lesion_any = False
-    for path in files:
+    volumes: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
+    for path in [case.image, *([case.brain_mask] if case.brain_mask else []), *case.lesion_masks]:
         try:
-            data, affine = load_volume(path)
+            volumes[path] = load_volume(path)
         except VolumeError as error:
             problems.append(f"{who}: {error}")
-            continue
-        grids[path] = (data.shape, affine)
-        if path == case.image and case.brain_mask is None:
-            brain_empty = not np.any(data != 0)
-        elif path == case.brain_mask:
-            brain_empty = not np.any(data > 0)
-        elif path in case.lesion_masks:
-            lesion_any = lesion_any or bool(np.any(data > 0))
-            lesion_empty = not lesion_any
-    if case.image in grids:
-        shape, affine = grids[case.image]
-        for path, (other_shape, other_affine) in grids.items():
-            if path != case.image:
-                try:
-                    check_same_grid(str(case.image), shape, affine, str(path), other_shape, other_affine)
-                except VolumeError as error:
-                    problems.append(f"{who}: {error}")
-    if brain_empty:
-        problems.append(f"{who}: brain mask is empty ({case.brain_mask or f'{case.image} is all zero'})")
-    if lesion_empty:
-        problems.append(f"{who}: lesion mask is empty (no voxel > 0 in {', '.join(map(str, case.lesion_masks))})")
+    if case.image not in volumes:
+        return problems
+    image, affine = volumes[case.image]
+    grid_ok = True
+    for path, (data, other_affine) in volumes.items():
+        if path != case.image:
+            try:
+                check_same_grid(str(case.image), image.shape, affine, str(path), data.shape, other_affine)
+            except VolumeError as error:
+                problems.append(f"{who}: {error}")
+                grid_ok = False
+    if problems or not grid_ok:
+        return problems
+    brain = image != 0 if case.brain_mask is None else volumes[case.brain_mask][0] > 0
+    lesions = [volumes[path][0] for path in case.lesion_masks]
+    return [f"{who}: {problem}" for problem in _content_problems(case, image, affine, brain, lesions)]
+
+
+def _content_problems(case: Case, image: np.ndarray, affine: np.ndarray, brain_mask: np.ndarray,
+                      lesion_masks: Sequence[np.ndarray]) -> list[str]:
+    """What makes a readable, on-grid case unusable, each naming its file; empty when fine.
+
+    Refused, because each would build silently wrong data: a field of view larger than
+    :data:`_MAX_FIELD_OF_VIEW_MM` (wrong voxel sizes in the header), an empty brain mask, an image
+    that is zero everywhere inside the brain, a lesion mask holding labels outside the documented
+    set (non-negative integers; rule ``> 0``: a ``-1`` label would be dropped silently), and, for a
+    lesion case, an empty lesion mask or one lying entirely outside the brain mask.
+    """
+    problems = []
+    voxel_mm = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    extent = np.array(image.shape) * voxel_mm
+    if extent.max() > _MAX_FIELD_OF_VIEW_MM:
+        problems.append(f"{case.image}: field of view {np.round(extent).astype(int).tolist()} mm (voxels "
+                        f"{np.round(voxel_mm, 3).tolist()} mm) is larger than a head "
+                        f"({_MAX_FIELD_OF_VIEW_MM:g} mm at most); check the voxel sizes in the header")
+        return problems
+    brain_file = case.brain_mask or f"{case.image} != 0"
+    if not brain_mask.any():
+        problems.append(f"brain mask is empty ({case.brain_mask or f'{case.image} is all zero'})")
+        return problems
+    if not np.any(image[brain_mask] != 0):
+        problems.append(f"{case.image}: image is all zero inside the brain mask ({brain_file})")
+    union, labels_ok = np.zeros(image.shape, dtype=bool), True
+    for path, mask in zip(case.lesion_masks, lesion_masks):
+        labels = np.unique(mask)
+        bad = labels[(labels < 0) | (labels != np.round(labels))]
+        if bad.size:
+            shown = ", ".join(f"{v:g}" for v in bad[:5]) + (" ..." if bad.size > 5 else "")
+            problems.append(f"{path}: holds label(s) {shown} outside the documented set (non-negative "
+                            f"integers; lesion rule '> 0')")
+            labels_ok = False
+        union |= mask > 0
+    if case.role == "lesion" and case.lesion_masks and labels_ok:
+        files = ", ".join(map(str, case.lesion_masks))
+        if not union.any():
+            problems.append(f"lesion mask is empty (no voxel > 0 in {files})")
+        elif not (union & brain_mask).any():
+            problems.append(f"lesion mask lies entirely outside the brain mask ({files} vs {brain_file})")
     return problems
 
 
@@ -797,7 +841,10 @@ def load_case(case: Case) -> CaseVolumes:
     Raises:
         TypeError: ``case`` is not a :class:`Case`.
         uadlab.errors.VolumeError: a file is unreadable (see :func:`uadlab.data.io.load_volume`), a mask
-            is not on the image's grid, or the brain mask is empty.
+            is not on the image's grid, or the case fails a check of ``uadlab data check``: a field
+            of view larger than a head, an empty brain mask, an image all zero inside the brain,
+            lesion labels outside the non-negative integers, or (lesion cases) an empty lesion
+            mask or one entirely outside the brain.
     """
     if not isinstance(case, Case):
         raise TypeError(f"`case` must be a Case, got {case!r}")
@@ -808,12 +855,17 @@ def load_case(case: Case) -> CaseVolumes:
         mask, mask_affine = load_volume(case.brain_mask)
         check_same_grid(str(case.image), image.shape, affine, str(case.brain_mask), mask.shape, mask_affine)
         brain_mask = mask > 0
-    check_mask(f"{case.subject_id}: brain mask ({case.brain_mask or f'{case.image} != 0'})", brain_mask)
+    lesions = []
+    for path in case.lesion_masks:
+        mask, mask_affine = load_volume(path)
+        check_same_grid(str(case.image), image.shape, affine, str(path), mask.shape, mask_affine)
+        lesions.append(mask)
+    problems = _content_problems(case, image, affine, brain_mask, lesions)
+    if problems:
+        raise VolumeError(f"{case.subject_id} ({case.cohort}): " + "; ".join(problems))
     lesion_mask = None
     if case.lesion_masks:
         lesion_mask = np.zeros(image.shape, dtype=bool)
-        for path in case.lesion_masks:
-            mask, mask_affine = load_volume(path)
-            check_same_grid(str(case.image), image.shape, affine, str(path), mask.shape, mask_affine)
+        for mask in lesions:
             lesion_mask |= mask > 0
     return CaseVolumes(image, brain_mask, lesion_mask, affine)

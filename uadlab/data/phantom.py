@@ -47,10 +47,10 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
-from uadlab._checks import check_positive_real
-from uadlab.errors import VolumeError
+from uadlab._checks import check_int, check_positive_real, check_real
 from uadlab.data.io import load_volume
 from uadlab.data.resampling import iso_grid, resample
+from uadlab.errors import VolumeError
 
 __all__ = [
     "KINDS",
@@ -183,11 +183,8 @@ def _checked_param(name: str, value: object) -> object:
             raise ValueError(f"`{name}` must lie in [0, 1), got {value!r}")
         return (lo, hi)
     if name == "stroke_satellites":
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"`{name}` must be an integer >= 0, got {value!r}")
-        return int(value)
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}")
+        return check_int(name, value, "an integer >= 0", lambda v: v >= 0)
+    value = check_real(name, value, "a finite number >= 0", lambda v: math.isfinite(v) and v >= 0)
     if name in ("elastic_sigma_mm", "bias_sigma_mm") and value <= 0:
         raise ValueError(f"`{name}` must be > 0, got {value!r}")
     if name == "tumour_mass_effect" and value > 0.4:
@@ -310,7 +307,9 @@ def _load_template(voxel_mm: float) -> SourceBrain:
 
 def _load_real_source(path: Path, voxel_mm: float) -> SourceBrain:
     """A real skull-stripped T1 scan with k-means tissue classes on the requested grid."""
-    from sklearn.cluster import KMeans  # imported here: slow to import, needed for real sources only
+    from sklearn.cluster import (
+        KMeans,  # imported here: slow to import, needed for real sources only
+    )
 
     data, affine = load_volume(path)
     canonical = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine))
@@ -432,10 +431,7 @@ def subject_seed(base_seed: int, cohort: str, index: int) -> int:
     if not isinstance(cohort, str):
         raise TypeError(f"`cohort` must be a str, got {cohort!r}")
     for name, value in (("base_seed", base_seed), ("index", index)):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-            raise TypeError(f"`{name}` must be an int, got {value!r}")
-        if value < 0:
-            raise ValueError(f"`{name}` must be >= 0, got {value!r}")
+        check_int(name, value, "an int >= 0", lambda v: v >= 0)
     sequence = np.random.SeedSequence([int(base_seed), zlib.crc32(cohort.encode()), int(index)])
     return int(sequence.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
@@ -638,7 +634,8 @@ def _upsample(coarse: np.ndarray, step_mm: float, voxel_mm: float, lo, hi) -> np
 def _apply_3x3(matrix: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     """``matrix @ vectors`` for a ``(3, 3)`` matrix and vectors ``(3, *shape)``, as element-wise
     products and sums: unlike a BLAS product, the same bits whatever the number of threads, so a
-    subject does not depend on the cores (or parallel workers) that built it."""
+    subject does not depend on the cores (or parallel workers) that built it.
+    """
     matrix = matrix.astype(np.result_type(matrix, vectors))
     return np.stack([matrix[i, 0] * vectors[0] + matrix[i, 1] * vectors[1] + matrix[i, 2] * vectors[2]
                      for i in range(3)])

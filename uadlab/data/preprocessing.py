@@ -47,10 +47,13 @@ Shape:
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
+import math
 import numbers
 import os
+import warnings
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -62,10 +65,10 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from uadlab._checks import check_positive_real
-from uadlab.errors import VolumeError
-from uadlab.data.io import atomic_write
-from uadlab.profiles import Profile, get_profile
+from uadlab.data.io import MAX_VOXELS, atomic_write
 from uadlab.data.resampling import iso_grid, resample
+from uadlab.errors import UadlabWarning, VolumeError
+from uadlab.profiles import Profile, get_profile
 
 __all__ = [
     "PreprocessingParams",
@@ -202,7 +205,8 @@ def preprocess(
             :class:`PreprocessingParams`.
         ValueError: ``affine`` is not a finite, invertible ``(4, 4)`` matrix.
         uadlab.errors.VolumeError: the image is not 3D or holds NaN/inf, a mask's shape differs from
-            the image's, or the brain mask is empty (before or after resampling).
+            the image's, the brain mask is empty (before or after resampling), or the resampled
+            grid would exceed :data:`uadlab.io.MAX_VOXELS` voxels (absurd voxel sizes in a header).
     """
     params = PreprocessingParams() if params is None else params
     if not isinstance(params, PreprocessingParams):
@@ -225,6 +229,10 @@ def preprocess(
 
     # 2. Isotropic resampling.
     iso_affine, iso_shape = iso_grid(affine, image.shape, params.spacing_mm)
+    if math.prod(iso_shape) > MAX_VOXELS:  # e.g. 1000 mm voxels: refuse before allocating
+        extent = np.round(np.array(iso_shape) * params.spacing_mm).astype(int).tolist()
+        raise VolumeError(f"field of view {extent} mm would need {math.prod(iso_shape)} voxels at "
+                          f"{params.spacing_mm:g} mm (at most {MAX_VOXELS}); check the voxel sizes in the header")
     image = resample(image, affine, iso_affine, iso_shape, order=_IMAGE_ORDER)
     brain_mask = resample(brain_mask, affine, iso_affine, iso_shape, order=_MASK_ORDER) > 0.5
     if lesion_mask is not None:
@@ -301,7 +309,8 @@ def _checked_inputs(image, affine, brain_mask, lesion_mask):
 
 def _lesion_threshold(fraction: np.ndarray) -> np.ndarray:
     """``fraction > 0.5``, except that a lesion never vanishes: when no voxel passes but some voxel
-    overlaps the lesion at all, the voxel(s) of highest overlap are kept."""
+    overlaps the lesion at all, the voxel(s) of highest overlap are kept.
+    """
     mask = fraction > 0.5
     if not mask.any():
         peak = float(fraction.max())
@@ -350,7 +359,8 @@ def _fit_to_box(arrays: list[np.ndarray], box: tuple[int, ...]) -> tuple[list[np
 
 def _zoom(array: np.ndarray, out_shape: tuple[int, ...], *, order: int) -> np.ndarray:
     """Resize ``array`` to ``out_shape`` with :func:`scipy.ndimage.zoom` in grid mode (edges aligned),
-    after a Gaussian anti-aliasing filter of sigma ``(factor - 1) / 2`` voxels along shrinking axes."""
+    after a Gaussian anti-aliasing filter of sigma ``(factor - 1) / 2`` voxels along shrinking axes.
+    """
     factors = np.array(out_shape) / np.array(array.shape)
     array = array.astype(np.float32, copy=False)
     sigma = np.maximum(0.0, (1.0 / factors - 1.0) / 2.0)
@@ -383,7 +393,8 @@ def _zoomed_affine(affine: np.ndarray, in_shape: tuple[int, ...], out_shape: tup
 
 def default_cache_dir() -> Path:
     """Folder of the preprocessing cache: ``$UADLAB_CACHE`` if set and non-empty, else
-    ``~/.cache/uadlab/preprocessed``."""
+    ``~/.cache/uadlab/preprocessed``.
+    """
     env = os.environ.get("UADLAB_CACHE", "")
     return Path(env).expanduser() if env.strip() else Path.home() / ".cache" / "uadlab" / "preprocessed"
 
@@ -396,7 +407,9 @@ class PreprocessCache:
     parameters), the :class:`PreprocessingParams` and a format version. Entries are written
     atomically; an entry that cannot be read back, lacks an array (the lesion mask included: an entry
     records whether it has one), has the wrong shape or dtype, holds NaN/inf, or was stored under
-    another key is recomputed and replaced, never trusted.
+    another key is recomputed and replaced, never trusted. An entry that cannot be written (a full
+    disk, a read-only cache, a folder in its place, a cache path that is a file) is skipped with a
+    :class:`uadlab.errors.UadlabWarning` (the first time only): the result is returned all the same.
 
     Args:
         directory: folder of the entries; created on first write. ``None`` means
@@ -411,6 +424,7 @@ class PreprocessCache:
         if directory is not None and not isinstance(directory, (str, os.PathLike)):
             raise TypeError(f"`directory` must be a path or None, got {directory!r}")
         self.directory = default_cache_dir() if directory is None else Path(directory).expanduser()
+        self._warned = False  # a failed write is reported once per cache (and per worker process)
 
     def path(self, key: str, params: PreprocessingParams | None = None) -> Path:
         """The entry file of ``key`` under ``params`` (it may not exist yet)."""
@@ -482,9 +496,18 @@ class PreprocessCache:
                   "image": result.image, "brain_mask": result.brain_mask, "affine": result.affine}
         if result.lesion_mask is not None:
             arrays["lesion_mask"] = result.lesion_mask
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path, overwrite=True) as temporary, open(temporary, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            if path.is_dir():  # a folder squatting on the entry's name: os.replace cannot replace it
+                raise IsADirectoryError(errno.EISDIR, "a folder has the cache entry's name", str(path))
+            with atomic_write(path, overwrite=True) as temporary, open(temporary, "wb") as handle:
+                np.savez_compressed(handle, **arrays)
+        except OSError as error:  # full disk, read-only or misplaced cache: the result is still right
+            if not self._warned:
+                self._warned = True
+                warnings.warn(f"{self.directory}: cannot write the preprocessing cache ({error.strerror or error}); "
+                              "continuing without it (further failures are not reported)", UadlabWarning,
+                              stacklevel=2)
         return result, meta
 
 

@@ -27,11 +27,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve
 
-from uadlab.evaluation import metrics
 from uadlab._checks import check_int, check_real
+from uadlab.evaluation import metrics
+from uadlab.evaluation.inference import SubjectMaps, as_maps_list, lesion_slice
 from uadlab.models import MODELS
 from uadlab.training.experiments import EXPERIMENTS, parse_experiment
-from uadlab.evaluation.inference import SubjectMaps
 
 __all__ = [
     "TABLE1_METRICS",
@@ -196,7 +196,7 @@ def slice_detection_curve(maps: Mapping[str, SubjectMaps] | Sequence[SubjectMaps
     Raises:
         ValueError: no maps or a map without lesion mask; as :func:`uadlab.evaluation.metrics.slice_scores`.
     """
-    items = _maps_list(maps)
+    items = as_maps_list(maps, labelled=True)
     scores, labels = metrics.slice_scores([m.residual for m in items], [m.lesion_mask for m in items],
                                           [m.brain_mask for m in items], reduce=reduce)
     ap = metrics.auprc(scores, labels)
@@ -259,7 +259,7 @@ def example_cases(maps: Mapping[str, SubjectMaps] | Sequence[SubjectMaps], thres
         TypeError: ``n`` is not an int.
         ValueError: ``n`` out of range, a bad threshold, or no subject with a lesion.
     """
-    items = [m for m in _maps_list(maps) if m.lesion_voxels > 0]
+    items = [m for m in as_maps_list(maps, labelled=True) if m.lesion_voxels > 0]
     if not items:
         raise ValueError("`maps` must hold at least one subject with lesion voxels, got none")
     check_int("n", n, f"an int in [1, {len(items)}]", lambda v: 1 <= v <= len(items))
@@ -270,7 +270,7 @@ def example_cases(maps: Mapping[str, SubjectMaps] | Sequence[SubjectMaps], thres
     cases = []
     for j, pos in enumerate(positions):
         m, pred = items[order[pos]], preds[order[pos]]
-        k = int(np.argmax(m.lesion_mask.sum(axis=(0, 1))))
+        k = lesion_slice(m.lesion_mask)
         cases.append(ExampleCase(
             subject_id=m.subject_id, label=_pick_label(j, n), dice=float(dices[order[pos]]), slice_index=k,
             image=m.image[:, :, k], recon=m.recon[:, :, k], residual=m.residual[:, :, k],
@@ -497,18 +497,6 @@ def ablation_differences(subject_tables: Mapping[str, pd.DataFrame], *, metric: 
 # Helpers
 
 
-def _maps_list(maps: Mapping[str, SubjectMaps] | Sequence[SubjectMaps]) -> list[SubjectMaps]:
-    items = list(maps.values()) if isinstance(maps, Mapping) else list(maps)
-    if not items:
-        raise ValueError("`maps` must hold at least one subject, got none")
-    for m in items:
-        if not isinstance(m, SubjectMaps):
-            raise TypeError(f"`maps` must hold SubjectMaps, got {type(m).__name__}")
-        if m.lesion_mask is None:
-            raise ValueError(f"`maps` must be labelled, got subject {m.subject_id!r} without a lesion mask")
-    return items
-
-
 def _check_frame(frame: Any, name: str, required: Iterable[str]) -> None:
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"`{name}` must be a pandas DataFrame, got {type(frame).__name__}")
@@ -519,7 +507,8 @@ def _check_frame(frame: Any, name: str, required: Iterable[str]) -> None:
 
 def _experiment_rank(name: str) -> int:
     """Sort key: by model (the dense VAE first, then registry order), then Table 1 position; names that
-    are no experiment after (in input order, as the sorts are stable)."""
+    are no experiment after (in input order, as the sorts are stable).
+    """
     try:
         experiment = parse_experiment(name)
     except (TypeError, ValueError):

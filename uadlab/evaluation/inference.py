@@ -1,7 +1,7 @@
 """Reconstruct a built data set with a trained model and turn it into anomaly maps.
 
 Bengs et al. 2021, Sec. 2.3: every test volume is reconstructed (a 2D model reconstructs all axial
-slices and stacks them back, see :func:`uadlab.models.vae.reconstruct`), the residual ``|x - x_hat|``
+slices and stacks them back, see :func:`uadlab.models.base.reconstruct`), the residual ``|x - x_hat|``
 is post-processed into an anomaly map by :func:`uadlab.evaluation.postprocessing.anomaly_map`, identically for
 2D and 3D models, so both are scored on the same kind of volume.
 
@@ -18,7 +18,7 @@ Shape:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 
 from uadlab._checks import check_int
-from uadlab.errors import RunError
 from uadlab.data.io import save_volume
-from uadlab.models.base import reconstruct
+from uadlab.errors import RunError
 from uadlab.evaluation.postprocessing import anomaly_map, residual
+from uadlab.models.base import reconstruct
 
-__all__ = ["SubjectMaps", "make_maps", "iter_predict", "predict", "save_maps", "MAP_FOLDERS"]
+__all__ = ["SubjectMaps", "make_maps", "iter_predict", "predict", "save_maps", "as_maps_list", "lesion_slice", "MAP_FOLDERS"]
 
 #: Sub-folders of :func:`save_maps`' output, one per saved array.
 MAP_FOLDERS: dict[str, str] = {"anomaly_map": "anomaly_maps", "recon": "recons"}
@@ -148,7 +148,7 @@ def iter_predict(
     """Yield the :class:`SubjectMaps` of ``ids`` one at a time (lazy form of :func:`predict`).
 
     Args:
-        model: a trained :class:`uadlab.models.vae.VAE` (2D or 3D), e.g. from
+        model: a trained model (any :class:`uadlab.models.base.ReconstructionModel`, 2D or 3D), e.g. from
             :func:`uadlab.training.loop.load_run`.
         dataset: a :class:`uadlab.data.dataset.BuiltDataset` (anything with ``.subject(id)``).
         ids: subject ids of ``dataset``.
@@ -195,7 +195,7 @@ def predict(
     bool masks), so a few hundred subjects fit easily; use :func:`iter_predict` to stream.
 
     Args:
-        model: a trained :class:`uadlab.models.vae.VAE` (2D or 3D).
+        model: a trained model (any :class:`uadlab.models.base.ReconstructionModel`, 2D or 3D).
         dataset: a :class:`uadlab.data.dataset.BuiltDataset`.
         ids: subject ids of ``dataset``; duplicates are rejected.
         postprocess_kwargs: options of :func:`uadlab.evaluation.postprocessing.anomaly_map`.
@@ -269,6 +269,60 @@ def save_maps(
         path.parent.mkdir(parents=True, exist_ok=True)
         written.append(save_volume(path, getattr(m, field).astype(np.float32), m.affine, overwrite=overwrite))
     return [Path(p) for p in written]
+
+
+def lesion_slice(mask: np.ndarray | None, axis: int = 2, size: int | None = None) -> int:
+    """Index along ``axis`` of the slice with the most lesion voxels (the first on a tie).
+
+    Where figures and Fig. 7 show a subject (Bengs et al. 2021: the axial slice with most lesion).
+
+    Args:
+        mask: ``(X, Y, Z)`` lesion mask, or ``None``.
+        axis: 2 for axial slices.
+        size: the volume's extent along ``axis``, needed when ``mask`` is ``None``.
+
+    Returns:
+        The index; the middle slice ``size // 2`` when ``mask`` is ``None``, empty or not 3D.
+
+    >>> mask = np.zeros((4, 4, 6), bool); mask[1, 1:3, 4] = True
+    >>> lesion_slice(mask), lesion_slice(None, size=6)
+    (4, 3)
+    """
+    if mask is None or np.asarray(mask).ndim != 3 or not np.any(mask):
+        return (np.shape(mask)[axis] if size is None else size) // 2
+    other = tuple(a for a in range(3) if a != axis)
+    return int(np.argmax(np.count_nonzero(mask, axis=other)))
+
+
+def as_maps_list(maps: Mapping[str, SubjectMaps] | Sequence[SubjectMaps], name: str = "maps", *,
+                 labelled: bool = False) -> list[SubjectMaps]:
+    """``maps`` (a dict id -> maps, or a list) as a non-empty list of :class:`SubjectMaps`.
+
+    The one check every consumer of maps (evaluation, analysis, Lambert's protocol) makes.
+
+    Args:
+        maps: the subjects' maps.
+        name: the argument's name, for the messages.
+        labelled: require a lesion mask on every subject.
+
+    Raises:
+        TypeError: ``maps`` is neither a dict nor a list/tuple, or holds something else than SubjectMaps.
+        ValueError: no subject, or (``labelled``) a subject without lesion mask.
+    """
+    if isinstance(maps, Mapping):
+        items = list(maps.values())
+    elif isinstance(maps, (list, tuple)):
+        items = list(maps)
+    else:
+        raise TypeError(f"`{name}` must be a dict or list of SubjectMaps, got {type(maps).__name__}")
+    if not items:
+        raise ValueError(f"`{name}` must hold at least one subject, got none")
+    for m in items:
+        if not isinstance(m, SubjectMaps):
+            raise TypeError(f"`{name}` must hold SubjectMaps, got {type(m).__name__}")
+        if labelled and m.lesion_mask is None:
+            raise ValueError(f"`{name}` must be labelled, got subject {m.subject_id!r} without a lesion mask")
+    return items
 
 
 def _as_mask(mask: np.ndarray, name: str, shape: tuple[int, ...]) -> np.ndarray:

@@ -22,6 +22,7 @@ al. apply the median filter after thresholding, a difference of order, not of ki
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -29,7 +30,7 @@ import pandas as pd
 
 from uadlab._checks import check_int, check_real
 from uadlab.evaluation import metrics
-from uadlab.evaluation.inference import SubjectMaps
+from uadlab.evaluation.inference import SubjectMaps, as_maps_list
 
 __all__ = ["THRESHOLDS", "CENTRAL_FRACTION", "LAMBERT_COLUMNS", "central_slices", "split_halves", "lambert_scores",
            "lambert_markdown"]
@@ -91,19 +92,15 @@ def lambert_scores(maps: Mapping[str, SubjectMaps] | Sequence[SubjectMaps], *, s
 
     Returns:
         :data:`LAMBERT_COLUMNS`: the threshold, Dice mean and sd over the scored half, pooled
-        sensitivity and specificity, reconstruction MAE, and the two halves' sizes. Metrics are NaN
-        (with a warning from :mod:`.metrics`) when the threshold half has no lesion voxel.
+        sensitivity and specificity, reconstruction MAE, and the two halves' sizes. The threshold and
+        the segmentation metrics are NaN, with an :class:`~.metrics.UndefinedMetricWarning`, when the
+        threshold half has no lesion voxel in the central slices.
 
     Raises:
-        TypeError: an element is not a :class:`SubjectMaps`.
-        ValueError: fewer than two subjects, or a subject without lesion mask.
+        TypeError, ValueError: as :func:`~.inference.as_maps_list` (labelled); ValueError for fewer
+            than two subjects.
     """
-    items = list(maps.values()) if isinstance(maps, Mapping) else list(maps)
-    for m in items:
-        if not isinstance(m, SubjectMaps):
-            raise TypeError(f"`maps` must hold SubjectMaps, got {type(m).__name__}")
-        if m.lesion_mask is None:
-            raise ValueError(f"`maps` must be labelled, got subject {m.subject_id!r} without a lesion mask")
+    items = as_maps_list(maps, labelled=True)
     by_id = {m.subject_id: m for m in items}
     fit_ids, scored_ids = split_halves(list(by_id), seed)
     keep = central_slices(items[0].image.shape[2], central_fraction)
@@ -114,6 +111,8 @@ def lambert_scores(maps: Mapping[str, SubjectMaps] | Sequence[SubjectMaps], *, s
     fit_labels = crop(fit_ids, "lesion_mask")
     nan = math.nan
     if not any(label.any() for label in fit_labels):
+        warnings.warn(f"no lesion voxel in the central slices of the threshold half {fit_ids}: Lambert et al.'s "
+                      "metrics are undefined (NaN)", metrics.UndefinedMetricWarning, stacklevel=2)
         threshold = nan
     else:
         threshold = metrics.grid_threshold_search(crop(fit_ids, "anomaly_map"), fit_labels, thresholds,

@@ -1,6 +1,6 @@
 """Segmentation and detection metrics, threshold selection and bootstrap intervals.
 
-Bengs et al. 2021, Sec. 2.3 (see ``/work/shared/paper/METHOD.md``): DICE = 2|X ∩ Y| / (|X| + |Y|),
+Bengs et al. 2021, Sec. 2.3: DICE = 2|X ∩ Y| / (|X| + |Y|),
 reported pooled over a data set (DICE_D, :func:`dice_dataset`) and per subject (DICE_S,
 :func:`dice_subjects`); AUPRC is average precision over all brain voxels (:func:`auprc`, exact
 and equal to scikit-learn's ``average_precision_score``); slice-wise detection AUPRC

@@ -27,8 +27,9 @@ Decisions (kept here, in one place):
       (:func:`uadlab.evaluation.metrics.binarize`), so background is never predicted; lesion voxels outside
       the eroded brain count as misses.
     - AUPRC, sensitivity, specificity and the FPR thresholds count brain-mask voxels only.
-    - Slice-wise detection scores a slice by the *mean residual* over its brain voxels (METHOD.md:
-      "the l1 residual summed or averaged"; the mean does not favour slices with more brain).
+    - Slice-wise detection scores a slice by the l1 residual *summed* over its brain voxels, the l1
+      distance between the slice and its reconstruction (Bengs et al. 2021, Sec. 2.3;
+      :func:`uadlab.evaluation.metrics.slice_scores` with ``reduce="mean"`` discounts the brain's area).
     - DICE_S sd is the population sd (``ddof=0``) over subjects with a defined DICE.
     - Undefined values are NaN (with the metrics' warning); ``metrics.json`` writes them as ``null``.
 
@@ -50,15 +51,15 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from uadlab.evaluation import metrics
 from uadlab._checks import check_real
 from uadlab.data.dataset import load_dataset
-from uadlab.errors import DatasetError, RunError
-from uadlab.evaluation.inference import SubjectMaps, predict
-from uadlab.data.io import atomic_write
+from uadlab.data.io import atomic_write, folder_lock
+from uadlab.errors import DatasetError, RunError, UadlabWarning
+from uadlab.evaluation import metrics
+from uadlab.evaluation.inference import SubjectMaps, as_maps_list, predict
 from uadlab.layout import EVAL_METRICS as _METRICS_FILE
 from uadlab.layout import EVAL_SUBJECTS as _SUBJECTS_FILE
-from uadlab.training.loop import load_run
+from uadlab.training.loop import load_run, run_status
 
 __all__ = [
     "FPRS",
@@ -193,7 +194,7 @@ def fit_threshold(
     if method == "greedy" and thresholds is not None:
         raise ValueError(f"`thresholds` must be None with method='greedy' (it is the grid of "
                          f"method='grid'), got {thresholds!r}")
-    items = _as_list(val_maps, "val_maps", labelled=True)
+    items = as_maps_list(val_maps, "val_maps", labelled=True)
     scores = [m.anomaly_map for m in items]
     labels = [m.lesion_mask for m in items]
     if method == "greedy":
@@ -222,8 +223,8 @@ def score(maps: Maps, threshold: float, *, n_resamples: int = 1000, seed: int = 
             options.
         TypeError: an element is not a :class:`SubjectMaps`.
     """
-    items = _as_list(maps, "maps", labelled=True)
-    threshold = _check_threshold(threshold)
+    items = as_maps_list(maps, "maps", labelled=True)
+    threshold = check_real("threshold", threshold, "a finite number")
     scores = [m.anomaly_map for m in items]
     labels = [m.lesion_mask for m in items]
     brains = [m.brain_mask for m in items]
@@ -279,7 +280,7 @@ def fpr_thresholds(healthy_maps: Maps, fprs: Iterable[float] = FPRS) -> dict[flo
         ValueError: no maps, or an ``fpr`` outside ``[0, 1]``.
         TypeError: an element is not a :class:`SubjectMaps`.
     """
-    items = _as_list(healthy_maps, "healthy_maps", labelled=False)
+    items = as_maps_list(healthy_maps, "healthy_maps", labelled=False)
     scores = [m.anomaly_map for m in items]
     brains = [m.brain_mask for m in items]
     return {float(f): metrics.fpr_threshold(scores, f, mask=brains) for f in fprs}
@@ -316,15 +317,15 @@ def evaluate_maps(
         ValueError: validation and test share a subject id (the threshold would see test data), a
             healthy map shares an id with the test maps, or as :func:`fit_threshold` / :func:`score`.
     """
-    val_items = _as_list(val_maps, "val_maps", labelled=True)
-    test_items = _as_list(test_maps, "test_maps", labelled=True)
+    val_items = as_maps_list(val_maps, "val_maps", labelled=True)
+    test_items = as_maps_list(test_maps, "test_maps", labelled=True)
     test_ids = {m.subject_id for m in test_items}
     leaked = sorted(test_ids & {m.subject_id for m in val_items})
     if leaked:
         raise ValueError(f"`val_maps` must not contain test subjects, got {leaked!r}")
     healthy_items = None
     if healthy_val_maps is not None:
-        healthy_items = _as_list(healthy_val_maps, "healthy_val_maps", labelled=False)
+        healthy_items = as_maps_list(healthy_val_maps, "healthy_val_maps", labelled=False)
         leaked = sorted(test_ids & {m.subject_id for m in healthy_items})
         if leaked:
             raise ValueError(f"`healthy_val_maps` must not contain test subjects, got {leaked!r}")
@@ -372,8 +373,14 @@ def evaluate_run(
 
     Writes, atomically, ``OUT/metrics.json`` — the :data:`SUMMARY_KEYS` of the first lesion cohort
     at the top level plus ``"cohort"`` (its name), ``"run"``, ``"experiment"``, ``"data"``,
-    ``"val_data"`` and ``"cohorts": {name: every metric incl. CIs, oracle and FPR thresholds}`` —
-    and ``OUT/subjects.csv`` (one row per test subject, :data:`SUBJECT_COLUMNS`).
+    ``"val_data"``, ``"training"`` (:func:`uadlab.training.loop.run_status`: epochs trained, best
+    epoch, whether training finished; an unfinished run is evaluated with a
+    :class:`~uadlab.errors.UadlabWarning`), ``"unscored_subjects"`` (test subjects whose lesion has
+    no voxel on the built grid: left out, not scored as DICE 0), ``"data_warnings"`` (those the
+    data set recorded) and ``"cohorts": {name: every metric incl. CIs, oracle and FPR
+    thresholds}`` — and ``OUT/subjects.csv`` (one row per scored test subject,
+    :data:`SUBJECT_COLUMNS`). ``OUT`` is locked while it is written
+    (:func:`uadlab.data.io.folder_lock`).
 
     Args:
         run_dir: folder written by :func:`uadlab.training.loop.train`.
@@ -394,17 +401,47 @@ def evaluate_run(
         The dict written to ``metrics.json``.
 
     Raises:
-        RunError: ``OUT/metrics.json`` or ``OUT/subjects.csv`` exists and ``overwrite`` is False
-            (checked before any work); the run is missing or unreadable.
+        RunError: ``OUT/metrics.json`` or ``OUT/subjects.csv`` exists and ``overwrite`` is False,
+            or ``OUT`` is a file, a built data set or a training run (checked before any work); the
+            run is missing or unreadable.
+        uadlab.errors.UadlabError: another process is writing ``OUT``.
         DatasetError: a data set is missing, has no lesion test subjects, its volumes do not fit
             the model, or a cohort has no labelled validation subject in ``data_dir`` nor in
             ``val_data``.
     """
     out_dir = Path(out_dir)
+    _check_out_dir(out_dir, overwrite)
+    with folder_lock(out_dir):
+        _check_out_dir(out_dir, overwrite)  # again, now that no other process can write it
+        return _evaluate_run(run_dir, data_dir, out_dir, val_data=val_data, overwrite=overwrite,
+                             progress=progress, device=device, method=method,
+                             postprocess_kwargs=postprocess_kwargs, n_resamples=n_resamples, seed=seed)
+
+
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """RunError unless ``out_dir`` may receive ``metrics.json`` and ``subjects.csv``."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunError(f"{out_dir}: exists and is not a folder; choose another --out")
+    foreign = [name for name in ("dataset.json", "config.yaml", "checkpoint.pt") if (out_dir / name).exists()]
+    if foreign:
+        what = "a built data set" if foreign[0] == "dataset.json" else "a training run"
+        raise RunError(f"{out_dir}: holds {what} ({foreign[0]}); an evaluation is never written into one, "
+                       "choose another --out")
     existing = [out_dir / name for name in (_METRICS_FILE, _SUBJECTS_FILE) if (out_dir / name).exists()]
     if existing and not overwrite:
         raise RunError(f"{existing[0]} already exists; pass overwrite=True (--overwrite) to replace it")
+
+
+def _evaluate_run(run_dir: str | Path, data_dir: str | Path, out_dir: Path, *, val_data: str | Path | None,
+                  overwrite: bool, progress: bool, device: str | None, method: Literal["greedy", "grid"],
+                  postprocess_kwargs: Mapping[str, Any] | None, n_resamples: int, seed: int) -> dict[str, Any]:
+    """:func:`evaluate_run` once ``out_dir`` is checked and locked."""
     model, config = load_run(run_dir, device=device)
+    status = run_status(run_dir)
+    if not status["finished"]:
+        warnings.warn(f"{run_dir}: training did not finish (stopped after epoch {status['epochs']} of at most "
+                      f"{status['max_epochs']}); evaluating its best epoch {status['best_epoch']} all the same "
+                      "(resume it with --resume)", UadlabWarning, stacklevel=3)
     dataset = load_dataset(data_dir)
     val_dataset = load_dataset(val_data) if val_data is not None else None
     cohorts = [c for c in dataset.lesion_cohorts if dataset.ids(cohort=c, split="test")]
@@ -433,18 +470,33 @@ def evaluate_run(
                if healthy_source is not None else None)
 
     results: dict[str, EvaluationResult] = {}
+    unscored: list[str] = []
     for cohort in cohorts:
         source, val_ids, note = plans[cohort]
-        results[cohort] = evaluate_maps(
-            maps_of(source, val_ids), maps_of(dataset, dataset.ids(cohort=cohort, split="test")), healthy,
-            method=method, n_resamples=n_resamples, seed=seed, threshold_source=note)
-        for i in dataset.ids(cohort=cohort, split="test"):  # keep memory flat across cohorts
+        test_ids = dataset.ids(cohort=cohort, split="test")
+        test_maps = maps_of(dataset, test_ids)
+        unscored += [m.subject_id for m in test_maps if m.lesion_voxels == 0]
+        test_maps = [m for m in test_maps if m.lesion_voxels > 0]  # no lesion: no DICE, not a DICE of 0
+        if test_maps:
+            results[cohort] = evaluate_maps(
+                maps_of(source, val_ids), test_maps, healthy,
+                method=method, n_resamples=n_resamples, seed=seed, threshold_source=note)
+        for i in test_ids:  # keep memory flat across cohorts
             cache.pop((id(dataset), i), None)
+    if unscored:
+        warnings.warn(f"{data_dir}: {len(unscored)} test subject(s) without a lesion voxel are not scored: "
+                      f"{', '.join(unscored[:5])}{' ...' if len(unscored) > 5 else ''}", UadlabWarning,
+                      stacklevel=3)
+    if not results:
+        raise DatasetError(f"{data_dir}: no test subject has a lesion voxel to score")
+    cohorts = list(results)
 
     first = results[cohorts[0]].to_dict()
     summary: dict[str, Any] = {key: first[key] for key in SUMMARY_KEYS}
     summary.update({"cohort": cohorts[0], "experiment": config.experiment, "run": str(run_dir),
                     "data": str(data_dir), "val_data": None if val_data is None else str(val_data),
+                    "training": status, "unscored_subjects": unscored,
+                    "data_warnings": list(getattr(dataset, "info", {}).get("warnings", [])),
                     "cohorts": {c: r.to_dict() for c, r in results.items()}})
     subjects = pd.concat([r.subjects for r in results.values()], ignore_index=True)
 
@@ -485,28 +537,6 @@ def _validation_plan(cohort: str, dataset: Any, val_dataset: Any, data_dir: Any,
     where = f"{data_dir}" if val_data is None else f"{data_dir} nor in {val_data}"
     hint = "" if val_data is not None else "; pass --val-data with a labelled validation set (e.g. a phantom build)"
     raise DatasetError(f"no labelled validation subjects to fit the {cohort!r} threshold in {where}{hint}")
-
-
-def _as_list(maps: Maps, name: str, *, labelled: bool) -> list[SubjectMaps]:
-    """``maps`` as a non-empty list of :class:`SubjectMaps` (with lesion masks when ``labelled``)."""
-    if isinstance(maps, Mapping):
-        items = list(maps.values())
-    elif isinstance(maps, (list, tuple)):
-        items = list(maps)
-    else:
-        raise TypeError(f"`{name}` must be a dict or list of SubjectMaps, got {type(maps).__name__}")
-    if not items:
-        raise ValueError(f"`{name}` must hold at least one subject, got none")
-    for m in items:
-        if not isinstance(m, SubjectMaps):
-            raise TypeError(f"`{name}` must hold SubjectMaps, got {type(m).__name__}")
-        if labelled and m.lesion_mask is None:
-            raise ValueError(f"`{name}` must be labelled, got subject {m.subject_id!r} without a lesion mask")
-    return items
-
-
-def _check_threshold(threshold: float) -> float:
-    return check_real("threshold", threshold, "a finite number")
 
 
 def _fpr_key(fpr: float) -> str:

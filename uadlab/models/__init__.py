@@ -16,8 +16,15 @@ Adding a model: one file here that subclasses :class:`~uadlab.models.base.ModelB
 """
 
 from uadlab.models import ddpm, dense_vae, mean_image, spatial_vae  # noqa: F401  (each registers its model)
+from uadlab.models.base import (
+    LossTerms,
+    ModelBase,
+    ReconstructionModel,
+    reconstruct,
+    samples_to_volumes,
+    volumes_to_samples,
+)
 from uadlab.models.ddpm import DDPM, DDPMConfig
-from uadlab.models.base import LossTerms, ModelBase, ReconstructionModel, reconstruct, samples_to_volumes, volumes_to_samples
 from uadlab.models.dense_vae import DenseVAE, DenseVAEConfig
 from uadlab.models.mean_image import MeanImage, MeanImageConfig
 from uadlab.models.registry import (

@@ -19,7 +19,14 @@ from torch import nn
 
 from uadlab._checks import check_int
 from uadlab.models.registry import register
-from uadlab.models.vae import LAYERS, NEGATIVE_SLOPE, VAEBase, check_backbone, decoder_stages, encoder_stages
+from uadlab.models.vae import (
+    LAYERS,
+    NEGATIVE_SLOPE,
+    VAEBase,
+    check_backbone,
+    decoder_stages,
+    encoder_stages,
+)
 
 __all__ = ["DenseVAE", "DenseVAEConfig"]
 
@@ -111,6 +118,12 @@ class DenseVAE(VAEBase):
         self.decoder = nn.Sequential(nn.Linear(latent_dim, n_bottom), nn.Unflatten(1, bottom_shape),
                                      norm(channels[-1]), nn.LeakyReLU(NEGATIVE_SLOPE),
                                      *decoder_stages(spatial_dims, channels, in_channels))
+
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """``(latent_dim,)``: the shape of ``z`` for one sample."""
+        return (self.latent_dim,)
 
 
 register("dense-vae", DenseVAE, DenseVAEConfig,

@@ -22,7 +22,14 @@ from torch import nn
 
 from uadlab._checks import check_int
 from uadlab.models.registry import register
-from uadlab.models.vae import LAYERS, NEGATIVE_SLOPE, VAEBase, check_backbone, decoder_stages, encoder_stages
+from uadlab.models.vae import (
+    LAYERS,
+    NEGATIVE_SLOPE,
+    VAEBase,
+    check_backbone,
+    decoder_stages,
+    encoder_stages,
+)
 
 __all__ = ["SpatialVAE", "SpatialVAEConfig"]
 

@@ -228,7 +228,7 @@ def elbo_loss(out: VAEOutput, target: torch.Tensor, *, kl_weight: float = 1.0) -
 
 
 class LambertLoss:
-    """Lambert et al.'s collapse-robust loss: ``l1 / Sigma + beta(t) * KL`` (METHOD.md, other systems).
+    """Lambert et al.'s collapse-robust loss: ``l1 / Sigma + beta(t) * KL`` (Lambert et al. 2021, Sec. 2.2).
 
     - ``Sigma``: mean of the last ``window`` (L = 10) reconstruction terms, the current one included,
       treated as a constant (no gradient). The normalised term stays near 1 all through training.

@@ -14,10 +14,11 @@ from uadlab.training.loop import (
     TrainConfig,
     TrainResult,
     load_run,
+    run_status,
     seed_everything,
     train,
     training_subset,
 )
 
-__all__ = ["TrainConfig", "TrainResult", "train", "load_run", "seed_everything", "training_subset",
+__all__ = ["TrainConfig", "TrainResult", "train", "load_run", "run_status", "seed_everything", "training_subset",
            "HISTORY_COLUMNS"]

@@ -20,7 +20,7 @@ draws an :class:`ErasingParams` from an explicit ``numpy.random.Generator``; :fu
 deterministically (noise values aside, which come from the generator passed to it). Inputs are never
 modified in place.
 
-Decisions the paper leaves open (METHOD.md asks for them to be fixed and documented once):
+Decisions the paper leaves open, fixed here once:
 
 - **Box sizes are exact.** A box's size is counted in voxels. Patch/Cube draw a target fraction
   ``f ~ U(1 %, 25 %)`` of the input's voxels and a random shape (per-edge log-aspect uniform in

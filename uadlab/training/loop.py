@@ -14,7 +14,7 @@ Batches are made in memory from the stacked arrays of :meth:`uadlab.data.dataset
 - 3D: whole volumes.
 - 2D: axial slices ``volume[:, :, k]`` of all training volumes. Slices without a single brain voxel
   are skipped for training (they are all-zero images and would only teach the model to output
-  zeros); validation reconstructs every slice, like :func:`uadlab.models.vae.reconstruct` at test time.
+  zeros); validation reconstructs every slice, like :func:`uadlab.models.base.reconstruct` at test time.
 
 Each epoch shuffles the samples with a generator seeded from ``(seed, epoch)`` and splits them evenly
 into ``ceil(n / batch_size)`` batches of at most ``batch_size`` samples (so no batch of one sample,
@@ -24,11 +24,14 @@ sampling draw from generators seeded the same way, so a resumed run ends with bi
 
 Run folder::
 
-    config.yaml      the TrainConfig (checked on resume)
+    config.yaml      the TrainConfig (checked on resume) and, under ``model``, the model record
     checkpoint.pt    written atomically after every epoch: weights, optimiser, loss state, best
                      weights, best epoch and validation error, epochs since best, RNG states, history,
-                     `finished`
+                     `finished`, the model record (registry name and config), and the run's config
+                     (so a resume is checked even without config.yaml)
     history.csv      epoch, train_loss, train_recon, train_kl, val_recon, val_kl, seconds
+                     (``seconds`` is wall-clock time: the one column that differs between two
+                     otherwise bit-identical seeded runs)
 
 Shape:
     - 3D training batch: ``(B, 1, X, Y, Z)`` float32 in [0, 1].
@@ -54,23 +57,30 @@ import yaml
 
 from uadlab._checks import check_int, check_real
 from uadlab.data.dataset import load_dataset
-from uadlab.training.experiments import parse_experiment
+from uadlab.data.io import atomic_write, folder_lock
 from uadlab.errors import DatasetError, RunError
-from uadlab.data.io import atomic_write
 from uadlab.layout import RUN_CHECKPOINT as _CHECKPOINT_FILE
 from uadlab.layout import RUN_CONFIG as _CONFIG_FILE
 from uadlab.layout import RUN_HISTORY as _HISTORY_FILE
 from uadlab.models.base import ReconstructionModel, volumes_to_samples
-from uadlab.models.registry import build_from_record, build_model, get_spec, model_config, model_record
+from uadlab.models.registry import (
+    build_from_record,
+    build_model,
+    get_spec,
+    model_config,
+    model_record,
+)
 from uadlab.profiles import Profile, get_profile
+from uadlab.training.experiments import parse_experiment
 
-__all__ = ["TrainConfig", "TrainResult", "train", "load_run", "seed_everything", "training_subset",
-           "HISTORY_COLUMNS"]
+__all__ = ["TrainConfig", "TrainResult", "train", "load_run", "run_status", "seed_everything",
+           "training_subset", "HISTORY_COLUMNS"]
 
 #: Columns of ``history.csv`` and :attr:`TrainResult.history`.
 HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "train_loss", "train_recon", "train_kl", "val_recon",
                                     "val_kl", "seconds")
 
+_RUN_FILES = (_CONFIG_FILE, _CHECKPOINT_FILE, _HISTORY_FILE)
 _LOSSES = ("elbo", "lambert")  # uadlab.models.vae.LOSSES; "elbo" is also every other model's own objective
 _HEALTHY = "healthy"  # the cohort of healthy subjects in a built data set (uadlab.data.dataset)
 _ERASING_P = 0.5  # Sec. 2.2: erasing is applied with probability 0.5
@@ -148,7 +158,7 @@ class TrainConfig:
             raise ValueError(f"`seed` must be a non-negative int below 2**32, got {self.seed!r}")
         if self.loss not in _LOSSES:
             raise ValueError(f"`loss` must be one of {list(_LOSSES)}, got {self.loss!r}")
-        if self.loss != "elbo" and "loss" not in get_spec(self.model).config_cls.__dataclass_fields__:
+        if self.loss != "elbo" and "loss" not in {f.name for f in fields(get_spec(self.model).config_cls)}:
             raise ValueError(f"`loss` {self.loss!r} applies to the VAE models only, got model {self.model!r}")
         check_real("lr", self.lr, "a number", lambda v: True)
         if not self.lr > 0:
@@ -176,7 +186,8 @@ class TrainConfig:
 
     def resolved(self, name: str) -> int:
         """``batch_size``, ``max_epochs`` or ``patience``, falling back to the profile's value (for
-        ``batch_size``, the profile's for this experiment's 2D or 3D VAE)."""
+        ``batch_size``, the profile's for this experiment's 2D or 3D VAE).
+        """
         value = getattr(self, name)
         if value is not None:
             return value
@@ -216,8 +227,14 @@ class TrainConfig:
             raw = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError) as error:
             raise RunError(f"{path}: cannot read the run config ({error})") from None
+        return cls._from_dict(raw, path)
+
+    @classmethod
+    def _from_dict(cls, raw: Any, path: str | Path) -> TrainConfig:
+        """A config from :meth:`to_dict`'s mapping; RunError naming ``path`` when it is not one."""
         if not isinstance(raw, dict):
             raise RunError(f"{path}: the run config must be a mapping, got {type(raw).__name__}")
+        raw = dict(raw)
         raw.pop("model", None)  # the model record train() writes beside the config; the checkpoint has it too
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
@@ -334,13 +351,20 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, ove
           progress: bool = False) -> TrainResult:
     """Train one experiment on the healthy cohort of a built data set (Bengs et al. 2021, Sec. 2.3).
 
+    The run folder is locked (:func:`uadlab.data.io.folder_lock`) while training, so a second process
+    aiming at it fails at once. A seeded run is repeatable: on one machine and device, the same
+    config gives bit-identical weights and ``history.csv`` except its wall-clock ``seconds`` column.
+
     Args:
         config: the run's configuration.
-        out_dir: run folder; created if needed.
+        out_dir: run folder; created if needed. An existing folder must be empty or hold a run:
+            uadlab never writes a run into another folder (a data set, an evaluation...).
         resume: continue from ``checkpoint.pt`` if the folder holds a run with the same config
-            (a finished run returns at once); start afresh when there is none.
+            (a finished run returns at once); start afresh when there is none. The config is checked
+            against both ``config.yaml`` and the copy the checkpoint carries.
         overwrite: discard a run already in ``out_dir`` (its ``config.yaml``, ``checkpoint.pt``,
-            ``history.csv``) and start afresh.
+            ``history.csv``) and start afresh; the old run is deleted only after the new one's data
+            set has loaded, so a failed start keeps it.
         progress: show tqdm bars for epochs and batches.
 
     Returns:
@@ -348,19 +372,39 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, ove
 
     Raises:
         TypeError: ``config`` is not a :class:`TrainConfig`.
-        ValueError: both ``resume`` and ``overwrite``.
-        RunError: ``out_dir`` holds a run and neither flag is set; the stored config differs from
-            ``config`` on resume; the checkpoint is unreadable.
-        DatasetError: the data set is missing, or has no healthy cohort or no healthy train/val
-            subjects.
+        ValueError: both ``resume`` and ``overwrite``; ``config.device`` is not a device of this
+            machine (``cuda:9``).
+        RunError: ``out_dir`` is a file, holds something other than a run, or holds a run and
+            neither flag is set; the config stored in ``config.yaml`` or in the checkpoint differs
+            from ``config`` on resume; the checkpoint is unreadable.
+        DatasetError: the data set is missing, was built with another profile, or has no healthy
+            cohort or no healthy train/val subjects.
+        uadlab.errors.UadlabError: another process is training into ``out_dir``.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"`config` must be a TrainConfig, got {config!r}")
+    _available_device(config.device)
     run_dir = _prepare_run_dir(config, out_dir, resume=resume, overwrite=overwrite)
-    checkpoint = _load_checkpoint(run_dir) if resume else None
-    if checkpoint is not None and checkpoint["finished"]:
-        return _result(run_dir, checkpoint)
+    with folder_lock(run_dir):
+        run_dir = _prepare_run_dir(config, out_dir, resume=resume, overwrite=overwrite)  # again, now locked
+        checkpoint = _resume_checkpoint(run_dir, config) if resume else None
+        if checkpoint is not None and checkpoint["finished"]:
+            return _result(run_dir, checkpoint)
+        images, brain_masks, val_images = _load_training_data(config)
+        if overwrite:  # only now: a typo in --data or a bad data set must not cost the old run
+            _clear_run(run_dir)
+        return _train_arrays(config, run_dir, images, brain_masks, val_images, checkpoint=checkpoint,
+                             progress=progress)
+
+
+def _load_training_data(config: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Healthy training subset and validation volumes of ``config.data``, checked against the config."""
     dataset = load_dataset(config.data)
+    built_with = getattr(dataset, "info", {}).get("profile")
+    if built_with is not None and built_with != config.resolved_profile.name:
+        raise DatasetError(f"{config.data}: built with profile {built_with!r}, but the run uses profile "
+                           f"{config.resolved_profile.name!r}; train with --profile {built_with} or build the "
+                           f"data with --profile {config.resolved_profile.name}")
     if _HEALTHY not in dataset.cohorts:
         raise DatasetError(f"{config.data}: no {_HEALTHY!r} cohort to train on (cohorts: {dataset.cohorts})")
     train_ids = dataset.ids(cohort=_HEALTHY, split="train")
@@ -370,8 +414,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, ove
                            f"{len(train_ids)} and {len(val_ids)}")
     images, brain_masks = dataset.stack(training_subset(train_ids, config.fraction, config.seed))
     val_images, _ = dataset.stack(val_ids)
-    return _train_arrays(config, run_dir, images, brain_masks, val_images, checkpoint=checkpoint,
-                         progress=progress)
+    return images, brain_masks, val_images
 
 
 def load_run(run_dir: str | Path, *,
@@ -387,9 +430,11 @@ def load_run(run_dir: str | Path, *,
         device: where to put the model; ``None``: CUDA when available, else CPU.
 
     Raises:
+        ValueError: ``device`` is not a device of this machine (e.g. ``cuda:9``).
         RunError: no ``config.yaml``/``checkpoint.pt`` in ``run_dir``, or they are unreadable.
     """
     run_dir = Path(run_dir)
+    target = _available_device(device)
     if not (run_dir / _CONFIG_FILE).is_file():
         raise RunError(f"{run_dir}: not a training run (no {_CONFIG_FILE})")
     config = TrainConfig.from_yaml(run_dir / _CONFIG_FILE)
@@ -398,9 +443,32 @@ def load_run(run_dir: str | Path, *,
         raise RunError(f"{run_dir}: no {_CHECKPOINT_FILE}; train the run first")
     model = build_from_record(_checkpoint_record(checkpoint, config))
     model.load_state_dict(checkpoint["best_model"])
-    model.to(_resolve_device(device))
+    model.to(target)
     model.eval()
     return model, config
+
+
+def run_status(run_dir: str | Path) -> dict[str, Any]:
+    """How far a run's training got, from its checkpoint: recorded with every evaluation.
+
+    Args:
+        run_dir: folder written by :func:`train`.
+
+    Returns:
+        ``{"epochs": epochs trained, "best_epoch": the epoch whose weights are used (1-based),
+        "max_epochs": the run's limit, "finished": whether training stopped by itself (patience or
+        max_epochs) rather than being interrupted}``.
+
+    Raises:
+        RunError: no run in ``run_dir``, or an unreadable checkpoint or config.
+    """
+    run_dir = Path(run_dir)
+    checkpoint = _load_checkpoint(run_dir)
+    if checkpoint is None or not (run_dir / _CONFIG_FILE).is_file():
+        raise RunError(f"{run_dir}: not a training run (no {_CHECKPOINT_FILE} or {_CONFIG_FILE})")
+    config = TrainConfig.from_yaml(run_dir / _CONFIG_FILE)
+    return {"epochs": int(checkpoint["epoch"]), "best_epoch": int(checkpoint["best_epoch"]),
+            "max_epochs": config.resolved("max_epochs"), "finished": bool(checkpoint["finished"])}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -443,8 +511,8 @@ def _train_arrays(config: TrainConfig, run_dir: Path, images: np.ndarray, brain_
         _check_same_model(_checkpoint_record(checkpoint, config), record, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     # The values the run uses, not None: a later change to a named profile cannot alter a run silently.
-    replace(config, batch_size=batch_size, max_epochs=max_epochs, patience=patience).to_yaml(
-        run_dir / _CONFIG_FILE, model=record)
+    stored_config = replace(config, batch_size=batch_size, max_epochs=max_epochs, patience=patience)
+    stored_config.to_yaml(run_dir / _CONFIG_FILE, model=record)
 
     seed_everything(config.seed)
     model = build_model(experiment.model, model_cfg).to(device)
@@ -482,7 +550,7 @@ def _train_arrays(config: TrainConfig, run_dir: Path, images: np.ndarray, brain_
         state["epoch"] = epoch
         state["finished"] = (epoch >= max_epochs or state["epochs_since_best"] >= patience
                              or model.fitted_in_closed_form)
-        _save_checkpoint(run_dir, state, model, optimizer, record)
+        _save_checkpoint(run_dir, state, model, optimizer, record, stored_config)
         epoch_bar.set_postfix(loss=f"{train_terms['train_loss']:.4g}", val=f"{val_recon:.4g}")
         epoch_bar.update(1)
         if state["finished"] or epoch == _stop_after_epoch:
@@ -587,10 +655,11 @@ def _epoch_rng(seed: int, epoch: int) -> np.random.Generator:
 
 
 def _prepare_run_dir(config: TrainConfig, out_dir: str | Path, *, resume: bool, overwrite: bool) -> Path:
-    """Check the run folder (clearing it for ``overwrite``); see :func:`train` for the rules.
+    """Check the run folder; see :func:`train` for the rules. Nothing is written or deleted here.
 
-    ``config.yaml`` is written later, by :func:`_train_arrays`, once the data has loaded, so that a
-    failed start leaves no half-made run behind.
+    ``config.yaml`` is written later, by :func:`_train_arrays`, once the data has loaded, and an
+    ``overwrite`` clears the old run (:func:`_clear_run`) only then, so that a failed start leaves the
+    folder as it was.
     """
     if resume and overwrite:
         raise ValueError("`resume` and `overwrite` must not both be True")
@@ -598,17 +667,45 @@ def _prepare_run_dir(config: TrainConfig, out_dir: str | Path, *, resume: bool, 
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"{run_dir}: exists and is not a folder")
     config_path = run_dir / _CONFIG_FILE
-    has_run = any((run_dir / name).exists() for name in (_CONFIG_FILE, _CHECKPOINT_FILE, _HISTORY_FILE))
-    if has_run and overwrite:
-        for name in (_CONFIG_FILE, _CHECKPOINT_FILE, _HISTORY_FILE):
-            (run_dir / name).unlink(missing_ok=True)
-    elif has_run and resume:
-        if config_path.exists():
-            _check_same_config(TrainConfig.from_yaml(config_path), config, run_dir)
-    elif has_run:
+    has_run = any((run_dir / name).exists() for name in _RUN_FILES)
+    if not has_run and run_dir.is_dir():
+        foreign = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
+        if foreign:
+            what = "a built data set" if "dataset.json" in foreign else "not a training run"
+            raise RunError(f"{run_dir}: holds {len(foreign)} other item(s) ({', '.join(foreign[:3])}"
+                           f"{', ...' if len(foreign) > 3 else ''}), {what}; choose an empty or new --out "
+                           "(it is never written into)")
+    if has_run and resume and config_path.exists():
+        _check_same_config(TrainConfig.from_yaml(config_path), config, run_dir)
+    elif has_run and not (resume or overwrite):
         raise RunError(f"{run_dir}: holds a training run; pass resume=True (--resume) to continue it "
                        "or overwrite=True (--overwrite) to discard it")
     return run_dir
+
+
+def _clear_run(run_dir: Path) -> None:
+    """Delete the run files of ``run_dir`` (for ``overwrite``, once the new run is known to start)."""
+    for name in _RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def _resume_checkpoint(run_dir: Path, config: TrainConfig) -> dict | None:
+    """The checkpoint to resume from (``None``: none yet), checked against ``config``.
+
+    The checkpoint carries the config it was trained with, so a resume is checked even when
+    ``config.yaml`` was deleted or edited; a checkpoint from before that (no ``config``) is resumed
+    only while ``config.yaml`` is there to vouch for it.
+    """
+    checkpoint = _load_checkpoint(run_dir)
+    if checkpoint is None:
+        return None
+    stored = checkpoint.get("config")
+    if stored is not None:
+        _check_same_config(TrainConfig._from_dict(stored, run_dir / _CHECKPOINT_FILE), config, run_dir)
+    elif not (run_dir / _CONFIG_FILE).exists():
+        raise RunError(f"{run_dir}: {_CHECKPOINT_FILE} records no config and {_CONFIG_FILE} is missing, so "
+                       "what it was trained with is unknown; pass overwrite=True (--overwrite) to start afresh")
+    return checkpoint
 
 
 def _check_same_config(stored: TrainConfig, given: TrainConfig, run_dir: Path) -> None:
@@ -630,7 +727,8 @@ def _check_same_config(stored: TrainConfig, given: TrainConfig, run_dir: Path) -
 
 def _check_same_model(stored: dict, given: dict, run_dir: Path) -> None:
     """RunError when the checkpoint's model differs from the one the config builds now (another model,
-    a named profile's channels or latent size changed since the run began, or the data's image size)."""
+    a named profile's channels or latent size changed since the run began, or the data's image size).
+    """
     if stored["name"] != given["name"]:
         raise RunError(f"{run_dir}: cannot resume, the checkpoint holds model {stored['name']!r}, the config "
                        f"builds {given['name']!r}; pass overwrite=True (--overwrite) to start afresh")
@@ -651,11 +749,12 @@ def _checkpoint_record(checkpoint: dict, config: TrainConfig) -> dict:
 
 
 def _save_checkpoint(run_dir: Path, state: dict, model: ReconstructionModel,
-                     optimizer: torch.optim.Optimizer | None, record: dict) -> None:
-    """Write ``checkpoint.pt`` and ``history.csv`` atomically."""
+                     optimizer: torch.optim.Optimizer | None, record: dict, config: TrainConfig) -> None:
+    """Write ``checkpoint.pt`` (with the run's config, checked on resume) and ``history.csv`` atomically."""
     checkpoint = {**state, "model": model.state_dict(),
                   "optimizer": None if optimizer is None else optimizer.state_dict(),
-                  "loss_state": model.loss_state(), "model_record": record, "rng": _get_rng_states()}
+                  "loss_state": model.loss_state(), "model_record": record, "rng": _get_rng_states(),
+                  "config": config.to_dict()}
     _atomic_save(run_dir / _CHECKPOINT_FILE, lambda tmp: torch.save(checkpoint, tmp))
     history = pd.DataFrame(state["history"], columns=list(HISTORY_COLUMNS))
     _atomic_save(run_dir / _HISTORY_FILE, lambda tmp: history.to_csv(tmp, index=False))
@@ -717,6 +816,19 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
         return torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(f"`device` must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from None
+
+
+def _available_device(device: str | torch.device | None) -> torch.device:
+    """:func:`_resolve_device`, and a ValueError unless this machine has that device (a config may
+    name ``cuda``: it stays valid on a CPU-only machine until something is run there).
+    """
+    resolved = _resolve_device(device)
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (resolved.index or 0) >= count:
+            have = "no CUDA device" if count == 0 else f"{count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+            raise ValueError(f"`device` must be a device of this machine, got {str(device)!r} (it has {have})")
+    return resolved
 
 
 def _progress_bar(progress: bool, **kwargs: Any) -> Any:

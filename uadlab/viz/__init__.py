@@ -15,6 +15,7 @@ from uadlab.viz.figures import (
     operating_point,
     orthogonal_slices,
     pr_curve_figure,
+    reconstruction_comparison,
     save_figure,
     show_slices,
     slice_detection_plot,
@@ -23,4 +24,5 @@ from uadlab.viz.figures import (
 
 __all__ = ["display_slice", "show_slices", "cohort_montage", "erasing_gallery", "lesion_size_plot",
            "data_size_plot", "slice_detection_plot", "training_curves", "lesion_volume_plot",
-           "example_cases_plot", "operating_point", "pr_curve_figure", "orthogonal_slices", "save_figure"]
+           "example_cases_plot", "operating_point", "pr_curve_figure", "orthogonal_slices", "save_figure",
+           "reconstruction_comparison"]

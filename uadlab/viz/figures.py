@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from uadlab.evaluation.inference import lesion_slice
+
 __all__ = [
     "display_slice",
     "show_slices",
@@ -39,6 +41,7 @@ __all__ = [
     "training_curves",
     "lesion_volume_plot",
     "example_cases_plot",
+    "reconstruction_comparison",
     "operating_point",
     "pr_curve_figure",
     "orthogonal_slices",
@@ -85,14 +88,6 @@ def display_slice(volume: np.ndarray, *, axis: int = 2, index: int | None = None
     if not isinstance(index, (int, np.integer)) or not 0 <= index < size:
         raise ValueError(f"`index` must be an int in [0, {size}), got {index!r}")
     return np.rot90(np.take(volume, int(index), axis=axis))
-
-
-def _lesion_slice(mask: np.ndarray | None, axis: int, size: int) -> int:
-    """Index of the slice with the most lesion voxels; the middle slice without a lesion."""
-    if mask is None or np.asarray(mask).ndim != 3 or not np.any(mask):
-        return size // 2
-    other = tuple(a for a in range(3) if a != axis)
-    return int(np.argmax(np.count_nonzero(mask, axis=other)))
 
 
 def _new_figure(nrows: int, ncols: int, *, panel: float = 2.4, squeeze: bool = False):
@@ -225,7 +220,7 @@ def cohort_montage(template: np.ndarray, healthy: Sequence[np.ndarray],
     for panel, image, title in zip(axes[1:], healthy, healthy_titles):
         _image_panel(panel, display_slice(image, axis=axis), title)
     for panel, (image, mask), title in zip(axes[1 + len(healthy):], lesion, lesion_titles):
-        k = _lesion_slice(np.asarray(mask, dtype=bool), axis, np.shape(image)[axis])
+        k = lesion_slice(np.asarray(mask, dtype=bool), axis, np.shape(image)[axis])
         _image_panel(panel, display_slice(image, axis=axis, index=k), title)
         _outline(panel, display_slice(np.asarray(mask, dtype=bool), axis=axis, index=k))
     return fig
@@ -265,8 +260,42 @@ def erasing_gallery(examples: Mapping[str, np.ndarray], *, target: np.ndarray | 
     for panel, (title, volume) in zip(axes, panels.items()):
         index = slice_index
         if volume.ndim == 3 and index is None and target is not None:
-            index = _lesion_slice(np.asarray(volume != target), axis, volume.shape[axis])
+            index = lesion_slice(np.asarray(volume != target), axis, volume.shape[axis])
         _image_panel(panel, display_slice(volume, axis=axis, index=index), title, vmin=0.0, vmax=1.0)
+    return fig
+
+
+def reconstruction_comparison(maps: Mapping[str, Any], *, axis: int = 2, slice_index: int | None = None):
+    """One subject reconstructed by several models: a row per model with reconstruction and residual.
+
+    Lambert et al. (Fig. 1) show spatial and dense VAEs this way: the spatial VAE's reconstruction
+    keeps the lesion (small residual), the dense VAE's replaces it with healthy tissue.
+
+    Args:
+        maps: model label -> that model's :class:`uadlab.evaluation.inference.SubjectMaps` of one
+            subject (``image``, ``recon``, ``residual``, ``lesion_mask`` as ``(X, Y, Z)`` volumes).
+        axis: slicing axis.
+        slice_index: the slice; ``None``: the slice with most lesion (middle without).
+
+    Returns:
+        The :class:`matplotlib.figure.Figure`: columns input, reconstruction, residual (shared colour
+        scale over all models), ground truth.
+
+    Raises:
+        TypeError: ``maps`` is not a non-empty mapping.
+    """
+    _check_mapping(maps, "maps")
+    first = next(iter(maps.values()))
+    k = lesion_slice(first.lesion_mask, axis, np.shape(first.image)[axis]) if slice_index is None else slice_index
+    vmax = max(float(np.max(m.residual)) for m in maps.values()) or 1.0
+    fig, axes = _new_figure(len(maps), 4, panel=2.2, squeeze=False)
+    for row, (label, m) in zip(axes, maps.items()):
+        lesion = np.zeros(np.shape(m.image), bool) if m.lesion_mask is None else m.lesion_mask
+        _image_panel(row[0], display_slice(m.image, axis=axis, index=k), "input")
+        _image_panel(row[1], display_slice(m.recon, axis=axis, index=k), f"{label}: reconstruction")
+        _image_panel(row[2], display_slice(m.residual, axis=axis, index=k), "residual", cmap="inferno",
+                     vmin=0.0, vmax=vmax)
+        _image_panel(row[3], display_slice(lesion, axis=axis, index=k), "ground truth")
     return fig
 
 
@@ -303,7 +332,7 @@ def example_cases_plot(cases: Sequence[Any], *, threshold: float | None = None, 
     for row, case in enumerate(cases):
         arrays = {key: np.asarray(_field(case, key, row)) for key in columns}
         mask = arrays["lesion_mask"].astype(bool)
-        k = _lesion_slice(mask, axis, mask.shape[axis]) if mask.ndim == 3 else None
+        k = lesion_slice(mask, axis, mask.shape[axis]) if mask.ndim == 3 else None
         prediction = _field(case, "prediction", row, default=None)
         if threshold is not None:
             prediction = arrays["anomaly_map"] > threshold

@@ -33,11 +33,12 @@ from typing import Any
 
 import numpy as np
 
-from uadlab.viz import figures as viz
-from uadlab.evaluation import metrics
 from uadlab._checks import check_int, check_real
+from uadlab.evaluation import metrics
+from uadlab.evaluation.inference import lesion_slice
 from uadlab.training.experiments import FAMILIES, experiment_name, parse_experiment
 from uadlab.training.synthetic_anomalies import KINDS, SyntheticAnomaly
+from uadlab.viz import figures as viz
 
 __all__ = ["WIDGETS", "threshold_explorer", "erasing_explorer", "slice_explorer", "anomaly_explorer",
            "render_static"]
@@ -161,7 +162,7 @@ class _ThresholdData:
     def figure(self, threshold: float, subject: int):
         """Slice with prediction and ground truth, the binarised map, and the PR curve with the point."""
         anomaly, lesion, image = self.anomaly_maps[subject], self.lesion_masks[subject], self.images[subject]
-        k = int(np.argmax(lesion.sum(axis=(0, 1)))) if lesion.any() else lesion.shape[2] // 2
+        k = lesion_slice(lesion)
         pred = anomaly[:, :, k] > threshold
         fig, axes = _figure(3)
         _show(axes[0], image[:, :, k], f"{self.ids[subject]}, slice {k}", vmin=0, vmax=1)
@@ -352,7 +353,7 @@ def slice_explorer(image: np.ndarray, recon: np.ndarray, residual: np.ndarray, l
                                                                              dtype=bool)
     depth = image.shape[2]
     if slice_index is None:
-        slice_index = int(np.argmax(lesion.sum(axis=(0, 1)))) if lesion.any() else depth // 2
+        slice_index = lesion_slice(lesion)
     check_int("slice_index", slice_index, f"an int in [0, {depth})", lambda v: 0 <= v < depth)
     if static:
         return _slices_figure(volumes, lesion, int(slice_index))

@@ -1,0 +1,564 @@
+"""The error contract of the command line (README, "What uadlab promises"), case by case.
+
+Each case is what a careless or hostile user can do. Every test asserts the exit code, that the
+message is one line naming the file, and that nothing the user had changed. Data: a tiny fake real
+data set (4 healthy scans, 2 lesion cases, 40 x 48 x 40 voxels of 4 mm) built with the smoke profile,
+and a one-epoch smoke run on it. Concurrency cases hold a lock in one real process and run the
+command in another (or run two commands at once).
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from uadlab import reproduce as reproduce_module
+from uadlab.cli import main as _cli_main
+from uadlab.data import preprocessing
+from uadlab.data.dataset import build_dataset, load_dataset
+from uadlab.errors import RunError, UadlabWarning
+from uadlab.training import loop as training
+from uadlab.training.loop import TrainConfig, train
+
+REPO = Path(__file__).resolve().parents[1]
+SHAPE = (40, 48, 40)
+VOXEL_MM = 4.0
+
+MANIFEST = """\
+name: contract
+kind: real
+description: a tiny fake data set
+licence: none
+citation: none
+cohorts:
+  - name: healthy
+    role: healthy
+    cases: "healthy/*.nii.gz"
+    image: "{anchor}"
+    brain_mask: nonzero
+    split: {train: 0.75, val: 0.25}
+    seed: 0
+  - name: brats
+    role: lesion
+    cases: "lesion/*/"
+    image: "{case_dir}/t1.nii.gz"
+    brain_mask: "{case_dir}/brain_mask.nii.gz"
+    lesion_mask: "{case_dir}/seg.nii.gz"
+    split: {val: 0.5, test: 0.5}
+    seed: 0
+"""
+
+
+def _save(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array, np.diag([VOXEL_MM] * 3 + [1.0]) if affine is None else affine), path)
+    return path
+
+
+def _scan(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A skull-stripped-looking scan (noisy ellipsoid brain, zero outside) and its brain mask."""
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in SHAPE], indexing="ij"), axis=-1)
+    brain = (((grid - np.array(SHAPE) / 2) / np.array([15.0, 19.0, 15.0])) ** 2).sum(axis=-1) <= 1.0
+    image = (80 + 20 * rng.standard_normal(SHAPE)).astype(np.float32) * brain
+    return image, brain
+
+
+def _tree(root: Path, seed: int = 7, lesion_size: int = 4) -> Path:
+    """A fake real data set under ``root``; returns its manifest."""
+    rng = np.random.default_rng(seed)
+    for i in range(4):
+        _save(root / "healthy" / f"sub{i}.nii.gz", _scan(rng)[0])
+    for i in range(2):
+        image, brain = _scan(rng)
+        seg = np.zeros(SHAPE, np.uint8)
+        seg[18:18 + lesion_size, 20:20 + lesion_size, 18:18 + lesion_size] = 2
+        image[seg > 0] = 20.0
+        _save(root / "lesion" / f"case{i}" / "t1.nii.gz", image)
+        _save(root / "lesion" / f"case{i}" / "brain_mask.nii.gz", brain.astype(np.uint8))
+        _save(root / "lesion" / f"case{i}" / "seg.nii.gz", seg)
+    manifest = root / "contract.yaml"
+    manifest.write_text(MANIFEST)
+    return manifest
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder``, by relative path (to show that nothing changed)."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def main(argv: list[str]) -> int:
+    """``uadlab -q ARGV`` in this process (no progress bars on stderr)."""
+    return _cli_main(["-q", *argv])
+
+
+def _one_line_error(capsys, *needles: str) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("uadlab: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def _env(cache: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+            "OMP_NUM_THREADS": "1", "UADLAB_CACHE": str(cache)}
+
+
+def _cli(args: list[str], cache: Path) -> subprocess.Popen:
+    """``uadlab -q ARGS`` in a separate process."""
+    return subprocess.Popen([sys.executable, "-m", "uadlab.cli", "-q", *args], env=_env(cache), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+class _LockHolder:
+    """Another process holding :func:`uadlab.data.io.folder_lock` on a folder until closed."""
+
+    def __init__(self, folder: Path, cache: Path) -> None:
+        code = ("import sys; from uadlab.data.io import folder_lock\n"
+                f"with folder_lock({str(folder)!r}):\n    print('locked', flush=True); sys.stdin.read()")
+        self.process = subprocess.Popen([sys.executable, "-c", code], env=_env(cache), stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout.readline().strip() == "locked"
+
+    def __enter__(self) -> _LockHolder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """``(root, manifest, data, run, cache)``: the fake tree, its smoke build, a one-epoch run."""
+    base = tmp_path_factory.mktemp("contract")
+    manifest = _tree(base / "root")
+    cache = base / "cache"
+    data = build_dataset(manifest, base / "data", root=base / "root", profile="smoke", cache_dir=cache)
+    config = TrainConfig(experiment="3D-None", profile="smoke", data=str(data), max_epochs=1, seed=1, device="cpu")
+    run = train(config, base / "run").run_dir
+    return base / "root", manifest, data, run, cache
+
+
+@pytest.fixture
+def cache_env(world, monkeypatch):
+    """Point the CLI's preprocessing cache at the module's cache."""
+    monkeypatch.setenv("UADLAB_CACHE", str(world[4]))
+    return world[4]
+
+
+def _train_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "--experiment", "3D-None", "--profile", "smoke", "--data", str(data), "--out", str(out),
+            "--device", "cpu", "--max-epochs", "1", *extra]
+
+
+# --------------------------------------------------------------------------------------------------
+# Crashes and data loss
+
+
+@pytest.mark.slow  # spawns two worker processes
+def test_parallel_build_of_a_real_manifest_equals_the_serial_build(world, tmp_path):
+    root, manifest, data, _, cache = world
+    not_a_cache = tmp_path / "cache"
+    not_a_cache.write_text("a file")  # no cache at all: the workers really work, and warn
+    with pytest.warns(UadlabWarning, match="cannot write the preprocessing cache") as caught:
+        parallel = build_dataset(manifest, tmp_path / "parallel", root=root, profile="smoke", workers=2,
+                                 cache_dir=not_a_cache)
+    assert 1 <= len(caught) <= 2  # reported in this process, at most once per worker
+    assert _digest(parallel) == _digest(data)
+
+
+def test_train_overwrite_with_a_bad_data_folder_keeps_the_run(world, tmp_path, capsys):
+    _, _, data, run, _ = world
+    copy = shutil.copytree(run, tmp_path / "run")
+    before = _digest(copy)
+    assert main(_train_args(tmp_path / "typo", copy, "--overwrite")) == 2
+    _one_line_error(capsys, f"{tmp_path / 'typo'}: no data-set folder here")
+    assert _digest(copy) == before
+
+
+@pytest.mark.slow  # two processes that import torch
+def test_two_trainings_into_one_folder_one_fails_and_nothing_is_lost(world, tmp_path):
+    _, _, data, _, cache = world
+    out = tmp_path / "run"
+    processes = [_cli(_train_args(data, out), cache) for _ in range(2)]
+    errors = [p.communicate(timeout=300)[1] for p in processes]
+    results = [(p.returncode, err) for p, err in zip(processes, errors)]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    err = next(err for code, err in results if code == 2)
+    assert err.count("\n") == 1 and str(out) in err
+    assert "in use by another uadlab process" in err or "holds a training run" in err
+    assert training.run_status(out)["finished"]
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "data build"])
+def test_a_locked_folder_is_refused_with_one_line(world, tmp_path, capsys, cache_env, command):
+    root, manifest, data, run, cache = world
+    out = tmp_path / "out"
+    args = {"train": _train_args(data, out),
+            "evaluate": ["evaluate", "--run", str(run), "--data", str(data), "--out", str(out)],
+            "data build": ["data", "build", "--manifest", str(manifest), "--root", str(root), "--out", str(out),
+                           "--profile", "smoke"]}[command]
+    with _LockHolder(out, cache):
+        assert main(args) == 2
+    _one_line_error(capsys, f"{out}: in use by another uadlab process")
+    assert not out.exists()
+
+
+def test_a_lock_dies_with_its_process_even_on_kill_9(world, tmp_path, capsys):
+    _, _, data, _, cache = world
+    out = tmp_path / "run"
+    holder = _LockHolder(out, cache)
+    holder.process.kill()  # SIGKILL: no cleanup code runs
+    holder.process.wait(timeout=30)
+    assert (tmp_path / ".run.lock").exists()  # the file stays; the lock does not
+    assert main(_train_args(data, out)) == 0
+    assert "finished after 1 epoch" in capsys.readouterr().out
+
+
+def test_train_never_writes_into_a_data_set(world, tmp_path, capsys):
+    _, _, data, _, _ = world
+    target = shutil.copytree(data, tmp_path / "data")
+    before = _digest(target)
+    for extra in ((), ("--overwrite",)):
+        assert main(_train_args(data, target, *extra)) == 2
+        _one_line_error(capsys, f"{target}: holds", "a built data set")
+    assert _digest(target) == before
+
+
+def test_evaluate_never_writes_into_a_data_set_or_a_file(world, tmp_path, capsys):
+    _, _, data, run, _ = world
+    target = shutil.copytree(data, tmp_path / "data")
+    before = _digest(target)
+    assert main(["evaluate", "--run", str(run), "--data", str(data), "--out", str(target), "--overwrite"]) == 2
+    _one_line_error(capsys, f"{target}: holds a built data set")
+    assert _digest(target) == before
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    assert main(["evaluate", "--run", str(run), "--data", str(data), "--out", str(a_file)]) == 2
+    _one_line_error(capsys, f"{a_file}: exists and is not a folder")
+    assert a_file.read_text() == "mine"
+
+
+def test_reproduce_keeps_a_table_it_did_not_write_and_refuses_a_file(tmp_path, capsys):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "table1.csv").write_text("mine\n")
+    assert main(["reproduce", "--profile", "smoke", "--out", str(out)]) == 2
+    _one_line_error(capsys, f"{out / 'table1.csv'}: exists and was not written by `uadlab reproduce`",
+                    "--overwrite")
+    assert sorted(p.name for p in out.iterdir()) == ["table1.csv"] and (out / "table1.csv").read_text() == "mine\n"
+    a_file = tmp_path / "file"
+    a_file.write_text("mine")
+    assert main(["reproduce", "--profile", "smoke", "--out", str(a_file)]) == 2
+    _one_line_error(capsys, f"{a_file}: exists and is not a folder")
+
+
+def test_reproduce_never_writes_into_a_data_set_or_a_run(world, tmp_path, capsys):
+    _, _, data, run, _ = world
+    for folder, what in ((data, "a built data set (dataset.json)"), (run, "a training run (config.yaml)")):
+        before = _digest(folder)
+        assert main(["reproduce", "--profile", "smoke", "--out", str(folder), "--experiments", "3D-None"]) == 2
+        _one_line_error(capsys, f"{folder}: holds {what}")
+        assert _digest(folder) == before
+
+
+def test_reproduce_refuses_an_empty_experiment_list(tmp_path, capsys):
+    for value in ("", ",", "3D-None,"):
+        assert main(["reproduce", "--profile", "smoke", "--out", str(tmp_path / "r"), "--experiments", value]) == 2
+        _one_line_error(capsys, "`experiments` must name at least one experiment")
+    assert not (tmp_path / "r").exists()
+
+
+def test_data_build_overwrite_repairs_a_damaged_build(world, tmp_path, capsys, cache_env):
+    root, manifest, data, _, _ = world
+    target = shutil.copytree(data, tmp_path / "data")
+    image = next((target / "images").iterdir())
+    image.write_bytes(image.read_bytes()[:200])  # truncated
+    args = ["data", "build", "--manifest", str(manifest), "--root", str(root), "--out", str(target),
+            "--profile", "smoke"]
+    assert main(args + ["--overwrite"]) == 0
+    assert _digest(target) == _digest(data)
+    capsys.readouterr()
+
+
+def test_resume_is_checked_against_the_checkpoints_own_config(world, tmp_path, capsys):
+    _, _, data, run, _ = world
+    copy = shutil.copytree(run, tmp_path / "run")
+    (copy / "config.yaml").unlink()
+    before = _digest(copy)
+    assert main(_train_args(data, copy, "--resume", "--seed", "99")) == 2
+    _one_line_error(capsys, f"{copy}: cannot resume, the config differs in seed (stored 1, given 99)")
+    assert _digest(copy) == before
+
+
+def test_a_checkpoint_without_its_config_and_without_config_yaml_is_not_resumed(world, tmp_path, capsys):
+    _, _, data, run, _ = world
+    copy = shutil.copytree(run, tmp_path / "run")
+    checkpoint = torch.load(copy / "checkpoint.pt", weights_only=True)
+    del checkpoint["config"]  # as written before checkpoints carried their config
+    torch.save(checkpoint, copy / "checkpoint.pt")
+    (copy / "config.yaml").unlink()
+    before = _digest(copy)
+    assert main(_train_args(data, copy, "--resume", "--seed", "1")) == 2
+    _one_line_error(capsys, f"{copy}: checkpoint.pt records no config and config.yaml is missing")
+    assert _digest(copy) == before
+
+
+def test_reproduce_overwrite_restarts_only_a_run_whose_config_differs(world, tmp_path):
+    _, _, data, run, _ = world
+    copy = shutil.copytree(run, tmp_path / "run")
+    other_seed = TrainConfig(experiment="3D-None", profile="smoke", data=str(data), max_epochs=1, seed=2,
+                             device="cpu")
+    with pytest.raises(RunError, match="cannot resume, the config differs in seed"):
+        reproduce_module._train(other_seed, copy, overwrite=False, progress=False)
+    same = TrainConfig(experiment="3D-None", profile="smoke", data=str(data), max_epochs=1, seed=1, device="cpu")
+    before = _digest(copy)
+    reproduce_module._train(same, copy, overwrite=True, progress=False)
+    assert _digest(copy) == before  # finished with the same config: kept
+    reproduce_module._train(other_seed, copy, overwrite=True, progress=False)
+    assert "seed: 2" in (copy / "config.yaml").read_text() and training.run_status(copy)["finished"]
+
+
+def test_experiment_names_are_stored_canonical_and_resume_in_any_case(world, tmp_path, capsys):
+    _, _, data, _, _ = world
+    out = tmp_path / "run"
+    args = _train_args(data, out)
+    args[args.index("3D-None")] = "3d-none"
+    assert main(args) == 0
+    assert "experiment: 3D-None" in (out / "config.yaml").read_text()
+    args[args.index("3d-none")] = "3D-NONE"
+    assert main(args + ["--resume"]) == 0
+    assert "finished after 1 epoch" in capsys.readouterr().out
+
+
+def test_a_profile_other_than_the_data_sets_is_refused(world, tmp_path, capsys):
+    _, _, data, _, _ = world
+    args = _train_args(data, tmp_path / "run")
+    args[args.index("smoke")] = "lab"
+    assert main(args) == 2
+    _one_line_error(capsys, f"{data}: built with profile 'smoke', but the run uses profile 'lab'")
+    assert not (tmp_path / "run").exists()
+
+
+def test_workers_are_capped_at_the_usable_cores(world, tmp_path, capsys, cache_env, monkeypatch):
+    root, manifest, data, _, _ = world
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert main(["data", "build", "--manifest", str(manifest), "--root", str(root), "--out", str(tmp_path / "d"),
+                 "--profile", "smoke", "--workers", "1000"]) == 0
+    err = capsys.readouterr().err
+    assert err == "uadlab: warning: workers=1000 (--workers) is more than the 1 usable CPU core(s); using 1\n"
+    assert _digest(tmp_path / "d") == _digest(data)
+
+
+# --------------------------------------------------------------------------------------------------
+# Silently wrong data
+
+
+@pytest.mark.parametrize("defect", ["empty lesion", "lesion outside the brain", "label -1", "image all zero"])
+def test_data_build_refuses_what_data_check_reports(tmp_path, capsys, cache_env, defect):
+    manifest = _tree(tmp_path / "root")
+    case = tmp_path / "root" / "lesion" / "case1"
+    seg = np.asanyarray(nib.load(case / "seg.nii.gz").dataobj).astype(np.int16)
+    if defect == "empty lesion":
+        seg[:] = 0
+    elif defect == "lesion outside the brain":
+        seg[:] = 0
+        seg[0:5, 0:5, 0:5] = 1  # a corner of the box: the brain is an ellipsoid in the middle
+    elif defect == "label -1":
+        seg[10:12, 20:22, 20:22] = -1
+    if defect == "image all zero":
+        _save(case / "t1.nii.gz", np.zeros(SHAPE, np.float32))
+    else:
+        _save(case / "seg.nii.gz", seg)
+    message = {"empty lesion": "case1 (brats): lesion mask is empty",
+               "lesion outside the brain": "case1 (brats): lesion mask lies entirely outside the brain mask",
+               "label -1": "seg.nii.gz: holds label(s) -1 outside the documented set",
+               "image all zero": "t1.nii.gz: image is all zero inside the brain mask"}[defect]
+    assert main(["data", "check", "--manifest", str(manifest), "--root", str(tmp_path / "root")]) == 1
+    assert message in capsys.readouterr().err
+    assert main(["data", "build", "--manifest", str(manifest), "--root", str(tmp_path / "root"),
+                 "--out", str(tmp_path / "data"), "--profile", "smoke"]) == 2
+    _one_line_error(capsys, message)
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.slow  # a second build and training
+def test_a_lesion_lost_on_the_built_grid_is_recorded_and_not_scored(tmp_path, capsys, monkeypatch):
+    """Preprocessing keeps at least the voxel of highest overlap of any lesion inside the brain, so
+    the loss is simulated; what is tested is that it is recorded, warned about and never scored 0."""
+    monkeypatch.setenv("UADLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(preprocessing, "_lesion_threshold", lambda fraction: np.zeros(fraction.shape, bool))
+    manifest = _tree(tmp_path / "root")
+    with pytest.warns(UadlabWarning, match="has no voxel on the built grid"):
+        data = build_dataset(manifest, tmp_path / "data", root=tmp_path / "root", profile="smoke")
+    info = load_dataset(data).info
+    assert len(info["warnings"]) == 2 and all("it is not scored" in w for w in info["warnings"])
+    run = train(TrainConfig(experiment="3D-None", profile="smoke", data=str(data), max_epochs=1, device="cpu"),
+                tmp_path / "run").run_dir
+    code = main(["evaluate", "--run", str(run), "--data", str(data), "--out", str(tmp_path / "eval")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no test subject has a lesion voxel to score" in err
+    assert "uadlab: warning: " in err and "not scored: case" in err
+
+
+def test_an_unfinished_run_is_evaluated_with_a_warning_and_recorded(world, tmp_path, capsys):
+    _, _, data, _, _ = world
+    dataset = load_dataset(data)
+    images, masks = dataset.stack(dataset.ids(cohort="healthy", split="train"))
+    val, _ = dataset.stack(dataset.ids(cohort="healthy", split="val"))
+    config = TrainConfig(experiment="3D-None", profile="smoke", data=str(data), max_epochs=3, patience=3,
+                         device="cpu")
+    run = training._prepare_run_dir(config, tmp_path / "run", resume=False, overwrite=False)
+    training._train_arrays(config, run, images, masks, val, _stop_after_epoch=1)
+    assert main(["evaluate", "--run", str(run), "--data", str(data), "--out", str(tmp_path / "eval")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"uadlab: warning: {run}: training did not finish")
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["training"] == {"epochs": 1, "best_epoch": 1, "max_epochs": 3, "finished": False}
+    assert metrics["unscored_subjects"] == [] and metrics["data_warnings"] == []
+
+
+# --------------------------------------------------------------------------------------------------
+# One line instead of a traceback
+
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_during_data_build_is_one_line_and_leaves_nothing(world, tmp_path, capsys, cache_env,
+                                                                      monkeypatch):
+    root, manifest, _, _, _ = world
+    monkeypatch.setattr(nib, "save", _enospc)
+    assert main(["data", "build", "--manifest", str(manifest), "--root", str(root), "--out", str(tmp_path / "d"),
+                 "--profile", "smoke"]) == 2
+    _one_line_error(capsys, "No space left on device", str(tmp_path / "d"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".d.lock"]
+
+
+def test_a_full_disk_during_training_keeps_the_previous_checkpoint(world, tmp_path, capsys, monkeypatch):
+    _, _, data, _, _ = world
+    dataset = load_dataset(data)
+    images, masks = dataset.stack(dataset.ids(cohort="healthy", split="train"))
+    val, _ = dataset.stack(dataset.ids(cohort="healthy", split="val"))
+    config = TrainConfig(experiment="3D-None", profile="smoke", data=str(data), max_epochs=3, device="cpu")
+    run = training._prepare_run_dir(config, tmp_path / "run", resume=False, overwrite=False)
+    training._train_arrays(config, run, images, masks, val, _stop_after_epoch=1)  # as if killed after epoch 1
+    before = _digest(run)
+    monkeypatch.setattr(torch, "save", _enospc)
+    assert main(_train_args(data, run, "--resume", "--max-epochs", "3")) == 2
+    _one_line_error(capsys, "No space left on device", str(run))
+    assert _digest(run) == before
+
+
+def test_a_read_only_folder_is_one_line(world, tmp_path, capsys, monkeypatch):
+    """Permissions do not bind root (tests may run as root), so the refusal is simulated where uadlab
+    creates folders."""
+    _, _, data, run, _ = world
+    target = tmp_path / "ro" / "eval"
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    assert main(["evaluate", "--run", str(run), "--data", str(data), "--out", str(target)]) == 2
+    _one_line_error(capsys, f"{tmp_path / 'ro'}: Permission denied")
+
+
+@pytest.mark.parametrize("damage", ["entry is a folder", "cache is a file", "disk full"])
+def test_a_broken_cache_falls_back_to_building_without_it(world, tmp_path, monkeypatch, damage):
+    root, manifest, data, _, _ = world
+    cache = tmp_path / "cache"
+    if damage == "cache is a file":
+        cache.write_text("not a folder")
+    elif damage == "disk full":
+        monkeypatch.setattr(np, "savez_compressed", _enospc)
+    else:
+        build_dataset(manifest, tmp_path / "first", root=root, profile="smoke", cache_dir=cache)
+        for entry in cache.iterdir():
+            entry.unlink()
+            entry.mkdir()
+    with pytest.warns(UadlabWarning, match="cannot write the preprocessing cache.*continuing without it") as caught:
+        out = build_dataset(manifest, tmp_path / "data", root=root, profile="smoke", cache_dir=cache)
+    assert len(caught) == 1  # once, not once per subject
+    assert _digest(out) == _digest(data)
+
+
+def _huge_header(path: Path, shape: tuple[int, int, int]) -> None:
+    """A gzipped NIfTI whose header declares ``shape`` but holds 8 voxels."""
+    image = nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), np.eye(4))
+    raw = bytearray(image.header.binaryblock) + b"\0" * 4 + np.zeros(8, np.float32).tobytes()
+    raw[40:56] = np.array([3, *shape, 1, 1, 1, 1], dtype="<i2").tobytes()  # dim[0..7]
+    with gzip.open(path, "wb") as handle:
+        handle.write(bytes(raw))
+
+
+def test_huge_headers_and_voxels_are_refused_before_allocating(tmp_path, capsys, cache_env):
+    manifest = _tree(tmp_path / "root")
+    _huge_header(tmp_path / "root" / "healthy" / "sub0.nii.gz", (32767, 32767, 32767))
+    _save(tmp_path / "root" / "healthy" / "sub1.nii.gz", _scan(np.random.default_rng(0))[0],
+          np.diag([1000.0, 1000.0, 1000.0, 1.0]))
+    assert main(["data", "check", "--manifest", str(manifest), "--root", str(tmp_path / "root")]) == 1
+    err = capsys.readouterr().err
+    assert "sub0.nii.gz: header declares shape (32767, 32767, 32767)" in err
+    assert "sub1.nii.gz: field of view [40000, 48000, 40000] mm" in err
+    assert main(["data", "build", "--manifest", str(manifest), "--root", str(tmp_path / "root"),
+                 "--out", str(tmp_path / "data"), "--profile", "smoke"]) == 2
+    _one_line_error(capsys, "sub0.nii.gz: header declares shape (32767, 32767, 32767)")
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_missing_cuda_device_is_one_line(world, tmp_path, capsys):
+    _, _, data, _, _ = world
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    args = _train_args(data, tmp_path / "run")
+    args[args.index("cpu")] = f"cuda:{n}"
+    assert main(args) == 2
+    _one_line_error(capsys, f"`device` must be a device of this machine, got 'cuda:{n}'")
+    assert not (tmp_path / "run").exists()
+
+
+def test_output_piped_into_a_reader_that_stops_is_quiet(world, tmp_path):
+    root, manifest, _, _, cache = world
+    process = subprocess.Popen([sys.executable, "-m", "uadlab.cli", "data", "check", "--manifest", str(manifest),
+                                "--root", str(root)], env=_env(cache), cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    process.stdout.close()  # like `| head -0`: the reader is gone before anything is printed
+    code = process.wait(timeout=120)
+    err = process.stderr.read().decode()
+    assert code == 141 and err == "", err
+
+
+# --------------------------------------------------------------------------------------------------
+# Repeatability
+
+
+def test_a_seeded_train_twice_is_bit_identical_apart_from_seconds(world, tmp_path, capsys):
+    _, _, data, _, _ = world
+    for name in ("a", "b"):
+        assert main(_train_args(data, tmp_path / name, "--seed", "5", "--max-epochs", "2")) == 0
+    a, b = (torch.load(tmp_path / n / "checkpoint.pt", weights_only=True) for n in ("a", "b"))
+    for key in ("model", "best_model"):
+        assert a[key].keys() == b[key].keys()
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key])
+    history_a, history_b = (pd.read_csv(tmp_path / n / "history.csv") for n in ("a", "b"))
+    assert len(history_a) == 2
+    pd.testing.assert_frame_equal(history_a.drop(columns="seconds"), history_b.drop(columns="seconds"))
+    assert (tmp_path / "a" / "config.yaml").read_bytes() == (tmp_path / "b" / "config.yaml").read_bytes()
