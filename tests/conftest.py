@@ -48,12 +48,13 @@ def real_data_dir() -> Path:
 
 
 def write_blob_dataset(folder: Path, *, size: int = 32, seed: int = 0,
-                       splits: dict[str, dict[str, int]] | None = None) -> Path:
+                       splits: dict[str, dict[str, int]] | None = None, profile: str = "smoke") -> Path:
     """Write a tiny built data set (the layout of docs/ARCHITECTURE.md) of smooth blob "brains".
 
     ``splits``: ``{cohort: {split: count}}``; default 3 healthy train, 2 healthy val, and for ``tumour``
     and ``stroke`` 2 val and 2 test each. Lesion cohorts carry one bright (tumour) or dark (stroke)
-    sphere inside the brain as their lesion. Volumes ``size``³ in [0, 1], identity affine.
+    sphere inside the brain as their lesion. Volumes ``size``³ in [0, 1], identity affine. ``profile``:
+    the profile name the data set records (training checks it against the run's).
     """
     import json
 
@@ -90,7 +91,7 @@ def write_blob_dataset(folder: Path, *, size: int = 32, seed: int = 0,
                              "source": "blobs"})
     pd.DataFrame(rows).to_csv(folder / "subjects.csv", index=False)
     roles = {c: {"role": "healthy" if c == "healthy" else "lesion"} for c in splits}
-    info = {"name": "blobs", "profile": "smoke", "image_size": size, "spacing_mm": 1.0,
+    info = {"name": "blobs", "profile": profile, "image_size": size, "spacing_mm": 1.0,
             "preprocessing": {"pad_shape_mm": [size] * 3}, "cohorts": roles}
     (folder / "dataset.json").write_text(json.dumps(info))
     return folder

@@ -25,6 +25,12 @@ def tiny_profile():
 
 
 @pytest.fixture(scope="module")
+def blob_dataset(tmp_path_factory):
+    """The blob data set of conftest, recorded as built with the tiny profile."""
+    return write_blob_dataset(tmp_path_factory.mktemp("blobs") / "data", profile="tiny")
+
+
+@pytest.fixture(scope="module")
 def study(tmp_path_factory, tiny_profile, blob_dataset):
     out = tmp_path_factory.mktemp("results")
     return out, reproduce(tiny_profile, blob_dataset, out, study="behrendt2024", labelled_cases=1)
@@ -87,7 +93,8 @@ def test_bad_study_options_are_refused(tmp_path, blob_dataset, capsys):
 def test_test_only_cohorts_take_their_threshold_from_val_data(tmp_path, tiny_profile, blob_dataset):
     """As the real sample: lesion cases in the test split only; the threshold comes from another data set."""
     data = write_blob_dataset(tmp_path / "test_only", seed=1, splits={"healthy": {"train": 3, "val": 2},
-                                                                     "tumour": {"test": 2}, "mslub": {"test": 1}})
+                                                                     "tumour": {"test": 2}, "mslub": {"test": 1}},
+                              profile="tiny")
     outputs = run_study(tiny_profile, data, load_dataset(data), tmp_path / "out", recon_experiments=("2D-None",),
                         segmenter_experiments=("2D-None",), val_data=blob_dataset)
     table = pd.read_csv(outputs["behrendt2024.csv"])
