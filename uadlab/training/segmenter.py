@@ -31,7 +31,10 @@ Decisions, fixed here once:
   Dice rewards predicting nothing on each of them. Adam.
 - **The kept epoch has the best validation Dice** (pooled, probability > 0.5) on the synthetic
   validation pool, ties (e.g. no voxel above 0.5 yet) broken by the lower validation loss; training
-  stops after ``patience`` epochs without a better one. The validation loss alone is a poor guide:
+  stops after ``patience`` epochs without a better one, counted from the first epoch with a Dice above
+  0 (before that, up to ``max_epochs``: on the smoke phantom the first voxels above 0.5 appear after
+  about 10 epochs, and a stroke-labelled run stopped at epoch 6 otherwise). The validation loss alone
+  is a poor guide:
   on the smoke phantom (mean-image reconstructions, 2 copies) it was lower at epoch 6 (1.06, Dice 0)
   than at epochs 29-40 (1.12-1.16, Dice 0.12-0.14); with 4 copies the Dice reached 0.37-0.39 from
   epoch 12 on at a flat loss (1.03-1.04). Hence also ``copies=4``.
@@ -377,7 +380,7 @@ def train_segmenter(recon_model: Any, dataset: Any, config: SegmenterConfig, *,
         key = (0.0 if math.isnan(val_dice) else val_dice, -val_loss)  # best Dice, then lowest loss
         if key > best["key"]:
             best.update(key=key, epoch=epoch, state=copy.deepcopy(segmenter.state_dict()), since=0)
-        else:
+        elif best["key"][0] > 0:  # patience runs once the segmenter predicts anything above 0.5
             best["since"] += 1
             if best["since"] >= config.patience:
                 break
