@@ -31,9 +31,10 @@ Decisions, fixed here once:
   Dice rewards predicting nothing on each of them. Adam.
 - **The kept epoch has the best validation Dice** (pooled, probability > 0.5) on the synthetic
   validation pool, ties (e.g. no voxel above 0.5 yet) broken by the lower validation loss; training
-  stops after ``patience`` epochs without a better one, counted from the first epoch with a Dice above
-  0 (before that, up to ``max_epochs``: on the smoke phantom the first voxels above 0.5 appear after
-  about 10 epochs, and a stroke-labelled run stopped at epoch 6 otherwise). The validation loss alone
+  stops after ``patience`` epochs without a better one, counted from the first epoch with a Dice of
+  at least 0.01 (before that, up to ``max_epochs``: on the smoke phantom the segmenter finds the
+  anomalies only after about 10 epochs, and a stroke-labelled run whose first epoch had a Dice of
+  0.004 stopped at epoch 6 otherwise; a Dice below 0.01 counts as 0). The validation loss alone
   is a poor guide:
   on the smoke phantom (mean-image reconstructions, 2 copies) it was lower at epoch 6 (1.06, Dice 0)
   than at epochs 29-40 (1.12-1.16, Dice 0.12-0.14); with 4 copies the Dice reached 0.37-0.39 from
@@ -71,6 +72,7 @@ __all__ = ["SegmenterConfig", "Segmenter", "SegmenterResult", "SyntheticPool", "
            "train_segmenter", "segment", "split_labelled", "save_segmenter", "load_segmenter"]
 
 _HEALTHY = "healthy"
+_MIN_DICE = 0.01  # a validation Dice below this counts as "finds nothing yet" (see the module docstring)
 _FILE = "segmenter.pt"
 
 
@@ -377,10 +379,11 @@ def train_segmenter(recon_model: Any, dataset: Any, config: SegmenterConfig, *,
             total += float(loss.detach()) * len(index)
         val_loss, val_dice = _validate(segmenter, x_val, y_val, loss_fn, config.batch_size, device)
         rows.append({"epoch": epoch, "train_loss": total / len(x_train), "val_loss": val_loss, "val_dice": val_dice})
-        key = (0.0 if math.isnan(val_dice) else val_dice, -val_loss)  # best Dice, then lowest loss
+        dice = val_dice if val_dice >= _MIN_DICE else 0.0  # NaN or a few stray voxels: nothing found yet
+        key = (dice, -val_loss)  # best Dice, then lowest loss
         if key > best["key"]:
             best.update(key=key, epoch=epoch, state=copy.deepcopy(segmenter.state_dict()), since=0)
-        elif best["key"][0] > 0:  # patience runs once the segmenter predicts anything above 0.5
+        elif best["key"][0] > 0:  # patience runs once the segmenter finds anomalies at all
             best["since"] += 1
             if best["since"] >= config.patience:
                 break
