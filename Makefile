@@ -23,11 +23,13 @@ reproduce: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
+# As root (containers, CI machines) JupyterLab refuses to start without --allow-root: added then.
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/train_epoch.py
 	$(BIN)/python benchmarks/metrics.py
 	$(BIN)/python benchmarks/data_build.py
 	$(BIN)/python benchmarks/reconstruction.py

@@ -14,6 +14,7 @@ Usage::
     python benchmarks/train_step.py                      # batch 32, 10 timed steps
     python benchmarks/train_step.py --steps 3 --batch-size 4 --threads 1
     python benchmarks/train_step.py --device cuda
+    python benchmarks/train_step.py --precision bf16-mixed      # the same steps under bf16 autocast
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from uadlab.models import DenseVAE, elbo_loss
+from uadlab.models.precision import PRECISIONS, autocast
 from uadlab.profiles import get_profile
 
 _PROFILES = ("paper", "lab")
@@ -37,7 +39,7 @@ def _synchronize(device: torch.device) -> None:
 
 
 def measure(spatial_dims: int, profile_name: str, *, image_size: int, batch_size: int, steps: int,
-            warmup: int, device: torch.device) -> dict[str, float | int | str]:
+            warmup: int, device: torch.device, precision: str = "32") -> dict[str, float | int | str]:
     """Time ``steps`` training steps after ``warmup`` untimed ones; return one table row.
 
     Args:
@@ -48,6 +50,7 @@ def measure(spatial_dims: int, profile_name: str, *, image_size: int, batch_size
         steps: timed steps.
         warmup: untimed steps before timing (allocator, cuDNN autotuning).
         device: where to run.
+        precision: ``"32"``, ``"bf16-mixed"`` or ``"16-mixed"`` (autocast around the forward pass and loss).
 
     Returns:
         ``model, batch, samples/s, voxels/s, GFLOP/s, GFLOP/step``.
@@ -61,7 +64,8 @@ def measure(spatial_dims: int, profile_name: str, *, image_size: int, batch_size
     images = torch.rand((batch_size, 1) + (image_size,) * spatial_dims, generator=generator).to(device)
 
     def step() -> None:
-        loss = elbo_loss(model(images), images).total
+        with autocast(precision, device):
+            loss = elbo_loss(model(images), images).total
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -102,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, default=64, help="input edge in voxels (paper: 64)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when present)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--precision", default="32", choices=list(PRECISIONS),
+                        help="autocast of the forward pass and loss (default 32; see uadlab train --precision)")
     args = parser.parse_args(argv)
     for flag in ("steps", "batch_size", "image_size", "threads"):
         value = getattr(args, flag)
@@ -114,18 +120,21 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     rows = [measure(dims, name, image_size=args.image_size, batch_size=args.batch_size, steps=args.steps,
-                    warmup=args.warmup, device=device)
+                    warmup=args.warmup, device=device, precision=args.precision)
             for name in _PROFILES for dims in (3, 2)]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"device {device} ({name}), torch {torch.__version__}, torch threads {torch.get_num_threads()}, "
-          f"cores {usable} usable of {os.cpu_count()}, input {args.image_size}^3 (3D) / {args.image_size}^2 (2D), "
+          f"cores {usable} usable of {os.cpu_count()}, precision {args.precision}, "
+          f"input {args.image_size}^3 (3D) / {args.image_size}^2 (2D), "
           f"{args.steps} timed steps after {args.warmup} warm-up")
     print(_table(rows))
     for i, profile_name in enumerate(_PROFILES):
         three, two = rows[2 * i], rows[2 * i + 1]
+        flops_per_voxel = [row["GFLOP/step"] / row["batch"] / args.image_size**dims
+                           for row, dims in ((three, 3), (two, 2))]
         print(f"{profile_name}: 3D/2D voxels/s = {three['voxels/s'] / two['voxels/s']:.3g}, "
-              f"3D/2D FLOPs per voxel = {(three['GFLOP/step'] / three['batch'] / args.image_size**3) / (two['GFLOP/step'] / two['batch'] / args.image_size**2):.3g}")
+              f"3D/2D FLOPs per voxel = {flops_per_voxel[0] / flops_per_voxel[1]:.3g}")
 
 
 if __name__ == "__main__":

@@ -5,16 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# pytest-xdist runs two workers on two cores: one thread each, also in the notebook kernels that
-# inherit this environment (oversubscribed OpenMP threads make torch many times slower).
-os.environ["OMP_NUM_THREADS"] = "1"
+from uadlab._threads import limit_threads
+
+# pytest-xdist runs its workers at once: the cores are shared among them (one thread each for `-n 2`
+# on two cores), also in the notebook kernels that inherit OMP_NUM_THREADS (oversubscribed OpenMP
+# threads make torch many times slower). An explicit OMP_NUM_THREADS wins.
+limit_threads()
 
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
-torch.set_num_threads(1)
 os.environ.setdefault("UADLAB_CACHE", "")  # tests pass explicit cache folders; see uadlab.data.preprocessing
 
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"

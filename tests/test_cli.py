@@ -45,3 +45,29 @@ def test_reproduce_passes_workers_to_the_data_build(tmp_path, capsys):
     assert main(["reproduce", "--profile", "smoke", "--out", str(tmp_path / "results"), "--workers", "0"]) == 2
     assert "`workers` must be at least 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "results" / "data").exists()
+
+
+def test_train_passes_precision_and_compile_to_the_config(tmp_path, monkeypatch):
+    from uadlab.training import loop
+
+    seen = []
+    monkeypatch.setattr(loop, "train", lambda config, out, **kwargs: seen.append(config) or _Done())
+    assert main(["-q", "train", "--experiment", "2D-None", "--profile", "smoke", "--data", str(tmp_path),
+                 "--out", str(tmp_path / "run"), "--precision", "bf16-mixed", "--compile"]) == 0
+    assert (seen[0].precision, seen[0].compile) == ("bf16-mixed", True)
+    assert main(["-q", "train", "--experiment", "2D-None", "--data", str(tmp_path), "--out", str(tmp_path / "r")]) == 0
+    assert (seen[1].precision, seen[1].compile) == (None, False)  # the profile's / the device's default
+
+
+class _Done:
+    def summary(self) -> str:
+        return "done"
+
+
+def test_reproduce_plan_prints_commands_and_trains_nothing(tmp_path, capsys):
+    assert main(["reproduce", "--profile", "lab", "--out", str(tmp_path / "results"), "--experiments", "2D-None",
+                 "--plan"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("uadlab data build") and lines[-1].startswith("uadlab reproduce --profile lab")
+    assert sum("--only-run" in line for line in lines) == 4  # 100 % and the profile's three fractions
+    assert not (tmp_path / "results").exists()

@@ -97,3 +97,10 @@ def test_markdown_has_one_row_per_model_and_both_protocols(rng):
     text = lambert_markdown(table)
     assert text.count("| Dense 3D |") == 1 and "| Spatial 2D | 1.000 ± 0.000 | 1.000 | 1.000 |" in text
     assert "tumour DICE_D*" in text and "0.250" in text
+
+
+def test_a_threshold_at_the_top_of_the_grid_is_reported(rng):
+    maps = [_subject(f"s{i}", rng, lesion_value=0.4, error=0.145) for i in range(4)]  # only 0.15 separates them
+    with pytest.warns(UserWarning, match="the best threshold is the grid's largest, 0.15"):
+        scores = lambert_scores(maps, seed=0)
+    assert scores["threshold"] == 0.15

@@ -7,6 +7,7 @@ one test per notebook checking the results it saved, not only that it ran.
 
 from __future__ import annotations
 
+import ast
 import json
 
 import nbformat
@@ -14,7 +15,15 @@ import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from uadlab.notebooks import NOTEBOOK_DIR, NOTEBOOKS, NotebookError, notebook_problems, run_notebooks, strip_outputs
+from uadlab.notebooks import (
+    NOTEBOOK_DIR,
+    NOTEBOOKS,
+    NotebookError,
+    figure_calls,
+    notebook_problems,
+    run_notebooks,
+    strip_outputs,
+)
 
 
 def _write(path, cells):
@@ -132,6 +141,40 @@ def test_all_ran_in_order(executed):
         nb = nbformat.read(path, as_version=4)
         assert nb.metadata["papermill"]["parameters"]["OUT_DIR"] == str(out)
         assert not any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
+
+
+def test_figure_calls_finds_figures_and_nothing_else():
+    assert figure_calls("fig = viz.show_slices(x)\nviz.save_figure(fig, p)\nfig") == ["viz.show_slices"]
+    assert figure_calls("widgets.threshold_explorer(maps, static=True)") == ["widgets.threshold_explorer"]
+    assert figure_calls("viz.display_slice(v)\nprint(1)") == []
+    assert figure_calls("not python (") == []
+
+
+def test_notebook_problems_reports_a_figure_that_is_never_shown(tmp_path):
+    hidden = new_code_cell("fig = viz.training_curves(h)\nviz.save_figure(fig, 'a.png')\nh.describe()")
+    shown = [new_code_cell("fig = viz.training_curves(h)\nfig"), new_code_cell("fig = viz.show_slices(v)\ndisplay(fig)\n1"),
+             new_code_cell("widgets.slice_explorer(a, b, c,\n    static=True)")]
+    path = _write(tmp_path / "figs.ipynb", [_parameters_cell(), hidden, *shown])
+    assert notebook_problems(path) == [
+        "cell 1 makes a figure but does not show it (end the cell with it or call display(fig))"]
+
+
+@_mark
+def test_every_figure_cell_holds_a_picture(executed):
+    """Every cell that makes a figure shows it as an image (or a plotly figure), never as its repr."""
+    _, paths = executed
+    checked = 0
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type != "code" or not figure_calls(cell.source):
+                continue
+            data = [o.get("data", {}) for o in cell.outputs if o.get("output_type") in ("display_data", "execute_result")]
+            assert any(any(kind in d for kind in ("image/png", "application/vnd.plotly.v1+json")) for d in data), f"{path.name} cell {index}: no picture"
+            assert not any(d.get("text/plain", "").startswith("<Figure size") and "image/png" not in d for d in data), \
+                f"{path.name} cell {index}: a figure shown as text"
+            checked += 1
+    assert checked >= 20  # 00: 3, 01: 4, 02: 5, 03: 3, 04: 3, 05: 2
 
 
 @_mark

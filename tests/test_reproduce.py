@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 
 import pandas as pd
 import pytest
 import yaml
 
+from uadlab import cli, profiles
 from uadlab.cli import main
 from uadlab.errors import DatasetError
 from uadlab.profiles import get_profile
-from uadlab.reproduce import reproduce, run_name
+from uadlab.reproduce import plan, reproduce, run_name
 
 EXPERIMENTS = ["2D-None", "3D-Cube-n"]
 
@@ -55,13 +57,16 @@ def test_every_run_and_figure_is_written(results):
 
 
 @pytest.mark.slow
-def test_rerun_neither_retrains_nor_reevaluates(results, tiny_profile):
+def test_rerun_neither_retrains_nor_reevaluates(results, tiny_profile, capsys):
     out, outputs = results
-    stamps = {p: p.stat().st_mtime_ns for p in [*out.glob("runs/*/checkpoint.pt"), *out.glob("evaluation/*/metrics.json")]}
+    files = [*out.glob("runs/*/checkpoint.pt"), *out.glob("evaluation/*/metrics.json")]
+    stamps = {p: p.stat().st_mtime_ns for p in files}
     table = outputs["table1.csv"].read_text()
-    reproduce(tiny_profile, "phantom", out, experiments=EXPERIMENTS)
+    reproduce(tiny_profile, "phantom", out, experiments=EXPERIMENTS, progress=True)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert outputs["table1.csv"].read_text() == table
+    err = capsys.readouterr().err  # tqdm writes to stderr outside Jupyter
+    assert "reproduce: runs" in err and "4/4" in err
 
 
 def test_unknown_experiment_is_refused_before_any_work(tmp_path):
@@ -75,6 +80,53 @@ def test_a_folder_that_is_no_data_set_is_named(tmp_path):
         reproduce("smoke", tmp_path, tmp_path / "out")
 
 
+# --- plan: the study as commands for a job runner ---------------------------------------------------
+
+
+def test_plan_lists_data_then_every_run_then_the_collect_step(tmp_path):
+    lines = plan("lab", "phantom", tmp_path / "out", experiments=["2D-None", "3D-Cube-n"], seed=3, workers=2)
+    commands = [shlex.split(line) for line in lines if not line.startswith("#")]
+    assert commands[0][:3] == ["uadlab", "data", "build"] and "--workers" in commands[0]
+    runs = [c[c.index("--only-run") + 1] for c in commands[1:-1]]
+    assert runs == ["2D-None", "3D-Cube-n", "2D-None@10", "2D-None@20", "2D-None@60",
+                    "3D-Cube-n@10", "3D-Cube-n@20", "3D-Cube-n@60"]
+    assert all(c[c.index("--data") + 1] == str(tmp_path / "out" / "data") for c in commands[1:-1])
+    assert all(c[c.index("--seed") + 1] == "3" for c in commands[1:])
+    assert "--only-run" not in commands[-1] and commands[-1][commands[-1].index("--data") + 1] == "phantom"
+    for command in commands:  # every line is a valid uadlab command line
+        cli._parser().parse_args(command[1:])
+
+
+def test_plan_and_only_run_refuse_what_a_command_line_cannot_hold(tmp_path, tiny_profile):
+    with pytest.raises(TypeError, match="`profile` must be a profile name"):
+        plan(tiny_profile)
+    with pytest.raises(DatasetError, match="no dataset.json"):
+        plan("smoke", tmp_path)
+    with pytest.raises(ValueError, match="`only_run` must be a run name.*got '2D-None@30'"):
+        reproduce("smoke", "phantom", tmp_path, only_run="2D-None@30")
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_running_the_plan_line_by_line_leaves_the_final_reproduce_only_collecting(tmp_path, tiny_profile,
+                                                                                  monkeypatch, capsys):
+    monkeypatch.setitem(profiles.PROFILES, "smoke", tiny_profile)
+    monkeypatch.chdir(tmp_path)
+    lines = [line for line in plan("smoke", "phantom", "out", experiments=["2D-None"]) if not line.startswith("#")]
+    for line in lines[:-1]:
+        assert cli.main(["-q", *shlex.split(line)[1:]]) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out" / "runs").glob("[!.]*")) == ["2D-None", "2D-None@50"]
+    assert all((tmp_path / "out" / "evaluation" / n / "metrics.json").exists() for n in ("2D-None", "2D-None@50"))
+    done = [*tmp_path.glob("out/runs/*/checkpoint.pt"), *tmp_path.glob("out/evaluation/*/metrics.json")]
+    stamps = {p: p.stat().st_mtime_ns for p in done}
+    assert cli.main(["-q", *shlex.split(lines[0])[1:]]) == 0  # a rerun line does nothing new
+    assert cli.main(["-q", *shlex.split(lines[1])[1:]]) == 0
+    assert cli.main(["-q", *shlex.split(lines[-1])[1:]]) == 0  # collect
+    assert {p: p.stat().st_mtime_ns for p in done} == stamps  # nothing trained or evaluated again
+    table = pd.read_csv(tmp_path / "out" / "table1.csv")
+    assert list(table["experiment"]) == ["2D-None", "2D-None"]
+
+
 @pytest.mark.slow
 def test_another_model_trains_resumes_and_evaluates_from_the_command_line(results, tmp_path, capsys):
     out, _ = results
@@ -86,7 +138,8 @@ def test_another_model_trains_resumes_and_evaluates_from_the_command_line(result
     assert "finished after 2 epoch(s)" in capsys.readouterr().out
     same = ["-q", "train", "--experiment", "spatial-vae:3D-None", *args[5:], "--resume"]
     assert main(same) == 0  # the prefix spelling is the same run
-    assert main(["-q", "evaluate", "--run", str(run), "--data", str(out / "data"), "--out", str(tmp_path / "eval")]) == 0
+    evaluate = ["-q", "evaluate", "--run", str(run), "--data", str(out / "data"), "--out", str(tmp_path / "eval")]
+    assert main(evaluate) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["experiment"] == "spatial-vae:3D-None" and set(metrics["cohorts"]) == {"tumour", "stroke"}
     assert main(["-q", *args[:2], "dense-vae", *args[3:], "--resume"]) == 2  # another model: refused

@@ -189,14 +189,15 @@ def test_train_writes_run_folder_and_load_run_returns_best_model(tmp_path, array
     assert list(result.history.columns) == list(HISTORY_COLUMNS)
     assert result.history["epoch"].tolist() == [1, 2, 3]
     assert np.isfinite(result.history.drop(columns="epoch").to_numpy()).all()
-    assert result.best_val == result.history["val_recon"].min()
-    assert result.best_epoch == int(result.history["epoch"][result.history["val_recon"].idxmin()])
+    assert result.best_val == result.history["val_l1_per_voxel"].min()
+    assert result.best_epoch == int(result.history["epoch"][result.history["val_l1_per_voxel"].idxmin()])
     assert "best epoch" in result.summary() and "finished" in result.summary()
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "run" / "history.csv"), result.history,
                                   check_exact=False, rtol=1e-12)
 
     model, config = load_run(tmp_path / "run", device="cpu")
-    assert config == dataclasses.replace(_config(experiment), batch_size=4, max_epochs=3, patience=3)
+    assert config == dataclasses.replace(_config(experiment), batch_size=4, max_epochs=3, patience=3,
+                                         precision="32")  # as resolved: smoke trains in float32
     assert not model.training
     best = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["best_model"]
     _assert_same_weights(model.state_dict(), best)
@@ -316,7 +317,7 @@ def test_resume_is_refused_when_a_named_profile_changed(tmp_path, arrays, monkey
     with pytest.raises(RunError, match=r"checkpoint's dense-vae differs in latent_dim \(stored 64, given 16\)"):
         _run(config, tmp_path / "run", arrays, resume=True)
     assert TrainConfig.from_yaml(tmp_path / "run" / "config.yaml") == dataclasses.replace(
-        config, batch_size=8, max_epochs=20, patience=5)  # left as the run wrote it
+        config, batch_size=8, max_epochs=20, patience=5, precision="32")  # left as the run wrote it
 
 
 def test_resume_without_a_run_starts_afresh(tmp_path, arrays, capsys):
@@ -335,9 +336,40 @@ def test_validation_error_falls_on_structured_data(tmp_path, rng):
     images, brain_masks = _blobs(10, rng)
     config = _config("2D-None", max_epochs=6, patience=6, batch_size=8, lr=3e-3)
     history = _run(config, tmp_path / "run", (images[:8], brain_masks[:8], images[8:])).history
-    assert history["val_recon"].is_monotonic_decreasing  # seeds 1, 2, 1234: 0.44 -> 0.20-0.21
-    assert history["val_recon"].iloc[-1] < 0.6 * history["val_recon"].iloc[0]
+    assert history["val_l1_per_voxel"].is_monotonic_decreasing  # seeds 1, 2, 1234: 0.44 -> 0.20-0.21
+    assert history["val_l1_per_voxel"].iloc[-1] < 0.6 * history["val_l1_per_voxel"].iloc[0]
     assert history["train_loss"].iloc[-1] < 0.6 * history["train_loss"].iloc[0]
+
+
+@pytest.mark.parametrize("experiment", ["2D-None", "3D-None"])
+def test_train_and_val_l1_share_the_per_voxel_unit(tmp_path, arrays, experiment):
+    """Train and val l1 of the same images and (nearly unchanged) weights are on one per-voxel scale."""
+    images, brain_masks, _ = arrays
+    config = _config(experiment, max_epochs=1, lr=1e-12)  # the weights barely move within the epoch
+    history = _run(config, tmp_path / "run", (images, brain_masks, images)).history
+    train_l1, val_l1 = history.loc[0, ["train_l1_per_voxel", "val_l1_per_voxel"]]
+    assert 0 < val_l1 < 1
+    # training samples the latent and sees only slices with brain (2D), validation uses z = mu and
+    # every slice: not equal, but the same order, where the old summed l1 was 16² or 16³ times larger
+    assert 0.2 < train_l1 / val_l1 < 5
+
+
+def test_old_run_history_columns_are_converted_to_per_voxel(tmp_path, arrays):
+    """A run written with the old ``train_recon`` (summed per sample) / ``val_recon`` columns loads and resumes."""
+    reference = _run(_config("2D-None"), tmp_path / "reference", arrays).history
+    _run(_config("2D-None"), tmp_path / "run", arrays, _stop_after_epoch=1)
+    path = tmp_path / "run" / "checkpoint.pt"
+    checkpoint = torch.load(path, weights_only=True)
+    for row in checkpoint["history"]:  # as written before the l1 columns were per voxel
+        row["train_recon"] = row.pop("train_l1_per_voxel") * SIZE ** 2  # a 2D sample is one 16 x 16 slice
+        row["val_recon"] = row.pop("val_l1_per_voxel")
+    torch.save(checkpoint, path)
+    assert set(training._load_checkpoint(tmp_path / "run")["history"][0]) == set(HISTORY_COLUMNS)
+    resumed = _run(_config("2D-None"), tmp_path / "run", arrays, resume=True).history
+    assert len(resumed) == 3
+    pd.testing.assert_frame_equal(resumed.drop(columns="seconds"), reference.drop(columns="seconds"),
+                                  check_exact=False, rtol=1e-6)
+    assert list(pd.read_csv(tmp_path / "run" / "history.csv").columns) == list(HISTORY_COLUMNS)
 
 
 def test_patience_stops_early_and_keeps_the_best_epoch(tmp_path, arrays, monkeypatch):
@@ -503,7 +535,8 @@ def test_train_end_to_end_on_a_built_data_set_folder(tmp_path, rng, write_nifti)
     result = train(config, tmp_path / "run")
     assert result.finished and result.best_epoch == 1
     model, stored = load_run(tmp_path / "run")
-    assert stored == dataclasses.replace(config, batch_size=4, patience=3) and model.spatial_dims == 2
+    assert stored == dataclasses.replace(config, batch_size=4, patience=3, precision="32")
+    assert model.spatial_dims == 2 and model.precision == "32"
 
 
 def test_load_run_without_a_run_raises(tmp_path, arrays):
@@ -523,6 +556,75 @@ def test_device_defaults_to_cuda_when_available():
     assert training._resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="`device` must be a torch device"):
         training._resolve_device("tpu-9")
+
+
+# --- precision and compilation ----------------------------------------------------------------------
+
+
+def test_train_config_checks_precision_and_compile():
+    assert _config(precision=32).precision == "32"  # a YAML int reads as the string
+    with pytest.raises(ValueError, match="`precision` must be one of"):
+        _config(precision="bf16")
+    with pytest.raises(TypeError, match="`compile` must be a bool"):
+        _config(compile="yes")
+
+
+def test_precision_falls_back_to_the_profile_then_the_device(monkeypatch):
+    assert _config().resolved_precision() == "32"  # TINY inherits smoke's float32
+    free = dataclasses.replace(TINY, precision=None)
+    config = TrainConfig(experiment="3D-None", profile=free, data="in-memory", device="cpu")
+    monkeypatch.setattr(training, "bf16_supported", lambda device: True)
+    assert training.default_precision("cpu") == "bf16-mixed" == config.resolved_precision()
+    monkeypatch.setattr(training, "bf16_supported", lambda device: False)
+    assert config.resolved_precision() == "32"
+    assert dataclasses.replace(config, precision="16-mixed").resolved_precision() == "16-mixed"
+
+
+def test_a_config_from_before_precision_existed_reads_as_float32_eager(tmp_path):
+    _config().to_yaml(tmp_path / "config.yaml")
+    raw = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    del raw["precision"], raw["compile"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    old = TrainConfig.from_yaml(tmp_path / "config.yaml")
+    assert (old.precision, old.compile) == ("32", False)
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_mixed_precision_trains_and_resumes_bit_identically(tmp_path, arrays, precision):
+    config = _config("2D-Patch-n", precision=precision, max_epochs=2)
+    full = _run(config, tmp_path / "full", arrays)
+    assert np.isfinite(full.history[["train_loss", "val_l1_per_voxel"]].to_numpy()).all()
+    assert yaml.safe_load((tmp_path / "full" / "config.yaml").read_text())["precision"] == precision
+    _run(config, tmp_path / "part", arrays, _stop_after_epoch=1)
+    _run(dataclasses.replace(config, precision=None), tmp_path / "part", arrays, resume=True)  # keeps it
+    _assert_same_weights(_weights(tmp_path / "full"), _weights(tmp_path / "part"))
+    checkpoint = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    assert (checkpoint["scaler"] is not None) == (precision == "16-mixed")  # loss scaling for float16
+    model, _ = load_run(tmp_path / "full")
+    assert model.precision == precision
+
+
+def test_mixed_precision_changes_the_numbers_but_not_the_model(tmp_path, arrays):
+    fp32 = _run(_config(max_epochs=1), tmp_path / "fp32", arrays)
+    bf16 = _run(_config(max_epochs=1, precision="bf16-mixed"), tmp_path / "bf16", arrays)
+    assert fp32.history["train_loss"].iloc[0] != bf16.history["train_loss"].iloc[0]  # autocast is on
+    assert bf16.history["val_l1_per_voxel"].iloc[0] == pytest.approx(fp32.history["val_l1_per_voxel"].iloc[0], rel=0.05)
+
+
+def test_resume_refuses_a_changed_precision_and_allows_compile(tmp_path, arrays):
+    _run(_config(max_epochs=2), tmp_path / "run", arrays, _stop_after_epoch=1)
+    with pytest.raises(RunError, match=r"differs in precision \(stored '32', given 'bf16-mixed'\)"):
+        _run(_config(max_epochs=2, precision="bf16-mixed"), tmp_path / "run", arrays, resume=True)
+    compiled = training._check_same_config(_config(max_epochs=2), _config(max_epochs=2, compile=True),
+                                           tmp_path / "run")
+    assert compiled is None  # compilation only changes how the same computation runs
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_within_float_rounding(tmp_path, arrays):
+    eager = _run(_config("2D-None", max_epochs=1), tmp_path / "eager", arrays)
+    compiled = _run(_config("2D-None", max_epochs=1, compile=True), tmp_path / "compiled", arrays)
+    assert compiled.history["val_l1_per_voxel"].iloc[0] == pytest.approx(eager.history["val_l1_per_voxel"].iloc[0], rel=1e-3)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -588,3 +690,13 @@ def test_a_run_from_before_the_model_registry_loads_and_resumes(tmp_path, arrays
     torch.testing.assert_close(model.state_dict()["to_mu.weight"], checkpoint["best_model"]["to_mu.weight"])
     resumed = _run(config, tmp_path / "run", arrays, resume=True)
     assert resumed.finished and len(resumed.history) == 2
+
+
+def test_a_named_profile_and_the_same_profile_object_are_one_run(tmp_path, arrays):
+    named = _config(max_epochs=2)
+    _run(named, tmp_path / "run", arrays, _stop_after_epoch=1)
+    same = dataclasses.replace(named, profile=named.resolved_profile)  # what a lab passes
+    assert _run(same, tmp_path / "run", arrays, resume=True).finished
+    other = dataclasses.replace(named, profile=dataclasses.replace(named.resolved_profile, latent_3d=7))
+    with pytest.raises(RunError, match="config differs in profile"):
+        _run(other, tmp_path / "run", arrays, resume=True)

@@ -225,12 +225,17 @@ def test_slice_detection_plot_validation():
         viz.slice_detection_plot({"a": (np.ones(2), np.ones(3))})
 
 
-def test_training_curves_marks_best_epoch():
-    history = pd.DataFrame({"epoch": [1, 2, 3], "train_recon": [0.3, 0.2, 0.1], "val_recon": [0.3, 0.1, 0.2]})
+def test_training_curves_marks_best_epoch_and_shares_one_unit():
+    history = pd.DataFrame({"epoch": [1, 2, 3], "train_l1_per_voxel": [0.3, 0.2, 0.1],
+                            "val_l1_per_voxel": [0.05, 0.01, 0.02]})
     ax = viz.training_curves(history).axes[0]
     assert "best epoch 2" in [t.get_text() for t in ax.get_legend().get_texts()]
+    train_line, val_line = ax.lines[:2]
+    np.testing.assert_array_equal(val_line.get_ydata(), history["val_l1_per_voxel"])
+    low, high = ax.get_ylim()
+    assert low <= 0.01 and high < 0.5  # per-voxel scale: the validation curve is not flattened at 0
     with pytest.raises(ValueError, match="`history` must have columns"):
-        viz.training_curves(history.drop(columns="val_recon"))
+        viz.training_curves(history.drop(columns="val_l1_per_voxel"))
 
 
 def test_lesion_volume_plot_ignores_healthy_subjects():
@@ -276,6 +281,9 @@ def test_orthogonal_slices_three_planes_and_overlay(volume, lesion):
     fig = viz.orthogonal_slices(volume, lesion, index=(3, 4, 7))
     assert len(fig.data) == 6
     np.testing.assert_array_equal(np.asarray(fig.data[4].z), volume[:, :, 7].T)  # axial plane, Y up
+    overlays = [trace for trace in fig.data if trace.name == "overlay"]
+    assert all(t.hoverongaps is False and "NaN" not in t.hovertemplate for t in overlays)  # no "z: NaN" on hover
+    assert "intensity" in fig.data[0].hovertemplate
 
 
 def test_orthogonal_slices_validation(volume):
@@ -307,3 +315,33 @@ def test_save_figure_validation(tmp_path, volume):
         viz.save_figure(viz.orthogonal_slices(volume), tmp_path / "a.png")
     with pytest.raises(TypeError, match="`fig` must be a matplotlib or plotly figure"):
         viz.save_figure(object(), tmp_path / "a.png")
+
+
+# ----------------------------------------------------------------------------------------------
+# Display in notebooks
+# ----------------------------------------------------------------------------------------------
+
+def test_static_figures_display_as_png_without_pyplot(volume, lesion):
+    """Every static figure shows as a picture when it ends a cell (IPython's formatter, as Jupyter)."""
+    from IPython.core.formatters import DisplayFormatter
+
+    formatter = DisplayFormatter()
+    history = pd.DataFrame({"epoch": [1, 2], "train_l1_per_voxel": [0.2, 0.1], "val_l1_per_voxel": [0.1, 0.1]})
+    figures = [viz.show_slices({"a": volume}), viz.erasing_gallery({"x": volume}, target=volume),
+               viz.example_cases_plot([{"image": volume, "recon": volume, "residual": volume,
+                                        "anomaly_map": volume, "lesion_mask": lesion}]),
+               viz.training_curves(history)]
+    for fig in figures:
+        data, _ = formatter.format(fig)
+        assert data["image/png"][:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = figures[0].get_size_inches() * viz.DISPLAY_DPI
+    import struct
+    png = formatter.format(figures[0])[0]["image/png"]
+    assert struct.unpack(">II", png[16:24]) == (round(width), round(height))  # the IHDR size
+
+
+def test_new_figure_defaults_to_constrained_layout_and_takes_options():
+    fig = viz.new_figure((3.0, 2.0))
+    assert fig.get_layout_engine().__class__.__name__ == "ConstrainedLayoutEngine"
+    assert tuple(fig.get_size_inches()) == (3.0, 2.0)
+    assert viz.new_figure((1.0, 1.0), layout=None).get_layout_engine() is None

@@ -42,9 +42,9 @@ def maps(subject):
 
 
 def _parts(box):
-    """(controls, extra widgets, image) of an explorer box."""
-    controls, *extra, image = box.children
-    return list(controls.children), extra, image
+    """(controls in reading order, extra widgets, image) of an explorer box."""
+    rows, *extra, image = box.children
+    return [control for row in rows.children for control in row.children], extra, image
 
 
 # ----------------------------------------------------------------------------------------------
@@ -121,7 +121,7 @@ def test_erasing_explorer_builds_and_redraws(subject):
     image, brain, _, _ = subject
     box = widgets.erasing_explorer(image, brain, experiment="3D-Multi-Cube-0")
     controls, _, picture = _parts(box)
-    dims, method, fill, prob, seed = controls
+    dims, fill, method, seed, prob = controls
     assert (dims.value, method.value, fill.value, prob.value) == (3, "Multi", "0", 1.0)
     first = picture.value
     seed.value = 1
@@ -135,7 +135,7 @@ def test_erasing_explorer_static_is_deterministic_and_erases(subject):
     a = widgets.erasing_explorer(image, brain, experiment="3D-Cube-0", seed=3, static=True)
     b = widgets.erasing_explorer(image, brain, experiment="3D-Cube-0", seed=3, static=True)
     assert len(a.axes) == 3
-    assert a.axes[1].get_title() == "input: 3D-Cube-0, p=1, seed 3 (erased)"
+    assert a.axes[1].get_title() == "input: 3D-Cube-0\np=1, seed 3 (erased)"
     np.testing.assert_array_equal(a.axes[1].images[0].get_array(), b.axes[1].images[0].get_array())
     assert a.axes[2].images[0].get_array().any()  # some erased voxels on the shown slice
 
@@ -232,3 +232,32 @@ def test_render_static_by_name(maps, subject):
     assert len(widgets.render_static("slices", m.image, m.recon, m.residual, m.lesion_mask).axes) == 4
     with pytest.raises(ValueError, match="`widget_name` must be one of"):
         widgets.render_static("histogram")
+
+
+def test_explorer_controls_are_laid_out_for_a_1280_px_window(maps, subject):
+    """Fixed widths that a row cannot squeeze, at most three controls a row, rows no wider than ~1100 px."""
+    image, brain, _, _ = subject
+    m = maps[0]
+    boxes = {"threshold": widgets.threshold_explorer(maps), "erasing": widgets.erasing_explorer(image, brain),
+             "slices": widgets.slice_explorer(m.image, m.recon, m.residual, m.lesion_mask)}
+    for name, box in boxes.items():
+        for row in box.children[0].children:
+            assert len(row.children) <= 2, name
+            widths = [c.layout.width for c in row.children]
+            assert all(w is not None for w in widths), name
+            assert sum(int(w[:-2]) for w in widths if w.endswith("px")) <= 1100, name
+            assert all(c.layout.flex == "0 0 auto" for c in row.children), name
+        sliders = [c for row in box.children[0].children for c in row.children
+                   if isinstance(c, (ipywidgets.FloatSlider, ipywidgets.IntSlider))]
+        assert sliders and all(int(s.layout.width[:-2]) >= 480 for s in sliders), name
+
+
+@pytest.mark.parametrize("experiment", ["3D-Multi-Cube-n", "2D-Half-Slice-0"])
+def test_erasing_titles_do_not_run_into_each_other_at_p_zero(subject, experiment):
+    """The longest middle title ("... (not erased this draw)") stays above its own panel."""
+    image, brain, _, _ = subject
+    fig = widgets.erasing_explorer(image, brain, experiment=experiment, p=0.0, static=True)
+    fig.draw_without_rendering()  # lays the figure out as savefig does
+    for ax in fig.axes:
+        title, panel = ax.title.get_window_extent(), ax.get_window_extent()
+        assert panel.x0 - 2 <= title.x0 and title.x1 <= panel.x1 + 2, ax.get_title()

@@ -13,10 +13,11 @@ Subcommands::
 
     uadlab data build --manifest M [--root R] --out DIR [--profile P] [--workers N] [--overwrite]
     uadlab data check --manifest M --root R
-    uadlab train --experiment NAME [--model M] --data DIR --profile P --out runs/NAME [--fraction F] [--seed S] [--resume] [--overwrite]
+    uadlab train --experiment NAME [--model M] --data DIR --profile P --out runs/NAME [--fraction F] [--seed S]
+                 [--precision 32|bf16-mixed|16-mixed] [--compile] [--resume] [--overwrite]
     uadlab evaluate --run runs/NAME --data DIR [--val-data DIR2] --out OUT
     uadlab reproduce --profile P --data phantom|DIR --out results/ [--study S] [--experiments A,B] [--seed S]
-                     [--workers N] [--overwrite]
+                     [--workers N] [--overwrite] [--plan | --only-run NAME]
                      [--labelled-cases K] [--val-data DIR]   (behrendt2024)
     uadlab notebooks run --profile P --out DIR
 """
@@ -29,6 +30,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from uadlab._threads import limit_threads
 from uadlab.errors import UadlabError, UadlabWarning
 
 __all__ = ["main"]
@@ -65,9 +67,13 @@ def _train(args: argparse.Namespace) -> None:
         experiment=args.experiment if args.model is None else parse_experiment(args.experiment, model=args.model).name,
         profile=args.profile, data=str(args.data), fraction=args.fraction,
         seed=args.seed, loss=args.loss, device=args.device, max_epochs=args.max_epochs,
+        precision=args.precision, compile=args.compile,
     )
-    result = train(config, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
-    print(result.summary())
+    main_rank = os.environ.get("RANK", "0") in ("", "0")  # under torchrun, rank 0 alone reports
+    result = train(config, args.out, resume=args.resume, overwrite=args.overwrite,
+                   progress=main_rank and not args.quiet)
+    if main_rank:
+        print(result.summary())
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -87,12 +93,17 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _reproduce(args: argparse.Namespace) -> None:
-    from uadlab.reproduce import reproduce
+    from uadlab.reproduce import plan, reproduce
 
     experiments = None if args.experiments is None else args.experiments.split(",")
+    if args.plan:
+        print("\n".join(plan(profile=args.profile, data=args.data, out=args.out, study=args.study,
+                             experiments=experiments, root=args.root, seed=args.seed, workers=args.workers)))
+        return
     outputs = reproduce(profile=args.profile, data=args.data, out=args.out, study=args.study, experiments=experiments,
                         root=args.root, seed=args.seed, workers=args.workers, overwrite=args.overwrite,
-                        labelled_cases=args.labelled_cases, val_data=args.val_data, progress=not args.quiet)
+                        labelled_cases=args.labelled_cases, val_data=args.val_data,
+                        progress=not args.quiet, only_run=args.only_run)
     for name, path in outputs.items():
         print(f"{name}: {path}")
 
@@ -138,6 +149,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--loss", default="elbo", choices=["elbo", "lambert"])
     train.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
     train.add_argument("--max-epochs", type=int, default=None, help="override the profile's epoch limit")
+    train.add_argument("--precision", default=None, choices=["32", "bf16-mixed", "16-mixed"],
+                       help="numeric precision of training and inference (default: the profile's, else "
+                            "bf16-mixed where the device runs bfloat16 natively, else 32)")
+    train.add_argument("--compile", action="store_true", help="run the VAE through torch.compile")
     train.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
     train.add_argument("--overwrite", action="store_true", help="discard an existing run in --out")
     train.set_defaults(func=_train)
@@ -167,6 +182,11 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--overwrite", action="store_true",
                            help="replace a table1.* in OUT that reproduce did not write, rebuild OUT/data, and "
                                 "restart runs whose config differs (finished runs with the same config are kept)")
+    reproduce.add_argument("--plan", action="store_true",
+                           help="print the study as shell commands for a job runner (data, one per run, "
+                                "collect) and exit")
+    reproduce.add_argument("--only-run", default=None, metavar="NAME",
+                           help="train and evaluate one run of the study, e.g. 2D-None@20 (a --plan line)")
     reproduce.add_argument("--labelled-cases", type=int, default=2, metavar="K",
                            help="behrendt2024: labelled validation cases per lesion cohort for the weakly "
                                 "supervised segmenter (default: 2; 0: none)")
@@ -191,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.debug:
             warnings.showwarning = _show_warning
         try:
+            # One thread budget per process; `data build` leaves torch unimported (its workers share cores).
+            limit_threads(torch_threads=args.command != "data")
             code = args.func(args) or 0  # a subcommand may return an exit code (data check: 1)
         except BrokenPipeError:
             return _broken_pipe()

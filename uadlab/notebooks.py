@@ -12,6 +12,7 @@ figures, so nothing waits for a browser.
 
 from __future__ import annotations
 
+import ast
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from uadlab.layout import ResultsLayout
 from uadlab.profiles import Profile, get_profile
 
 __all__ = ["NOTEBOOKS", "NOTEBOOK_DIR", "NotebookError", "Lab", "start_lab", "run_notebooks", "strip_outputs",
-           "notebook_problems"]
+           "notebook_problems", "figure_calls"]
 
 #: The labs, in the order they must run.
 NOTEBOOKS: tuple[str, ...] = (
@@ -70,7 +71,7 @@ class Lab:
         """The first lesion cohort, used for the labs' examples."""
         return self.dataset.lesion_cohorts[0]
 
-    def train(self, experiment: str, fraction: float = 1.0, **config: Any) -> Any:
+    def train(self, experiment: str, fraction: float = 1.0, *, progress: bool = False, **config: Any) -> Any:
         """Train ``experiment`` into the shared runs folder, or return the finished run (resumes a stopped one).
 
         Returns:
@@ -80,22 +81,28 @@ class Lab:
 
         train_config = TrainConfig(experiment=experiment, profile=self.profile, data=str(self.dataset.root),
                                    fraction=fraction, seed=self.seed, **config)
-        return train(train_config, self.layout.run(experiment, fraction), resume=True)
+        return train(train_config, self.layout.run(experiment, fraction), resume=True, progress=progress)
 
-    def evaluate(self, experiment: str, fraction: float = 1.0, **config: Any) -> dict:
+    def evaluate(self, experiment: str, fraction: float = 1.0, *, progress: bool = False, **config: Any) -> dict:
         """Train (or reuse) and evaluate ``experiment``; returns its ``metrics.json`` content."""
         from uadlab.reproduce import train_and_evaluate
 
         return train_and_evaluate(experiment, self.profile, self.dataset.root, self.layout, fraction=fraction,
-                                  seed=self.seed, **config)[1]
+                                  seed=self.seed, progress=progress, **config)[1]
+
+    def subjects(self, experiment: str, fraction: float = 1.0) -> Any:
+        """The per-subject table (``subjects.csv``) of an evaluated run, as a DataFrame."""
+        import pandas as pd
+
+        return pd.read_csv(self.layout.subjects(experiment, fraction))
 
     def model(self, experiment: str, fraction: float = 1.0) -> Any:
-        """The trained model of a run (best epoch, eval mode)."""
+        """The trained model of a run (best epoch, eval mode); the run is trained first if it is not."""
         from uadlab.training import load_run
 
-        return load_run(self.layout.run(experiment, fraction))[0]
+        return load_run(self.train(experiment, fraction).run_dir)[0]
 
-    def data_size_study(self, experiments: Sequence[str]) -> Any:
+    def data_size_study(self, experiments: Sequence[str], *, progress: bool = False) -> Any:
         """Fig. 5: each experiment trained on each of the profile's fractions and evaluated.
 
         Returns:
@@ -103,7 +110,8 @@ class Lab:
         """
         from uadlab.evaluation.analysis import data_size_table
 
-        return data_size_table([(e, f, self.evaluate(e, f)) for e in experiments for f in self.profile.fractions])
+        return data_size_table([(e, f, self.evaluate(e, f, progress=progress))
+                                for e in experiments for f in self.profile.fractions])
 
     def best_experiment(self, experiments: Sequence[str]) -> str:
         """The experiment with the highest DICE_D averaged over the lesion cohorts (trained and evaluated if needed)."""
@@ -258,7 +266,9 @@ def notebook_problems(path: str | Path) -> list[str]:
 
     Checks the house rules for notebooks: the first cell is a code cell tagged ``parameters`` that holds
     ``PROFILE``, ``OUT_DIR``, ``SEED`` and ``INTERACTIVE``; no code cell holds outputs or an
-    execution count; no code cell defines a class or a function (logic belongs in ``uadlab``).
+    execution count; no code cell defines a class or a function (logic belongs in ``uadlab``); a
+    cell that makes a figure (:func:`figure_calls`) shows it: it ends with the figure (``fig`` or
+    the call) or calls ``display(fig)``.
 
     Args:
         path: an ``.ipynb`` file.
@@ -286,4 +296,50 @@ def notebook_problems(path: str | Path) -> list[str]:
         for keyword, what in (("class ", "a class"), ("def ", "a function")):
             if any(line.lstrip().startswith(keyword) for line in cell.source.splitlines()):
                 problems.append(f"cell {index} defines {what} (logic belongs in uadlab)")
+        if figure_calls(cell.source) and not _shows_figure(cell.source):
+            problems.append(f"cell {index} makes a figure but does not show it (end the cell with it or "
+                            "call display(fig))")
     return problems
+
+
+#: Functions of :mod:`uadlab.viz.figures` that return no figure.
+_NOT_FIGURES = frozenset({"display_slice", "operating_point", "save_figure", "new_figure", "DISPLAY_DPI"})
+
+
+def figure_calls(source: str) -> list[str]:
+    """The figure-making calls in a code cell's source, in source order.
+
+    A figure-making call is ``viz.<name>(...)`` for a figure function of :mod:`uadlab.viz.figures` or
+    ``widgets.<name>_explorer(...)`` (a widget box, or its static figure in headless runs), with the
+    modules imported under those names as the labs do.
+
+    Args:
+        source: Python source of one cell (IPython magics are not supported).
+
+    Returns:
+        ``"module.function"`` names, e.g. ``["viz.show_slices"]``; empty for a cell that makes none or
+        does not parse.
+
+    >>> figure_calls("fig = viz.show_slices(v)\\nviz.save_figure(fig, path)\\nfig")
+    ['viz.show_slices']
+    """
+    from uadlab.viz import figures as viz_figures
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    figures = set(viz_figures.__all__) - _NOT_FIGURES
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+             and isinstance(node.func.value, ast.Name)]
+    calls.sort(key=lambda node: (node.lineno, node.col_offset))
+    return [f"{node.func.value.id}.{node.func.attr}" for node in calls
+            if (node.func.value.id == "viz" and node.func.attr in figures)
+            or (node.func.value.id == "widgets" and node.func.attr.endswith("_explorer"))]
+
+
+def _shows_figure(source: str) -> bool:
+    """Whether a cell ends with its figure (``fig`` or a figure call) or calls ``display(fig)``."""
+    body = ast.parse(source).body
+    last = ast.unparse(body[-1]) if body and isinstance(body[-1], ast.Expr) else ""
+    return last == "fig" or bool(figure_calls(last)) or "display(fig)" in source

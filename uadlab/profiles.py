@@ -46,6 +46,11 @@ class Profile:
         latent_2d: latent size of the 2D VAE (paper: 128).
         latent_3d: latent size of the 3D VAE (paper: 512).
         fractions: training-set fractions of the data-set-size study (paper: 10/20/60/100 %).
+        precision: numeric precision of training and inference, ``"32"``, ``"bf16-mixed"`` or
+            ``"16-mixed"`` (:data:`uadlab.models.PRECISIONS`); ``None``: ``"bf16-mixed"`` on a device
+            that runs bfloat16 natively (CUDA, a CPU with AVX512-BF16 or AMX), else ``"32"``
+            (:func:`uadlab.training.default_precision`). ``smoke`` keeps ``"32"`` so that its
+            numbers stay comparable across machines and with earlier runs.
     """
 
     name: str
@@ -60,6 +65,7 @@ class Profile:
     latent_2d: int = 128
     latent_3d: int = 512
     fractions: tuple[float, ...] = (0.1, 0.2, 0.6, 1.0)
+    precision: str | None = None
 
     def latent_dim(self, spatial_dims: int) -> int:
         """Latent size for a 2D or 3D VAE under this profile.
@@ -102,6 +108,7 @@ PROFILES: dict[str, Profile] = {
         latent_2d=32,
         latent_3d=64,
         fractions=(0.5, 1.0),
+        precision="32",
     ),
     "lab": Profile(
         name="lab",

@@ -29,12 +29,21 @@ Studies (``--study``):
    dice_s_std, auprc, threshold), ``OUT/table1.md`` (laid out like the paper's Table 1) and
    ``OUT/figures/`` (Fig. 4 lesion size, Fig. 5 data size, Fig. 6 slice-wise detection, Fig. 7
    example cases).
+
+On many machines, ``uadlab reproduce ... --plan`` (:func:`plan`, ``bengs2021``) prints the same study
+as shell commands: one data build, then one self-contained command per run (``--only-run NAME``:
+train with resume, then evaluate unless the evaluation is newer than the checkpoint), which a SLURM
+array, GNU parallel or any job runner executes in any order and on any machine sharing ``OUT``; a
+final ``uadlab reproduce`` with the same arguments then finds every run finished and evaluated and
+only collects the tables and figures.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -54,7 +63,7 @@ from uadlab.training.loop import TrainConfig, load_run, train
 from uadlab.viz import figures as viz
 
 __all__ = ["DATA_SIZE_EXPERIMENTS", "FIGURE_EXPERIMENTS", "LAMBERT_EXPERIMENTS", "PHANTOM_MANIFEST", "STUDIES",
-           "TABLE1_BASELINES", "reproduce", "run_name", "train_and_evaluate"]
+           "TABLE1_BASELINES", "plan", "reproduce", "run_name", "train_and_evaluate"]
 
 #: Manifest of the default data set (shipped beside the package in the source tree).
 PHANTOM_MANIFEST = Path(__file__).resolve().parents[1] / "data_manifests" / "phantom.yaml"
@@ -72,6 +81,112 @@ LAMBERT_EXPERIMENTS: dict[str, str] = {"spatial-vae:2D-None": "Spatial 2D", "spa
 STUDIES: tuple[str, ...] = ("bengs2021", "lambert2021", "behrendt2024")
 
 _TABLE1_COLUMNS = ["experiment", "dataset", "dice_d", "dice_s_mean", "dice_s_std", "auprc", "threshold"]
+
+
+def _planned_runs(profile: Profile, names: list[str]) -> list[tuple[str, float]]:
+    """``(experiment, fraction)`` of every run: each experiment on all data, then the data-size runs."""
+    runs = [(name, 1.0) for name in names]
+    return runs + [(name, f) for name in DATA_SIZE_EXPERIMENTS if name in names for f in profile.fractions
+                   if f != 1.0]
+
+
+def plan(
+    profile: str = "smoke",
+    data: str | Path = "phantom",
+    out: str | Path = "results",
+    *,
+    study: str = "bengs2021",
+    experiments: list[str] | None = None,
+    root: str | Path | None = None,
+    seed: int = 0,
+    workers: int = 1,
+) -> list[str]:
+    """The study as shell commands for a job runner: what :func:`reproduce` does, split per run.
+
+    The lines, in order: a ``#`` comment, the data build (run it first, once; absent when ``data``
+    is already a built folder), one ``uadlab reproduce ... --only-run NAME`` per run (any order, in
+    parallel, on any machine that sees ``out``; each resumes a stopped run and does nothing for a
+    finished and evaluated one), and last the ``uadlab reproduce`` that collects Table 1 and the
+    figures. Relative paths stay relative: run the lines from the folder the plan was made in.
+
+    Args:
+        profile: a profile *name* (a custom :class:`~uadlab.profiles.Profile` cannot be written on a
+            command line).
+        data: as :func:`reproduce`.
+        out: as :func:`reproduce`.
+        study: ``"bengs2021"`` only (``lambert2021`` has four runs; run it with :func:`reproduce`).
+        experiments: as :func:`reproduce`.
+        root: as :func:`reproduce`.
+        seed: as :func:`reproduce`.
+        workers: as :func:`reproduce`.
+
+    Returns:
+        The lines, without newlines.
+
+    Raises:
+        TypeError: ``profile`` is not a name.
+        ValueError: an unknown profile, study or experiment name, or a study other than ``bengs2021``.
+        DatasetError: ``data`` is not ``phantom``, a manifest or a built folder.
+
+    >>> lines = plan("smoke", experiments=["2D-None"])
+    >>> [" ".join(line.split()[:2]) for line in lines]
+    ['# uadlab', 'uadlab data', 'uadlab reproduce', 'uadlab reproduce', 'uadlab reproduce']
+    >>> lines[-1]
+    'uadlab reproduce --profile smoke --data phantom --out results --seed 0 --experiments 2D-None'
+    """
+    if not isinstance(profile, str):
+        raise TypeError(f"`profile` must be a profile name for a plan of shell commands, got {profile!r}")
+    if study != "bengs2021":
+        raise ValueError(f"`study` must be 'bengs2021' for a plan, got {study!r}")
+    prof = get_profile(profile)
+    names = ([*EXPERIMENTS, *TABLE1_BASELINES] if experiments is None
+             else [parse_experiment(e).name for e in experiments])
+    layout = ResultsLayout(out)
+    common = ["--profile", prof.name]
+    lines = ["# uadlab reproduce plan: run the data line first, then the run lines in any order or in "
+             "parallel (each is resumable and skips finished work), then the last line to collect"]
+    data_path = Path(data)
+    if str(data) == "phantom" or data_path.suffix in (".yaml", ".yml"):
+        data_dir = layout.data
+        manifest = PHANTOM_MANIFEST if str(data) == "phantom" else data_path
+        build = ["uadlab", "data", "build", "--manifest", str(manifest), "--out", str(data_dir), *common,
+                 "--workers", str(workers)]
+        lines.append(shlex.join(build + (["--root", str(root)] if root is not None else [])))
+    elif (data_path / "dataset.json").exists():
+        data_dir = data_path
+    else:
+        raise DatasetError(f"{data_path}: not 'phantom', a manifest (.yaml) or a folder built by "
+                           "`uadlab data build` (no dataset.json)")
+    for experiment, fraction in _planned_runs(prof, names):
+        run = ["uadlab", "reproduce", *common, "--data", str(data_dir), "--out", str(layout.root),
+               "--seed", str(seed), "--only-run", _only_run(experiment, fraction)]
+        lines.append(shlex.join(run))
+    collect = ["uadlab", "reproduce", *common, "--data", str(data), "--out", str(layout.root), "--seed", str(seed)]
+    if experiments is not None:
+        collect += ["--experiments", ",".join(names)]
+    lines.append(shlex.join(collect + (["--root", str(root)] if root is not None else [])))
+    return lines
+
+
+def _only_run(experiment: str, fraction: float) -> str:
+    """``--only-run`` value of a run: the experiment name, with ``@<percent>`` for a fraction."""
+    return experiment if fraction == 1.0 else f"{experiment}@{round(fraction * 100)}"
+
+
+def _parse_run_name(name: str, profile: Profile) -> tuple[str, float]:
+    """``(experiment, fraction)`` of an ``--only-run`` value (:func:`_only_run`, or a run folder's
+    :func:`run_name`, which writes ``:`` as ``_``) for this profile's runs; ValueError otherwise."""
+    experiment, _, percent = str(name).partition("@")
+    fractions = {round(f * 100): f for f in profile.fractions}
+    try:
+        if ":" not in experiment and "_" in experiment:
+            experiment = experiment.replace("_", ":", 1)
+        experiment = parse_experiment(experiment).name
+        fraction = 1.0 if not percent else fractions[int(percent)]
+    except (ValueError, KeyError):
+        raise ValueError(f"`only_run` must be a run name such as '3D-Cube-n' or '2D-None@20' with a "
+                         f"fraction of the profile ({sorted(fractions)} %), got {name!r}") from None
+    return experiment, fraction
 
 
 def _resolve_data(data: str | Path, layout: ResultsLayout, profile: Profile, root: Path | None, progress: bool,
@@ -106,6 +221,7 @@ def reproduce(
     val_data: str | Path | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    only_run: str | None = None,
 ) -> dict[str, Path]:
     """Run a whole study: by default Table 1 and Figs. 4–7 of Bengs et al. 2021 (Sec. 3).
 
@@ -135,17 +251,21 @@ def reproduce(
             ``table1.md`` without the ``reproduce.json`` it writes last), rebuild ``out/data``
             (cheap, from the cache; repairs a damaged build), and restart a run or evaluation whose
             config no longer matches. Finished runs with the same config are always kept.
-        progress: show tqdm progress bars.
+        progress: show tqdm progress bars (notebook bars in Jupyter): one over the runs, one per
+            training run (epochs) and one per prediction.
+        only_run: ``bengs2021`` only: train and evaluate this one run (``"2D-None"``, ``"2D-None@20"``,
+            ``"spatial-vae:3D-None"``) and stop, one line of a :func:`plan`; ``experiments`` is then ignored.
 
     Returns:
         Paths of the outputs: ``table1.csv``, ``table1.md``, ``figures``, ``runs`` (``bengs2021``),
         ``lambert2021.csv``, ``lambert2021.md``, ``runs`` (``lambert2021``), or ``behrendt2024.csv``,
-        ``behrendt2024.md``, ``runs``, ``segmenters`` (``behrendt2024``).
+        ``behrendt2024.md``, ``runs``, ``segmenters`` (``behrendt2024``); with ``only_run``: ``run``
+        and ``evaluation``, the run's folders.
 
     Raises:
-        ValueError: an unknown study or experiment name, an empty ``experiments`` or name,
-            experiments given to ``lambert2021``, ``val_data`` given to another study than
-            ``behrendt2024``, or ``workers`` below 1.
+        ValueError: an unknown study, experiment or run name, an empty ``experiments`` or name,
+            experiments or ``only_run`` given to ``lambert2021``, ``val_data`` given to another study
+            than ``behrendt2024``, or ``workers`` below 1.
         TypeError: ``workers`` is not an int.
         DatasetError: ``data`` is not a data set, or it has no lesion cohort to evaluate.
         RunError: ``out`` is a file, or holds a ``table1.csv``/``table1.md`` that ``reproduce`` did
@@ -160,14 +280,22 @@ def reproduce(
     if study != "bengs2021" and experiments is not None:
         raise ValueError(f"`experiments` must be None for study {study!r} (it trains its own models), "
                          f"got {experiments!r}")
+    if study != "bengs2021" and only_run is not None:
+        raise ValueError(f"`only_run` must be None for study {study!r}, got {only_run!r}")
     if experiments is not None and (isinstance(experiments, str) or not list(experiments)
                                     or any(not str(e).strip() for e in experiments)):
         raise ValueError(f"`experiments` must name at least one experiment (None: all of Table 1), "
                          f"got {experiments!r}")
     names = ([*EXPERIMENTS, *TABLE1_BASELINES] if experiments is None
              else list(dict.fromkeys(parse_experiment(e).name for e in experiments)))
+    single = None if only_run is None else _parse_run_name(only_run, prof)
     layout = ResultsLayout(out)
     _check_out(layout, overwrite)
+    if single is not None:  # one line of a plan, beside the others: only its run and evaluation are locked
+        data_dir = _resolve_data(data, layout, prof, Path(root) if root else None, progress, workers, overwrite)
+        run_dir, _ = train_and_evaluate(single[0], profile, data_dir, layout, fraction=single[1], seed=seed,
+                                        progress=progress, overwrite=overwrite)
+        return {"run": run_dir, "evaluation": layout.evaluation(*single)}
     with folder_lock(layout.root):
         _check_out(layout, overwrite)
         return _reproduce(prof, profile, data, layout, study, names, root, seed, workers, overwrite, progress,
@@ -205,11 +333,10 @@ def _reproduce(prof: Profile, profile: str | Profile, data: str | Path, layout: 
         return behrendt2024.run_study(profile, data_dir, dataset, layout.root / study, seed=seed,
                                       labelled_cases=labelled_cases, val_data=val_data, progress=progress)
 
-    runs = [(name, 1.0) for name in names]
-    runs += [(name, f) for name in DATA_SIZE_EXPERIMENTS if name in names for f in prof.fractions if f != 1.0]
+    runs = _planned_runs(prof, names)
 
     rows, size_rows, subject_tables = [], [], {}
-    for experiment, fraction in runs:
+    for experiment, fraction in _runs_bar(runs, progress):
         _, metrics = train_and_evaluate(experiment, profile, data_dir, layout, fraction=fraction, seed=seed,
                                         progress=progress, overwrite=overwrite)
         for cohort, m in metrics["cohorts"].items():
@@ -257,6 +384,15 @@ def _lambert2021(profile: str | Profile, data_dir: Path, dataset, layout: Result
     with atomic_write(md, overwrite=True) as tmp:
         tmp.write_text(lambert_markdown(table))
     return {"lambert2021.csv": csv, "lambert2021.md": md, "runs": layout.runs}
+
+
+def _runs_bar(runs: list, progress: bool) -> Any:
+    """``runs``, wrapped in a tqdm bar ("reproduce: runs", one step per run) when ``progress``."""
+    if not progress:
+        return runs
+    from tqdm.auto import tqdm
+
+    return tqdm(runs, desc="reproduce: runs", unit="run")
 
 
 def _train(config: TrainConfig, run_dir: Path, overwrite: bool, progress: bool) -> Path:

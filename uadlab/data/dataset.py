@@ -50,6 +50,7 @@ import pandas as pd
 
 import uadlab
 from uadlab._checks import check_int, check_path
+from uadlab._threads import limit_threads
 from uadlab.data.io import atomic_write, folder_lock, load_volume, save_volume
 from uadlab.data.manifests import (
     SPLITS,
@@ -258,7 +259,7 @@ def _build_into(out: Path, items: list[_Item], manifest: Manifest, manifest_path
             results = [build(item) for item in _progress(items, progress, manifest.name)]
         else:  # "spawn": a fork of a process that runs torch or OpenMP threads can deadlock
             with ProcessPoolExecutor(int(workers), mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=_single_threaded) as pool:
+                                     initializer=_worker_threads, initargs=(int(workers),)) as pool:
                 results = list(_progress(pool.map(build, items), progress, manifest.name, total=len(items)))
         rows = [row for row, _ in results]
         for message in dict.fromkeys(m for _, messages in results for m in messages):  # a worker's, here
@@ -484,13 +485,10 @@ def _swap_into_place(partial: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _single_threaded() -> None:
-    """Worker initializer: one BLAS/OpenMP thread per process, so that workers do not oversubscribe
-    the cores (the simulation gains nothing from threads).
-    """
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
+def _worker_threads(workers: int) -> None:
+    """Worker initializer: the usable cores shared among ``workers`` processes (at least one BLAS/OpenMP
+    thread each, :func:`uadlab._threads.limit_threads`), so that workers do not oversubscribe them."""
+    limit_threads(workers, torch_threads=False)
 
 
 def _progress(items: Iterable, progress: bool, name: str, total: int | None = None) -> Iterator:

@@ -31,7 +31,8 @@ from uadlab.errors import RunError
 from uadlab.evaluation.postprocessing import anomaly_map, residual
 from uadlab.models.base import reconstruct
 
-__all__ = ["SubjectMaps", "make_maps", "iter_predict", "predict", "save_maps", "as_maps_list", "lesion_slice", "MAP_FOLDERS"]
+__all__ = ["SubjectMaps", "make_maps", "iter_predict", "predict", "save_maps", "as_maps_list", "lesion_slice",
+           "MAP_FOLDERS"]
 
 #: Sub-folders of :func:`save_maps`' output, one per saved array.
 MAP_FOLDERS: dict[str, str] = {"anomaly_map": "anomaly_maps", "recon": "recons"}

@@ -94,7 +94,8 @@ def lambert_scores(maps: Mapping[str, SubjectMaps] | Sequence[SubjectMaps], *, s
         :data:`LAMBERT_COLUMNS`: the threshold, Dice mean and sd over the scored half, pooled
         sensitivity and specificity, reconstruction MAE, and the two halves' sizes. The threshold and
         the segmentation metrics are NaN, with an :class:`~.metrics.UndefinedMetricWarning`, when the
-        threshold half has no lesion voxel in the central slices.
+        threshold half has no lesion voxel in the central slices. A ``UserWarning`` says when the best
+        threshold is the grid's largest (the optimum may lie beyond their range).
 
     Raises:
         TypeError, ValueError: as :func:`~.inference.as_maps_list` (labelled); ValueError for fewer
@@ -117,10 +118,13 @@ def lambert_scores(maps: Mapping[str, SubjectMaps] | Sequence[SubjectMaps], *, s
     else:
         threshold = metrics.grid_threshold_search(crop(fit_ids, "anomaly_map"), fit_labels, thresholds,
                                                   mask=crop(fit_ids, "brain_mask"))
+        if threshold == float(np.max(thresholds)):
+            warnings.warn(f"the best threshold is the grid's largest, {threshold:g}: the optimum may lie above "
+                          "Lambert et al.'s range (their residuals were smaller)", UserWarning, stacklevel=2)
     brains = crop(scored_ids, "brain_mask")
     labels = crop(scored_ids, "lesion_mask")
-    errors = np.concatenate([np.abs(image - recon)[brain]
-                             for image, recon, brain in zip(crop(scored_ids, "image"), crop(scored_ids, "recon"), brains)])
+    errors = np.concatenate([np.abs(image - recon)[brain] for image, recon, brain
+                             in zip(crop(scored_ids, "image"), crop(scored_ids, "recon"), brains)])
     result = {"threshold": threshold, "mae": float(errors.mean()) if errors.size else nan,
               "n_threshold": len(fit_ids), "n_scored": len(scored_ids)}
     if math.isnan(threshold):

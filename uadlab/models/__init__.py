@@ -3,6 +3,7 @@
 - :mod:`~uadlab.models.base`: the :class:`ReconstructionModel` protocol every model follows (training
   loss, validation terms, ``reconstruct``), the 2D slice / 3D volume sample layout, and
   :func:`reconstruct` for whole volumes.
+- :mod:`~uadlab.models.precision`: float32 or mixed precision (autocast) for every forward pass.
 - :mod:`~uadlab.models.registry`: find a model by name, build it from its config dataclass, rebuild it
   from a run's record.
 - :mod:`~uadlab.models.vae`: what the VAEs share (layers, Gaussian latent, ELBO, Lambert et al.'s loss).
@@ -27,6 +28,7 @@ from uadlab.models.base import (
 from uadlab.models.ddpm import DDPM, DDPMConfig
 from uadlab.models.dense_vae import DenseVAE, DenseVAEConfig
 from uadlab.models.mean_image import MeanImage, MeanImageConfig
+from uadlab.models.precision import PRECISIONS, autocast, bf16_supported
 from uadlab.models.registry import (
     DEFAULT_MODEL,
     MODELS,
@@ -42,4 +44,5 @@ from uadlab.models.vae import LambertLoss, VAEOutput, elbo_loss, kl_divergence
 __all__ = ["ReconstructionModel", "ModelBase", "LossTerms", "reconstruct", "volumes_to_samples",
            "samples_to_volumes", "MODELS", "DEFAULT_MODEL", "get_spec", "model_config", "build_model", "model_record",
            "build_from_record", "DenseVAE", "DenseVAEConfig", "SpatialVAE", "SpatialVAEConfig", "MeanImage",
-           "MeanImageConfig", "DDPM", "DDPMConfig", "VAEOutput", "elbo_loss", "LambertLoss", "kl_divergence"]
+           "MeanImageConfig", "DDPM", "DDPMConfig", "VAEOutput", "elbo_loss", "LambertLoss", "kl_divergence", "PRECISIONS", "autocast",
+           "bf16_supported"]

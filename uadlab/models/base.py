@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from uadlab._checks import check_int
+from uadlab.models.precision import autocast
 
 __all__ = ["LossTerms", "ReconstructionModel", "ModelBase", "volumes_to_samples", "samples_to_volumes",
            "reconstruct"]
@@ -146,7 +147,7 @@ def samples_to_volumes(samples: np.ndarray, n_volumes: int, spatial_dims: int) -
 
 @torch.no_grad()
 def reconstruct(model: ReconstructionModel, volume: Any, *, batch_size: int = 64,
-                device: str | torch.device | None = None) -> np.ndarray:
+                device: str | torch.device | None = None, precision: str | None = None) -> np.ndarray:
     """Reconstruct whole volumes with any 2D or 3D model (eval mode, no gradients).
 
     A 2D model reconstructs every axial slice ``volume[:, :, k]`` and the slices are stacked back, so
@@ -159,6 +160,9 @@ def reconstruct(model: ReconstructionModel, volume: Any, *, batch_size: int = 64
             ``X = Y (= Z for 3D) = model.image_size``.
         batch_size: slices (2D) or volumes (3D) per forward pass.
         device: where to run; the model is moved there. ``None``: where its parameters or buffers are.
+        precision: ``"32"``, ``"bf16-mixed"`` or ``"16-mixed"`` (:func:`uadlab.models.precision.autocast`).
+            ``None``: the model's ``precision`` attribute, which :func:`uadlab.training.load_run` sets to
+            the precision the run was trained at, else ``"32"``.
 
     Returns:
         float32 numpy array of ``volume``'s shape.
@@ -166,8 +170,8 @@ def reconstruct(model: ReconstructionModel, volume: Any, *, batch_size: int = 64
     Raises:
         TypeError: ``model`` is not a torch module following :class:`ReconstructionModel`, or
             ``batch_size`` not an int.
-        ValueError: ``volume`` is not 3D/4D, ``batch_size`` is not positive, or the slices or volumes
-            do not fit the model.
+        ValueError: ``volume`` is not 3D/4D, ``batch_size`` is not positive, ``precision`` is unknown,
+            or the slices or volumes do not fit the model.
     """
     if not isinstance(model, nn.Module) or not isinstance(model, ReconstructionModel) \
             or getattr(model, "spatial_dims", None) not in (2, 3):
@@ -181,13 +185,15 @@ def reconstruct(model: ReconstructionModel, volume: Any, *, batch_size: int = 64
     samples = volumes_to_samples(stack, model.spatial_dims)
     if device is None:
         device = next(iter(model.state_dict().values())).device
+    context = autocast(getattr(model, "precision", "32") if precision is None else precision, device)
     model.to(device)
     was_training = model.training
     model.eval()
     try:
-        recon = np.concatenate([
-            model.reconstruct(torch.from_numpy(samples[i:i + batch_size]).to(device)).float().cpu().numpy()
-            for i in range(0, len(samples), batch_size)])
+        with context:
+            recon = np.concatenate([
+                model.reconstruct(torch.from_numpy(samples[i:i + batch_size]).to(device)).float().cpu().numpy()
+                for i in range(0, len(samples), batch_size)])
     finally:
         model.train(was_training)
     recon = samples_to_volumes(recon.astype(np.float32, copy=False), len(stack), model.spatial_dims)

@@ -1,4 +1,6 @@
-"""Spatial input erasing of Bengs et al. 2021 (Sec. 2.2, Fig. 3); the experiment names are in :mod:`uadlab.training.experiments`.
+"""Spatial input erasing of Bengs et al. 2021 (Sec. 2.2, Fig. 3).
+
+The experiment names of Table 1 are in :mod:`uadlab.training.experiments`.
 
 During training, with probability ``p = 0.5``, part of the *input* is erased; the reconstruction
 target stays the unerased image, so the VAE learns to in-paint from context. Six methods:
@@ -43,9 +45,9 @@ Decisions the paper leaves open, fixed here once:
   bounding box and pads it centred (Sec. 2.1, :mod:`uadlab.data.preprocessing`), so the grid's middle
   is the brain's. The whole half of the grid is erased, background included, as the boxes of
   Patch/Cube also are. For an odd ``X`` the middle column is the mid-sagittal plane itself and is
-  never erased, so both halves have ``X // 2`` columns. Half-Volume erases ``t ~ U{1..min(32, Z)}`` consecutive axial slices
-  starting at ``z0 ~ U{0..Z - t}``; the 32 is the paper's, in voxels of the 64^3 grid, and is kept
-  (clipped at ``Z``) on other grids.
+  never erased, so both halves have ``X // 2`` columns. Half-Volume erases ``t ~ U{1..min(32, Z)}``
+  consecutive axial slices starting at ``z0 ~ U{0..Z - t}``; the 32 is the paper's, in voxels of the
+  64^3 grid, and is kept (clipped at ``Z``) on other grids.
 - **Noise fill.** Values are sampled with replacement from the sample's brain voxels
   ``image[brain_mask]``. If the mask is empty or missing, from the image's nonzero voxels; if the
   image is all zero, the erased voxels are set to zero.

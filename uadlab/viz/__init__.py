@@ -5,6 +5,7 @@
 """
 
 from uadlab.viz.figures import (
+    DISPLAY_DPI,
     cohort_montage,
     data_size_plot,
     display_slice,
@@ -12,6 +13,7 @@ from uadlab.viz.figures import (
     example_cases_plot,
     lesion_size_plot,
     lesion_volume_plot,
+    new_figure,
     operating_point,
     orthogonal_slices,
     pr_curve_figure,
@@ -25,4 +27,4 @@ from uadlab.viz.figures import (
 __all__ = ["display_slice", "show_slices", "cohort_montage", "erasing_gallery", "lesion_size_plot",
            "data_size_plot", "slice_detection_plot", "training_curves", "lesion_volume_plot",
            "example_cases_plot", "operating_point", "pr_curve_figure", "orthogonal_slices", "save_figure",
-           "reconstruction_comparison"]
+           "reconstruction_comparison", "new_figure", "DISPLAY_DPI"]

@@ -3,9 +3,11 @@
 Static figures use matplotlib (and seaborn for the statistical plots); interactive ones use plotly.
 Both libraries are imported inside the function that needs them, so ``import uadlab.viz.figures`` stays
 cheap and headless code never touches a GUI backend: static figures are built on
-:class:`matplotlib.figure.Figure` directly, not through ``pyplot``. Every static function takes
-``ax=None`` (an axes, or a sequence of axes for multi-panel figures) and returns the figure; save
-any of them with :func:`save_figure`.
+:class:`matplotlib.figure.Figure` directly, not through ``pyplot`` (:func:`new_figure`). Such a
+figure still shows itself as a PNG when it ends a notebook cell, in JupyterLab and in notebooks
+executed by papermill, without ``%matplotlib inline``. Every static function takes ``ax=None`` (an
+axes, or a sequence of axes for multi-panel figures) and returns the figure; save any of them with
+:func:`save_figure`.
 
 Orientation:
     Volumes are ``(X, Y, Z)`` in RAS+ (X left->right, Y posterior->anterior, Z inferior->superior).
@@ -46,6 +48,8 @@ __all__ = [
     "pr_curve_figure",
     "orthogonal_slices",
     "save_figure",
+    "new_figure",
+    "DISPLAY_DPI",
 ]
 
 #: Colour of ground-truth lesion outlines in every figure.
@@ -90,11 +94,63 @@ def display_slice(volume: np.ndarray, *, axis: int = 2, index: int | None = None
     return np.rot90(np.take(volume, int(index), axis=axis))
 
 
-def _new_figure(nrows: int, ncols: int, *, panel: float = 2.4, squeeze: bool = False):
-    """A pyplot-free figure with a grid of axes (safe in headless kernels and tests)."""
-    from matplotlib.figure import Figure
+#: Resolution (dots per inch) of the PNG a figure shows in a notebook.
+DISPLAY_DPI = 100
+_DISPLAY_FIGURE_CLASS: list = []  # the Figure subclass of new_figure, built on first use
 
-    fig = Figure(figsize=(panel * ncols, panel * nrows + 0.4), layout="constrained")
+
+def _display_figure_class() -> type:
+    """The :class:`matplotlib.figure.Figure` subclass that renders itself as PNG for IPython.
+
+    A figure made without ``pyplot`` has no display hook: IPython shows its ``repr``
+    (``<Figure size 400x440 with 1 Axes>``) unless ``%matplotlib inline`` registered one. IPython
+    and nbconvert/papermill call ``_repr_png_`` on any result that defines it, so the subclass shows
+    in JupyterLab, classic Notebook and executed notebooks alike, whatever backend is active. Built
+    on first use so that ``import uadlab.viz`` does not import matplotlib.
+    """
+    if not _DISPLAY_FIGURE_CLASS:
+        import io
+
+        from matplotlib.figure import Figure
+
+        class DisplayFigure(Figure):
+            """A matplotlib figure that shows itself as a PNG when it ends a notebook cell."""
+
+            def _repr_png_(self) -> bytes:
+                buffer = io.BytesIO()
+                self.savefig(buffer, format="png", dpi=DISPLAY_DPI)
+                return buffer.getvalue()
+
+        DisplayFigure.__module__, DisplayFigure.__qualname__ = __name__, "DisplayFigure"
+        _DISPLAY_FIGURE_CLASS.append(DisplayFigure)
+    return _DISPLAY_FIGURE_CLASS[0]
+
+
+def new_figure(figsize: tuple[float, float], **kwargs: Any):
+    """A pyplot-free matplotlib figure that displays itself as a PNG in Jupyter.
+
+    Every figure of :mod:`uadlab.viz` and :mod:`uadlab.widgets` is made here: no GUI backend is
+    touched (safe in headless kernels, papermill and tests), nothing accumulates in pyplot's figure
+    manager, and the figure still shows as a picture when it ends a notebook cell -- in JupyterLab
+    and in the executed copies that ``uadlab notebooks run`` writes (an ``image/png`` output).
+
+    Args:
+        figsize: ``(width, height)`` in inches; shown at :data:`DISPLAY_DPI` dots per inch.
+        **kwargs: passed to :class:`matplotlib.figure.Figure` (default ``layout="constrained"``).
+
+    Returns:
+        A :class:`matplotlib.figure.Figure` (a subclass with ``_repr_png_``).
+
+    >>> fig = new_figure((2.0, 1.0))
+    >>> fig._repr_png_()[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
+    True
+    """
+    return _display_figure_class()(figsize=figsize, **{"layout": "constrained", **kwargs})
+
+
+def _new_figure(nrows: int, ncols: int, *, panel: float = 2.4, squeeze: bool = False):
+    """A displayable figure (:func:`new_figure`) with a grid of axes."""
+    fig = new_figure((panel * ncols, panel * nrows + 0.4))
     axes = fig.subplots(nrows, ncols, squeeze=squeeze)
     return fig, axes
 
@@ -523,26 +579,28 @@ def _curve_arrays(curve: Any, label: Any) -> tuple[np.ndarray, np.ndarray, float
 
 
 def training_curves(history: Any, *, ax: Any = None):
-    """Learning curves of one run: training loss terms and the healthy validation error per epoch.
+    """Learning curves of one run: training and healthy validation l1 error per voxel, per epoch.
 
     Args:
         history: ``history.csv`` of a run (:attr:`uadlab.training.loop.TrainResult.history`): columns
-            ``epoch``, ``train_recon`` and ``val_recon`` (l1 per voxel), optionally ``train_kl``.
+            ``epoch``, ``train_l1_per_voxel`` and ``val_l1_per_voxel`` (mean l1 error per voxel,
+            intensity units, images in [0, 1]; both on one axis).
         ax: ``None`` or one axes.
 
     Returns:
-        The figure; the epoch with the lowest ``val_recon`` (the kept checkpoint, Sec. 2.3) is marked.
+        The figure; the epoch with the lowest ``val_l1_per_voxel`` (the kept checkpoint, Sec. 2.3)
+        is marked.
 
     Raises:
         TypeError: ``history`` is not a DataFrame.
         ValueError: a column is missing.
     """
-    _require_columns(history, ["epoch", "train_recon", "val_recon"], "history")
+    _require_columns(history, ["epoch", "train_l1_per_voxel", "val_l1_per_voxel"], "history")
     fig, (axes,) = _axes_grid(1, ax, panel=4.0)
-    axes.plot(history["epoch"], history["train_recon"], "o-", label="train l1 (erased input)")
-    axes.plot(history["epoch"], history["val_recon"], "s-", label="healthy val l1")
+    axes.plot(history["epoch"], history["train_l1_per_voxel"], "o-", label="train (erased input)")
+    axes.plot(history["epoch"], history["val_l1_per_voxel"], "s-", label="healthy validation")
     if len(history):
-        best = history.loc[history["val_recon"].idxmin()]
+        best = history.loc[history["val_l1_per_voxel"].idxmin()]
         axes.axvline(best["epoch"], color="0.5", ls=":", label=f"best epoch {int(best['epoch'])}")
     axes.set_xlabel("epoch")
     axes.set_ylabel("reconstruction error (l1 per voxel)")
@@ -701,12 +759,15 @@ def orthogonal_slices(volume: np.ndarray, overlay: np.ndarray | None = None, *, 
         # plotly draws row 0 at the bottom, so the un-rotated slice's transpose puts the second voxel
         # axis upwards -- the same orientation as display_slice.
         plane = np.take(volume, int(index[axis]), axis=axis).T
-        fig.add_trace(go.Heatmap(z=plane, colorscale="gray", showscale=False, name=_AXIS_NAMES[axis]),
+        fig.add_trace(go.Heatmap(z=plane, colorscale="gray", showscale=False, name=_AXIS_NAMES[axis],
+                                 hovertemplate="voxel (%{x}, %{y})<br>intensity %{z:.3f}<extra></extra>"),
                       row=1, col=col)
         if overlay is not None:
             layer = np.take(np.asarray(overlay, dtype=np.float32), int(index[axis]), axis=axis).T
+            # hoverongaps=False: no "z: NaN" label where the overlay is empty (NaN, transparent)
             fig.add_trace(go.Heatmap(z=np.where(layer > 0, layer, np.nan), colorscale="Reds", opacity=0.5,
-                                     showscale=False, name="overlay"), row=1, col=col)
+                                     showscale=False, name="overlay", hoverongaps=False,
+                                     hovertemplate="overlay %{z:.3f}<extra></extra>"), row=1, col=col)
         fig.update_yaxes(scaleanchor=f"x{'' if col == 1 else col}", row=1, col=col, showticklabels=False)
         fig.update_xaxes(showticklabels=False, row=1, col=col)
     fig.update_layout(title=title, width=900, height=340)

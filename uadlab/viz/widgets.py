@@ -55,10 +55,8 @@ _PNG_DPI = 90
 # ----------------------------------------------------------------------------------------------
 
 def _figure(ncols: int, *, panel: float = 2.8):
-    """A pyplot-free figure with one row of ``ncols`` axes."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(panel * ncols, panel + 0.5), layout="constrained")
+    """A displayable pyplot-free figure (:func:`uadlab.viz.figures.new_figure`) with one row of ``ncols`` axes."""
+    fig = viz.new_figure((panel * ncols, panel + 0.5))
     return fig, list(np.ravel(fig.subplots(1, ncols, squeeze=False)))
 
 
@@ -97,19 +95,35 @@ def _check_static(static: Any) -> None:
         raise TypeError(f"`static` must be a bool, got {static!r}")
 
 
-def _box(controls: list, draw: Callable[[], Any], extra: list | None = None):
-    """VBox of ``controls`` (+ ``extra`` widgets) above an Image that ``draw()`` refreshes on any change."""
+def _layout(width: str, **kwargs: Any):
+    """An :class:`ipywidgets.Layout` of fixed ``width`` that a narrow row does not squeeze."""
     import ipywidgets as widgets
 
-    image = widgets.Image(format="png")
+    return widgets.Layout(width=width, flex="0 0 auto", **kwargs)
+
+
+def _box(rows: list[list], draw: Callable[[], Any], extra: list | None = None):
+    """Controls in ``rows`` (+ ``extra`` widgets) above an Image that ``draw()`` refreshes on any change.
+
+    Returns:
+        ``VBox([VBox(HBox(row) per row), *extra, Image])``: each row is laid out to fit a notebook
+        in a 1280 px wide window without squeezing a control (sliders keep a track of several
+        hundred pixels, toggle buttons stay on one line).
+    """
+    import ipywidgets as widgets
+
+    image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
 
     def redraw(_change: Any = None) -> None:
         image.value = _png(draw())
 
-    for control in controls:
-        control.observe(redraw, names="value")
+    for row in rows:
+        for control in row:
+            control.observe(redraw, names="value")
     redraw()
-    return widgets.VBox([widgets.HBox(controls), *(extra or []), image])
+    controls = widgets.VBox([widgets.HBox(row, layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
+                             for row in rows])
+    return widgets.VBox([controls, *(extra or []), image])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -214,12 +228,12 @@ def threshold_explorer(maps: Sequence[Any] | Mapping[str, Any], *, threshold: fl
 
     top = max(data.max_score, threshold, 1e-6)
     slider = widgets.FloatSlider(value=threshold, min=0.0, max=top, step=top / _SLIDER_STEPS, readout_format=".4f",
-                                 description="threshold", continuous_update=False)
+                                 description="threshold", continuous_update=False, layout=_layout("720px"))
     chooser = widgets.Dropdown(options=[(name, i) for i, name in enumerate(data.ids)], value=int(subject),
-                               description="subject")
+                               description="subject", layout=_layout("320px"))
     summary = widgets.HTML(data.summary(threshold))
     slider.observe(lambda change: setattr(summary, "value", data.summary(change["new"])), names="value")
-    return _box([slider, chooser], lambda: data.figure(slider.value, chooser.value), extra=[summary])
+    return _box([[slider], [chooser]], lambda: data.figure(slider.value, chooser.value), extra=[summary])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -250,7 +264,7 @@ def _erasing_figure(image: np.ndarray, brain_mask: np.ndarray, name: str, p: flo
     fig, axes = _figure(3)
     _show(axes[0], target2d, f"target (unerased), slice {k}", vmin=0, vmax=1)
     drew = "erased" if changed.any() else "not erased this draw"
-    _show(axes[1], erased2d, f"input: {name}, p={p:g}, seed {seed} ({drew})", vmin=0, vmax=1)
+    _show(axes[1], erased2d, f"input: {name}\np={p:g}, seed {seed} ({drew})", vmin=0, vmax=1)
     _show(axes[2], changed2d, f"erased voxels: {100 * changed.mean():.1f} %", vmin=0, vmax=1)
     return fig
 
@@ -293,17 +307,22 @@ def erasing_explorer(image: np.ndarray, brain_mask: np.ndarray, *, experiment: s
     import ipywidgets as widgets
 
     family = parsed.family
-    dims = widgets.ToggleButtons(options=[("2D", 2), ("3D", 3)], value=parsed.spatial_dims, description="input")
-    method = widgets.Dropdown(options=[(_FAMILY_LABELS[f], f) for f in FAMILIES], value=family, description="method")
-    fill = widgets.ToggleButtons(options=["0", "n"], value=parsed.fill or "n", description="fill")
-    prob = widgets.FloatSlider(value=float(p), min=0.0, max=1.0, step=0.05, description="p")
-    seed_box = widgets.IntText(value=int(seed), description="seed")
+    buttons = {"button_width": "56px", "description_width": "80px"}  # 80 px: the other controls' labels
+    row = {"display": "flex", "flex_flow": "row", "align_items": "center"}  # else the label sits above the buttons
+    dims = widgets.ToggleButtons(options=[("2D", 2), ("3D", 3)], value=parsed.spatial_dims, description="input",
+                                 style=buttons, layout=_layout("260px", **row))
+    method = widgets.Dropdown(options=[(_FAMILY_LABELS[f], f) for f in FAMILIES], value=family, description="method",
+                              layout=_layout("360px"))
+    fill = widgets.ToggleButtons(options=["0", "n"], value=parsed.fill or "n", description="fill", style=buttons,
+                                 layout=_layout("260px", **row))
+    prob = widgets.FloatSlider(value=float(p), min=0.0, max=1.0, step=0.05, description="p", layout=_layout("480px"))
+    seed_box = widgets.IntText(value=int(seed), description="seed", layout=_layout("200px"))
 
     def draw():
         name = experiment_name(dims.value, method.value, None if method.value == "None" else fill.value)
         return _erasing_figure(image, brain_mask, name, prob.value, seed_box.value, int(k))
 
-    return _box([dims, method, fill, prob, seed_box], draw)
+    return _box([[dims, fill], [method, seed_box], [prob]], draw)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -359,8 +378,9 @@ def slice_explorer(image: np.ndarray, recon: np.ndarray, residual: np.ndarray, l
         return _slices_figure(volumes, lesion, int(slice_index))
     import ipywidgets as widgets
 
-    slider = widgets.IntSlider(value=int(slice_index), min=0, max=depth - 1, description="axial slice")
-    return _box([slider], lambda: _slices_figure(volumes, lesion, slider.value))
+    slider = widgets.IntSlider(value=int(slice_index), min=0, max=depth - 1, description="axial slice",
+                               layout=_layout("560px"))
+    return _box([[slider]], lambda: _slices_figure(volumes, lesion, slider.value))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -417,9 +437,9 @@ def anomaly_explorer(image: np.ndarray, brain_mask: np.ndarray, *, texture: np.n
         return _anomaly_figure(image, brain_mask, texture, kind, int(seed))
     import ipywidgets as widgets
 
-    kinds = widgets.SelectionSlider(options=list(KINDS), value=kind, description="kind")
-    seeds = widgets.IntSlider(value=int(seed), min=0, max=99, description="seed")
-    return _box([kinds, seeds], lambda: _anomaly_figure(image, brain_mask, texture, kinds.value, seeds.value))
+    kinds = widgets.SelectionSlider(options=list(KINDS), value=kind, description="kind", layout=_layout("480px"))
+    seeds = widgets.IntSlider(value=int(seed), min=0, max=99, description="seed", layout=_layout("480px"))
+    return _box([[kinds], [seeds]], lambda: _anomaly_figure(image, brain_mask, texture, kinds.value, seeds.value))
 
 
 # ----------------------------------------------------------------------------------------------

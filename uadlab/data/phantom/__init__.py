@@ -41,4 +41,5 @@ from uadlab.data.phantom.params import PhantomParams
 from uadlab.data.phantom.sources import SourceBrain, load_sources
 from uadlab.data.phantom.subjects import KINDS, PhantomSubject, simulate_subject, subject_seed
 
-__all__ = ["KINDS", "PhantomParams", "PhantomSubject", "SourceBrain", "load_sources", "simulate_subject", "subject_seed"]
+__all__ = ["KINDS", "PhantomParams", "PhantomSubject", "SourceBrain", "load_sources", "simulate_subject",
+           "subject_seed"]

@@ -180,7 +180,8 @@ def _child_rngs(seed_or_rng: object) -> tuple[np.random.Generator, np.random.Gen
         raise TypeError(f"`seed_or_rng` must be an int, SeedSequence or Generator, got {seed_or_rng!r}")
     # The children SeedSequence.spawn would give, built without mutating the caller's sequence.
     children = (
-        np.random.SeedSequence(seed_or_rng.entropy, spawn_key=(*seed_or_rng.spawn_key, i), pool_size=seed_or_rng.pool_size)
+        np.random.SeedSequence(seed_or_rng.entropy, spawn_key=(*seed_or_rng.spawn_key, i),
+                               pool_size=seed_or_rng.pool_size)
         for i in range(2)
     )
     return tuple(np.random.default_rng(child) for child in children)

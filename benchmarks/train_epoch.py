@@ -1,0 +1,153 @@
+"""Wall-clock of whole training epochs: eager float32 against the new defaults, in the same run.
+
+For the 2D and 3D VAE of the lab profile (``2D-Patch-n`` and ``3D-Cube-n``: the erasing
+experiments of Figs. 4-6, so an epoch includes erasing) this trains ``--epochs`` epochs twice with the
+same seed on the same lab phantom, through :func:`uadlab.training.train` (everything an epoch does:
+shuffling, erasing, batching, steps, validation, checkpoint):
+
+- ``eager fp32``: ``precision="32"``, no compile (the loop as it was before precision existed);
+- ``defaults``: what ``uadlab train`` does with no flag (``precision=None``: bf16 autocast on a CPU
+  with AVX512-BF16/AMX and on CUDA, else float32; no compile).
+
+It prints the mean (and fastest, the figure least disturbed by other load) epoch seconds of both and
+their ratio, the share of the epoch spent outside the
+model (erasing, batching, validation, checkpoint), and the check that the defaults reach a healthy
+validation l1 within 2 % of float32's after the same epochs. The phantom is the lab profile's
+(64³, 2 mm) with fewer subjects (``--healthy``; 200 in the full lab set), so an epoch is shorter than a
+full lab epoch by about ``200 / healthy``; the ratio is what transfers. ``benchmarks/train_step.py``
+gives the bare-step figures beside it.
+
+Usage::
+
+    python benchmarks/train_epoch.py                       # builds a 40-subject lab phantom in a temp folder
+    python benchmarks/train_epoch.py --data data/phantom   # an already built lab phantom
+    python benchmarks/train_epoch.py --epochs 3 --experiments 3D-Cube-n
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from uadlab._threads import limit_threads
+from uadlab.data.dataset import build_dataset, load_dataset
+from uadlab.profiles import get_profile
+from uadlab.training import loop as training
+from uadlab.training.erasing import SpatialErasing
+from uadlab.training.experiments import parse_experiment
+
+MANIFEST = Path(__file__).resolve().parents[1] / "data_manifests" / "phantom.yaml"
+_MODES = {"eager fp32": {"precision": "32", "compile": False}, "defaults": {}}
+
+
+class _PhaseTimer:
+    """Adds the wall time spent in validation, checkpointing and erasing (wrapped module functions)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._originals: list[tuple[object, str, object]] = []
+
+    def wrap(self, owner: object, attribute: str, phase: str) -> None:
+        original = getattr(owner, attribute)
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[phase] += time.perf_counter() - start
+
+        self._originals.append((owner, attribute, original))
+        setattr(owner, attribute, timed)
+
+    def __enter__(self) -> _PhaseTimer:
+        self.wrap(training, "_validate", "validation")
+        self.wrap(training, "_save_checkpoint", "checkpoint")
+        self.wrap(SpatialErasing, "apply_batch", "erasing")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for owner, attribute, original in reversed(self._originals):
+            setattr(owner, attribute, original)
+
+
+def _batching_seconds(data: Path, experiment: str, batch_size: int, epochs: int) -> float:
+    """Seconds per epoch of what the loop does to make batches besides erasing: shuffle, gather the
+    samples of each batch, turn them into tensors (measured apart, on the same arrays)."""
+    dataset = load_dataset(data)
+    images, masks = dataset.stack(dataset.ids(cohort="healthy", split="train"))
+    samples, _ = training._training_samples(images, masks, parse_experiment(experiment).spatial_dims)
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        rng = training._epoch_rng(0, epoch)
+        for index in np.array_split(rng.permutation(len(samples)), -(-len(samples) // batch_size)):
+            torch.from_numpy(samples[np.sort(index)]).float().sum()
+    return (time.perf_counter() - start) / epochs
+
+
+def measure(data: Path, experiment: str, mode: str, *, epochs: int, out: Path) -> dict:
+    """Train ``epochs`` epochs of ``experiment`` in ``mode``; return timings and the best val l1."""
+    config = training.TrainConfig(experiment=experiment, profile="lab", data=str(data), max_epochs=epochs,
+                                  patience=epochs, seed=0, **_MODES[mode])
+    with _PhaseTimer() as timer:
+        result = training.train(config, out, overwrite=True)
+    seconds = result.history["seconds"]
+    batching = _batching_seconds(data, experiment, config.resolved("batch_size"), epochs)
+    outside = {phase: timer.seconds[phase] / epochs for phase in ("erasing", "validation", "checkpoint")}
+    outside["batching"] = batching
+    return {"experiment": experiment, "mode": mode, "precision": config.resolved_precision(),
+            "epoch_s": float(seconds.mean()), "fastest_s": float(seconds.min()), "outside": outside,
+            "best_val": result.best_val}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the flags, build or reuse the phantom, time both modes and print the comparison."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=None, help="a built lab phantom (default: build one)")
+    parser.add_argument("--healthy", type=int, default=40, help="healthy subjects of the built phantom")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per training (default 5)")
+    parser.add_argument("--experiments", default="2D-Patch-n,3D-Cube-n")
+    args = parser.parse_args(argv)
+    if args.epochs < 1 or args.healthy < 4:
+        parser.error("--epochs must be >= 1 and --healthy >= 4")
+    sys.stdout.reconfigure(line_buffering=True)  # each line as soon as it is measured
+    threads = limit_threads()
+    with tempfile.TemporaryDirectory(prefix="uadlab-train-epoch-") as tmp:
+        data = args.data
+        if data is None:
+            profile = dataclasses.replace(get_profile("lab"),
+                                          phantom_counts={"healthy": args.healthy, "tumour": 2, "stroke": 2})
+            start = time.perf_counter()
+            data = build_dataset(MANIFEST, Path(tmp) / "phantom", profile=profile, cache_dir=Path(tmp) / "cache")
+            print(f"built a lab phantom with {args.healthy} healthy subjects in {time.perf_counter() - start:.0f} s")
+        train_ids = load_dataset(data).ids(cohort="healthy", split="train")
+        print(f"torch {torch.__version__}, {threads} thread(s), cores {len(os.sched_getaffinity(0))}, "
+              f"load average {os.getloadavg()[0]:.2f}, {len(train_ids)} training volumes, {args.epochs} epochs")
+        for experiment in args.experiments.split(","):
+            rows = [measure(data, experiment, mode, epochs=args.epochs, out=Path(tmp) / "run" / mode)
+                    for mode in _MODES]
+            for row in rows:
+                outside = sum(row["outside"].values())
+                parts = ", ".join(f"{k} {v:.2f}" for k, v in row["outside"].items())
+                print(f"{experiment:11s} {row['mode']:10s} ({row['precision']:10s}): {row['epoch_s']:6.2f} s/epoch "
+                      f"(fastest {row['fastest_s']:.2f}), "
+                      f"outside the model {outside / row['epoch_s']:4.0%} ({parts} s), "
+                      f"best healthy val l1 {row['best_val']:.5f}")
+            base, new = rows
+            change = new["best_val"] / base["best_val"] - 1
+            print(f"{experiment:11s} speed-up defaults / eager fp32 = {base['epoch_s'] / new['epoch_s']:.2f}x "
+                  f"(fastest epochs {base['fastest_s'] / new['fastest_s']:.2f}x); "
+                  f"val l1 {change:+.2%} ({'within' if abs(change) <= 0.02 else 'NOT within'} 2 %)")
+
+
+if __name__ == "__main__":
+    main()
