@@ -100,5 +100,8 @@ def write_blob_dataset(folder: Path, *, size: int = 32, seed: int = 0,
 
 @pytest.fixture(scope="module")
 def blob_dataset(tmp_path_factory) -> Path:
-    """A tiny built data set (32³ blobs; healthy train/val, tumour and stroke val/test); see :func:`write_blob_dataset`."""
+    """A tiny built data set (32³ blobs; healthy train/val, tumour and stroke val/test).
+
+    See :func:`write_blob_dataset`.
+    """
     return write_blob_dataset(tmp_path_factory.mktemp("blobs") / "data")

@@ -7,11 +7,11 @@ import dataclasses
 import pandas as pd
 import pytest
 import torch
-
 from conftest import write_blob_dataset
+
 from uadlab.behrendt2024 import COLUMNS, RECON_EXPERIMENTS, run_study
-from uadlab.data.dataset import load_dataset
 from uadlab.cli import main
+from uadlab.data.dataset import load_dataset
 from uadlab.profiles import get_profile
 from uadlab.reproduce import reproduce
 from uadlab.training.segmenter import load_segmenter

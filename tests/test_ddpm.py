@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -98,8 +99,9 @@ def test_training_loss_is_the_noise_mse_and_trains_the_unet():
 def test_config_from_profile_and_registry():
     assert MODELS["ddpm"].spatial_dims == (2, 3) and not MODELS["ddpm"].erasing
     config = model_config("ddpm", get_profile("lab"), 2, 64)
-    assert config == DDPMConfig(2, 64, channels=(16, 32, 64, 128)) and config.noise_levels == NOISE_LEVELS == (250, 500, 750)
-    odd = model_config("ddpm", get_profile("smoke").__class__(**{**get_profile("smoke").__dict__, "channels": (4, 12)}), 2, 32)
+    assert config == DDPMConfig(2, 64, channels=(16, 32, 64, 128))
+    assert config.noise_levels == NOISE_LEVELS == (250, 500, 750)
+    odd = model_config("ddpm", dataclasses.replace(get_profile("smoke"), channels=(4, 12)), 2, 32)
     assert odd.channels == (8, 16)  # rounded up to the group-norm's multiples of 8
     model = DDPM(2, image_size=SIZE, channels=(8, 16))
     assert model.config.attention_levels == (False, True)  # attention at the deepest level only
@@ -139,7 +141,8 @@ def test_cli_trains_resumes_and_evaluates_a_ddpm(tmp_path, blob_dataset, capsys)
     model, config = load_run(run)
     assert isinstance(model, DDPM) and config.experiment == "ddpm:2D-None" and model.spatial_dims == 2
     assert main(["-q", *args, "--resume"]) == 0  # finished: the resume does nothing and says so
-    assert main(["-q", "evaluate", "--run", str(run), "--data", str(blob_dataset), "--out", str(tmp_path / "eval")]) == 0
+    evaluate = ["evaluate", "--run", str(run), "--data", str(blob_dataset), "--out", str(tmp_path / "eval")]
+    assert main(["-q", *evaluate]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert set(metrics["cohorts"]) == {"tumour", "stroke"}
     assert all(0 <= metrics["cohorts"][c]["auprc"] <= 1 for c in ("tumour", "stroke"))

@@ -84,7 +84,8 @@ def test_synthetic_pool_masks_are_the_changed_voxels_inside_the_brain(dataset, r
 
 def test_split_labelled_is_disjoint_seeded_and_leaves_a_threshold_case(dataset):
     labelled, rest = split_labelled(dataset, "tumour", 1, seed=0)
-    assert len(labelled) == 1 and len(rest) == 1 and set(labelled + rest) == set(dataset.ids(cohort="tumour", split="val"))
+    assert len(labelled) == 1 and len(rest) == 1
+    assert set(labelled + rest) == set(dataset.ids(cohort="tumour", split="val"))
     assert split_labelled(dataset, "tumour", 1, seed=0) == (labelled, rest)
     assert split_labelled(dataset, "tumour", 0) == ([], dataset.ids(cohort="tumour", split="val"))
     with pytest.raises(ValueError, match=r"`labelled_cases` must be an int in \[0, 2\)"):

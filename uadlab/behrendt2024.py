@@ -160,7 +160,8 @@ def run_study(profile: str | Profile, data_dir: Path, dataset: Any, out: str | P
                 source, val_ids, note = sources[cohort]
                 if cohort == trained_cohort:
                     val_ids = plan[2]  # the cohort's validation cases the segmenter did not train on
-                view = "" if trained_cohort is None else ("in-domain" if cohort == trained_cohort else "unseen pathology")
+                view = ("" if trained_cohort is None
+                        else "in-domain" if cohort == trained_cohort else "unseen pathology")
                 test_ids = dataset.ids(cohort=cohort, split="test")
                 val_maps = list(predict_segmented(recon_model, segmenter, source, val_ids).values())
                 if source is not dataset:  # ids of another data set may repeat ours
@@ -203,7 +204,8 @@ def study_markdown(table: pd.DataFrame) -> str:
             r = row.iloc[0]
             mark = " (unseen)" if r["view"] == "unseen pathology" else ""
             cells.append(f"{r['dice_d']:.3f} / {r['auprc']:.3f} / {r['sample_auroc']:.3f}{mark}")
-        lines.append(f"| {method} | {model} | {labels} | " + " | ".join(cells) + f" | {part['train_seconds'].iloc[0]:.0f} |")
+        seconds = f"{part['train_seconds'].iloc[0]:.0f}"
+        lines.append(f"| {method} | {model} | {labels} | " + " | ".join(cells) + f" | {seconds} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,4 @@
-"""A supervised segmenter on (input, pseudo-healthy reconstruction), trained on synthetic anomalies (Behrendt et al. 2024).
+"""A segmenter on (input, pseudo-healthy reconstruction) trained on synthetic anomalies (Behrendt et al. 2024).
 
 Behrendt et al. 2024 keep a reconstruction model trained on healthy brains and add a supervised
 segmentation network that reads the pair ``(image, recon)``. Labels come from synthetic anomalies
