@@ -32,6 +32,7 @@ benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/train_epoch.py
 	$(BIN)/python benchmarks/metrics.py
 	$(BIN)/python benchmarks/data_build.py
+	$(BIN)/python benchmarks/reconstruction.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -46,3 +46,62 @@ def real_data_dir() -> Path:
     if not (REAL_DATA / "SOURCES.md").exists():
         pytest.skip(f"real sample cases not found at {REAL_DATA} (they live beside the checkout in CI)")
     return REAL_DATA
+
+
+def write_blob_dataset(folder: Path, *, size: int = 32, seed: int = 0,
+                       splits: dict[str, dict[str, int]] | None = None, profile: str = "smoke") -> Path:
+    """Write a tiny built data set (the layout of docs/ARCHITECTURE.md) of smooth blob "brains".
+
+    ``splits``: ``{cohort: {split: count}}``; default 3 healthy train, 2 healthy val, and for ``tumour``
+    and ``stroke`` 2 val and 2 test each. Lesion cohorts carry one bright (tumour) or dark (stroke)
+    sphere inside the brain as their lesion. Volumes ``size``³ in [0, 1], identity affine. ``profile``:
+    the profile name the data set records (training checks it against the run's).
+    """
+    import json
+
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    splits = splits or {"healthy": {"train": 3, "val": 2}, "tumour": {"val": 2, "test": 2},
+                        "stroke": {"val": 2, "test": 2}}
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, size)] * 3, indexing="ij"))
+    brain_mask = (grid ** 2).sum(0) < 0.8 ** 2
+    rows = []
+    for cohort, counts in splits.items():
+        for split, count in counts.items():
+            for i in range(count):
+                subject_id = f"{cohort}-{split}-{i}"
+                image = np.zeros((size,) * 3, np.float32)
+                for centre in rng.uniform(-0.4, 0.4, size=(3, 3)):
+                    image += np.exp(-((grid - centre[:, None, None, None]) ** 2).sum(0) / 0.3)
+                image = 0.3 + 0.5 * image / image.max()
+                lesion = np.zeros_like(brain_mask)
+                if cohort != "healthy":
+                    centre = rng.uniform(-0.3, 0.3, size=3)
+                    lesion = ((grid - centre[:, None, None, None]) ** 2).sum(0) < rng.uniform(0.15, 0.3) ** 2
+                    image[lesion] = 1.0 if cohort == "tumour" else 0.05
+                image = (image * brain_mask).astype(np.float32)
+                for kind, array in (("images", image), ("brain_masks", brain_mask.astype(np.uint8)),
+                                    ("lesion_masks", lesion.astype(np.uint8))):
+                    (folder / kind).mkdir(parents=True, exist_ok=True)
+                    nib.save(nib.Nifti1Image(array, np.eye(4)), folder / kind / f"{subject_id}.nii.gz")
+                rows.append({"subject_id": subject_id, "cohort": cohort, "split": split,
+                             "image": f"images/{subject_id}.nii.gz", "brain_mask": f"brain_masks/{subject_id}.nii.gz",
+                             "lesion_mask": "" if cohort == "healthy" else f"lesion_masks/{subject_id}.nii.gz",
+                             "lesion_voxels": int(lesion.sum()), "lesion_volume_mm3": float(lesion.sum()),
+                             "source": "blobs"})
+    pd.DataFrame(rows).to_csv(folder / "subjects.csv", index=False)
+    roles = {c: {"role": "healthy" if c == "healthy" else "lesion"} for c in splits}
+    info = {"name": "blobs", "profile": profile, "image_size": size, "spacing_mm": 1.0,
+            "preprocessing": {"pad_shape_mm": [size] * 3}, "cohorts": roles}
+    (folder / "dataset.json").write_text(json.dumps(info))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def blob_dataset(tmp_path_factory) -> Path:
+    """A tiny built data set (32³ blobs; healthy train/val, tumour and stroke val/test).
+
+    See :func:`write_blob_dataset`.
+    """
+    return write_blob_dataset(tmp_path_factory.mktemp("blobs") / "data")

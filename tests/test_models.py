@@ -410,7 +410,7 @@ def test_mean_image_validation(kwargs, error, match):
 
 
 @pytest.mark.parametrize(("call", "match"), [
-    (lambda: get_spec("unet"), r"`model` must be one of \['dense-vae', 'mean-image', 'spatial-vae'\]"),
+    (lambda: get_spec("unet"), r"`model` must be one of \['ddpm', 'dense-vae', 'mean-image', 'spatial-vae'\]"),
     (lambda: model_config("mean-image", get_profile("smoke"), 3, 32, loss="lambert"),
      r"model 'mean-image' has no option\(s\) \['loss'\]"),
     (lambda: model_config("mean-image", get_profile("smoke"), 2, 32), "must be one of \\(3,\\) for model 'mean-image'"),

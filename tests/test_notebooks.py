@@ -1,7 +1,7 @@
-"""Tests of uadlab.notebooks and of the six lab notebooks.
+"""Tests of uadlab.notebooks and of the lab notebooks.
 
 The static checks (stripped outputs, a ``parameters`` cell) are fast and always run. Executing the
-notebooks is marked ``notebooks``: one session-scoped run of all six with the smoke profile, then
+notebooks is marked ``notebooks``: one session-scoped run of all of them with the smoke profile, then
 one test per notebook checking the results it saved, not only that it ran.
 """
 
@@ -262,3 +262,18 @@ def test_06_lambert_spatial_vs_dense_outputs(executed):
     assert table["mae"].between(0, 1).all() and table["specificity"].between(0, 1).all()
     assert (out / "lambert2021" / "lambert2021.md").exists()  # the study's own table, as `reproduce --study`
     assert (out / "06_lambert_spatial_vs_dense" / "spatial_vs_dense.png").stat().st_size > 1000
+
+
+@_mark
+def test_07_recon_plus_supervised_outputs(executed):
+    out, _ = executed
+    results = out / "07_recon_plus_supervised"
+    table = pd.read_csv(results / "behrendt2024.csv")
+    assert set(table["method"]) == {"reconstruction", "segmenter"}
+    assert set(table["model"]) == {"2D-None", "spatial-vae:2D-None", "ddpm:2D-None"}
+    assert set(table["dataset"]) == {"tumour", "stroke"} and table["auprc"].between(0, 1).all()
+    assert {"in-domain", "unseen pathology"} <= set(table["view"].dropna())
+    summary = json.loads((results / "summary.json").read_text())
+    assert summary["rows"] == len(table) and summary["noise_levels"] == [100, 250, 500, 750]
+    for name in ("ddpm_noise_levels.png", "segmenter_vs_residual.png"):
+        assert (results / name).stat().st_size > 1000

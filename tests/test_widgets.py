@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from uadlab.evaluation import metrics
 from uadlab.evaluation.inference import make_maps
+from uadlab.training.synthetic_anomalies import KINDS, SyntheticAnomaly
 from uadlab.viz import figures as viz
 from uadlab.viz import widgets
 
@@ -157,6 +158,46 @@ def test_erasing_explorer_validation(subject):
         widgets.erasing_explorer(image, brain[:4])
     with pytest.raises(ValueError, match=r"`slice_index` must be an int in \[0, 12\)"):
         widgets.erasing_explorer(image, brain, slice_index=12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Synthetic anomaly explorer
+# ----------------------------------------------------------------------------------------------
+
+def test_anomaly_explorer_sliders_over_kinds_and_seeds_redraw(subject):
+    image, brain, _, _ = subject
+    box = widgets.anomaly_explorer(image, brain, kind="uniform-blob", seed=2)
+    controls, _, picture = _parts(box)
+    kinds, seeds = controls
+    assert list(kinds.options) == list(KINDS) and (kinds.value, seeds.value) == ("uniform-blob", 2)
+    first = picture.value
+    seeds.value = 3
+    second = picture.value
+    kinds.value = "sink"
+    assert len({first, second, picture.value}) == 3
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_anomaly_explorer_static_shows_the_label_of_the_draw(subject, kind):
+    image, brain, _, _ = subject
+    fig = widgets.anomaly_explorer(image, brain, texture=image[::-1].copy(), kind=kind, seed=5, static=True)
+    _, expected = SyntheticAnomaly(kind)(image, brain, np.random.default_rng(5),
+                                         texture=image[::-1].copy() if kind == "perlin-tissue" else None)
+    assert fig.axes[1].get_title() == f"{kind}, seed 5" and fig.axes[2].get_title() == f"label: {expected.sum()} voxels"
+    k = int(fig.axes[0].get_title().split()[-1])
+    assert expected[:, :, k].sum() == expected.sum(axis=(0, 1)).max()  # the slice with most anomaly
+    np.testing.assert_array_equal(fig.axes[2].images[0].get_array(), viz.display_slice(expected[:, :, k].astype(float)))
+
+
+def test_anomaly_explorer_validation(subject):
+    image, brain, _, _ = subject
+    with pytest.raises(ValueError, match="`kind` must be one of"):
+        widgets.anomaly_explorer(image, brain, kind="tumour")
+    with pytest.raises(ValueError, match=r"`seed` must be an int in \[0, 100\)"):
+        widgets.anomaly_explorer(image, brain, seed=100)
+    with pytest.raises(ValueError, match="`texture` must have shape"):
+        widgets.anomaly_explorer(image, brain, texture=image[:4])
+    assert len(widgets.render_static("anomalies", image, brain).axes) == 3
 
 
 # ----------------------------------------------------------------------------------------------

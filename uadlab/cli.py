@@ -19,6 +19,7 @@ Subcommands::
     uadlab evaluate --run runs/NAME --data DIR [--val-data DIR2] --out OUT
     uadlab reproduce --profile P --data phantom|DIR --out results/ [--study S] [--experiments A,B] [--seed S]
                      [--workers N] [--overwrite] [--plan | --only-run NAME]
+                     [--labelled-cases K] [--val-data DIR]   (behrendt2024)
     uadlab reproduce --study studies/paper_real.yaml --out results/ [--profile P] [--experiments A,B] [--seeds 0,1,2]
     uadlab notebooks run --profile P --out DIR
 """
@@ -153,7 +154,8 @@ def _reproduce(args: argparse.Namespace) -> None:
             return
         outputs = reproduce(profile=args.profile or "smoke", data=args.data, out=args.out, study=args.study,
                             experiments=experiments, root=args.root, seed=seed, workers=args.workers,
-                            overwrite=args.overwrite, progress=not args.quiet, only_run=args.only_run)
+                            overwrite=args.overwrite, labelled_cases=args.labelled_cases, val_data=args.val_data,
+                            progress=not args.quiet, only_run=args.only_run)
     for name, path in outputs.items():
         print(f"{name}: {path}")
 
@@ -203,7 +205,7 @@ def _parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one experiment (a Table 1 name, optionally of another model)")
     train.add_argument("--experiment", required=True, help="e.g. 3D-Cube-n, 2D-None, spatial-vae:3D-None")
     train.add_argument("--model", default=None,
-                       help="registered model: dense-vae (default), spatial-vae, mean-image; "
+                       help="registered model: dense-vae (default), spatial-vae, mean-image, ddpm; "
                             "same as MODEL: in front of the experiment")
     train.add_argument("--data", type=Path, required=True, help="folder from `uadlab data build`")
     train.add_argument("--profile", default="lab")
@@ -239,7 +241,8 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--out", type=Path, default=Path("results"))
     reproduce.add_argument("--study", default="bengs2021",
                            help="bengs2021 (Table 1, Figs. 4-7; default), lambert2021 (spatial vs dense VAEs), "
-                                "or a study file (.yaml: training and test data sets, experiments, seeds)")
+                                "behrendt2024 (reconstruction + supervised segmenter), or a study file (.yaml: "
+                                "training and test data sets, experiments, seeds)")
     reproduce.add_argument("--experiments", default=None,
                            help="bengs2021: comma-separated subset, e.g. 3D-Cube-n,2D-None,spatial-vae:3D-None")
     reproduce.add_argument("--seed", type=int, default=0, help="seed of every training run")
@@ -253,10 +256,16 @@ def _parser() -> argparse.ArgumentParser:
                                 "collect) and exit")
     reproduce.add_argument("--only-run", default=None, metavar="NAME",
                            help="train and evaluate one run of the study, e.g. 2D-None@20 (a --plan line)")
+    reproduce.add_argument("--labelled-cases", type=int, default=2, metavar="K",
+                           help="behrendt2024: labelled validation cases per lesion cohort for the weakly "
+                                "supervised segmenter (default: 2; 0: none)")
+    reproduce.add_argument("--val-data", type=Path, default=None,
+                           help="behrendt2024: a built data set with labelled validation cases for lesion cohorts "
+                                "that have none (e.g. a phantom build for the real sample)")
     reproduce.set_defaults(func=_reproduce)
 
     notebooks = sub.add_parser("notebooks", help="run the notebooks").add_subparsers(dest="action", required=True)
-    run = notebooks.add_parser("run", help="execute all six notebooks headless with papermill, in order")
+    run = notebooks.add_parser("run", help="execute all lab notebooks headless with papermill, in order")
     run.add_argument("--profile", default="smoke")
     run.add_argument("--out", type=Path, default=Path("runs/notebooks"))
     run.set_defaults(func=_notebooks_run)

@@ -1,4 +1,4 @@
-"""Run the six lab notebooks headless, in order, with papermill (``uadlab notebooks run``).
+"""Run the lab notebooks headless, in order, with papermill (``uadlab notebooks run``).
 
 The notebooks under ``notebooks/`` hold narrative, parameters and ``uadlab`` calls only. Their first
 cell is tagged ``parameters`` (papermill injects the values after it) and every notebook takes the
@@ -35,6 +35,7 @@ NOTEBOOKS: tuple[str, ...] = (
     "04_lesion_size.ipynb",
     "05_data_size.ipynb",
     "06_lambert_spatial_vs_dense.ipynb",
+    "07_recon_plus_supervised.ipynb",
 )
 
 #: Folder of the notebooks in the source tree.
@@ -166,7 +167,7 @@ def run_notebooks(*, profile: str = "smoke", out: str | Path, notebooks: Sequenc
     Args:
         profile: ``smoke`` (CI: a few minutes on 2 CPU cores), ``lab`` or ``paper``.
         out: the shared output folder; executed notebooks go to ``out/executed/``.
-        notebooks: subset of :data:`NOTEBOOKS` (run in :data:`NOTEBOOKS` order); ``None``: all six.
+        notebooks: subset of :data:`NOTEBOOKS` (run in :data:`NOTEBOOKS` order); ``None``: all of them.
             A later notebook needs the outputs of the earlier ones in ``out``.
         progress: show papermill's cell progress bar.
         seed: the ``SEED`` parameter.

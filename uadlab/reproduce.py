@@ -8,6 +8,10 @@ Studies (``--study``):
   Table 1), all trained with their collapse-robust loss, scored with their protocol
   (:mod:`uadlab.evaluation.lambert`) and with Bengs et al.'s; written to ``OUT/lambert2021/``
   (``lambert2021.csv``, ``lambert2021.md``, its runs and evaluations), on the data set in ``OUT/data``.
+- ``behrendt2024``: Behrendt et al. 2024, reconstruction alone (dense VAE, spatial VAE, DDPM) against
+  reconstruction plus a supervised segmenter trained on synthetic anomalies, weakly supervised with
+  ``labelled_cases`` labelled validation cases per lesion cohort, and on an unseen pathology
+  (:mod:`uadlab.behrendt2024`); written to ``OUT/behrendt2024/``.
 
 ``uadlab reproduce --profile smoke|lab|paper --data phantom|DIR --out results/`` runs, in order:
 
@@ -44,6 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from uadlab import behrendt2024
 from uadlab.data.dataset import build_dataset, load_dataset
 from uadlab.data.io import atomic_write, folder_lock
 from uadlab.errors import DatasetError, RunError
@@ -73,7 +78,7 @@ TABLE1_BASELINES: tuple[str, ...] = ("mean-image:3D-None",)
 LAMBERT_EXPERIMENTS: dict[str, str] = {"spatial-vae:2D-None": "Spatial 2D", "spatial-vae:3D-None": "Spatial 3D",
                                        "2D-None": "Dense 2D", "3D-None": "Dense 3D"}
 #: The studies ``reproduce`` runs.
-STUDIES: tuple[str, ...] = ("bengs2021", "lambert2021")
+STUDIES: tuple[str, ...] = ("bengs2021", "lambert2021", "behrendt2024")
 
 _TABLE1_COLUMNS = ["experiment", "dataset", "dice_d", "dice_s_mean", "dice_s_std", "auprc", "threshold"]
 
@@ -212,6 +217,8 @@ def reproduce(
     root: str | Path | None = None,
     seed: int = 0,
     workers: int = 1,
+    labelled_cases: int = behrendt2024.DEFAULT_LABELLED_CASES,
+    val_data: str | Path | None = None,
     overwrite: bool = False,
     progress: bool = False,
     only_run: str | None = None,
@@ -226,7 +233,8 @@ def reproduce(
         out: output folder; existing data, runs and evaluations inside it are reused, never
             discarded: a finished run is not trained again, and its evaluation is redone only when
             its checkpoint is newer than its ``metrics.json``.
-        study: ``"bengs2021"`` or ``"lambert2021"`` (:data:`STUDIES`, see the module docstring).
+        study: ``"bengs2021"``, ``"lambert2021"`` or ``"behrendt2024"`` (:data:`STUDIES`, see the
+            module docstring).
         experiments: ``bengs2021`` only: experiment names, Table 1 names or ``MODEL:NAME``, any
             letter case (default ``None``: all 14 in Table 1 order, then :data:`TABLE1_BASELINES`);
             an empty list or an empty name is refused.
@@ -234,6 +242,11 @@ def reproduce(
         seed: seed of every training run.
         workers: processes building the data set at once (see :func:`uadlab.data.dataset.build_dataset`;
             the output does not depend on it). Unused when ``data`` is an already built folder.
+        labelled_cases: ``behrendt2024`` only: labelled validation cases per lesion cohort for the
+            weakly supervised segmenter (0: none).
+        val_data: ``behrendt2024`` only: a built data set whose labelled validation cases fit the
+            thresholds of lesion cohorts without a validation split (e.g. the real sample's test-only
+            cases), see :func:`uadlab.behrendt2024.run_study`.
         overwrite: replace outputs in ``out`` this function did not write (``table1.csv``,
             ``table1.md`` without the ``reproduce.json`` it writes last), rebuild ``out/data``
             (cheap, from the cache; repairs a damaged build), and restart a run or evaluation whose
@@ -244,13 +257,15 @@ def reproduce(
             ``"spatial-vae:3D-None"``) and stop, one line of a :func:`plan`; ``experiments`` is then ignored.
 
     Returns:
-        Paths of the outputs: ``table1.csv``, ``table1.md``, ``figures``, ``runs`` (``bengs2021``), or
-        ``lambert2021.csv``, ``lambert2021.md``, ``runs`` (``lambert2021``); with ``only_run``: ``run``
+        Paths of the outputs: ``table1.csv``, ``table1.md``, ``figures``, ``runs`` (``bengs2021``),
+        ``lambert2021.csv``, ``lambert2021.md``, ``runs`` (``lambert2021``), or ``behrendt2024.csv``,
+        ``behrendt2024.md``, ``runs``, ``segmenters`` (``behrendt2024``); with ``only_run``: ``run``
         and ``evaluation``, the run's folders.
 
     Raises:
         ValueError: an unknown study, experiment or run name, an empty ``experiments`` or name,
-            experiments or ``only_run`` given to ``lambert2021``, or ``workers`` below 1.
+            experiments or ``only_run`` given to ``lambert2021``, ``val_data`` given to another study
+            than ``behrendt2024``, or ``workers`` below 1.
         TypeError: ``workers`` is not an int.
         DatasetError: ``data`` is not a data set, or it has no lesion cohort to evaluate.
         RunError: ``out`` is a file, or holds a ``table1.csv``/``table1.md`` that ``reproduce`` did
@@ -260,6 +275,8 @@ def reproduce(
     prof = get_profile(profile)
     if study not in STUDIES:
         raise ValueError(f"`study` must be one of {list(STUDIES)}, got {study!r}")
+    if study != "behrendt2024" and val_data is not None:
+        raise ValueError(f"`val_data` must be None for study {study!r} (behrendt2024 only), got {val_data!r}")
     if study != "bengs2021" and experiments is not None:
         raise ValueError(f"`experiments` must be None for study {study!r} (it trains its own models), "
                          f"got {experiments!r}")
@@ -281,7 +298,8 @@ def reproduce(
         return {"run": run_dir, "evaluation": layout.evaluation(*single)}
     with folder_lock(layout.root):
         _check_out(layout, overwrite)
-        return _reproduce(prof, profile, data, layout, study, names, root, seed, workers, overwrite, progress)
+        return _reproduce(prof, profile, data, layout, study, names, root, seed, workers, overwrite, progress,
+                          labelled_cases=labelled_cases, val_data=val_data)
 
 
 def _check_out(layout: ResultsLayout, overwrite: bool) -> None:
@@ -301,7 +319,8 @@ def _check_out(layout: ResultsLayout, overwrite: bool) -> None:
 
 def _reproduce(prof: Profile, profile: str | Profile, data: str | Path, layout: ResultsLayout, study: str,
                names: list[str], root: str | Path | None, seed: int, workers: int, overwrite: bool,
-               progress: bool) -> dict[str, Path]:
+               progress: bool, *, labelled_cases: int = behrendt2024.DEFAULT_LABELLED_CASES,
+               val_data: str | Path | None = None) -> dict[str, Path]:
     """:func:`reproduce` once the output folder is checked and locked."""
     layout.root.mkdir(parents=True, exist_ok=True)
     data_dir = _resolve_data(data, layout, prof, Path(root) if root else None, progress, workers, overwrite)
@@ -310,6 +329,9 @@ def _reproduce(prof: Profile, profile: str | Profile, data: str | Path, layout: 
         raise DatasetError(f"{data_dir}: no lesion cohort to evaluate on")
     if study == "lambert2021":
         return _lambert2021(profile, data_dir, dataset, ResultsLayout(layout.root / study), seed, overwrite, progress)
+    if study == "behrendt2024":
+        return behrendt2024.run_study(profile, data_dir, dataset, layout.root / study, seed=seed,
+                                      labelled_cases=labelled_cases, val_data=val_data, progress=progress)
 
     runs = _planned_runs(prof, names)
 

@@ -6,6 +6,7 @@ Modules, lowest first: :mod:`~uadlab.evaluation.postprocessing` (residual -> ano
 sample-level AUROC/AP), :mod:`~uadlab.evaluation.inference`
 (reconstruct a data set), :mod:`~uadlab.evaluation.protocol` (``uadlab evaluate``: threshold on
 validation, metrics on test), :mod:`~uadlab.evaluation.lambert` (Lambert et al.'s protocol),
+:mod:`~uadlab.evaluation.supervised` (Behrendt et al. 2024: the segmenter's probability as the anomaly map),
 :mod:`~uadlab.evaluation.analysis` (Table 1 and Figs. 4-7 as tables).
 """
 

@@ -9,13 +9,14 @@
 - :mod:`~uadlab.models.vae`: what the VAEs share (layers, Gaussian latent, ELBO, Lambert et al.'s loss).
 - ``dense-vae`` (:mod:`~uadlab.models.dense_vae`, Bengs et al. 2021), ``spatial-vae``
   (:mod:`~uadlab.models.spatial_vae`, Lambert et al. 2021), ``mean-image``
-  (:mod:`~uadlab.models.mean_image`, a no-learning floor).
+  (:mod:`~uadlab.models.mean_image`, a no-learning floor), ``ddpm`` (:mod:`~uadlab.models.ddpm`, a
+  diffusion model reconstructing from partially noised inputs, Behrendt et al. 2024).
 
 Adding a model: one file here that subclasses :class:`~uadlab.models.base.ModelBase` and calls
 :func:`~uadlab.models.registry.register`, one import line below, and its tests.
 """
 
-from uadlab.models import dense_vae, mean_image, spatial_vae  # noqa: F401  (each registers its model)
+from uadlab.models import ddpm, dense_vae, mean_image, spatial_vae  # noqa: F401  (each registers its model)
 from uadlab.models.base import (
     LossTerms,
     ModelBase,
@@ -24,6 +25,7 @@ from uadlab.models.base import (
     samples_to_volumes,
     volumes_to_samples,
 )
+from uadlab.models.ddpm import DDPM, DDPMConfig
 from uadlab.models.dense_vae import DenseVAE, DenseVAEConfig
 from uadlab.models.mean_image import MeanImage, MeanImageConfig
 from uadlab.models.precision import PRECISIONS, autocast, bf16_supported
@@ -42,5 +44,5 @@ from uadlab.models.vae import LambertLoss, VAEOutput, elbo_loss, kl_divergence
 __all__ = ["ReconstructionModel", "ModelBase", "LossTerms", "reconstruct", "volumes_to_samples",
            "samples_to_volumes", "MODELS", "DEFAULT_MODEL", "get_spec", "model_config", "build_model", "model_record",
            "build_from_record", "DenseVAE", "DenseVAEConfig", "SpatialVAE", "SpatialVAEConfig", "MeanImage",
-           "MeanImageConfig", "VAEOutput", "elbo_loss", "LambertLoss", "kl_divergence", "PRECISIONS", "autocast",
+           "MeanImageConfig", "DDPM", "DDPMConfig", "VAEOutput", "elbo_loss", "LambertLoss", "kl_divergence", "PRECISIONS", "autocast",
            "bf16_supported"]

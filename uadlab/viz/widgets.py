@@ -16,6 +16,8 @@ name and produces the documentation images (``docs/widget_*.png``).
 - :func:`erasing_explorer`: the spatial erasing of Sec. 2.2 / Fig. 3 -- method, fill, probability
   and seed; the erased input beside the unerased target.
 - :func:`slice_explorer`: input, reconstruction, residual and ground truth, slice by slice.
+- :func:`anomaly_explorer`: the synthetic anomalies of Behrendt et al. 2024's segmenter training
+  (:mod:`uadlab.training.synthetic_anomalies`) -- a slider over the kinds and one over seeds.
 
 Shape:
     image, recon, residual, anomaly_map: ``(X, Y, Z)`` float; brain_mask, lesion_mask: ``(X, Y, Z)``
@@ -35,12 +37,14 @@ from uadlab._checks import check_int, check_real
 from uadlab.evaluation import metrics
 from uadlab.evaluation.inference import lesion_slice
 from uadlab.training.experiments import FAMILIES, experiment_name, parse_experiment
+from uadlab.training.synthetic_anomalies import KINDS, SyntheticAnomaly
 from uadlab.viz import figures as viz
 
-__all__ = ["WIDGETS", "threshold_explorer", "erasing_explorer", "slice_explorer", "render_static"]
+__all__ = ["WIDGETS", "threshold_explorer", "erasing_explorer", "slice_explorer", "anomaly_explorer",
+           "render_static"]
 
 #: Names accepted by :func:`render_static`.
-WIDGETS: tuple[str, ...] = ("threshold", "erasing", "slices")
+WIDGETS: tuple[str, ...] = ("threshold", "erasing", "slices", "anomalies")
 
 _SLIDER_STEPS = 200  # resolution of the threshold slider over [0, max score]
 _PNG_DPI = 90
@@ -380,6 +384,65 @@ def slice_explorer(image: np.ndarray, recon: np.ndarray, residual: np.ndarray, l
 
 
 # ----------------------------------------------------------------------------------------------
+# Synthetic anomaly gallery
+# ----------------------------------------------------------------------------------------------
+
+def _anomaly_figure(image: np.ndarray, brain_mask: np.ndarray, texture: np.ndarray | None, kind: str,
+                    seed: int):
+    """Healthy slice, the same slice with one drawn anomaly (outlined), and its mask."""
+    anomalous, mask = SyntheticAnomaly(kind)(image, brain_mask, np.random.default_rng(seed),
+                                             texture=texture if kind == "perlin-tissue" else None)
+    k = int(np.argmax(mask.sum(axis=(0, 1)))) if mask.any() else image.shape[2] // 2
+    fig, axes = _figure(3)
+    _show(axes[0], image[:, :, k], f"healthy, slice {k}", vmin=0, vmax=1)
+    _show(axes[1], anomalous[:, :, k], f"{kind}, seed {seed}", vmin=0, vmax=1)
+    _contour(axes[1], mask[:, :, k], "tab:red")
+    _show(axes[2], mask[:, :, k], f"label: {int(mask.sum())} voxels", vmin=0, vmax=1)
+    return fig
+
+
+def anomaly_explorer(image: np.ndarray, brain_mask: np.ndarray, *, texture: np.ndarray | None = None,
+                     kind: str = "perlin-tissue", seed: int = 0, static: bool = False):
+    """Explore the synthetic anomalies a segmenter trains on (Behrendt et al. 2024).
+
+    Controls: a slider over the kinds of :data:`~uadlab.training.synthetic_anomalies.KINDS` and a
+    slider over seeds. The picture shows the axial slice with the most anomalous voxels: the healthy
+    image, the image with the anomaly (its label outlined) and the label, drawn exactly as
+    :func:`uadlab.training.segmenter.synthetic_pool` draws them.
+
+    Args:
+        image: ``(X, Y, Z)`` healthy image in ``[0, 1]``.
+        brain_mask: ``(X, Y, Z)`` bool brain mask (anomalies lie inside it).
+        texture: ``(X, Y, Z)`` another subject's image, the tissue of ``perlin-tissue``; ``None``:
+            ``image`` itself.
+        kind: initial kind.
+        seed: initial seed, 0 to 99 on the slider.
+        static: return a :class:`matplotlib.figure.Figure` of the initial settings instead of widgets.
+
+    Returns:
+        An :class:`ipywidgets.VBox`, or the static figure.
+
+    Raises:
+        TypeError: ``static`` is not a bool or ``seed`` not an int.
+        ValueError: an unknown ``kind``, a seed outside [0, 100), or bad shapes.
+    """
+    _check_static(static)
+    image = _volume(image, "image")
+    brain_mask = _volume(brain_mask, "brain_mask", image.shape, dtype=bool)
+    texture = image if texture is None else _volume(texture, "texture", image.shape)
+    if kind not in KINDS:
+        raise ValueError(f"`kind` must be one of {KINDS}, got {kind!r}")
+    check_int("seed", seed, "an int in [0, 100)", lambda v: 0 <= v < 100)
+    if static:
+        return _anomaly_figure(image, brain_mask, texture, kind, int(seed))
+    import ipywidgets as widgets
+
+    kinds = widgets.SelectionSlider(options=list(KINDS), value=kind, description="kind", layout=_layout("480px"))
+    seeds = widgets.IntSlider(value=int(seed), min=0, max=99, description="seed", layout=_layout("480px"))
+    return _box([[kinds], [seeds]], lambda: _anomaly_figure(image, brain_mask, texture, kinds.value, seeds.value))
+
+
+# ----------------------------------------------------------------------------------------------
 # Static rendering by name
 # ----------------------------------------------------------------------------------------------
 
@@ -387,7 +450,7 @@ def render_static(widget_name: str, *args: Any, **kwargs: Any):
     """The static figure of an explorer, by name (for headless runs and ``docs/widget_*.png``).
 
     Args:
-        widget_name: ``"threshold"``, ``"erasing"`` or ``"slices"`` (see :data:`WIDGETS`).
+        widget_name: ``"threshold"``, ``"erasing"``, ``"slices"`` or ``"anomalies"`` (see :data:`WIDGETS`).
         *args: the explorer's positional arguments.
         **kwargs: its keyword arguments (``static`` is set to True).
 
@@ -397,7 +460,8 @@ def render_static(widget_name: str, *args: Any, **kwargs: Any):
     Raises:
         ValueError: an unknown ``widget_name``; as the explorer.
     """
-    explorers = {"threshold": threshold_explorer, "erasing": erasing_explorer, "slices": slice_explorer}
+    explorers = {"threshold": threshold_explorer, "erasing": erasing_explorer, "slices": slice_explorer,
+                 "anomalies": anomaly_explorer}
     if widget_name not in explorers:
         raise ValueError(f"`widget_name` must be one of {WIDGETS}, got {widget_name!r}")
     return explorers[widget_name](*args, **{**kwargs, "static": True})
