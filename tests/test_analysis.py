@@ -302,7 +302,8 @@ def test_table1_markdown_prints_the_seed_sd_beside_each_mean():
 def test_seed_summary_validates():
     with pytest.raises(ValueError, match="missing \\['seed'\\]"):
         seed_summary(_seed_rows().drop(columns="seed"))
-    with pytest.raises(ValueError, match="one row per \\(experiment, dataset, seed\\), got \\('3D-None', 'tumour', 0\\)"):
+    duplicate = "one row per \\(experiment, dataset, seed\\), got \\('3D-None', 'tumour', 0\\)"
+    with pytest.raises(ValueError, match=duplicate):
         seed_summary(pd.concat([_seed_rows(), _seed_rows().iloc[:1]]))
 
 

@@ -13,9 +13,9 @@ import pytest
 
 import uadlab.data.dataset as data_module
 from uadlab.data.dataset import COLUMNS, BuiltDataset, Subject, build_dataset, load_dataset
-from uadlab.errors import DatasetError, VolumeError
 from uadlab.data.io import load_volume
 from uadlab.data.preprocessing import PreprocessingParams, preprocess
+from uadlab.errors import DatasetError, VolumeError
 from uadlab.profiles import get_profile
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "data_manifests"

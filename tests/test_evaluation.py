@@ -270,7 +270,8 @@ def test_bad_arguments(val, test, rng):
 # --- evaluate_run with fake run and data sets -----------------------------------------------------------
 
 class _FakeDataset:
-    """Stands in for uadlab.data.dataset.BuiltDataset: ``ids``, ``subject``, ``stack``, ``cohorts``, ``lesion_cohorts``."""
+    """Stands in for uadlab.data.dataset.BuiltDataset: ``ids``, ``subject``, ``stack``, ``cohorts``,
+    ``lesion_cohorts``."""
 
     def __init__(self, subjects):
         self._subjects = {s.subject_id: s for s in subjects}

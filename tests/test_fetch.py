@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from uadlab.cli import main
-from uadlab.errors import DownloadError
 from uadlab.data.fetch import REMOTES, Remote, fetch
 from uadlab.data.manifests import discover_cases, load_manifest
+from uadlab.errors import DownloadError
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "data_manifests"
 SUBJECTS = ("IXI002-Guys-0828", "IXI012-HH-1211")

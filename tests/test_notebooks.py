@@ -7,7 +7,6 @@ one test per notebook checking the results it saved, not only that it ran.
 
 from __future__ import annotations
 
-import ast
 import json
 
 import nbformat
@@ -106,7 +105,8 @@ def test_run_notebooks_validation(tmp_path):
 def test_failing_cell_is_named_in_the_error(tmp_path):
     _write(tmp_path / "00_data_prep.ipynb",
            [_parameters_cell(), new_code_cell("x = 1"), new_code_cell("raise RuntimeError('boom ' + PROFILE)")])
-    with pytest.raises(NotebookError, match=r"00_data_prep.ipynb: cell 3 of the executed copy .*`raise RuntimeError.* RuntimeError: boom lab"):
+    with pytest.raises(NotebookError, match=r"00_data_prep.ipynb: cell 3 of the executed copy "
+                                         r".*`raise RuntimeError.* RuntimeError: boom lab"):
         run_notebooks(profile="lab", out=tmp_path / "out", notebooks=["00_data_prep.ipynb"], source_dir=tmp_path)
     # cell 3: the source's cell 2 after papermill's injected-parameters cell; the copy is kept
     assert (tmp_path / "out" / "executed" / "00_data_prep.ipynb").exists()
@@ -152,7 +152,8 @@ def test_figure_calls_finds_figures_and_nothing_else():
 
 def test_notebook_problems_reports_a_figure_that_is_never_shown(tmp_path):
     hidden = new_code_cell("fig = viz.training_curves(h)\nviz.save_figure(fig, 'a.png')\nh.describe()")
-    shown = [new_code_cell("fig = viz.training_curves(h)\nfig"), new_code_cell("fig = viz.show_slices(v)\ndisplay(fig)\n1"),
+    shown = [new_code_cell("fig = viz.training_curves(h)\nfig"),
+             new_code_cell("fig = viz.show_slices(v)\ndisplay(fig)\n1"),
              new_code_cell("widgets.slice_explorer(a, b, c,\n    static=True)")]
     path = _write(tmp_path / "figs.ipynb", [_parameters_cell(), hidden, *shown])
     assert notebook_problems(path) == [
@@ -169,8 +170,10 @@ def test_every_figure_cell_holds_a_picture(executed):
         for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code" or not figure_calls(cell.source):
                 continue
-            data = [o.get("data", {}) for o in cell.outputs if o.get("output_type") in ("display_data", "execute_result")]
-            assert any(any(kind in d for kind in ("image/png", "application/vnd.plotly.v1+json")) for d in data), f"{path.name} cell {index}: no picture"
+            shown = ("display_data", "execute_result")
+            data = [o.get("data", {}) for o in cell.outputs if o.get("output_type") in shown]
+            pictures = ("image/png", "application/vnd.plotly.v1+json")
+            assert any(any(kind in d for kind in pictures) for d in data), f"{path.name} cell {index}: no picture"
             assert not any(d.get("text/plain", "").startswith("<Figure size") and "image/png" not in d for d in data), \
                 f"{path.name} cell {index}: a figure shown as text"
             checked += 1

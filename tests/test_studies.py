@@ -284,7 +284,8 @@ def test_reproduce_with_several_seeds_runs_the_builtin_phantom_study(monkeypatch
                  "--seeds", "0,1"]) == 0
     table = pd.read_csv(out / "table1.csv")
     assert list(zip(table["experiment"], table["dataset"])) == [
-        ("3D-None", "tumour"), ("3D-None", "stroke"), ("mean-image:3D-None", "tumour"), ("mean-image:3D-None", "stroke")]
+        ("3D-None", "tumour"), ("3D-None", "stroke"),
+        ("mean-image:3D-None", "tumour"), ("mean-image:3D-None", "stroke")]
     assert (table["n_seeds"] == 2).all()
     assert (out / "runs" / "mean-image_3D-None" / "seed1" / "checkpoint.pt").is_file()  # no ":" in folder names
     assert json.loads((out / "study.json").read_text())["study"].endswith("studies/phantom.yaml")

@@ -41,7 +41,8 @@ class RunError(UadlabError):
 class DownloadError(UadlabError):
     """A download (``uadlab data fetch``) failed: the server is unreachable or refused, the
     connection broke (the partial file is kept and resumed next time), or the file's checksum is
-    wrong (it is deleted)."""
+    wrong (it is deleted).
+    """
 
 
 class UadlabWarning(UserWarning):

@@ -307,7 +307,7 @@ _NOT_FIGURES = frozenset({"display_slice", "operating_point", "save_figure", "ne
 
 
 def figure_calls(source: str) -> list[str]:
-    """The figure-making calls in a code cell's source, in source order.
+    r"""The figure-making calls in a code cell's source, in source order.
 
     A figure-making call is ``viz.<name>(...)`` for a figure function of :mod:`uadlab.viz.figures` or
     ``widgets.<name>_explorer(...)`` (a widget box, or its static figure in headless runs), with the

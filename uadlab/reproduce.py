@@ -175,7 +175,8 @@ def _only_run(experiment: str, fraction: float) -> str:
 
 def _parse_run_name(name: str, profile: Profile) -> tuple[str, float]:
     """``(experiment, fraction)`` of an ``--only-run`` value (:func:`_only_run`, or a run folder's
-    :func:`run_name`, which writes ``:`` as ``_``) for this profile's runs; ValueError otherwise."""
+    :func:`run_name`, which writes ``:`` as ``_``) for this profile's runs; ValueError otherwise.
+    """
     experiment, _, percent = str(name).partition("@")
     fractions = {round(f * 100): f for f in profile.fractions}
     try:
@@ -488,7 +489,8 @@ def _write_figures(layout: ResultsLayout, dataset, table: pd.DataFrame,
 
 def _write_examples(figures: Path, experiment: str, maps: dict, table: pd.DataFrame) -> None:
     """Fig. 7 of one run, per test set, at that test set's validation threshold."""
-    for cohort, threshold in table.loc[table["experiment"] == experiment, ["dataset", "threshold"]].itertuples(index=False):
+    rows = table.loc[table["experiment"] == experiment, ["dataset", "threshold"]]
+    for cohort, threshold in rows.itertuples(index=False):
         cohort_maps = [m for m in maps.values() if m.cohort == cohort and m.lesion_voxels > 0]
         if not cohort_maps:
             continue

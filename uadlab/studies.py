@@ -70,8 +70,8 @@ from uadlab.training.experiments import parse_experiment
 from uadlab.training.loop import TrainConfig, train
 from uadlab.viz import figures as viz
 
-__all__ = ["DEFAULT_EXPERIMENTS", "PHANTOM_STUDY", "TABLE1_SEED_COLUMNS", "DataSpec", "Study", "StudyData", "check_study",
-           "is_study_file", "load_study", "run_study"]
+__all__ = ["DEFAULT_EXPERIMENTS", "PHANTOM_STUDY", "TABLE1_SEED_COLUMNS", "DataSpec", "Study", "StudyData",
+           "check_study", "is_study_file", "load_study", "run_study"]
 
 #: The built-in study of ``uadlab reproduce --seeds 0,1,2`` without ``--study``: the default phantom.
 PHANTOM_STUDY = Path(__file__).resolve().parents[1] / "studies" / "phantom.yaml"
@@ -437,7 +437,8 @@ def _report(study: Study, profile: str, experiments: list[str], seeds: list[int]
                        else "yes, better" if row.ci_low > 0 else "yes, worse" if row.ci_high < 0 else "no")
             label = "DICE_S" if row.metric == "dice" else "AUPRC"
             lines.append(f"| {row.experiment} | {row.baseline} | {row.cohort} | {label} | {row.n_subjects} | "
-                         f"{100 * row.difference:+.2f} | [{100 * row.ci_low:+.2f}, {100 * row.ci_high:+.2f}] | {verdict} |")
+                         f"{100 * row.difference:+.2f} | [{100 * row.ci_low:+.2f}, {100 * row.ci_high:+.2f}] | "
+                         f"{verdict} |")
         if min(paired["n_seeds_a"].min(), paired["n_seeds_b"].min()) < 3 or paired["n_subjects"].min() < 5:
             lines += ["", "With fewer than 3 seeds per method or 5 test subjects, a bootstrap has few distinct "
                           "resamples: read these intervals as rough."]

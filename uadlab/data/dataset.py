@@ -512,7 +512,8 @@ def _swap_into_place(partial: Path, out: Path) -> None:
 
 def _worker_threads(workers: int) -> None:
     """Worker initializer: the usable cores shared among ``workers`` processes (at least one BLAS/OpenMP
-    thread each, :func:`uadlab._threads.limit_threads`), so that workers do not oversubscribe them."""
+    thread each, :func:`uadlab._threads.limit_threads`), so that workers do not oversubscribe them.
+    """
     limit_threads(workers, torch_threads=False)
 
 

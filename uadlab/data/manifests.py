@@ -238,7 +238,8 @@ class PhantomSpec(_Strict):
 
     sources: Literal["mni152"] | list[str] = "mni152"
     seed: int = Field(default=0, ge=0, strict=True)
-    counts: dict[Literal["healthy", "tumour", "stroke"], int] = Field(default_factory=lambda: dict(DEFAULT_PHANTOM_COUNTS))
+    counts: dict[Literal["healthy", "tumour", "stroke"], int] = Field(
+        default_factory=lambda: dict(DEFAULT_PHANTOM_COUNTS))
     params: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("sources", mode="before")

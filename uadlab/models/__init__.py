@@ -44,5 +44,5 @@ from uadlab.models.vae import LambertLoss, VAEOutput, elbo_loss, kl_divergence
 __all__ = ["ReconstructionModel", "ModelBase", "LossTerms", "reconstruct", "volumes_to_samples",
            "samples_to_volumes", "MODELS", "DEFAULT_MODEL", "get_spec", "model_config", "build_model", "model_record",
            "build_from_record", "DenseVAE", "DenseVAEConfig", "SpatialVAE", "SpatialVAEConfig", "MeanImage",
-           "MeanImageConfig", "DDPM", "DDPMConfig", "VAEOutput", "elbo_loss", "LambertLoss", "kl_divergence", "PRECISIONS", "autocast",
-           "bf16_supported"]
+           "MeanImageConfig", "DDPM", "DDPMConfig", "VAEOutput", "elbo_loss", "LambertLoss", "kl_divergence",
+           "PRECISIONS", "autocast", "bf16_supported"]

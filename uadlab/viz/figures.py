@@ -128,7 +128,7 @@ def _display_figure_class() -> type:
 
 
 def new_figure(figsize: tuple[float, float], **kwargs: Any):
-    """A pyplot-free matplotlib figure that displays itself as a PNG in Jupyter.
+    r"""A pyplot-free matplotlib figure that displays itself as a PNG in Jupyter.
 
     Every figure of :mod:`uadlab.viz` and :mod:`uadlab.widgets` is made here: no GUI backend is
     touched (safe in headless kernels, papermill and tests), nothing accumulates in pyplot's figure
@@ -264,8 +264,11 @@ def cohort_montage(template: np.ndarray, healthy: Sequence[np.ndarray],
             not match the numbers of cases.
     """
     healthy, lesion = list(healthy), list(lesion)
-    healthy_titles = list(healthy_titles) if healthy_titles is not None else [f"healthy {i + 1}" for i in range(len(healthy))]
-    lesion_titles = list(lesion_titles) if lesion_titles is not None else [f"lesion {i + 1}" for i in range(len(lesion))]
+    if healthy_titles is None:
+        healthy_titles = [f"healthy {i + 1}" for i in range(len(healthy))]
+    if lesion_titles is None:
+        lesion_titles = [f"lesion {i + 1}" for i in range(len(lesion))]
+    healthy_titles, lesion_titles = list(healthy_titles), list(lesion_titles)
     if len(healthy_titles) != len(healthy) or len(lesion_titles) != len(lesion):
         raise ValueError(f"`healthy_titles`/`lesion_titles` must match the numbers of cases, got "
                          f"{len(healthy_titles)}/{len(lesion_titles)} for {len(healthy)}/{len(lesion)}")
@@ -405,7 +408,7 @@ def example_cases_plot(cases: Sequence[Any], *, threshold: float | None = None, 
 
 
 def _case_title(case: Any, row: int) -> str:
-    """``"best\nsub-007\nDICE 0.41"`` from whichever of label, subject_id, dice a case has."""
+    r"""``"best\nsub-007\nDICE 0.41"`` from whichever of label, subject_id, dice a case has."""
     parts = [_field(case, "label", row, default=None), _field(case, "subject_id", row, default=None)]
     dice_value = _field(case, "dice", row, default=None)
     if dice_value is not None:
@@ -845,7 +848,8 @@ def save_figure(fig: Any, path: str | Path, *, dpi: int = 120) -> Path:
     suffix = path.suffix.lower()
     if hasattr(fig, "savefig"):
         if suffix not in _MATPLOTLIB_FORMATS:
-            raise ValueError(f"`path` must end in {sorted(_MATPLOTLIB_FORMATS)} for a matplotlib figure, got {str(path)!r}")
+            raise ValueError(f"`path` must end in {sorted(_MATPLOTLIB_FORMATS)} for a matplotlib figure, "
+                             f"got {str(path)!r}")
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path, overwrite=True) as tmp:
             fig.savefig(tmp, format=_MATPLOTLIB_FORMATS[suffix], dpi=dpi)

@@ -153,7 +153,7 @@ class _ThresholdData:
         brains = [_volume(m.brain_mask, f"maps[{i}].brain_mask", a.shape, dtype=bool)
                   for i, (m, a) in enumerate(zip(items, self.anomaly_maps))]
         self.scores = np.concatenate([a[b] for a, b in zip(self.anomaly_maps, brains)]).astype(np.float64)
-        self.labels = np.concatenate([l[b] for l, b in zip(self.lesion_masks, brains)])
+        self.labels = np.concatenate([lesion[b] for lesion, b in zip(self.lesion_masks, brains)])
         if not self.labels.any():
             raise ValueError("`maps` must hold at least one lesion voxel inside the brain, got none")
         self.precision, self.recall, _ = precision_recall_curve(self.labels, self.scores)
