@@ -23,7 +23,6 @@ from uadlab.models.vae import (
     LAYERS,
     NEGATIVE_SLOPE,
     VAEBase,
-    check_backbone,
     decoder_stages,
     encoder_stages,
 )
@@ -100,14 +99,12 @@ class DenseVAE(VAEBase):
     def __init__(self, spatial_dims: int, *, image_size: int = 64, latent_dim: int | None = None,
                  channels: tuple[int, ...] = (32, 64, 128, 256), in_channels: int = 1, loss: str = "elbo") -> None:
         super().__init__()
-        spatial_dims, image_size, channels, in_channels = check_backbone(spatial_dims, image_size, channels,
-                                                                         in_channels, loss)
+        self._init_backbone(spatial_dims, image_size, channels, in_channels, loss)
+        spatial_dims, image_size, channels, in_channels = (self.spatial_dims, self.image_size, self.channels,
+                                                           self.in_channels)
         latent_dim = DEFAULT_LATENT[spatial_dims] if latent_dim is None else latent_dim
-        latent_dim = check_int("latent_dim", latent_dim, "a positive int or None", lambda v: v > 0)
-        self.spatial_dims, self.image_size, self.in_channels = spatial_dims, image_size, in_channels
-        self.latent_dim, self.channels = latent_dim, channels
+        latent_dim = self.latent_dim = check_int("latent_dim", latent_dim, "a positive int or None", lambda v: v > 0)
         self.config = DenseVAEConfig(spatial_dims, image_size, latent_dim, channels, in_channels, loss)
-        self._init_loss(loss)
 
         _, norm, _ = LAYERS[spatial_dims]
         bottom_shape = (channels[-1],) + (image_size // 2 ** len(channels),) * spatial_dims
@@ -118,7 +115,6 @@ class DenseVAE(VAEBase):
         self.decoder = nn.Sequential(nn.Linear(latent_dim, n_bottom), nn.Unflatten(1, bottom_shape),
                                      norm(channels[-1]), nn.LeakyReLU(NEGATIVE_SLOPE),
                                      *decoder_stages(spatial_dims, channels, in_channels))
-
 
     @property
     def latent_shape(self) -> tuple[int, ...]:

@@ -26,7 +26,6 @@ from uadlab.models.vae import (
     LAYERS,
     NEGATIVE_SLOPE,
     VAEBase,
-    check_backbone,
     decoder_stages,
     encoder_stages,
 )
@@ -90,13 +89,12 @@ class SpatialVAE(VAEBase):
     def __init__(self, spatial_dims: int, *, image_size: int = 64, latent_channels: int = DEFAULT_LATENT_CHANNELS,
                  channels: tuple[int, ...] = (32, 64, 128, 256), in_channels: int = 1, loss: str = "elbo") -> None:
         super().__init__()
-        spatial_dims, image_size, channels, in_channels = check_backbone(spatial_dims, image_size, channels,
-                                                                         in_channels, loss)
-        latent_channels = check_int("latent_channels", latent_channels, "a positive int", lambda v: v > 0)
-        self.spatial_dims, self.image_size, self.in_channels = spatial_dims, image_size, in_channels
-        self.latent_channels, self.channels = latent_channels, channels
+        self._init_backbone(spatial_dims, image_size, channels, in_channels, loss)
+        spatial_dims, image_size, channels, in_channels = (self.spatial_dims, self.image_size, self.channels,
+                                                           self.in_channels)
+        latent_channels = self.latent_channels = check_int("latent_channels", latent_channels, "a positive int",
+                                                           lambda v: v > 0)
         self.config = SpatialVAEConfig(spatial_dims, image_size, latent_channels, channels, in_channels, loss)
-        self._init_loss(loss)
 
         conv, norm, _ = LAYERS[spatial_dims]
         pad = _BOTTLENECK_KERNEL // 2

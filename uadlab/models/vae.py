@@ -120,7 +120,10 @@ class VAEBase(ModelBase):
     to_logvar: nn.Module
     decoder: nn.Module
 
-    def _init_loss(self, loss: str) -> None:
+    def _init_backbone(self, spatial_dims: Any, image_size: Any, channels: Any, in_channels: Any, loss: Any) -> None:
+        """Validate and set what every VAE shares (:func:`check_backbone`) and its training objective."""
+        self.spatial_dims, self.image_size, self.channels, self.in_channels = check_backbone(
+            spatial_dims, image_size, channels, in_channels, loss)
         self.loss = loss
         self._criterion = LambertLoss() if loss == "lambert" else elbo_loss
 
