@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from uadlab._threads import limit_threads
+from uadlab._threads import limit_threads, thread_budget
 
 # pytest-xdist runs its workers at once: the cores are shared among them (one thread each for `-n 2`
-# on two cores), also in the notebook kernels that inherit OMP_NUM_THREADS (oversubscribed OpenMP
-# threads make torch many times slower). An explicit OMP_NUM_THREADS wins.
+# on two cores), also in the notebook kernels and JupyterLab that inherit OMP_NUM_THREADS
+# (oversubscribed OpenMP threads make torch many times slower). The budget is set as an explicit
+# OMP_NUM_THREADS, so that CLI calls made inside a test (whose `limit_threads(processes=...)` replaces
+# an inherited budget) cannot raise it for the rest of the worker. An explicit OMP_NUM_THREADS wins.
+os.environ.setdefault("OMP_NUM_THREADS", str(thread_budget()))
 limit_threads()
 
 import nibabel as nib  # noqa: E402

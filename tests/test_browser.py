@@ -28,6 +28,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from uadlab._threads import thread_budget
 from uadlab.notebooks import NOTEBOOK_DIR, figure_calls
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("notebooks")]
@@ -110,7 +111,7 @@ def lab_server(tmp_path_factory, chromium_path):
     env = {**os.environ, "PYTHONPATH": python_path,
            "JUPYTER_CONFIG_DIR": str(root / "config"), "JUPYTER_RUNTIME_DIR": str(root / "runtime"),
            "JUPYTER_DATA_DIR": str(root / "data"),
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(thread_budget()))}
     command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
                f"--ServerApp.port={port}", f"--IdentityProvider.token={token}",
                f"--ServerApp.root_dir={root / 'notebooks'}",
