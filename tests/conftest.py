@@ -9,11 +9,14 @@ from uadlab._threads import limit_threads, thread_budget
 
 # pytest-xdist runs its workers at once: the cores are shared among them (one thread each for `-n 2`
 # on two cores), also in the notebook kernels and JupyterLab that inherit OMP_NUM_THREADS
-# (oversubscribed OpenMP threads make torch many times slower). The budget is set as an explicit
-# OMP_NUM_THREADS, so that CLI calls made inside a test (whose `limit_threads(processes=...)` replaces
-# an inherited budget) cannot raise it for the rest of the worker. An explicit OMP_NUM_THREADS wins.
-os.environ.setdefault("OMP_NUM_THREADS", str(thread_budget()))
-limit_threads()
+# (oversubscribed OpenMP threads make torch many times slower). Only a worker sets its budget: pytest
+# also imports this file in the xdist controller, whose budget (all cores) the workers would inherit as
+# an explicit OMP_NUM_THREADS. The budget is set explicitly, so that CLI calls made inside a test
+# (whose `limit_threads(processes=...)` replaces an inherited budget) cannot raise it for the rest of
+# the worker. A user's own OMP_NUM_THREADS wins.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", str(thread_budget()))
+    limit_threads()
 
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
