@@ -320,7 +320,7 @@ def figure_calls(source: str) -> list[str]:
         ``"module.function"`` names, e.g. ``["viz.show_slices"]``; empty for a cell that makes none or
         does not parse.
 
-    >>> figure_calls("fig = viz.show_slices(v)\\nviz.save_figure(fig, path)\\nfig")
+    >>> figure_calls("fig = viz.show_slices(v)\nviz.save_figure(fig, path)\nfig")
     ['viz.show_slices']
     """
     from uadlab.viz import figures as viz_figures

@@ -143,7 +143,7 @@ def new_figure(figsize: tuple[float, float], **kwargs: Any):
         A :class:`matplotlib.figure.Figure` (a subclass with ``_repr_png_``).
 
     >>> fig = new_figure((2.0, 1.0))
-    >>> fig._repr_png_()[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
+    >>> fig._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"
     True
     """
     return _display_figure_class()(figsize=figsize, **{"layout": "constrained", **kwargs})
