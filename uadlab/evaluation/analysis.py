@@ -503,16 +503,10 @@ def ablation_differences(subject_tables: Mapping[str, pd.DataFrame], *, metric: 
         TypeError, ValueError: as :func:`paired_difference`; ValueError for a name that is not a
             Table 1 experiment.
     """
-    frames = []
-    for name in sorted(subject_tables, key=_experiment_rank):
-        try:
-            baseline = parse_experiment(name).baseline.name
-        except ValueError:
-            raise ValueError(f"`subject_tables` must be keyed by experiment names, got {name!r}") from None
-        if name != baseline and baseline in subject_tables:
-            diff = paired_difference(subject_tables[name], subject_tables[baseline], metric=metric,
-                                     n_resamples=n_resamples, confidence=confidence, seed=seed)
-            frames.append(diff.assign(experiment=name, baseline=baseline))
+    frames = [paired_difference(subject_tables[name], subject_tables[baseline], metric=metric,
+                                n_resamples=n_resamples, confidence=confidence, seed=seed)
+              .assign(experiment=name, baseline=baseline)
+              for name, baseline in _baseline_pairs(subject_tables)]
     columns = ["experiment", "baseline", "cohort", "n_subjects", "mean_a", "mean_b", "difference", "ci_low", "ci_high"]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
@@ -666,16 +660,10 @@ def ablation_differences_seeds(subject_tables: Mapping[str, Mapping[int, pd.Data
         TypeError, ValueError: as :func:`paired_difference_seeds`; ValueError for a name that is
             not an experiment.
     """
-    frames = []
-    for name in sorted(subject_tables, key=_experiment_rank):
-        try:
-            baseline = parse_experiment(name).baseline.name
-        except ValueError:
-            raise ValueError(f"`subject_tables` must be keyed by experiment names, got {name!r}") from None
-        if name != baseline and baseline in subject_tables:
-            diff = paired_difference_seeds(subject_tables[name], subject_tables[baseline], metric=metric,
-                                           n_resamples=n_resamples, confidence=confidence, seed=seed)
-            frames.append(diff.assign(experiment=name, baseline=baseline))
+    frames = [paired_difference_seeds(subject_tables[name], subject_tables[baseline], metric=metric,
+                                      n_resamples=n_resamples, confidence=confidence, seed=seed)
+              .assign(experiment=name, baseline=baseline)
+              for name, baseline in _baseline_pairs(subject_tables)]
     columns = ["experiment", "baseline", "cohort", "n_subjects", "n_seeds_a", "n_seeds_b", "mean_a", "mean_b",
                "difference", "ci_low", "ci_high"]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
@@ -691,6 +679,21 @@ def _check_frame(frame: Any, name: str, required: Iterable[str]) -> None:
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise ValueError(f"`{name}` must have columns {list(required)!r}, missing {missing!r}")
+
+
+def _baseline_pairs(subject_tables: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``(experiment, its None baseline)`` for every keyed experiment whose baseline is keyed too, in
+    Table 1 order; ValueError for a key that is not an experiment name.
+    """
+    pairs = []
+    for name in sorted(subject_tables, key=_experiment_rank):
+        try:
+            baseline = parse_experiment(name).baseline.name
+        except ValueError:
+            raise ValueError(f"`subject_tables` must be keyed by experiment names, got {name!r}") from None
+        if name != baseline and baseline in subject_tables:
+            pairs.append((name, baseline))
+    return pairs
 
 
 def _experiment_rank(name: str) -> int:
