@@ -1,34 +1,40 @@
-"""Wall-clock of whole training epochs: eager float32 against the new defaults, in the same run.
+"""Wall-clock of whole training epochs: the loop as issue 16 found it, eager float32 and the new defaults.
 
 For the 2D and 3D VAE of the lab profile (``2D-Patch-n`` and ``3D-Cube-n``: the erasing
-experiments of Figs. 4-6, so an epoch includes erasing) this trains ``--epochs`` epochs twice with the
-same seed on the same lab phantom, through :func:`uadlab.training.train` (everything an epoch does:
-shuffling, erasing, batching, steps, validation, checkpoint):
+experiments of Figs. 4-6, so an epoch includes erasing) this trains ``--epochs`` epochs three times
+with the same seed on the same lab phantom, through ``uadlab.training.train`` (everything an epoch
+does: shuffling, erasing, batching, steps, validation, checkpoint):
 
-- ``eager fp32``: ``precision="32"``, no compile (the loop as it was before precision existed);
+- ``before``: the training loop of commit ``32e46d4`` (2026-11-23, before the speed work: eager
+  float32, Adam's per-parameter loop, a checkpoint written before the next epoch starts), run from
+  ``git archive`` of that commit in a subprocess with the same thread count (needs the git history;
+  ``--before ''`` skips it);
+- ``eager fp32``: today's loop with ``precision="32"``, no compile;
 - ``defaults``: what ``uadlab train`` does with no flag (``precision=None``: bf16 autocast on a CPU
   with AVX512-BF16/AMX and on CUDA, else float32; no compile).
 
-It prints the mean (and fastest, the figure least disturbed by other load) epoch seconds of both and
-their ratio, the share of the epoch spent outside the
-model (erasing, batching, validation, checkpoint), and the check that the defaults reach a healthy
-validation l1 within 2 % of float32's after the same epochs. The phantom is the lab profile's
-(64³, 2 mm) with fewer subjects (``--healthy``; 200 in the full lab set), so an epoch is shorter than a
-full lab epoch by about ``200 / healthy``; the ratio is what transfers. ``benchmarks/train_step.py``
-gives the bare-step figures beside it.
+It prints the mean (and fastest, the figure least disturbed by other load) epoch seconds of each, the
+ratios ``before / defaults`` (issue 16's figure) and ``eager fp32 / defaults`` (what the precision
+alone gives), the share of the epoch spent outside the model (erasing, batching, validation,
+checkpoint) of today's loop, and whether the defaults reach a healthy validation l1 within 2 % of
+float32's after the same epochs. The phantom is the lab profile's (64³, 2 mm) with ``--healthy``
+subjects (200, the full lab set, by default). ``benchmarks/train_step.py`` gives the bare-step
+figures beside it.
 
 Usage::
 
-    python benchmarks/train_epoch.py                       # builds a 40-subject lab phantom in a temp folder
+    python benchmarks/train_epoch.py                       # builds the 200-subject lab phantom in a temp folder
     python benchmarks/train_epoch.py --data data/phantom   # an already built lab phantom
-    python benchmarks/train_epoch.py --epochs 3 --experiments 3D-Cube-n
+    python benchmarks/train_epoch.py --epochs 3 --experiments 3D-Cube-n --healthy 40
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +51,21 @@ from uadlab.training import loop as training
 from uadlab.training.erasing import SpatialErasing
 from uadlab.training.experiments import parse_experiment
 
-MANIFEST = Path(__file__).resolve().parents[1] / "data_manifests" / "phantom.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+MANIFEST = ROOT / "data_manifests" / "phantom.yaml"
+BEFORE = "32e46d4"  # the commit issue 16 measured: eager float32, no precision option
+# Run in a subprocess whose ``uadlab`` is the old commit's: trains and prints the epoch seconds and best val l1.
+_BEFORE_SCRIPT = """
+import json, sys
+import torch
+from uadlab.training import TrainConfig, train
+torch.set_num_threads(int(sys.argv[4]))
+epochs = int(sys.argv[3])
+config = TrainConfig(experiment=sys.argv[1], profile="lab", data=sys.argv[2], max_epochs=epochs, patience=epochs,
+                     seed=0)
+result = train(config, sys.argv[5], overwrite=True)
+print(json.dumps({"seconds": result.history["seconds"].tolist(), "best_val": result.best_val}))
+"""
 _MODES = {"eager fp32": {"precision": "32", "compile": False}, "defaults": {}}
 
 
@@ -109,13 +129,34 @@ def measure(data: Path, experiment: str, mode: str, *, epochs: int, out: Path) -
             "best_val": result.best_val}
 
 
+def measure_before(tree: Path, data: Path, experiment: str, *, epochs: int, threads: int, out: Path) -> dict:
+    """Train ``experiment`` with the old commit's loop (``tree``: its ``git archive``) in a subprocess."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(threads)}
+    done = subprocess.run([sys.executable, "-c", _BEFORE_SCRIPT, experiment, str(data), str(epochs), str(threads),
+                           str(out)], env=env, capture_output=True, text=True, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    seconds = np.array(result["seconds"])
+    return {"experiment": experiment, "mode": "before", "precision": "32", "epoch_s": float(seconds.mean()),
+            "fastest_s": float(seconds.min()), "outside": None, "best_val": result["best_val"]}
+
+
+def _before_tree(commit: str, tmp: Path) -> Path:
+    """``uadlab/`` of ``commit`` extracted under ``tmp`` (``git archive``)."""
+    tree = tmp / f"uadlab-{commit}"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "uadlab"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    return tree
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the flags, build or reuse the phantom, time both modes and print the comparison."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=None, help="a built lab phantom (default: build one)")
-    parser.add_argument("--healthy", type=int, default=40, help="healthy subjects of the built phantom")
+    parser.add_argument("--healthy", type=int, default=200, help="healthy subjects of the built phantom (lab: 200)")
     parser.add_argument("--epochs", type=int, default=5, help="epochs per training (default 5)")
     parser.add_argument("--experiments", default="2D-Patch-n,3D-Cube-n")
+    parser.add_argument("--before", default=BEFORE, help=f"commit of the old loop (default {BEFORE}; '' skips it)")
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.healthy < 4:
         parser.error("--epochs must be >= 1 and --healthy >= 4")
@@ -132,22 +173,27 @@ def main(argv: list[str] | None = None) -> None:
         train_ids = load_dataset(data).ids(cohort="healthy", split="train")
         print(f"torch {torch.__version__}, {threads} thread(s), cores {len(os.sched_getaffinity(0))}, "
               f"load average {os.getloadavg()[0]:.2f}, {len(train_ids)} training volumes, {args.epochs} epochs")
+        before = _before_tree(args.before, Path(tmp)) if args.before else None
         for experiment in args.experiments.split(","):
             rows = [measure(data, experiment, mode, epochs=args.epochs, out=Path(tmp) / "run" / mode)
                     for mode in _MODES]
+            if before is not None:
+                rows.insert(0, measure_before(before, data, experiment, epochs=args.epochs, threads=threads,
+                                              out=Path(tmp) / "run" / "before"))
             for row in rows:
-                outside = sum(row["outside"].values())
-                parts = ", ".join(f"{k} {v:.2f}" for k, v in row["outside"].items())
-                print(f"{experiment:11s} {row['mode']:10s} ({row['precision']:10s}): {row['epoch_s']:6.2f} s/epoch "
-                      f"(fastest {row['fastest_s']:.2f}), "
-                      f"outside the model {outside / row['epoch_s']:4.0%} ({parts} s), "
-                      f"best healthy val l1 {row['best_val']:.5f}")
-            base, new = rows
-            change = new["best_val"] / base["best_val"] - 1
-            print(f"{experiment:11s} speed-up defaults / eager fp32 = {base['epoch_s'] / new['epoch_s']:.2f}x "
-                  f"(fastest epochs {base['fastest_s'] / new['fastest_s']:.2f}x); "
-                  f"val l1 {change:+.2%} ({'within' if abs(change) <= 0.02 else 'NOT within'} 2 %)")
-
+                line = (f"{experiment:11s} {row['mode']:10s} ({row['precision']:10s}): {row['epoch_s']:6.2f} s/epoch "
+                        f"(fastest {row['fastest_s']:.2f}), best healthy val l1 {row['best_val']:.5f}")
+                if row["outside"] is not None:
+                    outside = sum(row["outside"].values())
+                    parts = ", ".join(f"{k} {v:.2f}" for k, v in row["outside"].items())
+                    line += f", outside the model {outside / row['epoch_s']:4.0%} ({parts} s)"
+                print(line)
+            *bases, new = rows
+            for base in bases:
+                change, ratio = new["best_val"] / base["best_val"] - 1, base["epoch_s"] / new["epoch_s"]
+                print(f"{experiment:11s} speed-up defaults / {base['mode']:10s} = {ratio:.2f}x "
+                      f"(fastest epochs {base['fastest_s'] / new['fastest_s']:.2f}x); "
+                      f"val l1 {change:+.2%} ({'within' if abs(change) <= 0.02 else 'NOT within'} 2 %)")
 
 if __name__ == "__main__":
     main()

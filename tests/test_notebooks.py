@@ -100,6 +100,16 @@ def test_run_notebooks_validation(tmp_path):
         run_notebooks(out=tmp_path, notebooks=["00_data_prep.ipynb"], source_dir=tmp_path / "none")
 
 
+@pytest.mark.xdist_group("notebooks")
+def test_the_notebook_group_stays_on_one_worker(request):
+    """Under ``pytest -n 2 --dist loadgroup`` (``make test``) xdist puts a test's group in its node id and
+    sends the group to one worker. pytest 9.2 with pytest-xdist 3.8 lost the suffix: each worker then
+    ran the 220 s notebooks fixture itself (constraints.txt pins pytest 9.1.1)."""
+    if not getattr(request.config.option, "loadgroup", False):
+        pytest.skip("not a worker of `pytest -n N --dist loadgroup`")
+    assert request.node.nodeid.endswith("@notebooks")
+
+
 @pytest.mark.notebooks
 @pytest.mark.xdist_group("notebooks")
 def test_failing_cell_is_named_in_the_error(tmp_path):
