@@ -1,0 +1,177 @@
+"""How hard is the phantom? Statistics and the ``mean-image`` floor of phantom variants, side by side.
+
+Usage::
+
+    .venv/bin/python benchmarks/phantom_realism.py --out /tmp/phantom_realism \\
+        [--real-root ../shared/data/real] [--counts 60,20,20] \\
+        [--variant 'NAME={"stroke_volume_cm3": [0.5, 60]}' ...]
+
+Builds the phantom at the ``lab`` profile (64³, 2 mm) with reduced counts (healthy, tumour,
+stroke; default 60/20/20) once per variant into ``OUT/data/NAME`` (a build is reused when its
+manifest is unchanged) and prints, per variant:
+
+- **mni**: the shipped ``data_manifests/phantom.yaml`` (the MNI152 template as the only source);
+- **real** (with ``--real-root``): the same manifest with ``sources: ["healthy/*.nii.gz"]``, i.e.
+  the 17 real healthy brains of the sample folder as sources;
+- every ``--variant NAME=JSON``: the MNI-only phantom with those :class:`uadlab.data.phantom.PhantomParams`
+  overrides (the manifest's ``params:``).
+
+Statistics, all on the built 64³ volumes (intensities in [0, 1]), inside the brain mask:
+
+- ``healthy_sd``: per-voxel standard deviation across all healthy subjects, averaged over the voxels
+  inside the brain of at least half of them (anatomical and intensity variety of the cohort);
+- ``mean_l1``: l1 error of the voxel-wise mean of the healthy training split against each healthy
+  validation subject, inside that subject's brain, averaged over subjects (what ``mean-image``
+  cannot explain in a healthy brain);
+- per lesion cohort: lesion size (voxels at 64³, median and range, and percent of the brain);
+  ``contrast``: mean over subjects of |mean lesion intensity - mean intensity of the mirrored
+  (contralateral, same tissue) region|; ``lesion_l1`` / ``brain_l1``: mean |image - healthy mean|
+  inside the lesion and in the rest of the brain (their ratio is how far the lesion stands out of
+  the floor's residual); ``below_p5``: share of lesion voxels darker than the 5th percentile of the
+  subject's own healthy-tissue intensities (trivially dark voxels);
+- the ``mean-image:3D-None`` floor (closed form, no learning: :mod:`uadlab.models`), trained on the
+  healthy split and scored with the paper's protocol (:func:`uadlab.evaluation.protocol.evaluate_run`):
+  DICE_D, DICE_S, AUPRC and the oracle DICE_D (best threshold on test, a reference only) of each
+  lesion cohort's test split.
+
+Run under ``nice -n 19`` with ``OMP_NUM_THREADS=1`` beside other work; one variant takes about a minute
+(MNI) to three (real sources) on one core. Results in ``docs/phantom_realism.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from uadlab.data.dataset import build_dataset, load_dataset
+from uadlab.evaluation.protocol import evaluate_run
+from uadlab.profiles import get_profile
+from uadlab.training.loop import TrainConfig, train
+
+_MANIFEST = Path(__file__).resolve().parents[1] / "data_manifests" / "phantom.yaml"
+_FLOOR = "mean-image:3D-None"
+
+
+def _manifest(out: Path, name: str, *, sources: object = None, params: dict | None = None) -> Path:
+    """A copy of the shipped phantom manifest with other ``sources`` and/or ``params``, in ``OUT/manifests``."""
+    spec = yaml.safe_load(_MANIFEST.read_text())
+    if sources is not None:
+        spec["phantom"]["sources"] = sources
+    if params:
+        spec["phantom"]["params"] = params
+    path = out / "manifests" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def healthy_statistics(data: Path) -> dict[str, float]:
+    """``healthy_sd`` and ``mean_l1`` of a built data set (see the module docstring)."""
+    dataset = load_dataset(data)
+    images, brains = dataset.stack(dataset.ids(cohort="healthy"))
+    core = brains.mean(axis=0) >= 0.5
+    train_images, _ = dataset.stack(dataset.ids(cohort="healthy", split="train"))
+    mean = train_images.mean(axis=0)
+    val_images, val_brains = dataset.stack(dataset.ids(cohort="healthy", split="val"))
+    l1 = [float(np.abs(x - mean)[b].mean()) for x, b in zip(val_images, val_brains)]
+    return {"healthy_sd": float(images.std(axis=0)[core].mean()), "mean_l1": float(np.mean(l1)), "_mean": mean}
+
+
+def lesion_statistics(data: Path, cohort: str, mean: np.ndarray) -> dict[str, float]:
+    """Size, contrast and floor-residual statistics of one lesion cohort (see the module docstring)."""
+    dataset = load_dataset(data)
+    sizes, shares, contrasts, lesion_l1, brain_l1, below = [], [], [], [], [], []
+    for subject_id in dataset.ids(cohort=cohort):
+        s = dataset.subject(subject_id)
+        lesion, brain = s.lesion_mask & s.brain_mask, s.brain_mask
+        if not lesion.any():
+            continue
+        tissue = brain & ~lesion
+        sizes.append(int(lesion.sum()))
+        shares.append(100.0 * lesion.sum() / brain.sum())
+        mirror = np.flip(lesion, axis=0) & tissue  # RAS+ volumes: axis 0 is left-right
+        if mirror.sum() >= 10:
+            contrasts.append(abs(float(s.image[lesion].mean() - s.image[mirror].mean())))
+        residual = np.abs(s.image - mean)
+        lesion_l1.append(float(residual[lesion].mean()))
+        brain_l1.append(float(residual[tissue].mean()))
+        below.append(float((s.image[lesion] < np.percentile(s.image[tissue], 5)).mean()))
+    return {
+        "voxels_median": float(np.median(sizes)), "voxels_min": float(np.min(sizes)), "voxels_max": float(np.max(sizes)),
+        "brain_pct": float(np.median(shares)), "contrast": float(np.mean(contrasts)),
+        "lesion_l1": float(np.mean(lesion_l1)), "brain_l1": float(np.mean(brain_l1)), "below_p5": float(np.mean(below)),
+    }
+
+
+def floor_scores(data: Path, out: Path) -> dict[str, dict[str, float]]:
+    """DICE_D, DICE_S, AUPRC, oracle DICE_D (test split, percent) of the ``mean-image`` floor per lesion cohort."""
+    run = out / "run"
+    train(TrainConfig(experiment=_FLOOR, profile="lab", data=str(data), device="cpu"), run, overwrite=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        metrics = evaluate_run(run, data, out / "eval", overwrite=True, n_resamples=10)
+    return {
+        cohort: {key: 100.0 * float(values[field]) for key, field in
+                 (("dice_d", "dice_d"), ("dice_s", "dice_s_mean"), ("auprc", "auprc"), ("oracle", "oracle_dice_d"))}
+        for cohort, values in metrics["cohorts"].items()
+    }
+
+
+def measure(name: str, manifest: Path, out: Path, root: str | None, counts: dict[str, int]) -> dict:
+    """Build one variant and return all its statistics and floor scores."""
+    profile = dataclasses.replace(get_profile("lab"), phantom_counts=counts)
+    data = build_dataset(manifest, out / "data" / name, root=root, profile=profile, cache_dir=out / "cache")
+    result = healthy_statistics(data)
+    mean = result.pop("_mean")
+    for cohort in ("tumour", "stroke"):
+        result[cohort] = lesion_statistics(data, cohort, mean)
+    for cohort, scores in floor_scores(data, out / "floor" / name).items():
+        result[cohort].update(scores)
+    return result
+
+
+def _markdown(results: dict[str, dict]) -> str:
+    lines = ["| variant | healthy_sd | mean_l1 |", "|---|---|---|"]
+    lines += [f"| {n} | {r['healthy_sd']:.4f} | {r['mean_l1']:.4f} |" for n, r in results.items()]
+    columns = ("voxels_median", "voxels_min", "voxels_max", "brain_pct", "contrast", "lesion_l1", "brain_l1",
+               "below_p5", "dice_d", "dice_s", "auprc", "oracle")
+    for cohort in ("tumour", "stroke"):
+        lines += ["", f"**{cohort}**", "", "| variant | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+        for n, r in results.items():
+            c = r[cohort]
+            lines.append(f"| {n} | " + " | ".join(f"{c[k]:.0f}" if k.startswith("voxels") else
+                                                 f"{c[k]:.1f}" if k in ("dice_d", "dice_s", "auprc", "oracle", "brain_pct")
+                                                 else f"{c[k]:.3f}" for k in columns) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--real-root", help="folder with healthy/*.nii.gz (../shared/data/real); adds 'real'")
+    parser.add_argument("--counts", default="60,20,20", help="healthy,tumour,stroke subjects")
+    parser.add_argument("--variant", action="append", default=[], help="NAME=JSON of PhantomParams overrides")
+    parser.add_argument("--skip-mni", action="store_true", help="measure only --real-root and the variants")
+    args = parser.parse_args()
+    counts = dict(zip(("healthy", "tumour", "stroke"), (int(c) for c in args.counts.split(","))))
+    jobs = [] if args.skip_mni else [("mni", _manifest(args.out, "mni"), None)]
+    if args.real_root:
+        jobs.append(("real", _manifest(args.out, "real", sources=["healthy/*.nii.gz"]), args.real_root))
+    for spec in args.variant:
+        name, _, params = spec.partition("=")
+        jobs.append((name, _manifest(args.out, name, params=json.loads(params)), None))
+    results = {}
+    for name, manifest, root in jobs:
+        results[name] = measure(name, manifest, args.out, root, counts)
+        (args.out / f"{name}.json").write_text(json.dumps(results[name], indent=1))
+    print(_markdown(results))
+
+
+if __name__ == "__main__":
+    main()
