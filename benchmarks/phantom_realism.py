@@ -50,12 +50,15 @@ import numpy as np
 import yaml
 
 from uadlab.data.dataset import build_dataset, load_dataset
+from uadlab.evaluation.metrics import auprc, oracle_dice
+from uadlab.evaluation.postprocessing import anomaly_map
 from uadlab.evaluation.protocol import evaluate_run
 from uadlab.profiles import get_profile
 from uadlab.training.loop import TrainConfig, train
 
 _MANIFEST = Path(__file__).resolve().parents[1] / "data_manifests" / "phantom.yaml"
 _FLOOR = "mean-image:3D-None"
+_PCA_K = (5, 20)
 
 
 def _manifest(out: Path, name: str, *, sources: object = None, params: dict | None = None) -> Path:
@@ -109,6 +112,46 @@ def lesion_statistics(data: Path, cohort: str, mean: np.ndarray) -> dict[str, fl
     }
 
 
+class _PCA:
+    """Linear reconstruction from the first ``k`` principal components of the healthy training images."""
+
+    def __init__(self, images: np.ndarray) -> None:
+        flat = images.reshape(len(images), -1).astype(np.float64)
+        self.mean = flat.mean(axis=0)
+        centred = flat - self.mean
+        values, vectors = np.linalg.eigh(centred @ centred.T)  # Gram matrix: n x n, cheap for n << voxels
+        order = np.argsort(values)[::-1]
+        keep = values[order] > 1e-9 * values.max()
+        self.components = (vectors[:, order[keep]].T @ centred) / np.sqrt(values[order[keep]])[:, None]
+
+    def recon(self, image: np.ndarray, k: int) -> np.ndarray:
+        basis = self.components[:k]
+        centred = image.reshape(-1) - self.mean
+        return (self.mean + basis.T @ (basis @ centred)).reshape(image.shape).astype(np.float32)
+
+
+def pca_statistics(data: Path) -> dict:
+    """Healthy validation l1 and lesion AUPRC / oracle DICE_D of PCA reconstructions (see the docstring)."""
+    dataset = load_dataset(data)
+    pca = _PCA(dataset.stack(dataset.ids(cohort="healthy", split="train"))[0])
+    val_images, val_brains = dataset.stack(dataset.ids(cohort="healthy", split="val"))
+    result = {f"pca{k}_l1": float(np.mean([np.abs(x - pca.recon(x, k))[b].mean() for x, b in zip(val_images, val_brains)]))
+              for k in _PCA_K}
+    for cohort in ("tumour", "stroke"):
+        scores = {k: [] for k in _PCA_K}
+        labels = []
+        for subject_id in dataset.ids(cohort=cohort):
+            s = dataset.subject(subject_id)
+            labels.append(s.lesion_mask & s.brain_mask)
+            for k in _PCA_K:
+                scores[k].append(anomaly_map(np.abs(s.image - pca.recon(s.image, k)), s.brain_mask))
+        result[cohort] = {}
+        for k in _PCA_K:
+            result[cohort][f"pca{k}_auprc"] = 100.0 * auprc(np.stack(scores[k]), np.stack(labels))
+            result[cohort][f"pca{k}_oracle"] = 100.0 * oracle_dice(np.stack(scores[k]), np.stack(labels))[0]
+    return result
+
+
 def floor_scores(data: Path, out: Path) -> dict[str, dict[str, float]]:
     """DICE_D, DICE_S, AUPRC, oracle DICE_D (test split, percent) of the ``mean-image`` floor per lesion cohort."""
     run = out / "run"
@@ -133,20 +176,26 @@ def measure(name: str, manifest: Path, out: Path, root: str | None, counts: dict
         result[cohort] = lesion_statistics(data, cohort, mean)
     for cohort, scores in floor_scores(data, out / "floor" / name).items():
         result[cohort].update(scores)
+    pca = pca_statistics(data)
+    for cohort in ("tumour", "stroke"):
+        result[cohort].update(pca.pop(cohort))
+    result.update(pca)
     return result
 
 
 def _markdown(results: dict[str, dict]) -> str:
-    lines = ["| variant | healthy_sd | mean_l1 |", "|---|---|---|"]
-    lines += [f"| {n} | {r['healthy_sd']:.4f} | {r['mean_l1']:.4f} |" for n, r in results.items()]
+    head = ("healthy_sd", "mean_l1", *(f"pca{k}_l1" for k in _PCA_K))
+    lines = ["| variant | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    lines += [f"| {n} | " + " | ".join(f"{r[k]:.4f}" for k in head) + " |" for n, r in results.items()]
     columns = ("voxels_median", "voxels_min", "voxels_max", "brain_pct", "contrast", "lesion_l1", "brain_l1",
-               "below_p5", "dice_d", "dice_s", "auprc", "oracle")
+               "below_p5", "dice_d", "dice_s", "auprc", "oracle",
+               *(f"pca{k}_{m}" for k in _PCA_K for m in ("auprc", "oracle")))
     for cohort in ("tumour", "stroke"):
         lines += ["", f"**{cohort}**", "", "| variant | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
         for n, r in results.items():
             c = r[cohort]
             lines.append(f"| {n} | " + " | ".join(f"{c[k]:.0f}" if k.startswith("voxels") else
-                                                 f"{c[k]:.1f}" if k in ("dice_d", "dice_s", "auprc", "oracle", "brain_pct")
+                                                 f"{c[k]:.1f}" if k in ("dice_d", "dice_s", "auprc", "oracle", "brain_pct") or k.startswith("pca")
                                                  else f"{c[k]:.3f}" for k in columns) + " |")
     return "\n".join(lines)
 
