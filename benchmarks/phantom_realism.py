@@ -3,8 +3,8 @@
 Usage::
 
     .venv/bin/python benchmarks/phantom_realism.py --out /tmp/phantom_realism \\
-        [--real-root ../shared/data/real] [--counts 60,20,20] \\
-        [--variant 'NAME={"stroke_volume_cm3": [0.5, 60]}' ...]
+        [--real-root ../shared/data/real [--real-cases]] [--counts 60,20,20] \\
+        [--variant 'NAME={"stroke_volume_cm3": [0.5, 60]}' ...] [--skip-mni]
 
 Builds the phantom at the ``lab`` profile (64³, 2 mm) with reduced counts (healthy, tumour,
 stroke; default 60/20/20) once per variant into ``OUT/data/NAME`` (a build is reused when its
@@ -14,7 +14,10 @@ manifest is unchanged) and prints, per variant:
 - **real** (with ``--real-root``): the same manifest with ``sources: ["healthy/*.nii.gz"]``, i.e.
   the 17 real healthy brains of the sample folder as sources;
 - every ``--variant NAME=JSON``: the MNI-only phantom with those :class:`uadlab.data.phantom.PhantomParams`
-  overrides (the manifest's ``params:``).
+  overrides (the manifest's ``params:``);
+- **sample_real** (``--real-cases``): ``data_manifests/sample_real.yaml`` itself, i.e. the 17 real
+  healthy brains as they are and the real BraTS and MSLUB cases (one each: a reference point, not a
+  benchmark; no ``mean-image`` floor, as these cohorts have no validation cases).
 
 Statistics, all on the built 64³ volumes (intensities in [0, 1]), inside the brain mask:
 
@@ -32,10 +35,16 @@ Statistics, all on the built 64³ volumes (intensities in [0, 1]), inside the br
 - the ``mean-image:3D-None`` floor (closed form, no learning: :mod:`uadlab.models`), trained on the
   healthy split and scored with the paper's protocol (:func:`uadlab.evaluation.protocol.evaluate_run`):
   DICE_D, DICE_S, AUPRC and the oracle DICE_D (best threshold on test, a reference only) of each
-  lesion cohort's test split.
+  lesion cohort's test split;
+- PCA floors, a closed-form linear stand-in for a learned reconstruction: each volume reconstructed
+  from the first ``k`` (5, 20) principal components of the healthy training volumes. ``pcaK_l1``:
+  l1 error on the healthy validation volumes; per lesion cohort (all its subjects, validation and
+  test) the AUPRC and the oracle DICE_D of the post-processed residual. Unlike the mean image, it
+  absorbs variation that few directions explain (pose, size, one smooth warp), so it tells apart
+  a cohort that varies in many ways from one that varies in a few.
 
 Run under ``nice -n 19`` with ``OMP_NUM_THREADS=1`` beside other work; one variant takes about a minute
-(MNI) to three (real sources) on one core. Results in ``docs/phantom_realism.md``.
+(MNI) to two (real sources) on an idle core. Results in ``docs/phantom_realism.md``.
 """
 
 from __future__ import annotations
@@ -106,7 +115,8 @@ def lesion_statistics(data: Path, cohort: str, mean: np.ndarray) -> dict[str, fl
         brain_l1.append(float(residual[tissue].mean()))
         below.append(float((s.image[lesion] < np.percentile(s.image[tissue], 5)).mean()))
     return {
-        "voxels_median": float(np.median(sizes)), "voxels_min": float(np.min(sizes)), "voxels_max": float(np.max(sizes)),
+        "voxels_median": float(np.median(sizes)), "voxels_min": float(np.min(sizes)),
+        "voxels_max": float(np.max(sizes)),
         "brain_pct": float(np.median(shares)), "contrast": float(np.mean(contrasts)),
         "lesion_l1": float(np.mean(lesion_l1)), "brain_l1": float(np.mean(brain_l1)), "below_p5": float(np.mean(below)),
     }
@@ -135,9 +145,11 @@ def pca_statistics(data: Path) -> dict:
     dataset = load_dataset(data)
     pca = _PCA(dataset.stack(dataset.ids(cohort="healthy", split="train"))[0])
     val_images, val_brains = dataset.stack(dataset.ids(cohort="healthy", split="val"))
-    result = {f"pca{k}_l1": float(np.mean([np.abs(x - pca.recon(x, k))[b].mean() for x, b in zip(val_images, val_brains)]))
-              for k in _PCA_K}
-    for cohort in ("tumour", "stroke"):
+    result = {
+        f"pca{k}_l1": float(np.mean([np.abs(x - pca.recon(x, k))[b].mean() for x, b in zip(val_images, val_brains)]))
+        for k in _PCA_K
+    }
+    for cohort in dataset.lesion_cohorts:
         scores = {k: [] for k in _PCA_K}
         labels = []
         for subject_id in dataset.ids(cohort=cohort):
@@ -166,18 +178,21 @@ def floor_scores(data: Path, out: Path) -> dict[str, dict[str, float]]:
     }
 
 
-def measure(name: str, manifest: Path, out: Path, root: str | None, counts: dict[str, int]) -> dict:
-    """Build one variant and return all its statistics and floor scores."""
+def measure(name: str, manifest: Path, out: Path, root: str | None, counts: dict[str, int], *,
+            floor: bool = True) -> dict:
+    """Build one variant and return all its statistics and (with ``floor``) the ``mean-image`` floor."""
     profile = dataclasses.replace(get_profile("lab"), phantom_counts=counts)
     data = build_dataset(manifest, out / "data" / name, root=root, profile=profile, cache_dir=out / "cache")
     result = healthy_statistics(data)
     mean = result.pop("_mean")
-    for cohort in ("tumour", "stroke"):
+    cohorts = load_dataset(data).lesion_cohorts
+    for cohort in cohorts:
         result[cohort] = lesion_statistics(data, cohort, mean)
-    for cohort, scores in floor_scores(data, out / "floor" / name).items():
-        result[cohort].update(scores)
+    if floor:
+        for cohort, scores in floor_scores(data, out / "floor" / name).items():
+            result[cohort].update(scores)
     pca = pca_statistics(data)
-    for cohort in ("tumour", "stroke"):
+    for cohort in cohorts:
         result[cohort].update(pca.pop(cohort))
     result.update(pca)
     return result
@@ -190,14 +205,26 @@ def _markdown(results: dict[str, dict]) -> str:
     columns = ("voxels_median", "voxels_min", "voxels_max", "brain_pct", "contrast", "lesion_l1", "brain_l1",
                "below_p5", "dice_d", "dice_s", "auprc", "oracle",
                *(f"pca{k}_{m}" for k in _PCA_K for m in ("auprc", "oracle")))
-    for cohort in ("tumour", "stroke"):
-        lines += ["", f"**{cohort}**", "", "| variant | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    cohorts = dict.fromkeys(c for r in results.values() for c in r if isinstance(r[c], dict))
+    for cohort in cohorts:
+        lines += ["", f"**{cohort}**", "", "| variant | " + " | ".join(columns) + " |",
+                  "|---" * (len(columns) + 1) + "|"]
         for n, r in results.items():
-            c = r[cohort]
-            lines.append(f"| {n} | " + " | ".join(f"{c[k]:.0f}" if k.startswith("voxels") else
-                                                 f"{c[k]:.1f}" if k in ("dice_d", "dice_s", "auprc", "oracle", "brain_pct") or k.startswith("pca")
-                                                 else f"{c[k]:.3f}" for k in columns) + " |")
+            c = r.get(cohort)
+            if c is None:
+                continue
+            lines.append(f"| {n} | " + " | ".join(_cell(c, k) for k in columns) + " |")
     return "\n".join(lines)
+
+
+def _cell(values: dict, key: str) -> str:
+    if key not in values:
+        return "-"
+    if key.startswith("voxels"):
+        return f"{values[key]:.0f}"
+    if key in ("contrast", "lesion_l1", "brain_l1", "below_p5"):
+        return f"{values[key]:.3f}"
+    return f"{values[key]:.1f}"  # percent
 
 
 def main() -> None:
@@ -206,6 +233,9 @@ def main() -> None:
     parser.add_argument("--real-root", help="folder with healthy/*.nii.gz (../shared/data/real); adds 'real'")
     parser.add_argument("--counts", default="60,20,20", help="healthy,tumour,stroke subjects")
     parser.add_argument("--variant", action="append", default=[], help="NAME=JSON of PhantomParams overrides")
+    parser.add_argument("--real-cases", action="store_true",
+                        help="with --real-root: also the statistics of its real lesion cases "
+                             "(data_manifests/sample_real.yaml; PCA floors only, no validation cases)")
     parser.add_argument("--skip-mni", action="store_true", help="measure only --real-root and the variants")
     args = parser.parse_args()
     counts = dict(zip(("healthy", "tumour", "stroke"), (int(c) for c in args.counts.split(","))))
@@ -216,6 +246,9 @@ def main() -> None:
         name, _, params = spec.partition("=")
         jobs.append((name, _manifest(args.out, name, params=json.loads(params)), None))
     results = {}
+    if args.real_root and args.real_cases:
+        results["sample_real"] = measure("sample_real", _MANIFEST.with_name("sample_real.yaml"), args.out,
+                                         args.real_root, counts, floor=False)
     for name, manifest, root in jobs:
         results[name] = measure(name, manifest, args.out, root, counts)
         (args.out / f"{name}.json").write_text(json.dumps(results[name], indent=1))
