@@ -173,17 +173,17 @@ def _tumour_values(
 ) -> np.ndarray:
     """T1 intensities of a glioma over the lesion box ``local`` ``(*shape)`` (source units).
 
-    Necrotic core: a level between the subject's CSF and GM means (at most 40 % of the way to GM,
-    so darker than a CSF/GM mix) with strong heterogeneous texture (1-2 x the tissue SD).
-    Oedema: the local tissue darkened 15-35 % of the way towards CSF, with mild texture; the two
-    are blended by the blurred core mask.
+    Necrotic core: a level between the subject's CSF and GM means (``tumour_core_level`` of the way
+    to GM; default at most 40 %, so darker than a CSF/GM mix) with strong heterogeneous texture
+    (1-2 x the tissue SD). Oedema: the local tissue darkened ``tumour_oedema_darkening`` of the way
+    towards CSF (default 15-35 %), with mild texture; the two are blended by the blurred core mask.
     """
     stats = _tissue_stats(source)
     (mu_csf, sd_csf), (mu_gm, sd_gm) = stats["csf"], stats["gm"]
     sigma_vox = params.texture_sigma_mm / source.voxel_mm
-    core_level = mu_csf + rng.uniform(0.0, 0.4) * (mu_gm - mu_csf)
+    core_level = mu_csf + _uniform(rng, params.tumour_core_level) * (mu_gm - mu_csf)
     core_value = core_level + rng.uniform(1.0, 2.0) * max(sd_gm, sd_csf) * _smooth_noise(rng, local.shape, sigma_vox)
-    darkening = rng.uniform(0.15, 0.35)
+    darkening = _uniform(rng, params.tumour_oedema_darkening)
     oedema_value = local - darkening * (local - mu_csf) + sd_gm * _smooth_noise(rng, local.shape, sigma_vox)
     alpha_core = _blur(core, params.lesion_edge_mm / source.voxel_mm)
     return (1 - alpha_core) * oedema_value + alpha_core * core_value
@@ -194,12 +194,13 @@ def _stroke_values(
 ) -> np.ndarray:
     """T1 intensities of a chronic stroke lesion over the lesion box ``local`` ``(*shape)`` (source units).
 
-    CSF-like: a level between the subject's CSF and GM means (at most 35 % of the way to GM), mixed
-    with 0-30 % of the local tissue (residual gliotic tissue), plus texture of 0.5-1.5 x the CSF SD.
+    CSF-like: a level between the subject's CSF and GM means (``stroke_level`` of the way to GM;
+    default at most 35 %), mixed with ``stroke_tissue_mix`` of the local tissue (residual gliotic
+    tissue; default 0-30 %), plus texture of 0.5-1.5 x the CSF SD.
     """
     stats = _tissue_stats(source)
     (mu_csf, sd_csf), (mu_gm, _) = stats["csf"], stats["gm"]
-    level = mu_csf + rng.uniform(0.0, 0.35) * (mu_gm - mu_csf)
-    mix = rng.uniform(0.0, 0.3)
+    level = mu_csf + _uniform(rng, params.stroke_level) * (mu_gm - mu_csf)
+    mix = _uniform(rng, params.stroke_tissue_mix)
     texture = _smooth_noise(rng, local.shape, params.texture_sigma_mm / source.voxel_mm)
     return (1 - mix) * level + mix * local + rng.uniform(0.5, 1.5) * sd_csf * texture

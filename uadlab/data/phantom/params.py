@@ -52,12 +52,20 @@ class PhantomParams:
             (0: a smooth ellipsoid), in units of the tumour radius.
         tumour_elongation: largest log axis ratio of the tumour's ellipsoid (each semi-axis is
             scaled by ``exp(u)``, ``u`` uniform in ``±tumour_elongation``, volume kept).
+        tumour_core_level: intensity of the necrotic core as the fraction of the way from the
+            subject's CSF mean to its grey-matter mean, range (0: CSF-dark, 1: as bright as GM).
+        tumour_oedema_darkening: how far the oedema darkens the local tissue towards the CSF mean,
+            fraction, range (0: no change, 1: CSF-dark).
         stroke_volume_cm3: main stroke lesion volume, cm³, range; sampled log-uniformly
             (ATLAS spans ~0.1-150 cm³).
         stroke_irregularity: as ``tumour_irregularity`` for stroke lesions (more irregular).
         stroke_elongation: as ``tumour_elongation`` for stroke lesions (more elongated).
         stroke_satellites: largest number of small satellite lesions beside the main stroke
             (uniform in ``0..stroke_satellites``), each 3-15 % of the main volume.
+        stroke_level: intensity of a stroke lesion as the fraction of the way from the subject's CSF
+            mean to its grey-matter mean, range (0: CSF-like cavity).
+        stroke_tissue_mix: share of the local tissue's own intensity kept in the lesion (residual
+            gliotic tissue), range.
         lesion_edge_mm: Gaussian sigma, mm, that blends lesion intensities into the tissue
             (partial volume at the lesion border).
         texture_sigma_mm: Gaussian sigma, mm, of the lesions' heterogeneous texture.
@@ -83,10 +91,14 @@ class PhantomParams:
     tumour_mass_effect: float = 0.35
     tumour_irregularity: float = 0.25
     tumour_elongation: float = 0.2
+    tumour_core_level: tuple[float, float] = (0.0, 0.4)
+    tumour_oedema_darkening: tuple[float, float] = (0.15, 0.35)
     stroke_volume_cm3: tuple[float, float] = (0.1, 150.0)
     stroke_irregularity: float = 0.45
     stroke_elongation: float = 0.5
     stroke_satellites: int = 2
+    stroke_level: tuple[float, float] = (0.0, 0.35)
+    stroke_tissue_mix: tuple[float, float] = (0.0, 0.3)
     lesion_edge_mm: float = 1.0
     texture_sigma_mm: float = 1.5
 
@@ -107,8 +119,12 @@ class PhantomParams:
 _RANGE_DOMAIN = {  # lowest allowed value of a range's lower end
     "elastic_max_mm": 0.0, "bias_range": 0.0, "gamma_range": 1e-6, "scale_range": 1e-6,
     "offset_range": -math.inf, "noise_range": 0.0, "tumour_volume_cm3": 1e-6,
-    "tumour_core_fraction": 0.0, "stroke_volume_cm3": 1e-6,
+    "tumour_core_fraction": 0.0, "stroke_volume_cm3": 1e-6, "tumour_core_level": 0.0,
+    "tumour_oedema_darkening": 0.0, "stroke_level": 0.0, "stroke_tissue_mix": 0.0,
 }
+_FRACTIONS = (  # ranges inside [0, 1]
+    "tumour_core_fraction", "tumour_core_level", "tumour_oedema_darkening", "stroke_level", "stroke_tissue_mix",
+)
 
 
 def _checked_param(name: str, value: object) -> object:
@@ -125,6 +141,8 @@ def _checked_param(name: str, value: object) -> object:
             raise ValueError(f"`{name}` must satisfy {_RANGE_DOMAIN[name]} <= lo <= hi < inf, got {value!r}")
         if name == "tumour_core_fraction" and hi >= 1.0:
             raise ValueError(f"`{name}` must lie in [0, 1), got {value!r}")
+        if name in _FRACTIONS and hi > 1.0:
+            raise ValueError(f"`{name}` must lie in [0, 1], got {value!r}")
         return (lo, hi)
     if name == "stroke_satellites":
         return check_int(name, value, "an integer >= 0", lambda v: v >= 0)
