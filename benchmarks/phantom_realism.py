@@ -249,6 +249,7 @@ def main() -> None:
     if args.real_root and args.real_cases:
         results["sample_real"] = measure("sample_real", _MANIFEST.with_name("sample_real.yaml"), args.out,
                                          args.real_root, counts, floor=False)
+        (args.out / "sample_real.json").write_text(json.dumps(results["sample_real"], indent=1))
     for name, manifest, root in jobs:
         results[name] = measure(name, manifest, args.out, root, counts)
         (args.out / f"{name}.json").write_text(json.dumps(results[name], indent=1))

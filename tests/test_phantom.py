@@ -127,6 +127,8 @@ def test_params_accept_manifest_overrides_and_round_trip():
         ({"tumour_volume_cm3": 5.0}, "`tumour_volume_cm3` must be a pair"),
         ({"bias_range": ("a", 1)}, "`bias_range` must be a pair"),
         ({"tumour_core_fraction": (0.2, 1.0)}, r"`tumour_core_fraction` must lie in \[0, 1\)"),
+        ({"stroke_level": (0.2, 1.5)}, r"`stroke_level` must lie in \[0, 1\]"),
+        ({"tumour_oedema_darkening": (-0.1, 0.2)}, "`tumour_oedema_darkening` must satisfy 0.0 <= lo"),
         ({"rotation_deg": -1.0}, "`rotation_deg` must be a finite number >= 0"),
         ({"elastic_sigma_mm": 0.0}, "`elastic_sigma_mm` must be > 0"),
         ({"tumour_mass_effect": 0.6}, "`tumour_mass_effect` must be <= 0.4"),
@@ -207,19 +209,21 @@ def test_same_seed_is_byte_identical_and_other_seeds_differ(source, kind):
 
 
 def test_healthy_subjects_vary_but_stay_brain_like(source):
-    """Voxel-wise correlation < 1 (pose, shape and contrast vary); after smoothing away voxel-level
-    misalignment (sigma one 4 mm voxel) subjects still correlate > 0.7 with the template and each other."""
-    smooth = lambda image: ndi.gaussian_filter(image, 1.0)  # noqa: E731
+    """Voxel-wise correlation < 1 (pose, size, shape and contrast vary by default as much as between
+    real subjects: up to 10 deg, 12 % per axis, 5 mm and a 6-12 mm elastic warp); after smoothing away
+    most of that misalignment (sigma two 4 mm voxels) subjects still correlate > 0.6 with the
+    template and with each other, and the brain volume stays within 30 % of the template's."""
+    smooth = lambda image: ndi.gaussian_filter(image, 2.0)  # noqa: E731
     subjects = [simulate_subject(source, "healthy", seed) for seed in range(3)]
     for i, subject in enumerate(subjects):
         union = subject.brain_mask | source.brain_mask
         assert _corr(subject.image, source.image, union) < 0.95
-        assert _corr(smooth(subject.image), smooth(source.image), union) > 0.7
+        assert _corr(smooth(subject.image), smooth(source.image), union) > 0.6
         for other in subjects[i + 1:]:
             union_other = subject.brain_mask | other.brain_mask
             assert _corr(subject.image, other.image, union_other) < 0.95
-            assert _corr(smooth(subject.image), smooth(other.image), union_other) > 0.7
-        assert subject.brain_mask.sum() == pytest.approx(source.brain_mask.sum(), rel=0.2)
+            assert _corr(smooth(subject.image), smooth(other.image), union_other) > 0.6
+        assert subject.brain_mask.sum() == pytest.approx(source.brain_mask.sum(), rel=0.3)
 
 
 def test_a_subject_does_not_depend_on_earlier_subjects(source):
@@ -242,7 +246,7 @@ def test_stroke_volumes_span_more_than_two_orders_of_magnitude(source):
 
 
 def test_target_volume_sets_the_lesion_volume(source):
-    subject = simulate_subject(source, "stroke", 0, target_volume_mm3=20_000.0)
+    subject = simulate_subject(source, "stroke", 0, target_volume_mm3=20_000.0, params={"stroke_satellites": 0})
     assert subject.lesion_volume_mm3 == pytest.approx(20_000, rel=0.15)
 
 
@@ -260,12 +264,36 @@ def test_tumour_pushes_tissue_away_while_stroke_leaves_it_in_place(source):
 
 @pytest.mark.parametrize("kind", ["tumour", "stroke"])
 def test_lesions_are_darker_but_not_separable_by_one_global_threshold(source, kind):
+    """Hypointense on T1: darker than the tissue the lesion replaced (the same seed's healthy
+    counterpart at those voxels; a tumour in bright white matter can still be brighter than the
+    brain's median); but CSF and GM are just as dark, so no global threshold separates it."""
     for seed in range(4):
         subject = simulate_subject(source, kind, seed)
+        counterpart = simulate_subject(source, "healthy", seed)
         lesion = subject.image[subject.lesion_mask]
-        healthy = subject.image[subject.brain_mask & ~subject.lesion_mask]
-        assert np.median(lesion) < np.median(healthy)  # hypointense on T1
-        assert _best_threshold_dice(subject) < 0.6  # but CSF and GM are just as dark
+        assert np.median(lesion) < 0.9 * np.median(counterpart.image[subject.lesion_mask])
+        assert _best_threshold_dice(subject) < 0.6
+
+
+@pytest.mark.parametrize(("kind", "dark", "bright"), [
+    ("stroke", {"stroke_level": (0.0, 0.0), "stroke_tissue_mix": (0.0, 0.0)},
+     {"stroke_level": (0.8, 0.8), "stroke_tissue_mix": (0.5, 0.5)}),
+    ("tumour", {"tumour_core_level": (0.0, 0.0), "tumour_oedema_darkening": (0.4, 0.4)},
+     {"tumour_core_level": (0.8, 0.8), "tumour_oedema_darkening": (0.0, 0.0)}),
+])
+def test_lesion_level_params_set_the_lesion_contrast(source, kind, dark, bright):
+    """The lesion-intensity ranges move the lesion towards the tissue it replaced, nothing else."""
+    counterpart = simulate_subject(source, "healthy", 3)
+
+    def contrast(params: dict) -> float:
+        subject = simulate_subject(source, kind, 3, params=params)
+        outside = ~ndi.binary_dilation(subject.lesion_mask, iterations=3) & subject.brain_mask
+        if kind == "stroke":  # no mass effect: the rest of the brain is the counterpart's
+            assert np.array_equal(subject.image[outside], counterpart.image[outside])
+        lesion = subject.lesion_mask
+        return float(np.mean(counterpart.image[lesion] - subject.image[lesion]))
+
+    assert contrast(dark) > 2 * contrast(bright) > 0
 
 
 def test_lesion_intensities_follow_the_subjects_contrast(source):
