@@ -14,6 +14,7 @@ import pytest
 import uadlab.data.dataset as data_module
 from uadlab.data.dataset import COLUMNS, BuiltDataset, Subject, build_dataset, load_dataset
 from uadlab.data.io import load_volume
+from uadlab.data.phantom import PhantomParams
 from uadlab.data.preprocessing import PreprocessingParams, preprocess
 from uadlab.errors import DatasetError, VolumeError
 from uadlab.profiles import get_profile
@@ -362,6 +363,32 @@ def test_phantom_build_is_deterministic_and_varied(tmp_path, tiny_phantom_profil
             assert subject.lesion_mask.any()
             assert (subject.lesion_mask & subject.brain_mask).sum() >= 0.9 * subject.lesion_mask.sum()
     assert set(a.table["source"]) == {"mni152_2009"}
+
+
+@pytest.mark.slow
+def test_a_phantom_build_is_reused_only_with_the_same_params_and_counts(tmp_path, tiny_phantom_profile, monkeypatch):
+    """The manifest text alone does not pin a phantom down: under new PhantomParams defaults or other
+    counts with the same profile name, the old build is refused (not served) and --overwrite rebuilds."""
+    manifest, out, cache = MANIFESTS / "phantom.yaml", tmp_path / "data", tmp_path / "cache"
+    build_dataset(manifest, out, profile=tiny_phantom_profile, cache_dir=cache)
+    stamp = (out / "dataset.json").stat().st_mtime_ns
+    build_dataset(manifest, out, profile=tiny_phantom_profile, cache_dir=cache)
+    assert (out / "dataset.json").stat().st_mtime_ns == stamp  # same everything: reused
+    before = load_dataset(out).subject("healthy_000").image
+
+    monkeypatch.setattr(PhantomParams, "rotation_deg", PhantomParams.rotation_deg + 5.0)  # a changed default
+    with pytest.raises(DatasetError, match="another manifest, root, profile or phantom parameters"):
+        build_dataset(manifest, out, profile=tiny_phantom_profile, cache_dir=cache)
+    build_dataset(manifest, out, profile=tiny_phantom_profile, cache_dir=cache, overwrite=True)
+    dataset = load_dataset(out)
+    assert dataset.info["build"]["phantom"]["params"]["rotation_deg"] == PhantomParams.rotation_deg
+    assert not np.array_equal(dataset.subject("healthy_000").image, before)
+
+    more = dataclasses.replace(tiny_phantom_profile, phantom_counts={"healthy": 4, "tumour": 2, "stroke": 2})
+    with pytest.raises(DatasetError, match="another manifest"):
+        build_dataset(manifest, out, profile=more, cache_dir=cache)
+    rebuilt = build_dataset(manifest, out, profile=more, cache_dir=cache, overwrite=True)
+    assert len(load_dataset(rebuilt).ids(cohort="healthy")) == 4
 
 
 # --------------------------------------------------------------------------------------------------

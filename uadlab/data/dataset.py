@@ -156,10 +156,12 @@ def build_dataset(
     about 40/60).
 
     If ``out`` already holds a complete data set built from the same manifest text, root and
-    profile, it is returned untouched (no work at all) unless ``overwrite`` is set, which always
-    rebuilds (cheaply, from the cache), so a damaged build is repaired. Subjects are independent
-    (each has its own seed), so ``workers`` processes build them in parallel into the very same
-    files as one process. ``out`` is locked (:func:`uadlab.data.io.folder_lock`) while it is built.
+    profile (for a phantom also the same resolved :class:`PhantomParams` and counts, so new parameter
+    defaults are never served from an old build), it is returned untouched (no work at all); any
+    other data set there is refused unless ``overwrite`` is set, which always rebuilds (cheaply,
+    from the cache), so a damaged build is repaired. Subjects are independent (each has its own
+    seed), so ``workers`` processes build them in parallel into the very same files as one process.
+    ``out`` is locked (:func:`uadlab.data.io.folder_lock`) while it is built.
 
     Real lesion cases whose lesion mask is empty, lies entirely outside the brain or holds labels
     outside the documented set, and images that are all zero inside the brain, are refused
@@ -222,6 +224,12 @@ def build_dataset(
         "manifest_sha256": manifest_sha, "profile": profile.name,
         "root": str(root.resolve()) if uses_root and root is not None else None, "preprocessing": params.to_dict(),
     }
+    if manifest.kind == "phantom":  # what the manifest text does not pin down: the defaults, the counts
+        identity["phantom"] = {
+            "params": PhantomParams(**manifest.phantom.params).to_dict(),
+            "counts": {c.name: int(profile.phantom_counts.get(c.name, manifest.phantom.counts.get(c.name, 0)))
+                       for c in manifest.cohorts},
+        }
     if manifest.kind == "real" and root is None:
         raise ValueError(f"`root` must be the folder of the real data set {manifest.name!r}, got None")
     with folder_lock(out):
@@ -471,7 +479,11 @@ def _info(manifest: Manifest, manifest_path: Path, identity: dict, profile: Prof
 
 
 def _same_build(out: Path, identity: dict) -> bool:
-    """Whether ``out`` holds a complete data set built with the same manifest text, root, profile."""
+    """Whether ``out`` holds a complete data set of the same build ``identity``.
+
+    The identity: manifest text, root, profile, preprocessing and, for a phantom, the resolved
+    :class:`PhantomParams` and counts.
+    """
     try:
         dataset = load_dataset(out)
     except DatasetError:
@@ -494,7 +506,8 @@ def _check_replaceable(out: Path, overwrite: bool) -> None:
         )
     if not overwrite:
         raise DatasetError(
-            f"{out}: holds a data set built from another manifest, root or profile, or an incomplete one; "
+            f"{out}: holds a data set built from another manifest, root, profile or phantom parameters, or an "
+            "incomplete one; "
             "pass overwrite=True (--overwrite) to replace it"
         )
 

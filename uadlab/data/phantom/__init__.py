@@ -6,10 +6,13 @@ with a library (private, or registration and a data use agreement), so the defau
 *simulated from real MRI that does ship*: the MNI152 2009 T1 template and its tissue maps inside
 nilearn (or, when passed, real skull-stripped healthy T1 scans); see :func:`load_sources` for why.
 
-A **healthy subject** is a source brain under a seeded smooth random deformation (a small affine
-plus an elastic field, applied in one interpolation pass), a multiplicative bias field, gamma
-contrast jitter, a global intensity scale and offset, and Rician noise. A **lesion case** is a
-healthy subject with one inserted lesion and its mask:
+A **healthy subject** is a source brain under a seeded smooth random deformation (an affine of up
+to 10 deg, 12 % per axis and 5 mm plus a 6-12 mm elastic field, applied in one interpolation pass), a
+multiplicative bias field, gamma contrast jitter, a global intensity scale and offset, and Rician
+noise. The deformation is that large because the variety of the healthy cohort decides how hard the
+phantom is (``docs/phantom_realism.md``: with one source and small warps, lesions were far easier
+than with 17 real source brains). A **lesion case** is a healthy subject with one inserted lesion
+and its mask:
 
 - ``tumour`` (BraTS-like): one large irregular mass in white matter with a hypointense necrotic core,
   a mildly hypointense oedema ring, heterogeneous texture and mass effect (tissue pushed radially
