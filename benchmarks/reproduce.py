@@ -53,7 +53,7 @@ def run(code: Path, out: Path, cache: Path, *, epochs: int, healthy: int, lesion
     env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": str(threads), "UADLAB_CACHE": str(cache)}
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", _SCRIPT, str(epochs), str(healthy), str(lesion), str(out)], env=env,
-                   check=True, stdout=subprocess.DEVNULL)
+                   check=True, stdout=subprocess.DEVNULL, cwd=code)  # `python -c` imports from its folder first
     return time.perf_counter() - start
 
 
