@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmp)
         before = tmp / "before-code"
         before.mkdir()
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "uadlab"], capture_output=True,
-                                 check=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "uadlab", "data_manifests"],
+                                 capture_output=True, check=True)
         subprocess.run(["tar", "-x", "-C", str(before)], input=archive.stdout, check=True)
         seconds = {}
         for name, code in (("before", before), ("now", ROOT)):
