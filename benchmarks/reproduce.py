@@ -53,7 +53,7 @@ def run(code: Path, out: Path, cache: Path, *, epochs: int, healthy: int, lesion
     env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": str(threads), "UADLAB_CACHE": str(cache)}
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", _SCRIPT, str(epochs), str(healthy), str(lesion), str(out)], env=env,
-                   check=True, stdout=subprocess.DEVNULL)
+                   check=True, stdout=subprocess.DEVNULL, cwd=code)  # `python -c` imports from its folder first
     return time.perf_counter() - start
 
 
@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmp)
         before = tmp / "before-code"
         before.mkdir()
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "uadlab"], capture_output=True,
-                                 check=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "uadlab", "data_manifests"],
+                                 capture_output=True, check=True)
         subprocess.run(["tar", "-x", "-C", str(before)], input=archive.stdout, check=True)
         seconds = {}
         for name, code in (("before", before), ("now", ROOT)):

@@ -133,7 +133,8 @@ def measure_before(tree: Path, data: Path, experiment: str, *, epochs: int, thre
     """Train ``experiment`` with the old commit's loop (``tree``: its ``git archive``) in a subprocess."""
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(threads)}
     done = subprocess.run([sys.executable, "-c", _BEFORE_SCRIPT, experiment, str(data), str(epochs), str(threads),
-                           str(out)], env=env, capture_output=True, text=True, check=True)
+                           str(out)], env=env, capture_output=True, text=True, check=True,
+                          cwd=tree)  # not this checkout: `python -c` puts the working folder first on sys.path
     result = json.loads(done.stdout.strip().splitlines()[-1])
     seconds = np.array(result["seconds"])
     return {"experiment": experiment, "mode": "before", "precision": "32", "epoch_s": float(seconds.mean()),

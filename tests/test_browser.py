@@ -31,7 +31,7 @@ import pytest
 from uadlab._threads import thread_budget
 from uadlab.notebooks import NOTEBOOK_DIR, figure_calls
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("notebooks")]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_ALL_TIMEOUT_S = 900  # lab 01 with the smoke profile: ~2-4 min on 2 CPU cores

@@ -1,8 +1,10 @@
 """Tests of uadlab.notebooks and of the lab notebooks.
 
 The static checks (stripped outputs, a ``parameters`` cell) are fast and always run. Executing the
-notebooks is marked ``notebooks``: one session-scoped run of all of them with the smoke profile, then
-one test per notebook checking the results it saved, not only that it ran.
+notebooks is marked ``notebooks``: a session-scoped run of them with the smoke profile in two chains
+that share only lab 00's data set (:data:`CHAINS`; each its own xdist group, so ``make test`` runs
+them on its two workers at once), then one test per notebook checking the results it saved, not
+only that it ran.
 """
 
 from __future__ import annotations
@@ -100,18 +102,7 @@ def test_run_notebooks_validation(tmp_path):
         run_notebooks(out=tmp_path, notebooks=["00_data_prep.ipynb"], source_dir=tmp_path / "none")
 
 
-@pytest.mark.xdist_group("notebooks")
-def test_the_notebook_group_stays_on_one_worker(request):
-    """Under ``pytest -n 2 --dist loadgroup`` (``make test``) xdist puts a test's group in its node id and
-    sends the group to one worker. pytest 9.2 with pytest-xdist 3.8 lost the suffix: each worker then
-    ran the 220 s notebooks fixture itself (constraints.txt pins pytest 9.1.1)."""
-    if not getattr(request.config.option, "loadgroup", False):
-        pytest.skip("not a worker of `pytest -n N --dist loadgroup`")
-    assert request.node.nodeid.endswith("@notebooks")
-
-
 @pytest.mark.notebooks
-@pytest.mark.xdist_group("notebooks")
 def test_failing_cell_is_named_in_the_error(tmp_path):
     _write(tmp_path / "00_data_prep.ipynb",
            [_parameters_cell(), new_code_cell("x = 1"), new_code_cell("raise RuntimeError('boom ' + PROFILE)")])
@@ -126,15 +117,45 @@ def test_failing_cell_is_named_in_the_error(tmp_path):
 # Executing all of them (smoke profile)
 # ----------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def executed(tmp_path_factory):
-    """Run all notebooks once, in order, into one shared output folder."""
-    out = tmp_path_factory.mktemp("notebooks")
-    paths = run_notebooks(profile="smoke", out=out)
+#: Labs 01-05 build on each other's runs; 06 and 07 run their own studies on lab 00's data set.
+CHAINS: dict[str, tuple[str, ...]] = {"models": NOTEBOOKS[:6], "studies": (NOTEBOOKS[0], *NOTEBOOKS[6:])}
+
+
+def _chain(name):
+    """A parameter of ``executed``: the chain, in its own xdist group (one worker runs it, once)."""
+    return pytest.param(name, marks=pytest.mark.xdist_group(f"notebooks-{name}"), id=name)
+
+
+def _in_chain(name):
+    """Run a test on one chain's executed notebooks only."""
+    return pytest.mark.parametrize("executed", [_chain(name)], indirect=True)
+
+
+@pytest.fixture(scope="session", params=[_chain(name) for name in CHAINS])
+def executed(request, tmp_path_factory):
+    """Run one chain of notebooks once, in order, into one shared output folder."""
+    out = tmp_path_factory.mktemp(f"notebooks-{request.param}")
+    paths = run_notebooks(profile="smoke", out=out, notebooks=list(CHAINS[request.param]))
     return out, paths
 
 
-pytestmark_run = [pytest.mark.notebooks, pytest.mark.slow, pytest.mark.xdist_group("notebooks")]
+def test_the_chains_hold_every_notebook_once_after_the_data_lab():
+    assert sorted(set(CHAINS["models"]) | set(CHAINS["studies"])) == sorted(NOTEBOOKS)
+    assert all(chain[0] == "00_data_prep.ipynb" for chain in CHAINS.values())
+    assert set(CHAINS["models"]) & set(CHAINS["studies"]) == {"00_data_prep.ipynb"}
+
+
+@pytest.mark.xdist_group("notebooks-models")
+def test_a_notebook_group_stays_on_one_worker(request):
+    """Under ``pytest -n 2 --dist loadgroup`` (``make test``) xdist puts a test's group in its node id and
+    sends the group to one worker. pytest 9.2 with pytest-xdist 3.8 lost the suffix: each worker then
+    ran the notebooks fixture itself (constraints.txt pins pytest 9.1.1)."""
+    if not getattr(request.config.option, "loadgroup", False):
+        pytest.skip("not a worker of `pytest -n N --dist loadgroup`")
+    assert request.node.nodeid.endswith("@notebooks-models")
+
+
+pytestmark_run = [pytest.mark.notebooks, pytest.mark.slow]
 
 
 def _mark(test):
@@ -146,7 +167,7 @@ def _mark(test):
 @_mark
 def test_all_ran_in_order(executed):
     out, paths = executed
-    assert [p.name for p in paths] == list(NOTEBOOKS)
+    assert [p.name for p in paths] in [list(chain) for chain in CHAINS.values()]
     for path in paths:
         nb = nbformat.read(path, as_version=4)
         assert nb.metadata["papermill"]["parameters"]["OUT_DIR"] == str(out)
@@ -187,10 +208,12 @@ def test_every_figure_cell_holds_a_picture(executed):
             assert not any(d.get("text/plain", "").startswith("<Figure size") and "image/png" not in d for d in data), \
                 f"{path.name} cell {index}: a figure shown as text"
             checked += 1
-    assert checked >= 20  # 00: 3, 01: 4, 02: 5, 03: 3, 04: 3, 05: 2
+    chain = next(name for name, labs in CHAINS.items() if [p.name for p in paths] == list(labs))
+    assert checked >= {"models": 20, "studies": 7}[chain]  # 00: 3, 01: 4, 02: 5, 03: 3, 04: 3, 05: 2; 06: 1, 07: 3
 
 
 @_mark
+@_in_chain("models")
 def test_00_data_prep_outputs(executed):
     out, _ = executed
     summary = json.loads((out / "00_data_prep" / "data_summary.json").read_text())
@@ -201,6 +224,7 @@ def test_00_data_prep_outputs(executed):
 
 
 @_mark
+@_in_chain("models")
 @pytest.mark.parametrize(("name", "experiment"), [("01_vae_2d", "2D-None"), ("02_vae_3d", "3D-None")])
 def test_model_labs_outputs(executed, name, experiment):
     out, _ = executed
@@ -215,6 +239,7 @@ def test_model_labs_outputs(executed, name, experiment):
 
 
 @_mark
+@_in_chain("models")
 def test_02_compares_2d_and_3d(executed):
     out, _ = executed
     comparison = pd.read_csv(out / "02_vae_3d" / "comparison.csv")
@@ -223,6 +248,7 @@ def test_02_compares_2d_and_3d(executed):
 
 
 @_mark
+@_in_chain("models")
 def test_03_erasing_ablation_outputs(executed):
     out, _ = executed
     table = pd.read_csv(out / "03_erasing_ablation" / "table1.csv")
@@ -237,6 +263,7 @@ def test_03_erasing_ablation_outputs(executed):
 
 
 @_mark
+@_in_chain("models")
 def test_04_lesion_size_outputs(executed):
     out, _ = executed
     sizes = pd.read_csv(out / "04_lesion_size" / "lesion_size.csv")
@@ -254,6 +281,7 @@ def test_04_lesion_size_outputs(executed):
 
 
 @_mark
+@_in_chain("models")
 def test_05_data_size_outputs(executed):
     out, _ = executed
     table = pd.read_csv(out / "05_data_size" / "data_size.csv")
@@ -267,6 +295,7 @@ def test_05_data_size_outputs(executed):
 
 
 @_mark
+@_in_chain("studies")
 def test_06_lambert_spatial_vs_dense_outputs(executed):
     out, _ = executed
     table = pd.read_csv(out / "06_lambert_spatial_vs_dense" / "lambert2021.csv")
@@ -278,6 +307,7 @@ def test_06_lambert_spatial_vs_dense_outputs(executed):
 
 
 @_mark
+@_in_chain("studies")
 def test_07_recon_plus_supervised_outputs(executed):
     out, _ = executed
     results = out / "07_recon_plus_supervised"

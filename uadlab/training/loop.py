@@ -25,8 +25,10 @@ sampling draw from generators seeded the same way, so a resumed run ends with bi
 Run folder::
 
     config.yaml      the TrainConfig (checked on resume) and, under ``model``, the model record
-    checkpoint.pt    written atomically after every epoch: weights, optimiser, loss state, best
-                     weights, best epoch and validation error, epochs since best, RNG states, history,
+    checkpoint.pt    written atomically after every epoch (in a background thread while the next
+                     epoch trains; ``train`` returns once the last one is on disk): weights,
+                     optimiser, loss state, best weights, best epoch and validation error, epochs
+                     since best, RNG states, history,
                      `finished`, the model record (registry name and config), and the run's config
                      (so a resume is checked even without config.yaml)
     history.csv      epoch, train_loss, train_l1_per_voxel, train_kl, val_l1_per_voxel, val_kl, seconds
@@ -329,9 +331,10 @@ def default_precision(device: str | torch.device) -> str:
 
     ``"bf16-mixed"`` where bfloat16 runs natively (:func:`uadlab.models.precision.bf16_supported`:
     CUDA with bf16, a CPU with AVX512-BF16 or AMX), else ``"32"``. Measured on a 2-core AMD EPYC with
-    AVX512-BF16 (lab profile, one training step of the dense VAE): bf16 autocast 2.6x faster than
-    float32 in 3D and 2.0x in 2D; in short trainings (``benchmarks/train_epoch.py``, 4-5 epochs) the
-    healthy validation l1 with bf16 was never more than 1.2 % above float32's. float16 is never a
+    AVX512-BF16, lab profile, nothing else running: the bare training step of the dense VAE 1.9x (2D,
+    batch 32) and 1.5x (3D, batch 8) faster than float32, whole epochs 1.28x (2D) and 1.44x (3D)
+    (``benchmarks/train_epoch.py``); the healthy validation l1 of ``3D-None`` after 15 epochs was
+    0.0473 with bf16 and 0.0512 with float32 (README, "Speed"). float16 is never a
     default: it needs loss scaling and buys nothing over bfloat16 where both exist.
     """
     return "bf16-mixed" if bf16_supported(device) else "32"
@@ -627,8 +630,7 @@ def _train_arrays(config: TrainConfig, run_dir: Path, images: np.ndarray, brain_
             state["finished"] = (epoch >= max_epochs or state["epochs_since_best"] >= patience
                                  or model.fitted_in_closed_form)
             if context.is_main:
-                _save_checkpoint(run_dir, state, model, optimizer, record, stored_config, scaler,
-                                 writer)
+                _save_checkpoint(run_dir, state, model, optimizer, record, stored_config, scaler, writer)
             epoch_bar.set_postfix(loss=f"{train_terms['train_loss']:.4g}", val=f"{val_recon:.4g}")
             epoch_bar.update(1)
             if state["finished"] or epoch == _stop_after_epoch:
@@ -868,31 +870,27 @@ def _checkpoint_record(checkpoint: dict, config: TrainConfig) -> dict:
 
 def _save_checkpoint(run_dir: Path, state: dict, model: ReconstructionModel,
                      optimizer: torch.optim.Optimizer | None, record: dict, config: TrainConfig,
-                     scaler: torch.amp.GradScaler | None = None, writer: _CheckpointWriter | None = None) -> None:
+                     scaler: torch.amp.GradScaler | None, writer: _CheckpointWriter) -> None:
     """Write ``checkpoint.pt`` (with the run's config, checked on resume) and ``history.csv`` atomically.
 
-    With a ``writer``, the files are written in its background thread from a copy of this moment's
-    state, while the next epoch trains; without one, before returning.
+    The files are written from a copy of this moment's state, in ``writer``'s thread, while the next
+    epoch trains.
     """
     checkpoint = {**state, "model": model.state_dict(),
                   "optimizer": None if optimizer is None else optimizer.state_dict(),
                   "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
                   "loss_state": model.loss_state(), "model_record": record, "rng": _get_rng_states(),
                   "config": config.to_dict()}
-    history = pd.DataFrame(state["history"], columns=list(HISTORY_COLUMNS))
+    # The weights and optimiser moments change in place in the next epoch and the history list grows.
+    checkpoint.update(copy.deepcopy({k: checkpoint[k] for k in ("model", "optimizer", "scaler", "loss_state",
+                                                                 "history")}))
+    history = pd.DataFrame(checkpoint["history"], columns=list(HISTORY_COLUMNS))
 
     def write() -> None:
         _atomic_save(run_dir / _CHECKPOINT_FILE, lambda tmp: torch.save(checkpoint, tmp))
         _atomic_save(run_dir / _HISTORY_FILE, lambda tmp: history.to_csv(tmp, index=False))
 
-    if writer is None:
-        write()
-    else:
-        # The weights and optimiser moments change in place in the next epoch
-        # and the history list grows: the thread writes a copy of them.
-        checkpoint = {**checkpoint, **copy.deepcopy({k: checkpoint[k] for k in
-                                                     ("model", "optimizer", "scaler", "loss_state", "history")})}
-        writer.submit(write)
+    writer.submit(write)
 
 
 class _CheckpointWriter:
