@@ -32,10 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _before import BEFORE, ROOT, checkout
+
 from uadlab._threads import limit_threads
 
-ROOT = Path(__file__).resolve().parents[1]
-BEFORE = "32e46d4"  # the commit issue 16 measured
 # Run in a subprocess: the lab profile on the reduced budget, then the whole reproduce.
 _SCRIPT = """
 import dataclasses, sys
@@ -53,7 +53,7 @@ def run(code: Path, out: Path, cache: Path, *, epochs: int, healthy: int, lesion
     env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": str(threads), "UADLAB_CACHE": str(cache)}
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", _SCRIPT, str(epochs), str(healthy), str(lesion), str(out)], env=env,
-                   check=True, stdout=subprocess.DEVNULL, cwd=code)  # `python -c` imports from its folder first
+                   check=True, stdout=subprocess.DEVNULL, cwd=code)  # see benchmarks/_before.py
     return time.perf_counter() - start
 
 
@@ -73,11 +73,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.lesion} stroke; {threads} thread(s), load average {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory(prefix="uadlab-reproduce-") as tmp:
         tmp = Path(tmp)
-        before = tmp / "before-code"
-        before.mkdir()
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "uadlab", "data_manifests"],
-                                 capture_output=True, check=True)
-        subprocess.run(["tar", "-x", "-C", str(before)], input=archive.stdout, check=True)
+        before = checkout(args.before, tmp / "before-code")
         seconds = {}
         for name, code in (("before", before), ("now", ROOT)):
             seconds[name] = run(code, tmp / name, tmp / f"cache-{name}", epochs=args.epochs, healthy=args.healthy,

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _before import BEFORE, ROOT, checkout
 
 from uadlab._threads import limit_threads
 from uadlab.data.dataset import build_dataset, load_dataset
@@ -51,9 +52,7 @@ from uadlab.training import loop as training
 from uadlab.training.erasing import SpatialErasing
 from uadlab.training.experiments import parse_experiment
 
-ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "data_manifests" / "phantom.yaml"
-BEFORE = "32e46d4"  # the commit issue 16 measured: eager float32, no precision option
 # Run in a subprocess whose ``uadlab`` is the old commit's: trains and prints the epoch seconds and best val l1.
 _BEFORE_SCRIPT = """
 import json, sys
@@ -134,20 +133,11 @@ def measure_before(tree: Path, data: Path, experiment: str, *, epochs: int, thre
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(threads)}
     done = subprocess.run([sys.executable, "-c", _BEFORE_SCRIPT, experiment, str(data), str(epochs), str(threads),
                            str(out)], env=env, capture_output=True, text=True, check=True,
-                          cwd=tree)  # not this checkout: `python -c` puts the working folder first on sys.path
+                          cwd=tree)  # see benchmarks/_before.py
     result = json.loads(done.stdout.strip().splitlines()[-1])
     seconds = np.array(result["seconds"])
     return {"experiment": experiment, "mode": "before", "precision": "32", "epoch_s": float(seconds.mean()),
             "fastest_s": float(seconds.min()), "outside": None, "best_val": result["best_val"]}
-
-
-def _before_tree(commit: str, tmp: Path) -> Path:
-    """``uadlab/`` of ``commit`` extracted under ``tmp`` (``git archive``)."""
-    tree = tmp / f"uadlab-{commit}"
-    tree.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "uadlab"], capture_output=True, check=True)
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
-    return tree
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -174,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         train_ids = load_dataset(data).ids(cohort="healthy", split="train")
         print(f"torch {torch.__version__}, {threads} thread(s), cores {len(os.sched_getaffinity(0))}, "
               f"load average {os.getloadavg()[0]:.2f}, {len(train_ids)} training volumes, {args.epochs} epochs")
-        before = _before_tree(args.before, Path(tmp)) if args.before else None
+        before = checkout(args.before, Path(tmp) / f"uadlab-{args.before}") if args.before else None
         for experiment in args.experiments.split(","):
             rows = [measure(data, experiment, mode, epochs=args.epochs, out=Path(tmp) / "run" / mode)
                     for mode in _MODES]
