@@ -28,7 +28,7 @@ from uadlab.models import (
     model_record,
     reconstruct,
 )
-from uadlab.models.precision import autocast, bf16_supported
+from uadlab.models.precision import autocast, bf16_supported, to_device
 from uadlab.profiles import get_profile
 
 SIZE, CHANNELS = 32, (4, 8, 16)
@@ -352,6 +352,8 @@ def test_every_registered_model_follows_the_protocol(name, spatial_dims):
     rebuilt.load_state_dict(model.state_dict())
     rebuilt.eval()
     torch.testing.assert_close(rebuilt.reconstruct(x), recon, rtol=0, atol=0)
+    to_device(rebuilt, "cpu")  # what load_run and reconstruct() do: a 3D model's 5D tensors go channels-last
+    torch.testing.assert_close(rebuilt.reconstruct(x), recon, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
@@ -446,6 +448,24 @@ def test_reconstruct_runs_at_the_models_precision_unless_told(spatial_dims):
     np.testing.assert_array_equal(reconstruct(model, volume, precision="32"), fp32)
     with pytest.raises(ValueError, match="`precision` must be one of"):
         reconstruct(model, volume, precision="64")
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_to_device_stores_only_3d_weights_channels_last_and_keeps_the_reconstruction(spatial_dims):
+    model = _tiny(spatial_dims).eval()
+    x = _batch(spatial_dims)
+    with torch.no_grad():
+        before = model.reconstruct(x)
+    assert to_device(model, "cpu") is model
+    weights = [p for p in model.parameters() if p.ndim == spatial_dims + 2 and p.shape[1] > 1]
+    assert weights  # the convolutions whose layout could change
+    if spatial_dims == 3:
+        assert all(w.is_contiguous(memory_format=torch.channels_last_3d) and not w.is_contiguous()
+                   for w in weights)
+    else:
+        assert all(w.is_contiguous() for w in weights)  # 2D models gain nothing from channels-last
+    with torch.no_grad():
+        torch.testing.assert_close(model.reconstruct(x), before, atol=1e-5, rtol=0)
 
 
 def test_autocast_is_a_no_op_at_32_and_lowers_matmuls_otherwise():

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from uadlab._checks import check_int
-from uadlab.models.precision import autocast
+from uadlab.models.precision import autocast, to_device
 
 __all__ = ["LossTerms", "ReconstructionModel", "ModelBase", "volumes_to_samples", "samples_to_volumes",
            "reconstruct"]
@@ -186,7 +186,7 @@ def reconstruct(model: ReconstructionModel, volume: Any, *, batch_size: int = 64
     if device is None:
         device = next(iter(model.state_dict().values())).device
     context = autocast(getattr(model, "precision", "32") if precision is None else precision, device)
-    model.to(device)
+    to_device(model, device)
     was_training = model.training
     model.eval()
     try:

@@ -1,17 +1,21 @@
-"""Numeric precision of training and inference: float32, or mixed precision under ``torch.autocast``.
+"""How the numbers of training and inference are stored: precision (float32, or mixed precision under
+``torch.autocast``) and the memory layout of a model's weights.
 
 :func:`autocast` is the one context every forward pass of training, validation and
 :func:`uadlab.models.reconstruct` runs in; :func:`bf16_supported` tells whether a device runs bfloat16
 natively, which decides the default (:func:`uadlab.training.loop.default_precision`).
+:func:`to_device` is the one place a model is put on its device, in the layout that runs fastest there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 
 import torch
+from torch import nn
 
-__all__ = ["PRECISIONS", "autocast", "bf16_supported"]
+__all__ = ["PRECISIONS", "autocast", "bf16_supported", "to_device"]
 
 #: Numeric precisions of training and inference: plain float32, or mixed precision (autocast: matrix
 #: products and convolutions in bfloat16 / float16, weights, gradients and optimiser in float32).
@@ -59,3 +63,34 @@ def bf16_supported(device: str | torch.device) -> bool:
         except (AttributeError, RuntimeError):
             return False
     return False
+
+
+def to_device(model: nn.Module, device: str | torch.device) -> nn.Module:
+    """Move ``model`` to ``device`` (in place) in the weight layout that runs fastest there.
+
+    A 3D model on a CPU keeps its 5D weights and buffers channels-last (``torch.channels_last_3d``), so oneDNN's
+    3D convolutions run without reordering their tensors at every call; the inputs ``(B, 1, X, Y, Z)``
+    have one channel and so are channels-last already. 2D models and other devices keep the default
+    layout. Same weights and same results up to float rounding; only the speed changes.
+
+    Measured on 2 CPU cores with AVX512-BF16 (issue 16), lab backbones at 64³: training step of the 3D
+    dense VAE 1.05-1.3x faster in bf16 and 1.1-1.2x in float32, 3D spatial VAE 1.05-1.25x,
+    3D DDPM about 1.1x; reconstruction 1.05-1.15x (bf16) and 1.3x (float32). The 2D models gain
+    nothing, so they are left as they are.
+
+    Args:
+        model: a registered model (its ``spatial_dims`` is 2 or 3).
+        device: where it runs.
+
+    Returns:
+        ``model``.
+    """
+    model.to(device)
+    if torch.device(device).type == "cpu" and getattr(model, "spatial_dims", None) == 3:
+        # Not model.to(memory_format=...): that converts 4D tensors as well (the 3D mean image's
+        # (1, X, Y, Z) buffer), which channels_last_3d refuses.
+        with torch.no_grad():
+            for tensor in itertools.chain(model.parameters(), model.buffers()):
+                if tensor.ndim == 5:
+                    tensor.data = tensor.data.contiguous(memory_format=torch.channels_last_3d)
+    return model

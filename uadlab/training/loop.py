@@ -69,7 +69,7 @@ from uadlab.layout import RUN_CHECKPOINT as _CHECKPOINT_FILE
 from uadlab.layout import RUN_CONFIG as _CONFIG_FILE
 from uadlab.layout import RUN_HISTORY as _HISTORY_FILE
 from uadlab.models.base import ReconstructionModel, volumes_to_samples
-from uadlab.models.precision import PRECISIONS, autocast, bf16_supported
+from uadlab.models.precision import PRECISIONS, autocast, bf16_supported, to_device
 from uadlab.models.registry import (
     build_from_record,
     build_model,
@@ -502,7 +502,7 @@ def load_run(run_dir: str | Path, *,
         raise RunError(f"{run_dir}: no {_CHECKPOINT_FILE}; train the run first")
     model = build_from_record(_checkpoint_record(checkpoint, config))
     model.load_state_dict(checkpoint["best_model"])
-    model.to(target)
+    to_device(model, target)
     model.eval()
     model.precision = config.resolved_precision(device)  # inference runs at the training precision
     return model, config
@@ -581,7 +581,7 @@ def _train_arrays(config: TrainConfig, run_dir: Path, images: np.ndarray, brain_
         stored_config.to_yaml(run_dir / _CONFIG_FILE, model=record)
 
     seed_everything(config.seed)
-    model = build_model(experiment.model, model_cfg).to(device)
+    model = to_device(build_model(experiment.model, model_cfg), device)
     if config.compile:
         model.compile()  # in place: its __call__ (so training_loss, validation) runs compiled; same weights
     parameters = list(model.parameters())
