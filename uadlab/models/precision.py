@@ -68,9 +68,9 @@ def bf16_supported(device: str | torch.device) -> bool:
 def to_device(model: nn.Module, device: str | torch.device) -> nn.Module:
     """Move ``model`` to ``device`` (in place) in the weight layout that runs fastest there.
 
-    A 3D model on a CPU keeps its 5D weights and buffers channels-last (``torch.channels_last_3d``), so oneDNN's
-    3D convolutions run without reordering their tensors at every call; the inputs ``(B, 1, X, Y, Z)``
-    have one channel and so are channels-last already. 2D models and other devices keep the default
+    A 3D model on a CPU keeps its 5D weights and buffers channels-last (``torch.channels_last_3d``), so
+    oneDNN's 3D convolutions run without reordering their tensors at every call; the inputs
+    ``(B, 1, X, Y, Z)`` have one channel and so are channels-last already. 2D models and other devices keep the default
     layout. Same weights and same results up to float rounding; only the speed changes.
 
     Measured on 2 CPU cores with AVX512-BF16 (issue 16), lab backbones at 64³: training step of the 3D
