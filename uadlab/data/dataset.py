@@ -227,8 +227,7 @@ def build_dataset(
     if manifest.kind == "phantom":  # what the manifest text does not pin down: the defaults, the counts
         identity["phantom"] = {
             "params": PhantomParams(**manifest.phantom.params).to_dict(),
-            "counts": {c.name: int(profile.phantom_counts.get(c.name, manifest.phantom.counts.get(c.name, 0)))
-                       for c in manifest.cohorts},
+            "counts": _phantom_counts(manifest, profile),
         }
     if manifest.kind == "real" and root is None:
         raise ValueError(f"`root` must be the folder of the real data set {manifest.name!r}, got None")
@@ -355,6 +354,14 @@ def _preprocess_case(case: Case, cache: PreprocessCache, mask_key: str,
     return result, {"lesion_volume_mm3": volume}
 
 
+def _phantom_counts(manifest: Manifest, profile: Profile) -> dict[str, int]:
+    """Subjects per cohort of a phantom: the profile's ``phantom_counts``, else the manifest's ``counts``
+    (0 where neither names the cohort). The build's identity and its subjects both come from here.
+    """
+    spec = manifest.phantom
+    return {c.name: int(profile.phantom_counts.get(c.name, spec.counts.get(c.name, 0))) for c in manifest.cohorts}
+
+
 def _phantom_items(manifest: Manifest, profile: Profile, root: Path | None) -> list[_Item]:
     """One :class:`_Item` per simulated subject, split assigned; counts from the profile.
 
@@ -370,9 +377,10 @@ def _phantom_items(manifest: Manifest, profile: Profile, root: Path | None) -> l
     params = PhantomParams(**spec.params)
     sources = _LazySources(source_paths, profile.spacing_mm)
     source_key = [_file_sha256(p) for p in source_paths] if source_paths else "mni152"  # hashed once
+    counts = _phantom_counts(manifest, profile)
     cases = []
     for cohort in manifest.cohorts:
-        count = int(profile.phantom_counts.get(cohort.name, spec.counts.get(cohort.name, 0)))
+        count = counts[cohort.name]
         width = max(3, len(str(count - 1)))
         cases.extend(
             Case(subject_id=f"{cohort.name}_{i:0{width}d}", cohort=cohort.name, role=cohort.role,
