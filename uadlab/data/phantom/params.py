@@ -125,8 +125,8 @@ _RANGE_DOMAIN = {  # lowest allowed value of a range's lower end
     "tumour_core_fraction": 0.0, "stroke_volume_cm3": 1e-6, "tumour_core_level": 0.0,
     "tumour_oedema_darkening": 0.0, "stroke_level": 0.0, "stroke_tissue_mix": 0.0,
 }
-_FRACTIONS = (  # ranges inside [0, 1]
-    "tumour_core_fraction", "tumour_core_level", "tumour_oedema_darkening", "stroke_level", "stroke_tissue_mix",
+_FRACTIONS = (  # ranges inside [0, 1] (tumour_core_fraction: [0, 1), checked on its own)
+    "tumour_core_level", "tumour_oedema_darkening", "stroke_level", "stroke_tissue_mix",
 )
 
 
