@@ -70,8 +70,9 @@ def to_device(model: nn.Module, device: str | torch.device) -> nn.Module:
 
     A 3D model on a CPU keeps its 5D weights and buffers channels-last (``torch.channels_last_3d``), so
     oneDNN's 3D convolutions run without reordering their tensors at every call; the inputs
-    ``(B, 1, X, Y, Z)`` have one channel and so are channels-last already. 2D models and other devices keep the default
-    layout. Same weights and same results up to float rounding; only the speed changes.
+    ``(B, 1, X, Y, Z)`` have one channel and so are channels-last already. 2D models and other
+    devices keep the default layout. Same weights and same results up to float rounding; only the
+    speed changes.
 
     Measured on 2 CPU cores with AVX512-BF16 (issue 16), lab backbones at 64³: training step of the 3D
     dense VAE 1.05-1.3x faster in bf16 and 1.1-1.2x in float32, 3D spatial VAE 1.05-1.25x,
