@@ -2,8 +2,11 @@
 
 For the 2D and 3D VAE of the lab profile (``2D-Patch-n`` and ``3D-Cube-n``: the erasing
 experiments of Figs. 4-6, so an epoch includes erasing) this trains ``--epochs`` epochs three times
-with the same seed on the same lab phantom, through ``uadlab.training.train`` (everything an epoch
-does: shuffling, erasing, batching, steps, validation, checkpoint):
+with the same seed on the same lab phantom (``--profile paper``: the paper's backbone on its own
+phantom), on CUDA when present, else on the CPU, through ``uadlab.training.train``. An epoch is timed
+from the start of its pass to the end of its checkpoint (``_epoch_clock.py``): shuffling, erasing,
+batching, steps, validation, keeping the best weights, checkpoint. (The runs' own ``history``
+``seconds`` stop before the checkpoint, in both loops.)
 
 - ``before``: the training loop of commit ``32e46d4`` (2026-11-23, before the speed work: eager
   float32, Adam's per-parameter loop, a checkpoint written before the next epoch starts), run from
@@ -11,14 +14,16 @@ does: shuffling, erasing, batching, steps, validation, checkpoint):
   ``--before ''`` skips it);
 - ``eager fp32``: today's loop with ``precision="32"``, no compile;
 - ``defaults``: what ``uadlab train`` does with no flag (``precision=None``: bf16 autocast on a CPU
-  with AVX512-BF16/AMX and on CUDA, else float32; no compile).
+  with AVX512-BF16/AMX, else float32, CUDA included; no compile);
+- ``compiled`` (with ``--compile``): the defaults plus ``torch.compile``; its first epoch holds the
+  compilation, its fastest epoch what compiling saves afterwards.
 
 It prints the mean (and fastest, the figure least disturbed by other load) epoch seconds of each, the
 ratios ``before / defaults`` (issue 16's figure) and ``eager fp32 / defaults`` (what the precision
 alone gives), the share of the epoch spent outside the model (erasing, batching, validation,
 checkpoint) of today's loop, and whether the defaults reach a healthy validation l1 within 2 % of
-float32's after the same epochs. The phantom is the lab profile's (64³, 2 mm) with ``--healthy``
-subjects (200, the full lab set, by default). ``benchmarks/train_step.py`` gives the bare-step
+float32's after the same epochs. The phantom is the profile's (lab: 64³, 2 mm) with ``--healthy``
+subjects (200, the full set, by default). ``benchmarks/train_step.py`` gives the bare-step
 figures beside it.
 
 Usage::
@@ -26,6 +31,7 @@ Usage::
     python benchmarks/train_epoch.py                       # builds the 200-subject lab phantom in a temp folder
     python benchmarks/train_epoch.py --data data/phantom   # an already built lab phantom
     python benchmarks/train_epoch.py --epochs 3 --experiments 3D-Cube-n --healthy 40
+    python benchmarks/train_epoch.py --profile paper --healthy 40 --compile --before /tmp/uadlab-32e46d4
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _before import BEFORE, ROOT, checkout
+from _epoch_clock import EpochClock
 
 from uadlab._threads import limit_threads
 from uadlab.data.dataset import build_dataset, load_dataset
@@ -56,16 +63,19 @@ MANIFEST = ROOT / "data_manifests" / "phantom.yaml"
 # Run in a subprocess whose ``uadlab`` is the old commit's: trains and prints the epoch seconds and best val l1.
 _BEFORE_SCRIPT = """
 import json, sys
+sys.path.insert(0, sys.argv[7])
 import torch
-from uadlab.training import TrainConfig, train
+import uadlab.training as training
+from _epoch_clock import EpochClock
 torch.set_num_threads(int(sys.argv[4]))
 epochs = int(sys.argv[3])
-config = TrainConfig(experiment=sys.argv[1], profile="lab", data=sys.argv[2], max_epochs=epochs, patience=epochs,
-                     seed=0)
-result = train(config, sys.argv[5], overwrite=True)
-print(json.dumps({"seconds": result.history["seconds"].tolist(), "best_val": result.best_val}))
+config = training.TrainConfig(experiment=sys.argv[1], profile=sys.argv[6], data=sys.argv[2], max_epochs=epochs,
+                              patience=epochs, seed=0)
+with EpochClock(training) as clock:
+    result = training.train(config, sys.argv[5], overwrite=True)
+print(json.dumps({"seconds": clock.seconds, "best_val": result.best_val}))
 """
-_MODES = {"eager fp32": {"precision": "32", "compile": False}, "defaults": {}}
+_MODES = {"eager fp32": {"precision": "32", "compile": False}, "defaults": {}, "compiled": {"compile": True}}
 
 
 class _PhaseTimer:
@@ -113,77 +123,92 @@ def _batching_seconds(data: Path, experiment: str, batch_size: int, epochs: int)
     return (time.perf_counter() - start) / epochs
 
 
-def measure(data: Path, experiment: str, mode: str, *, epochs: int, out: Path) -> dict:
+def measure(data: Path, experiment: str, mode: str, *, profile: str, epochs: int, out: Path) -> dict:
     """Train ``epochs`` epochs of ``experiment`` in ``mode``; return timings and the best val l1."""
-    config = training.TrainConfig(experiment=experiment, profile="lab", data=str(data), max_epochs=epochs,
+    config = training.TrainConfig(experiment=experiment, profile=profile, data=str(data), max_epochs=epochs,
                                   patience=epochs, seed=0, **_MODES[mode])
-    with _PhaseTimer() as timer:
+    with _PhaseTimer() as timer, EpochClock(training) as clock:
         result = training.train(config, out, overwrite=True)
-    seconds = result.history["seconds"]
+    seconds = np.array(clock.seconds)
     batching = _batching_seconds(data, experiment, config.resolved("batch_size"), epochs)
     outside = {phase: timer.seconds[phase] / epochs for phase in ("erasing", "validation", "checkpoint")}
     outside["batching"] = batching
     return {"experiment": experiment, "mode": mode, "precision": config.resolved_precision(),
-            "epoch_s": float(seconds.mean()), "fastest_s": float(seconds.min()), "outside": outside,
-            "best_val": result.best_val}
+            "epoch_s": float(seconds.mean()), "fastest_s": float(seconds.min()), "first_s": float(seconds[0]),
+            "outside": outside, "best_val": result.best_val}
 
 
-def measure_before(tree: Path, data: Path, experiment: str, *, epochs: int, threads: int, out: Path) -> dict:
+def measure_before(tree: Path, data: Path, experiment: str, *, profile: str, epochs: int, threads: int,
+                   out: Path) -> dict:
     """Train ``experiment`` with the old commit's loop (``tree``: its ``git archive``) in a subprocess."""
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(threads)}
     done = subprocess.run([sys.executable, "-c", _BEFORE_SCRIPT, experiment, str(data), str(epochs), str(threads),
-                           str(out)], env=env, capture_output=True, text=True, check=True,
-                          cwd=tree)  # see benchmarks/_before.py
+                           str(out), profile, str(Path(__file__).parent)],
+                          env=env, capture_output=True, text=True, check=True, cwd=tree)  # see benchmarks/_before.py
     result = json.loads(done.stdout.strip().splitlines()[-1])
     seconds = np.array(result["seconds"])
     return {"experiment": experiment, "mode": "before", "precision": "32", "epoch_s": float(seconds.mean()),
-            "fastest_s": float(seconds.min()), "outside": None, "best_val": result["best_val"]}
+            "fastest_s": float(seconds.min()), "first_s": float(seconds[0]), "outside": None,
+            "best_val": result["best_val"]}
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the flags, build or reuse the phantom, time both modes and print the comparison."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=None, help="a built lab phantom (default: build one)")
-    parser.add_argument("--healthy", type=int, default=200, help="healthy subjects of the built phantom (lab: 200)")
+    parser.add_argument("--profile", default="lab", choices=["lab", "paper"], help="backbone, batch and phantom")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="a phantom built with --profile (default: build one)")
+    parser.add_argument("--healthy", type=int, default=200, help="healthy subjects of the built phantom (default 200)")
     parser.add_argument("--epochs", type=int, default=5, help="epochs per training (default 5)")
     parser.add_argument("--experiments", default="2D-Patch-n,3D-Cube-n")
-    parser.add_argument("--before", default=BEFORE, help=f"commit of the old loop (default {BEFORE}; '' skips it)")
+    parser.add_argument("--before", default=BEFORE, help=f"commit of the old loop, or a folder holding its "
+                                                         f"extraction (default {BEFORE}; '' skips it)")
+    parser.add_argument("--compile", action="store_true", help="also time the defaults with torch.compile")
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.healthy < 4:
         parser.error("--epochs must be >= 1 and --healthy >= 4")
     sys.stdout.reconfigure(line_buffering=True)  # each line as soon as it is measured
     threads = limit_threads()
     with tempfile.TemporaryDirectory(prefix="uadlab-train-epoch-") as tmp:
-        data = args.data
+        data = args.data.resolve() if args.data else None  # the old loop runs in another working folder
         if data is None:
-            profile = dataclasses.replace(get_profile("lab"),
+            profile = dataclasses.replace(get_profile(args.profile),
                                           phantom_counts={"healthy": args.healthy, "tumour": 2, "stroke": 2})
             start = time.perf_counter()
             data = build_dataset(MANIFEST, Path(tmp) / "phantom", profile=profile, cache_dir=Path(tmp) / "cache")
-            print(f"built a lab phantom with {args.healthy} healthy subjects in {time.perf_counter() - start:.0f} s")
+            print(f"built a {args.profile} phantom with {args.healthy} healthy subjects in "
+                  f"{time.perf_counter() - start:.0f} s")
         train_ids = load_dataset(data).ids(cohort="healthy", split="train")
-        print(f"torch {torch.__version__}, {threads} thread(s), cores {len(os.sched_getaffinity(0))}, "
-              f"load average {os.getloadavg()[0]:.2f}, {len(train_ids)} training volumes, {args.epochs} epochs")
+        device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+        print(f"{args.profile} profile on {device}: torch {torch.__version__}, {threads} thread(s), cores "
+              f"{len(os.sched_getaffinity(0))}, load average {os.getloadavg()[0]:.2f}, {len(train_ids)} training "
+              f"volumes, {args.epochs} epochs")
+        modes = [mode for mode in _MODES if args.compile or mode != "compiled"]
         before = checkout(args.before, Path(tmp) / f"uadlab-{args.before}") if args.before else None
         for experiment in args.experiments.split(","):
-            rows = [measure(data, experiment, mode, epochs=args.epochs, out=Path(tmp) / "run" / mode)
-                    for mode in _MODES]
+            rows = [measure(data, experiment, mode, profile=args.profile, epochs=args.epochs,
+                            out=Path(tmp) / "run" / mode) for mode in modes]
             if before is not None:
-                rows.insert(0, measure_before(before, data, experiment, epochs=args.epochs, threads=threads,
-                                              out=Path(tmp) / "run" / "before"))
+                rows.insert(0, measure_before(before, data, experiment, profile=args.profile, epochs=args.epochs,
+                                              threads=threads, out=Path(tmp) / "run" / "before"))
             for row in rows:
                 line = (f"{experiment:11s} {row['mode']:10s} ({row['precision']:10s}): {row['epoch_s']:6.2f} s/epoch "
-                        f"(fastest {row['fastest_s']:.2f}), best healthy val l1 {row['best_val']:.5f}")
+                        f"(first {row['first_s']:.2f}, fastest {row['fastest_s']:.2f}), best healthy val l1 "
+                        f"{row['best_val']:.5f}")
                 if row["outside"] is not None:
                     outside = sum(row["outside"].values())
                     parts = ", ".join(f"{k} {v:.2f}" for k, v in row["outside"].items())
                     line += f", outside the model {outside / row['epoch_s']:4.0%} ({parts} s)"
                 print(line)
-            *bases, new = rows
-            for base in bases:
-                change, ratio = new["best_val"] / base["best_val"] - 1, base["epoch_s"] / new["epoch_s"]
-                print(f"{experiment:11s} speed-up defaults / {base['mode']:10s} = {ratio:.2f}x "
-                      f"(fastest epochs {base['fastest_s'] / new['fastest_s']:.2f}x); "
+            new = next(row for row in rows if row["mode"] == "defaults")
+            for base in rows:
+                if base is new:
+                    continue
+                slow, fast = (new, base) if base["mode"] == "compiled" else (base, new)
+                change = fast["best_val"] / slow["best_val"] - 1
+                print(f"{experiment:11s} speed-up {fast['mode']} / {slow['mode']:10s} = "
+                      f"{slow['epoch_s'] / fast['epoch_s']:.2f}x "
+                      f"(fastest epochs {slow['fastest_s'] / fast['fastest_s']:.2f}x); "
                       f"val l1 {change:+.2%} ({'within' if abs(change) <= 0.02 else 'NOT within'} 2 %)")
 
 if __name__ == "__main__":

@@ -576,6 +576,7 @@ def test_precision_falls_back_to_the_profile_then_the_device(monkeypatch):
     config = TrainConfig(experiment="3D-None", profile=free, data="in-memory", device="cpu")
     monkeypatch.setattr(training, "bf16_supported", lambda device: True)
     assert training.default_precision("cpu") == "bf16-mixed" == config.resolved_precision()
+    assert training.default_precision("cuda:0") == "32"  # TF32 convolutions beat bf16 autocast on an H200
     monkeypatch.setattr(training, "bf16_supported", lambda device: False)
     assert config.resolved_precision() == "32"
     assert dataclasses.replace(config, precision="16-mixed").resolved_precision() == "16-mixed"

@@ -7,7 +7,8 @@ profile name and read their settings from the :class:`Profile` it names.
 - ``smoke``: 32³ volumes, a handful of subjects, a tiny backbone and a short schedule with early
   stopping, for CI, tests and the notebooks' headless runs. Numbers from it are not meaningful.
 - ``lab``: 64³ volumes (the paper's size), the default phantom counts, a lighter backbone and a short
-  schedule — 10 to 20 minutes per model on a 2-core CPU, about 5 hours for the whole main job.
+  schedule — 3 to 7 minutes per model on a 2-core CPU, 1 h 42 min for the whole main job
+  (``uadlab reproduce --profile lab``, measured 2026-11-28; README, "Speed").
 - ``paper``: Bengs et al. 2021 settings (Sec. 2.1–2.3): 1 mm resampling, 64³, batch 32, latent
   128 (2D) / 512 (3D), a long schedule with early stopping; meant for a GPU.
 """
@@ -47,10 +48,10 @@ class Profile:
         latent_3d: latent size of the 3D VAE (paper: 512).
         fractions: training-set fractions of the data-set-size study (paper: 10/20/60/100 %).
         precision: numeric precision of training and inference, ``"32"``, ``"bf16-mixed"`` or
-            ``"16-mixed"`` (:data:`uadlab.models.PRECISIONS`); ``None``: ``"bf16-mixed"`` on a device
-            that runs bfloat16 natively (CUDA, a CPU with AVX512-BF16 or AMX), else ``"32"``
-            (:func:`uadlab.training.default_precision`). ``smoke`` keeps ``"32"`` so that its
-            numbers stay comparable across machines and with earlier runs.
+            ``"16-mixed"`` (:data:`uadlab.models.PRECISIONS`); ``None``: ``"bf16-mixed"`` on a CPU that
+            runs bfloat16 natively (AVX512-BF16 or AMX), else ``"32"``, CUDA included (TF32
+            convolutions were faster there: :func:`uadlab.training.default_precision`). ``smoke``
+            keeps ``"32"`` so that its numbers stay comparable across machines and with earlier runs.
     """
 
     name: str
