@@ -104,6 +104,80 @@ def write_blob_dataset(folder: Path, *, size: int = 32, seed: int = 0,
     return folder
 
 
+FAKE_SHAPE = (40, 48, 40)  # voxels of the fake real scans below
+FAKE_VOXEL_MM = 4.0  # stored on the smoke profile's grid: no resampling work
+_FAKE_COHORTS = """\
+kind: real
+description: a tiny fake data set
+licence: none
+citation: none
+cohorts:
+  - name: healthy
+    role: healthy
+    cases: "healthy/*.nii.gz"
+    image: "{anchor}"
+    brain_mask: nonzero
+    split: {train: 0.75, val: 0.25}
+    seed: 0
+  - name: brats
+    role: lesion
+    cases: "lesion/*/"
+    image: "{case_dir}/t1.nii.gz"
+    brain_mask: "{case_dir}/brain_mask.nii.gz"
+    lesion_mask: "{case_dir}/seg.nii.gz"
+    split: {val: 0.5, test: 0.5}
+    seed: 0
+"""
+
+
+def save_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    """Save ``array`` at ``path`` (folders made); default affine: RAS, ``FAKE_VOXEL_MM`` isotropic."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array, np.diag([FAKE_VOXEL_MM] * 3 + [1.0]) if affine is None else affine), path)
+    return path
+
+
+def fake_scan(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A skull-stripped-looking ``FAKE_SHAPE`` scan (a noisy ellipsoid brain, zero outside; its centre
+    jittered by up to 2 voxels) and its bool brain mask."""
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in FAKE_SHAPE], indexing="ij"), axis=-1)
+    centre = np.array(FAKE_SHAPE) / 2 + rng.uniform(-2, 2, 3)
+    brain = (((grid - centre) / np.array([15.0, 19.0, 15.0])) ** 2).sum(axis=-1) <= 1.0
+    image = (80 + 20 * rng.standard_normal(FAKE_SHAPE)).astype(np.float32) * brain
+    return image, brain
+
+
+def write_fake_real(root: Path, *, name: str = "fake_real", seed: int = 7, lps_case: bool = False) -> Path:
+    """A tiny fake real data set under ``root`` and its manifest ``root / f"{name}.yaml"`` (returned).
+
+    Four healthy scans (``healthy/sub{i}.nii.gz``, brain mask: nonzero) and two BraTS-like lesion cases
+    (``lesion/case{i}/`` with ``t1``, ``brain_mask`` and ``seg``: label 2 on the 4-voxel cube at
+    ``[18:22, 20:24, 18:22]``, where the image is 20), ``FAKE_SHAPE`` voxels of ``FAKE_VOXEL_MM``.
+    ``lps_case``: the second lesion case stores the same voxels with X and Y reversed (an LPS affine).
+    """
+    rng = np.random.default_rng(seed)
+    for i in range(4):
+        save_nifti(root / "healthy" / f"sub{i}.nii.gz", fake_scan(rng)[0])
+    ras = np.diag([FAKE_VOXEL_MM] * 3 + [1.0])
+    flip_xy = np.array([[-1, 0, 0, FAKE_SHAPE[0] - 1], [0, -1, 0, FAKE_SHAPE[1] - 1], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+    for i in range(2):
+        image, brain = fake_scan(rng)
+        seg = np.zeros(FAKE_SHAPE, np.uint8)
+        seg[18:22, 20:24, 18:22] = 2  # BraTS-like label; lesion = seg > 0
+        image[seg > 0] = 20.0
+        affine = ras
+        if lps_case and i == 1:
+            image, brain, seg = (np.flip(a, axis=(0, 1)).copy() for a in (image, brain, seg))
+            affine = ras @ flip_xy
+        case = root / "lesion" / f"case{i}"
+        save_nifti(case / "t1.nii.gz", image, affine)
+        save_nifti(case / "brain_mask.nii.gz", brain.astype(np.uint8), affine)
+        save_nifti(case / "seg.nii.gz", seg, affine)
+    manifest = root / f"{name}.yaml"
+    manifest.write_text(f"name: {name}\n" + _FAKE_COHORTS)
+    return manifest
+
+
 @pytest.fixture(scope="module")
 def blob_dataset(tmp_path_factory) -> Path:
     """A tiny built data set (32³ blobs; healthy train/val, tumour and stroke val/test).

@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import FAKE_SHAPE, FAKE_VOXEL_MM, fake_scan, save_nifti, write_fake_real
 
 import uadlab.data.dataset as data_module
 from uadlab.data.dataset import COLUMNS, BuiltDataset, Subject, build_dataset, load_dataset
@@ -20,74 +21,14 @@ from uadlab.errors import DatasetError, VolumeError
 from uadlab.profiles import get_profile
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "data_manifests"
-VOXEL_MM = 4.0  # the fake scans are stored on the smoke profile's grid: no resampling work
-SHAPE = (40, 48, 40)
-LESION_VOXELS = 4**3  # a 4-voxel cube
-
-FAKE_MANIFEST = """\
-name: fake_real
-kind: real
-description: a tiny fake data set
-licence: none
-citation: none
-cohorts:
-  - name: healthy
-    role: healthy
-    cases: "healthy/*.nii.gz"
-    image: "{anchor}"
-    brain_mask: nonzero
-    split: {train: 0.75, val: 0.25}
-    seed: 0
-  - name: brats
-    role: lesion
-    cases: "lesion/*/"
-    image: "{case_dir}/t1.nii.gz"
-    brain_mask: "{case_dir}/brain_mask.nii.gz"
-    lesion_mask: "{case_dir}/seg.nii.gz"
-    split: {val: 0.5, test: 0.5}
-    seed: 0
-"""
-
-
-def _save(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(array, affine), path)
-
-
-def _scan(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A skull-stripped-looking scan: a noisy ellipsoid brain, zero outside; and its brain mask."""
-    grid = np.stack(np.meshgrid(*[np.arange(n) for n in SHAPE], indexing="ij"), axis=-1)
-    centre = np.array(SHAPE) / 2 + rng.uniform(-2, 2, 3)
-    brain = (((grid - centre) / np.array([15.0, 19.0, 15.0])) ** 2).sum(axis=-1) <= 1.0
-    image = (80 + 20 * rng.standard_normal(SHAPE)).astype(np.float32) * brain
-    return image, brain
+LESION_VOXELS = 4**3  # the 4-voxel cube of write_fake_real
 
 
 @pytest.fixture(scope="module")
 def fake_tree(tmp_path_factory) -> tuple[Path, Path]:
     """A fake real data set (4 healthy scans, 2 lesion cases, one stored LPS) and its manifest."""
     root = tmp_path_factory.mktemp("fake_real")
-    rng = np.random.default_rng(7)
-    ras = np.diag([VOXEL_MM] * 3 + [1.0])
-    for i in range(4):
-        image, _ = _scan(rng)
-        _save(root / "healthy" / f"sub{i}.nii.gz", image, ras)
-    for i, lps in enumerate([False, True]):
-        image, brain = _scan(rng)
-        seg = np.zeros(SHAPE, np.uint8)
-        seg[18:22, 20:24, 18:22] = 2  # BraTS-like label; lesion = seg > 0
-        image[seg > 0] = 20.0
-        affine = ras
-        if lps:  # the same voxels stored with X and Y reversed
-            image, brain, seg = (np.flip(a, axis=(0, 1)).copy() for a in (image, brain, seg))
-            affine = ras @ np.array([[-1, 0, 0, SHAPE[0] - 1], [0, -1, 0, SHAPE[1] - 1], [0, 0, 1, 0], [0, 0, 0, 1.0]])
-        case = root / "lesion" / f"case{i}"
-        _save(case / "t1.nii.gz", image, affine)
-        _save(case / "brain_mask.nii.gz", brain.astype(np.uint8), affine)
-        _save(case / "seg.nii.gz", seg, affine)
-    manifest = root / "fake.yaml"
-    manifest.write_text(FAKE_MANIFEST)
-    return root, manifest
+    return root, write_fake_real(root, lps_case=True)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +60,7 @@ def test_real_build_layout_and_table(built, fake_tree):
     assert sorted(lesion["split"]) == ["test", "val"]
     assert (healthy["lesion_mask"] == "").all() and (healthy["lesion_voxels"] == 0).all()
     assert (lesion["lesion_voxels"] > 0).all()
-    np.testing.assert_allclose(lesion["lesion_volume_mm3"], LESION_VOXELS * VOXEL_MM**3)
+    np.testing.assert_allclose(lesion["lesion_volume_mm3"], LESION_VOXELS * FAKE_VOXEL_MM**3)
     assert set(lesion["source"]) == {"lesion/case0/t1.nii.gz", "lesion/case1/t1.nii.gz"}
     for _, row in table.iterrows():
         assert row["image"] == f"images/{row['subject_id']}.nii.gz"
@@ -129,7 +70,7 @@ def test_real_build_layout_and_table(built, fake_tree):
     assert mask.get_data_dtype() == np.uint8 and mask.shape == (32, 32, 32)
     info = json.loads((out / "dataset.json").read_text())
     assert info["name"] == "fake_real" and info["profile"] == "smoke"
-    assert info["image_size"] == 32 and info["spacing_mm"] == VOXEL_MM
+    assert info["image_size"] == 32 and info["spacing_mm"] == FAKE_VOXEL_MM
     assert info["manifest"]["sha256"] == __import__("hashlib").sha256(fake_tree[1].read_bytes()).hexdigest()
     assert info["cohorts"]["brats"] == {"role": "lesion", "counts": {"train": 0, "val": 1, "test": 1}}
     assert info["preprocessing"]["out_size"] == 32 and info["uadlab_version"]
@@ -139,7 +80,7 @@ def test_real_build_layout_and_table(built, fake_tree):
 def test_lesions_keep_their_world_position_ras_and_lps(built):
     """Both lesion boxes sit at the same world position (case1 is stored LPS); the built affines say so."""
     dataset = load_dataset(built[0])
-    truth = np.array([19.5, 21.5, 19.5]) * VOXEL_MM  # centre of voxels 18..21, 20..23, 18..21 in RAS mm
+    truth = np.array([19.5, 21.5, 19.5]) * FAKE_VOXEL_MM  # centre of voxels 18..21, 20..23, 18..21 in RAS mm
     for subject_id in ("case0", "case1"):
         subject = dataset.subject(subject_id)
         centre = subject.affine[:3, :3] @ np.argwhere(subject.lesion_mask).mean(axis=0) + subject.affine[:3, 3]
@@ -280,9 +221,9 @@ def test_mismatched_mask_grid_raises_volume_error(fake_tree, tmp_path):
     for name in ("healthy/sub0.nii.gz", "lesion/case0/t1.nii.gz", "lesion/case0/brain_mask.nii.gz"):
         (bad / name).parent.mkdir(parents=True, exist_ok=True)
         (bad / name).write_bytes((root / name).read_bytes())
-    seg = np.zeros((SHAPE[0], SHAPE[1], SHAPE[2] - 1), np.uint8)
+    seg = np.zeros((FAKE_SHAPE[0], FAKE_SHAPE[1], FAKE_SHAPE[2] - 1), np.uint8)
     seg[10, 10, 10] = 1
-    _save(bad / "lesion" / "case0" / "seg.nii.gz", seg, np.diag([VOXEL_MM] * 3 + [1.0]))
+    save_nifti(bad / "lesion" / "case0" / "seg.nii.gz", seg, np.diag([FAKE_VOXEL_MM] * 3 + [1.0]))
     (bad / "lesion" / "x").rmdir()
     with pytest.raises(VolumeError, match="seg.nii.gz: shape"):
         build_dataset(manifest, tmp_path / "data", root=bad, profile="smoke", cache_dir=tmp_path / "cache")
@@ -451,14 +392,14 @@ def test_sample_real_builds_at_64(real_data_dir, tmp_path):
 def test_whole_head_cases_are_skull_stripped_once_and_cached(tmp_path, monkeypatch):
     """``brain_mask: deepbet``: the mask comes from skull_strip, is cached, and reused by another profile."""
     rng = np.random.default_rng(3)
-    ras = np.diag([VOXEL_MM] * 3 + [1.0])
+    ras = np.diag([FAKE_VOXEL_MM] * 3 + [1.0])
     brains = {}
     for i in range(2):
-        image, brain = _scan(rng)
+        image, brain = fake_scan(rng)
         image = np.clip(image, 1.0, 140.0) * brain
-        scalp = ~np.pad(np.ones(np.subtract(SHAPE, 4), bool), 2)  # a bright 2-voxel shell off the brain
+        scalp = ~np.pad(np.ones(np.subtract(FAKE_SHAPE, 4), bool), 2)  # a bright 2-voxel shell off the brain
         assert not (scalp & brain).any()
-        _save(tmp_path / "root" / "IXI-T1" / f"IXI00{i}-Guys-0001-T1.nii.gz", image + 200.0 * scalp, ras)
+        save_nifti(tmp_path / "root" / "IXI-T1" / f"IXI00{i}-Guys-0001-T1.nii.gz", image + 200.0 * scalp, ras)
         brains[f"IXI00{i}-Guys-0001"] = brain
     calls = []
 
@@ -490,8 +431,8 @@ def test_bias_correction_runs_on_the_cohorts_that_ask_and_is_part_of_the_cache_k
                                                                                     monkeypatch):
     root, manifest = fake_tree
     n4_manifest = tmp_path / "n4.yaml"
-    n4_manifest.write_text(FAKE_MANIFEST.replace("    brain_mask: nonzero\n",
-                                                 "    brain_mask: nonzero\n    bias_correction: n4\n"))
+    n4_manifest.write_text(manifest.read_text().replace("    brain_mask: nonzero\n",
+                                                         "    brain_mask: nonzero\n    bias_correction: n4\n"))
     calls = []
 
     def fake_n4(image, affine, brain_mask):

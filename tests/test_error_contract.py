@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import FAKE_SHAPE, fake_scan, save_nifti, write_fake_real
 
 from uadlab import reproduce as reproduce_module
 from uadlab.cli import main as _cli_main
@@ -34,64 +35,6 @@ from uadlab.training import loop as training
 from uadlab.training.loop import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
-SHAPE = (40, 48, 40)
-VOXEL_MM = 4.0
-
-MANIFEST = """\
-name: contract
-kind: real
-description: a tiny fake data set
-licence: none
-citation: none
-cohorts:
-  - name: healthy
-    role: healthy
-    cases: "healthy/*.nii.gz"
-    image: "{anchor}"
-    brain_mask: nonzero
-    split: {train: 0.75, val: 0.25}
-    seed: 0
-  - name: brats
-    role: lesion
-    cases: "lesion/*/"
-    image: "{case_dir}/t1.nii.gz"
-    brain_mask: "{case_dir}/brain_mask.nii.gz"
-    lesion_mask: "{case_dir}/seg.nii.gz"
-    split: {val: 0.5, test: 0.5}
-    seed: 0
-"""
-
-
-def _save(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(array, np.diag([VOXEL_MM] * 3 + [1.0]) if affine is None else affine), path)
-    return path
-
-
-def _scan(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A skull-stripped-looking scan (noisy ellipsoid brain, zero outside) and its brain mask."""
-    grid = np.stack(np.meshgrid(*[np.arange(n) for n in SHAPE], indexing="ij"), axis=-1)
-    brain = (((grid - np.array(SHAPE) / 2) / np.array([15.0, 19.0, 15.0])) ** 2).sum(axis=-1) <= 1.0
-    image = (80 + 20 * rng.standard_normal(SHAPE)).astype(np.float32) * brain
-    return image, brain
-
-
-def _tree(root: Path, seed: int = 7, lesion_size: int = 4) -> Path:
-    """A fake real data set under ``root``; returns its manifest."""
-    rng = np.random.default_rng(seed)
-    for i in range(4):
-        _save(root / "healthy" / f"sub{i}.nii.gz", _scan(rng)[0])
-    for i in range(2):
-        image, brain = _scan(rng)
-        seg = np.zeros(SHAPE, np.uint8)
-        seg[18:18 + lesion_size, 20:20 + lesion_size, 18:18 + lesion_size] = 2
-        image[seg > 0] = 20.0
-        _save(root / "lesion" / f"case{i}" / "t1.nii.gz", image)
-        _save(root / "lesion" / f"case{i}" / "brain_mask.nii.gz", brain.astype(np.uint8))
-        _save(root / "lesion" / f"case{i}" / "seg.nii.gz", seg)
-    manifest = root / "contract.yaml"
-    manifest.write_text(MANIFEST)
-    return manifest
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -147,7 +90,7 @@ class _LockHolder:
 def world(tmp_path_factory):
     """``(root, manifest, data, run, cache)``: the fake tree, its smoke build, a one-epoch run."""
     base = tmp_path_factory.mktemp("contract")
-    manifest = _tree(base / "root")
+    manifest = write_fake_real(base / "root", name="contract")
     cache = base / "cache"
     data = build_dataset(manifest, base / "data", root=base / "root", profile="smoke", cache_dir=cache)
     config = TrainConfig(experiment="3D-None", profile="smoke", data=str(data), max_epochs=1, seed=1, device="cpu")
@@ -373,7 +316,7 @@ def test_workers_are_capped_at_the_usable_cores(world, tmp_path, capsys, cache_e
 
 @pytest.mark.parametrize("defect", ["empty lesion", "lesion outside the brain", "label -1", "image all zero"])
 def test_data_build_refuses_what_data_check_reports(tmp_path, capsys, cache_env, defect):
-    manifest = _tree(tmp_path / "root")
+    manifest = write_fake_real(tmp_path / "root", name="contract")
     case = tmp_path / "root" / "lesion" / "case1"
     seg = np.asanyarray(nib.load(case / "seg.nii.gz").dataobj).astype(np.int16)
     if defect == "empty lesion":
@@ -384,9 +327,9 @@ def test_data_build_refuses_what_data_check_reports(tmp_path, capsys, cache_env,
     elif defect == "label -1":
         seg[10:12, 20:22, 20:22] = -1
     if defect == "image all zero":
-        _save(case / "t1.nii.gz", np.zeros(SHAPE, np.float32))
+        save_nifti(case / "t1.nii.gz", np.zeros(FAKE_SHAPE, np.float32))
     else:
-        _save(case / "seg.nii.gz", seg)
+        save_nifti(case / "seg.nii.gz", seg)
     message = {"empty lesion": "case1 (brats): lesion mask is empty",
                "lesion outside the brain": "case1 (brats): lesion mask lies entirely outside the brain mask",
                "label -1": "seg.nii.gz: holds label(s) -1 outside the documented set",
@@ -405,7 +348,7 @@ def test_a_lesion_lost_on_the_built_grid_is_recorded_and_not_scored(tmp_path, ca
     the loss is simulated; what is tested is that it is recorded, warned about and never scored 0."""
     monkeypatch.setenv("UADLAB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(preprocessing, "_lesion_threshold", lambda fraction: np.zeros(fraction.shape, bool))
-    manifest = _tree(tmp_path / "root")
+    manifest = write_fake_real(tmp_path / "root", name="contract")
     with pytest.warns(UadlabWarning, match="has no voxel on the built grid"):
         data = build_dataset(manifest, tmp_path / "data", root=tmp_path / "root", profile="smoke")
     info = load_dataset(data).info
@@ -511,9 +454,9 @@ def _huge_header(path: Path, shape: tuple[int, int, int]) -> None:
 
 
 def test_huge_headers_and_voxels_are_refused_before_allocating(tmp_path, capsys, cache_env):
-    manifest = _tree(tmp_path / "root")
+    manifest = write_fake_real(tmp_path / "root", name="contract")
     _huge_header(tmp_path / "root" / "healthy" / "sub0.nii.gz", (32767, 32767, 32767))
-    _save(tmp_path / "root" / "healthy" / "sub1.nii.gz", _scan(np.random.default_rng(0))[0],
+    save_nifti(tmp_path / "root" / "healthy" / "sub1.nii.gz", fake_scan(np.random.default_rng(0))[0],
           np.diag([1000.0, 1000.0, 1000.0, 1.0]))
     assert main(["data", "check", "--manifest", str(manifest), "--root", str(tmp_path / "root")]) == 1
     err = capsys.readouterr().err
