@@ -1,58 +1,72 @@
-"""The wall-clock of each training epoch, everything included, for the old training loop and today's alike.
+"""Timing of the training loop's own functions, for the old loop and today's alike.
 
-A run's ``history`` ``seconds`` stop after validation, before the best weights are kept and the
-checkpoint is written, in both loops; issue 16 asks for the whole epoch. Both loops call their module's
-``_train_epoch`` and ``_save_checkpoint`` once per epoch, so the time from the start of one to the end
-of the other holds everything: the pass over the samples (erasing, batching, steps), validation,
-keeping the best weights and writing the checkpoint (today: handing it to the background writer,
-which first waits for the previous epoch's write). Imports nothing from ``uadlab``: the old commit's
-subprocess imports it too.
+:class:`CallTimer` wraps functions of a module or class while inside it and records the wall-clock
+span of every call. ``benchmarks/train_epoch.py`` times the phases of an epoch with it (erasing,
+validation, checkpoint) and, with :func:`epoch_targets`, whole epochs: a run's ``history``
+``seconds`` stop after validation, before the best weights are kept and the checkpoint is written,
+in both loops, and issue 16 asks for the whole epoch. Both loops call their module's ``_train_epoch``
+and ``_save_checkpoint`` once per epoch, so the time from the start of one to the end of the other
+holds everything: the pass over the samples (erasing, batching, steps), validation, keeping the best
+weights and writing the checkpoint (today: handing it to the background writer, which first waits for
+the previous epoch's write). Imports nothing from ``uadlab``: the old commit's subprocess imports it too.
 """
 
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from types import ModuleType
 
 
-class EpochClock:
-    """Context manager timing each epoch of the training runs started inside it.
+def epoch_targets(module: ModuleType) -> dict[str, tuple[object, str]]:
+    """The two functions of a training loop's module (``uadlab.training.loop`` today,
+    ``uadlab.training`` at the old commit) that :meth:`CallTimer.epoch_seconds` needs."""
+    return {"pass": (module, "_train_epoch"), "checkpoint": (module, "_save_checkpoint")}
+
+
+class CallTimer:
+    """Context manager recording the span of every call of the functions it wraps while inside.
 
     Args:
-        module: the training loop's module (``uadlab.training.loop`` today, ``uadlab.training`` at
-            the old commit); its ``_train_epoch`` and ``_save_checkpoint`` are wrapped while inside.
+        targets: ``{name: (owner, attribute)}``: each ``owner.attribute`` (a module function or a
+            class's method) is wrapped on entering and restored on leaving.
 
     Attributes:
-        seconds: one wall-clock per finished epoch (s), in order.
+        spans: ``{name: [(start, end), ...]}`` in ``time.perf_counter`` seconds, one per call, in order.
     """
 
-    def __init__(self, module: ModuleType) -> None:
-        self.module = module
-        self._starts: list[float] = []
-        self._ends: list[float] = []
-        self._originals: dict[str, object] = {}
+    def __init__(self, targets: dict[str, tuple[object, str]]) -> None:
+        self.targets = targets
+        self.spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        self._originals: list[tuple[object, str, object]] = []
 
-    @property
-    def seconds(self) -> list[float]:
-        return [end - start for start, end in zip(self._starts, self._ends)]
+    def total(self, name: str) -> float:
+        """Seconds spent in the calls of ``name``, all together."""
+        return sum(end - start for start, end in self.spans[name])
 
-    def __enter__(self) -> EpochClock:
-        train_epoch = self._originals["_train_epoch"] = self.module._train_epoch
-        save_checkpoint = self._originals["_save_checkpoint"] = self.module._save_checkpoint
+    def epoch_seconds(self) -> list[float]:
+        """One wall-clock per finished epoch, from the start of its pass to the end of its checkpoint
+        (needs the :func:`epoch_targets`)."""
+        return [end - start for (start, _), (_, end) in zip(self.spans["pass"], self.spans["checkpoint"])]
 
-        def timed_epoch(*args, **kwargs):
-            self._starts.append(time.perf_counter())
-            return train_epoch(*args, **kwargs)
-
-        def timed_checkpoint(*args, **kwargs):
-            try:
-                return save_checkpoint(*args, **kwargs)
-            finally:
-                self._ends.append(time.perf_counter())
-
-        self.module._train_epoch, self.module._save_checkpoint = timed_epoch, timed_checkpoint
+    def __enter__(self) -> CallTimer:
+        for name, (owner, attribute) in self.targets.items():
+            original = getattr(owner, attribute)
+            self._originals.append((owner, attribute, original))
+            setattr(owner, attribute, self._timed(name, original))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for name, original in self._originals.items():
-            setattr(self.module, name, original)
+        for owner, attribute, original in reversed(self._originals):
+            setattr(owner, attribute, original)
+        self._originals.clear()
+
+    def _timed(self, name: str, original):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.spans[name].append((start, time.perf_counter()))
+
+        return timed

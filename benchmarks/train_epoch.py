@@ -44,13 +44,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from _before import BEFORE, ROOT, checkout
-from _epoch_clock import EpochClock
+from _epoch_clock import CallTimer, epoch_targets
 
 from uadlab._threads import limit_threads
 from uadlab.data.dataset import build_dataset, load_dataset
@@ -66,47 +65,16 @@ import json, sys
 sys.path.insert(0, sys.argv[7])
 import torch
 import uadlab.training as training
-from _epoch_clock import EpochClock
+from _epoch_clock import CallTimer, epoch_targets
 torch.set_num_threads(int(sys.argv[4]))
 epochs = int(sys.argv[3])
 config = training.TrainConfig(experiment=sys.argv[1], profile=sys.argv[6], data=sys.argv[2], max_epochs=epochs,
                               patience=epochs, seed=0)
-with EpochClock(training) as clock:
+with CallTimer(epoch_targets(training)) as timer:
     result = training.train(config, sys.argv[5], overwrite=True)
-print(json.dumps({"seconds": clock.seconds, "best_val": result.best_val}))
+print(json.dumps({"seconds": timer.epoch_seconds(), "best_val": result.best_val}))
 """
 _MODES = {"eager fp32": {"precision": "32", "compile": False}, "defaults": {}, "compiled": {"compile": True}}
-
-
-class _PhaseTimer:
-    """Adds the wall time spent in validation, checkpointing and erasing (wrapped module functions)."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-        self._originals: list[tuple[object, str, object]] = []
-
-    def wrap(self, owner: object, attribute: str, phase: str) -> None:
-        original = getattr(owner, attribute)
-
-        def timed(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.seconds[phase] += time.perf_counter() - start
-
-        self._originals.append((owner, attribute, original))
-        setattr(owner, attribute, timed)
-
-    def __enter__(self) -> _PhaseTimer:
-        self.wrap(training, "_validate", "validation")
-        self.wrap(training, "_save_checkpoint", "checkpoint")
-        self.wrap(SpatialErasing, "apply_batch", "erasing")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for owner, attribute, original in reversed(self._originals):
-            setattr(owner, attribute, original)
 
 
 def _batching_seconds(data: Path, experiment: str, batch_size: int, epochs: int) -> float:
@@ -127,11 +95,12 @@ def measure(data: Path, experiment: str, mode: str, *, profile: str, epochs: int
     """Train ``epochs`` epochs of ``experiment`` in ``mode``; return timings and the best val l1."""
     config = training.TrainConfig(experiment=experiment, profile=profile, data=str(data), max_epochs=epochs,
                                   patience=epochs, seed=0, **_MODES[mode])
-    with _PhaseTimer() as timer, EpochClock(training) as clock:
+    phases = {"validation": (training, "_validate"), "erasing": (SpatialErasing, "apply_batch")}
+    with CallTimer({**epoch_targets(training), **phases}) as timer:
         result = training.train(config, out, overwrite=True)
-    seconds = np.array(clock.seconds)
+    seconds = np.array(timer.epoch_seconds())
     batching = _batching_seconds(data, experiment, config.resolved("batch_size"), epochs)
-    outside = {phase: timer.seconds[phase] / epochs for phase in ("erasing", "validation", "checkpoint")}
+    outside = {phase: timer.total(phase) / epochs for phase in ("erasing", "validation", "checkpoint")}
     outside["batching"] = batching
     return {"experiment": experiment, "mode": mode, "precision": config.resolved_precision(),
             "epoch_s": float(seconds.mean()), "fastest_s": float(seconds.min()), "first_s": float(seconds[0]),
