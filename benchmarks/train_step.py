@@ -27,7 +27,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from uadlab.models import DenseVAE, elbo_loss
-from uadlab.models.precision import PRECISIONS, autocast
+from uadlab.models.precision import PRECISIONS, autocast, to_device
 from uadlab.profiles import get_profile
 
 _PROFILES = ("paper", "lab")
@@ -56,8 +56,8 @@ def measure(spatial_dims: int, profile_name: str, *, image_size: int, batch_size
         ``model, batch, samples/s, voxels/s, GFLOP/s, GFLOP/step``.
     """
     profile = get_profile(profile_name)
-    model = DenseVAE(spatial_dims, image_size=image_size, latent_dim=profile.latent_dim(spatial_dims),
-                channels=profile.channels).to(device)
+    model = to_device(DenseVAE(spatial_dims, image_size=image_size, latent_dim=profile.latent_dim(spatial_dims),
+                               channels=profile.channels), device)  # in the weight layout training uses
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(0)

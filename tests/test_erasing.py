@@ -197,6 +197,21 @@ def test_noise_fill_writes_only_inside_the_mask(rng):
     np.testing.assert_array_equal(erased[~mask], image[~mask])
 
 
+@pytest.mark.parametrize("method", ["Cube", "Multi-Cube"])
+@pytest.mark.parametrize("as_torch", [False, True])
+def test_noise_fill_writes_its_draws_in_c_order_of_the_mask(method, as_torch, rng):
+    """One box is filled through its slices, several through a mask: the same draws land alike."""
+    image, _ = _sample(3, rng)
+    params = SpatialErasing(3, method, "n", p=1.0).get_params(image.shape[1:], rng)
+    source = np.arange(1.0, 1001.0, dtype=np.float32)  # distinct values, so any reordering shows
+    erased = erase(torch.from_numpy(image) if as_torch else image, params, "n", noise_source=source,
+                   rng=np.random.default_rng(7))
+    mask = params.mask()[None]
+    expected = image.copy()
+    expected[mask] = np.random.default_rng(7).choice(source, size=int(mask.sum()), replace=True)
+    np.testing.assert_array_equal(np.asarray(erased), expected)
+
+
 @pytest.mark.parametrize(("spatial_dims", "method"),
                          [(2, "Patch"), (2, "Half-Slice"), (3, "Cube"), (3, "Multi-Cube")])
 def test_noise_fill_draws_from_brain_voxels(spatial_dims, method, rng):

@@ -79,9 +79,12 @@ class ModelBase(nn.Module):
     Subclasses set ``spatial_dims``, ``image_size``, ``in_channels`` and ``config`` and implement the
     three methods of :class:`ReconstructionModel`. A model fitted in closed form (no gradient
     steps) sets ``fitted_in_closed_form = True`` and implements ``fit(samples)`` instead of a loss.
+    A model whose training step measured faster with channels-last weights on a CPU sets
+    ``channels_last_on_cpu = True`` (:func:`uadlab.models.precision.to_device`).
     """
 
     fitted_in_closed_form = False
+    channels_last_on_cpu = False
     spatial_dims: int
     image_size: int
     in_channels: int

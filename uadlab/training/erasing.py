@@ -314,12 +314,12 @@ def _draw_sides(shape: tuple[int, ...], target: float, lo: int, hi: int,
         edges = target ** (1 / len(shape)) * np.exp(log_aspect - log_aspect.mean())
         sides = [0] * len(shape)
         for axis in order[:-1]:
-            sides[axis] = int(np.clip(round(edges[axis]), 1, shape[axis]))
+            sides[axis] = min(max(round(float(edges[axis])), 1), shape[axis])
         rest = math.prod(sides[axis] for axis in order[:-1])
         last = order[-1]
         low, high = max(1, math.ceil(lo / rest)), min(shape[last], hi // rest)
         if low <= high:
-            sides[last] = int(np.clip(round(target / rest), low, high))
+            sides[last] = min(max(round(target / rest), low), high)
             return tuple(sides)
     raise RuntimeError(f"could not draw a box of {lo}-{hi} voxels in shape {shape}")  # pragma: no cover
 
@@ -426,19 +426,29 @@ def erase(image: Any, params: ErasingParams, fill: str, *, noise_source: Any = N
 
 def _fill(out: Any, params: ErasingParams, fill: str, source: np.ndarray | None,
           rng: np.random.Generator | None) -> None:
-    """Write zeros or noise into the erased voxels of ``out`` in place."""
-    mask = params.mask()
-    if isinstance(out, torch.Tensor):
-        mask = torch.from_numpy(mask).to(out.device)
-    n_values = tuple(out.shape[:out.ndim - mask.ndim]) + (int(mask.sum()),)
-    if fill == "0" or source is None or source.size == 0:
-        out[..., mask] = 0
-        return
-    values = rng.choice(source, size=n_values, replace=True)
-    if isinstance(out, torch.Tensor):
-        out[..., mask] = torch.as_tensor(values, dtype=out.dtype, device=out.device)
+    """Write zeros or noise into the erased voxels of ``out`` in place.
+
+    One box is written through its slices, several through their union's mask; both fill the erased
+    voxels in C order, so the same draws give the same image either way.
+    """
+    leading = tuple(out.shape[:out.ndim - len(params.shape)])
+    if len(params.boxes) == 1:
+        region: Any = (..., *params.boxes[0])
+        erased = tuple(s.stop - s.start for s in params.boxes[0])
     else:
-        out[..., mask] = values.astype(out.dtype, copy=False)
+        region = params.mask()
+        if isinstance(out, torch.Tensor):
+            region = torch.from_numpy(region).to(out.device)
+        erased = (int(region.sum()),)
+        region = (..., region)
+    if fill == "0" or source is None or source.size == 0:
+        out[region] = 0
+        return
+    values = rng.choice(source, size=leading + (math.prod(erased),), replace=True).reshape(leading + erased)
+    if isinstance(out, torch.Tensor):
+        out[region] = torch.as_tensor(values, dtype=out.dtype, device=out.device)
+    else:
+        out[region] = values.astype(out.dtype, copy=False)
 
 
 def _copy(image: Any) -> Any:
