@@ -433,14 +433,14 @@ def _fill(out: Any, params: ErasingParams, fill: str, source: np.ndarray | None,
     """
     leading = tuple(out.shape[:out.ndim - len(params.shape)])
     if len(params.boxes) == 1:
-        region: Any = (..., *params.boxes[0])
-        erased = tuple(s.stop - s.start for s in params.boxes[0])
+        box = params.boxes[0]
+        region: tuple = (..., *box)
+        erased = tuple(s.stop - s.start for s in box)
     else:
-        region = params.mask()
+        mask = params.mask()
         if isinstance(out, torch.Tensor):
-            region = torch.from_numpy(region).to(out.device)
-        erased = (int(region.sum()),)
-        region = (..., region)
+            mask = torch.from_numpy(mask).to(out.device)
+        region, erased = (..., mask), (int(mask.sum()),)
     if fill == "0" or source is None or source.size == 0:
         out[region] = 0
         return
