@@ -128,7 +128,8 @@ def pooled(runs: list[dict]) -> dict:
     seconds = np.concatenate([run["seconds"] for run in runs])
     outside = None if runs[0]["outside"] is None else {
         phase: float(np.mean([run["outside"][phase] for run in runs])) for phase in runs[0]["outside"]}
-    return {**runs[0], "epoch_s": float(seconds.mean()), "fastest_s": float(seconds.min()),
+    return {**{key: runs[0][key] for key in ("experiment", "mode", "precision")},
+            "epoch_s": float(seconds.mean()), "fastest_s": float(seconds.min()),
             "first_s": float(np.mean([run["seconds"][0] for run in runs])), "outside": outside,
             "best_vals": np.array([run["best_val"] for run in runs])}
 

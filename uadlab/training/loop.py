@@ -334,13 +334,13 @@ def default_precision(device: str | torch.device) -> str:
 
     On the CPU, measured on a 2-core AMD EPYC with AVX512-BF16, lab profile, nothing else running: the
     bare training step of the dense VAE 1.9x (2D, batch 32) and 1.5x (3D, batch 8) faster than
-    float32, whole epochs 1.3-1.6x (runs 6 and 7 of ``benchmarks/train_epoch.py``); the healthy validation l1 of
-    ``3D-None`` after 15 epochs was 0.0473 with bf16 and 0.0512 with float32, of ``3D-Cube-n`` after 20
-    epochs 0.0440 and 0.0446 (mean of seeds 0-2; bf16 trailed by 15 % after 5 epochs; README, "Speed"). On
-    CUDA float32 convolutions already run on the tensor cores as TF32 (PyTorch's cuDNN default), and
-    bf16 autocast did not pay: on an H200 it made the bare step 0.29-0.99x as fast and a lab epoch
-    0.84x (2D) and 0.72x (3D) as fast (``docs/speed_gpu.md``). float16 is never a
-    default: it needs loss scaling and buys nothing over bfloat16 where both exist.
+    float32, whole epochs 1.3-1.6x (runs 6 and 7 of ``benchmarks/train_epoch.py``); the healthy
+    validation l1 of ``3D-None`` after 15 epochs was 0.0473 with bf16 and 0.0512 with float32, of
+    ``3D-Cube-n`` after 20 epochs 0.0440 and 0.0446 (mean of seeds 0-2; bf16 trailed by 15 % after 5
+    epochs; README, "Speed"). On CUDA float32 convolutions already run on the tensor cores as TF32
+    (PyTorch's cuDNN default), and bf16 autocast did not pay: on an H200 it made the bare step
+    0.29-0.99x as fast and a lab epoch 0.84x (2D) and 0.72x (3D) as fast (``docs/speed_gpu.md``).
+    float16 is never a default: it needs loss scaling and buys nothing over bfloat16 where both exist.
     """
     device = torch.device(device)
     return "bf16-mixed" if device.type == "cpu" and bf16_supported(device) else "32"
