@@ -1,7 +1,8 @@
 """Wall-clock of the whole lab ``reproduce`` on a reduced budget: before the speed work against now.
 
-Runs ``uadlab.reproduce.reproduce`` (data build, every Table 1 experiment and the data-size runs,
-evaluation, tables and figures: Bengs et al. 2021, Sec. 3) twice in the same session, each in a
+Runs ``uadlab.studies.run_study`` (``uadlab.reproduce.reproduce`` in trees from before it: data build,
+every Table 1 experiment and the data-size runs, evaluation, tables and figures: Bengs et al. 2021,
+Sec. 3) twice in the same session, each in a
 fresh subprocess with the same thread count, a fresh output folder and an empty preprocessing cache:
 
 - ``before``: the code of commit ``32e46d4`` (2026-11-23, what issue 16 measured: eager float32,
@@ -40,11 +41,16 @@ from uadlab._threads import limit_threads
 _SCRIPT = """
 import dataclasses, sys
 from uadlab.profiles import get_profile
-from uadlab.reproduce import reproduce
 epochs, healthy, lesion, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 profile = dataclasses.replace(get_profile("lab"), max_epochs=epochs, patience=epochs,
                               phantom_counts={"healthy": healthy, "tumour": lesion, "stroke": lesion})
-reproduce(profile, "phantom", out)
+try:  # the study engine (issue 24)
+    from uadlab.studies import run_study
+except ImportError:  # a tree from before it (benchmarks/_before.py)
+    from uadlab.reproduce import reproduce
+    reproduce(profile, "phantom", out)
+else:
+    run_study("bengs2021", out, profile=profile)
 """
 
 

@@ -1,4 +1,4 @@
-"""Tests of ``uadlab reproduce --study behrendt2024`` (uadlab.behrendt2024) on tiny blob data, two epochs."""
+"""Tests of ``uadlab reproduce --study behrendt2024`` (uadlab.studies.behrendt2024) on tiny blob data, two epochs."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ import pytest
 import torch
 from conftest import write_blob_dataset
 
-from uadlab.behrendt2024 import COLUMNS, RECON_EXPERIMENTS, run_study
 from uadlab.cli import main
-from uadlab.data.dataset import load_dataset
 from uadlab.profiles import get_profile
-from uadlab.reproduce import reproduce
-from uadlab.training.segmenter import load_segmenter
+from uadlab.studies import Behrendt2024, make_study, run_study
+from uadlab.studies.behrendt2024 import COLUMNS, RECON_EXPERIMENTS
+from uadlab.training import load_segmenter
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +32,7 @@ def blob_dataset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, tiny_profile, blob_dataset):
     out = tmp_path_factory.mktemp("results")
-    return out, reproduce(tiny_profile, blob_dataset, out, study="behrendt2024", labelled_cases=1)
+    return out, run_study("behrendt2024", out, profile=tiny_profile, data=blob_dataset, labelled_cases=1)
 
 
 @pytest.mark.slow
@@ -61,32 +60,39 @@ def test_the_study_has_every_row(study):
 @pytest.mark.slow
 def test_the_weakly_supervised_segmenter_never_trained_on_a_test_case(study, blob_dataset):
     out, outputs = study
-    payloads = {p.name: torch.load(p, weights_only=True) for p in outputs["segmenters"].glob("*.pt")}
-    assert len(payloads) == 3
+    runs = sorted(p for p in outputs["runs"].glob("ddpm_2D-None__*/seed0"))
+    assert [p.parent.name for p in runs] == ["ddpm_2D-None__synthetic", "ddpm_2D-None__synthetic+1-stroke",
+                                             "ddpm_2D-None__synthetic+1-tumour"]
+    payloads = {p.parent.name: torch.load(p / "checkpoint.pt", weights_only=False) for p in runs}
     for payload in payloads.values():
         assert not [i for i in payload["training_ids"] + payload["validation_ids"] if "-test-" in i]
-    assert any("tumour-val" in i for i in payloads["ddpm_2D-None__synthetic+1-tumour.pt"]["training_ids"])
-    load_segmenter(outputs["segmenters"] / "ddpm_2D-None__synthetic.pt")
+    assert any("tumour-val" in i for i in payloads["ddpm_2D-None__synthetic+1-tumour"]["training_ids"])
+    load_segmenter(runs[0])
 
 
 @pytest.mark.slow
 def test_a_rerun_trains_nothing(study, tiny_profile, blob_dataset):
     out, outputs = study
-    files = [*out.glob("behrendt2024/runs/*/checkpoint.pt"), *outputs["segmenters"].glob("*.pt")]
+    files = [*out.glob("behrendt2024/runs/*/seed0/checkpoint.pt")]
+    assert len(files) == 6  # 3 reconstruction models, 3 segmenters
     stamps = {p: p.stat().st_mtime_ns for p in files}
     table = outputs["behrendt2024.csv"].read_text()
-    reproduce(tiny_profile, blob_dataset, out, study="behrendt2024", labelled_cases=1)
+    run_study("behrendt2024", out, profile=tiny_profile, data=blob_dataset, labelled_cases=1)
     assert {p: p.stat().st_mtime_ns for p in files} == stamps
     assert outputs["behrendt2024.csv"].read_text() == table
 
 
 def test_bad_study_options_are_refused(tmp_path, blob_dataset, capsys):
     with pytest.raises(ValueError, match="`labelled_cases` must be an int >= 0"):
-        run_study("smoke", blob_dataset, None, tmp_path, labelled_cases=-1)
+        run_study("behrendt2024", tmp_path, data=blob_dataset, labelled_cases=-1)
     with pytest.raises(ValueError, match="`segmenter_experiments` must be among `recon_experiments`"):
-        run_study("smoke", blob_dataset, None, tmp_path, recon_experiments=("2D-None",))
+        run_study("behrendt2024", tmp_path, data=blob_dataset, experiments=["2D-None"])
+    with pytest.raises(ValueError, match="`labelled_cases` .--labelled-cases. is for behrendt2024, not bengs2021"):
+        run_study("bengs2021", tmp_path, data=blob_dataset, labelled_cases=1)
+    assert not any(tmp_path.iterdir())
     assert main(["reproduce", "--study", "behrendt2025", "--data", str(blob_dataset), "--out", str(tmp_path)]) == 2
-    assert "`study` must be one of ['bengs2021', 'lambert2021', 'behrendt2024']" in capsys.readouterr().err
+    assert "`study` must be one of ['bengs2021', 'lambert2021', 'behrendt2024'] or a study file" in \
+        capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -95,12 +101,12 @@ def test_test_only_cohorts_take_their_threshold_from_val_data(tmp_path, tiny_pro
     data = write_blob_dataset(tmp_path / "test_only", seed=1, splits={"healthy": {"train": 3, "val": 2},
                                                                      "tumour": {"test": 2}, "mslub": {"test": 1}},
                               profile="tiny")
-    outputs = run_study(tiny_profile, data, load_dataset(data), tmp_path / "out", recon_experiments=("2D-None",),
-                        segmenter_experiments=("2D-None",), val_data=blob_dataset)
+    study = Behrendt2024(make_study("behrendt2024", data=data, val_data=blob_dataset).sources,
+                         recon_experiments=("2D-None",), segmenter_experiments=("2D-None",))
+    outputs = run_study(study, tmp_path / "out", profile=tiny_profile)
     table = pd.read_csv(outputs["behrendt2024.csv"])
     assert sorted(zip(table["method"], table["dataset"])) == [
         ("reconstruction", "mslub"), ("reconstruction", "tumour"), ("segmenter", "mslub"), ("segmenter", "tumour")]
     assert (table.loc[table["dataset"] == "tumour", "n_val"] == 2).all()  # val_data's tumour val split
     assert (table.loc[table["dataset"] == "mslub", "n_val"] == 4).all()  # pooled tumour + stroke val of val_data
-    with pytest.raises(ValueError, match="`val_data` must be None for study 'bengs2021'"):
-        reproduce(tiny_profile, data, tmp_path / "x", val_data=blob_dataset)
+

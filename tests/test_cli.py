@@ -68,6 +68,7 @@ def test_reproduce_plan_prints_commands_and_trains_nothing(tmp_path, capsys):
     assert main(["reproduce", "--profile", "lab", "--out", str(tmp_path / "results"), "--experiments", "2D-None",
                  "--plan"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].startswith("uadlab data build") and lines[-1].startswith("uadlab reproduce --profile lab")
+    assert lines[1].startswith("uadlab data build")
+    assert lines[-1].startswith("uadlab reproduce --study bengs2021 --profile lab")
     assert sum("--only-run" in line for line in lines) == 4  # 100 % and the profile's three fractions
-    assert not (tmp_path / "results").exists()
+    assert [p.name for p in (tmp_path / "results").iterdir()] == ["plan.json"]  # the plan, nothing built

@@ -26,11 +26,14 @@ import pytest
 import torch
 from conftest import FAKE_SHAPE, fake_scan, save_nifti, write_fake_real
 
-from uadlab import reproduce as reproduce_module
 from uadlab.cli import main as _cli_main
 from uadlab.data import preprocessing
 from uadlab.data.dataset import build_dataset, load_dataset
-from uadlab.errors import RunError, UadlabWarning
+from uadlab.data.io import folder_lock
+from uadlab.errors import DatasetError, RunError, UadlabWarning
+from uadlab.layout import ResultsLayout
+from uadlab.studies import DataSource, RunSpec, StudyContext
+from uadlab.studies import context as study_context
 from uadlab.training import loop as training
 from uadlab.training.loop import TrainConfig, train
 
@@ -264,19 +267,21 @@ def test_a_checkpoint_without_its_config_and_without_config_yaml_is_not_resumed(
     assert _digest(copy) == before
 
 
-def test_reproduce_overwrite_restarts_only_a_run_whose_config_differs(world, tmp_path):
+def test_a_study_with_overwrite_restarts_only_a_run_whose_config_differs(world, tmp_path):
     _, _, data, run, _ = world
-    copy = shutil.copytree(run, tmp_path / "run")
-    other_seed = TrainConfig(experiment="3D-None", profile="smoke", data=str(data), max_epochs=1, seed=2,
-                             device="cpu")
-    with pytest.raises(RunError, match="cannot resume, the config differs in seed"):
-        reproduce_module._train(other_seed, copy, overwrite=False, progress=False)
-    same = TrainConfig(experiment="3D-None", profile="smoke", data=str(data), max_epochs=1, seed=1, device="cpu")
+    out = ResultsLayout(tmp_path / "out")
+    copy = shutil.copytree(run, out.run("3D-None", seed=1))
+
+    def context(**options):
+        return StudyContext(out, out, "smoke", {"data": DataSource("data", built=data)}, device="cpu", **options)
+
+    with pytest.raises(RunError, match="cannot resume, the config differs in max_epochs"):
+        context(max_epochs=2).train(RunSpec("3D-None", seed=1))
     before = _digest(copy)
-    reproduce_module._train(same, copy, overwrite=True, progress=False)
+    context(max_epochs=1, overwrite=True).train(RunSpec("3D-None", seed=1))
     assert _digest(copy) == before  # finished with the same config: kept
-    reproduce_module._train(other_seed, copy, overwrite=True, progress=False)
-    assert "seed: 2" in (copy / "config.yaml").read_text() and training.run_status(copy)["finished"]
+    context(max_epochs=2, overwrite=True).train(RunSpec("3D-None", seed=1))
+    assert "max_epochs: 2" in (copy / "config.yaml").read_text() and training.run_status(copy)["finished"]
 
 
 def test_experiment_names_are_stored_canonical_and_resume_in_any_case(world, tmp_path, capsys):
@@ -505,3 +510,88 @@ def test_a_seeded_train_twice_is_bit_identical_apart_from_seconds(world, tmp_pat
     assert len(history_a) == 2
     pd.testing.assert_frame_equal(history_a.drop(columns="seconds"), history_b.drop(columns="seconds"))
     assert (tmp_path / "a" / "config.yaml").read_bytes() == (tmp_path / "b" / "config.yaml").read_bytes()
+
+
+# --- every study, the same guards (bengs2021, lambert2021, behrendt2024, a study file) -------------------
+
+STUDY_KINDS = ["bengs2021", "lambert2021", "behrendt2024", "file"]
+
+
+def _study_args(kind: str, tmp_path: Path) -> list[str]:
+    """``--study ...`` of each kind; a study file on the phantom (nothing to check on disk)."""
+    if kind != "file":
+        return ["--study", kind]
+    study = tmp_path / "phantom_study.yaml"
+    study.write_text(f"name: guard\ntrain: {{manifest: {REPO / 'data_manifests' / 'phantom.yaml'}}}\n"
+                     "experiments: [3D-None]\n")
+    return ["--study", str(study)]
+
+
+def _tables_folder(kind: str, out: Path) -> tuple[Path, str]:
+    """Where a study of ``kind`` writes its tables, and its first table's name."""
+    if kind in ("lambert2021", "behrendt2024"):
+        return out / kind, f"{kind}.csv"
+    return out, "table1.csv"
+
+
+@pytest.mark.parametrize("kind", STUDY_KINDS)
+@pytest.mark.parametrize("table", [0, 1])
+def test_every_study_keeps_a_table_it_did_not_write(kind, table, tmp_path, capsys):
+    out = tmp_path / "results"
+    folder, first = _tables_folder(kind, out)
+    name = first if table == 0 else first.replace(".csv", ".md")
+    folder.mkdir(parents=True)
+    (folder / name).write_text("mine\n")
+    for extra in ([], ["--seeds", "0,1"]):
+        assert main(["reproduce", *_study_args(kind, tmp_path), "--profile", "smoke", "--out", str(out), *extra]) == 2
+        _one_line_error(capsys, f"{folder / name}: exists and was not written by `uadlab reproduce`", "--overwrite")
+    assert sorted(p.name for p in folder.iterdir()) == [name] and (folder / name).read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("kind", STUDY_KINDS)
+def test_no_study_writes_into_a_data_set_or_a_run(kind, world, tmp_path, capsys):
+    _, _, data, run, _ = world
+    for folder, what in ((data, "a built data set (dataset.json)"), (run, "a training run (config.yaml)")):
+        before = _digest(folder)
+        assert main(["reproduce", *_study_args(kind, tmp_path), "--profile", "smoke", "--out", str(folder)]) == 2
+        _one_line_error(capsys, f"{folder}: holds {what}")
+        assert _digest(folder) == before
+
+
+@pytest.mark.parametrize("kind", STUDY_KINDS)
+def test_a_study_whose_folder_is_being_written_is_refused_with_one_line(kind, tmp_path, capsys):
+    out = tmp_path / "results"
+    folder, _ = _tables_folder(kind, out)
+    with folder_lock(folder):  # another study writing the same folder
+        assert main(["reproduce", *_study_args(kind, tmp_path), "--profile", "smoke", "--out", str(out)]) == 2
+    _one_line_error(capsys, f"{folder}: in use by another uadlab process")
+    assert not (out / "data").exists()
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--data", "phantom.yaml", "--data: not for a study file, which names its own data sets"),
+    ("--root", "somewhere", "--root: not for a study file"),
+    ("--val-data", "somewhere", "--val-data: not for a study file"),
+    ("--labelled-cases", "1", "`labelled_cases` (--labelled-cases) is for protocol behrendt2024, not bengs2021"),
+])
+def test_a_study_file_refuses_options_it_would_ignore(flag, value, message, tmp_path, capsys):
+    out = tmp_path / "results"
+    assert main(["reproduce", *_study_args("file", tmp_path), "--out", str(out), flag, value]) == 2
+    _one_line_error(capsys, message)
+    assert not out.exists()
+
+
+def test_a_study_file_takes_seed_and_overwrite(tmp_path, capsys, monkeypatch):
+    args = ["reproduce", *_study_args("file", tmp_path), "--out", str(tmp_path / "results")]
+    assert main([*args, "--seed", "3", "--plan"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("--seed ")[1].split()[0] for line in lines if "--only-run" in line] == ["3"]
+    asked = {}
+
+    def build(*args, **kwargs):  # stands in for the build: records what it was asked, then stops the study
+        asked.update(kwargs)
+        raise DatasetError("stop here")
+
+    monkeypatch.setattr(study_context, "build_dataset", build)
+    assert main([*args, "--profile", "lab", "--overwrite"]) == 2
+    assert asked["overwrite"] is True and asked["profile"] == "lab"

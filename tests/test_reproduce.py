@@ -13,8 +13,9 @@ import yaml
 from uadlab import cli, profiles
 from uadlab.cli import main
 from uadlab.errors import DatasetError
+from uadlab.layout import run_name
 from uadlab.profiles import get_profile
-from uadlab.reproduce import plan, reproduce, run_name
+from uadlab.studies import plan_study, run_study
 
 EXPERIMENTS = ["2D-None", "3D-Cube-n"]
 
@@ -29,7 +30,7 @@ def tiny_profile():
 @pytest.fixture(scope="module")
 def results(tmp_path_factory, tiny_profile):
     out = tmp_path_factory.mktemp("results")
-    return out, reproduce(tiny_profile, "phantom", out, experiments=EXPERIMENTS)
+    return out, run_study("bengs2021", out, profile=tiny_profile, experiments=EXPERIMENTS)
 
 
 @pytest.mark.slow
@@ -49,6 +50,7 @@ def test_every_run_and_figure_is_written(results):
     out, outputs = results
     runs = sorted(p.name for p in outputs["runs"].iterdir() if not p.name.startswith("."))  # not lock files
     assert runs == sorted(EXPERIMENTS + [run_name(e, 0.5) for e in EXPERIMENTS])  # both are data-size experiments
+    assert all((outputs["runs"] / run / "seed0" / "checkpoint.pt").is_file() for run in runs)
     figures = {p.name for p in outputs["figures"].iterdir()}
     best = pd.read_csv(outputs["table1.csv"]).groupby("experiment")["dice_d"].mean().idxmax()
     assert figures == {"fig4_lesion_size_tumour.png", "fig4_lesion_size_stroke.png", "fig5_data_size_auprc.png",
@@ -59,10 +61,11 @@ def test_every_run_and_figure_is_written(results):
 @pytest.mark.slow
 def test_rerun_neither_retrains_nor_reevaluates(results, tiny_profile, capsys):
     out, outputs = results
-    files = [*out.glob("runs/*/checkpoint.pt"), *out.glob("evaluation/*/metrics.json")]
+    files = [*out.glob("runs/*/seed0/checkpoint.pt"), *out.glob("evaluation/*/seed0/metrics.json")]
+    assert len(files) == 8
     stamps = {p: p.stat().st_mtime_ns for p in files}
     table = outputs["table1.csv"].read_text()
-    reproduce(tiny_profile, "phantom", out, experiments=EXPERIMENTS, progress=True)
+    run_study("bengs2021", out, profile=tiny_profile, experiments=EXPERIMENTS, progress=True)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert outputs["table1.csv"].read_text() == table
     err = capsys.readouterr().err  # tqdm writes to stderr outside Jupyter
@@ -71,39 +74,44 @@ def test_rerun_neither_retrains_nor_reevaluates(results, tiny_profile, capsys):
 
 def test_unknown_experiment_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="3D-Sphere-n"):
-        reproduce("smoke", "phantom", tmp_path, experiments=["3D-Sphere-n"])
+        run_study("bengs2021", tmp_path, experiments=["3D-Sphere-n"])
     assert not any(tmp_path.iterdir())
 
 
 def test_a_folder_that_is_no_data_set_is_named(tmp_path):
     with pytest.raises(DatasetError, match="no dataset.json"):
-        reproduce("smoke", tmp_path, tmp_path / "out")
+        run_study("bengs2021", tmp_path / "out", data=tmp_path)
 
 
 # --- plan: the study as commands for a job runner ---------------------------------------------------
 
 
 def test_plan_lists_data_then_every_run_then_the_collect_step(tmp_path):
-    lines = plan("lab", "phantom", tmp_path / "out", experiments=["2D-None", "3D-Cube-n"], seed=3, workers=2)
+    lines = plan_study("bengs2021", tmp_path / "out", profile="lab", experiments=["2D-None", "3D-Cube-n"], seeds=[3],
+                       workers=2)
     commands = [shlex.split(line) for line in lines if not line.startswith("#")]
     assert commands[0][:3] == ["uadlab", "data", "build"] and "--workers" in commands[0]
     runs = [c[c.index("--only-run") + 1] for c in commands[1:-1]]
     assert runs == ["2D-None", "3D-Cube-n", "2D-None@10", "2D-None@20", "2D-None@60",
                     "3D-Cube-n@10", "3D-Cube-n@20", "3D-Cube-n@60"]
     assert all(c[c.index("--data") + 1] == str(tmp_path / "out" / "data") for c in commands[1:-1])
-    assert all(c[c.index("--seed") + 1] == "3" for c in commands[1:])
+    assert all(c[c.index("--seed") + 1] == "3" for c in commands[1:-1])
     assert "--only-run" not in commands[-1] and commands[-1][commands[-1].index("--data") + 1] == "phantom"
+    assert commands[-1][commands[-1].index("--seeds") + 1] == "3"
     for command in commands:  # every line is a valid uadlab command line
         cli._parser().parse_args(command[1:])
+    plan = json.loads((tmp_path / "out" / "plan.json").read_text())
+    assert [run["name"] for run in plan["runs"]] == runs and plan["commands"] == lines[1:]
+    assert not (tmp_path / "out" / "data").exists()  # planning builds nothing
 
 
 def test_plan_and_only_run_refuse_what_a_command_line_cannot_hold(tmp_path, tiny_profile):
     with pytest.raises(TypeError, match="`profile` must be a profile name"):
-        plan(tiny_profile)
+        plan_study("bengs2021", tmp_path, profile=tiny_profile)
     with pytest.raises(DatasetError, match="no dataset.json"):
-        plan("smoke", tmp_path)
-    with pytest.raises(ValueError, match="`only_run` must be a run name.*got '2D-None@30'"):
-        reproduce("smoke", "phantom", tmp_path, only_run="2D-None@30")
+        plan_study("bengs2021", tmp_path, data=tmp_path)
+    with pytest.raises(ValueError, match="`only_run` must be a run of this study such as .*got '2D-None@30'"):
+        run_study("bengs2021", tmp_path, only_run="2D-None@30")
     assert not any(tmp_path.iterdir())
 
 
@@ -112,12 +120,13 @@ def test_running_the_plan_line_by_line_leaves_the_final_reproduce_only_collectin
                                                                                   monkeypatch, capsys):
     monkeypatch.setitem(profiles.PROFILES, "smoke", tiny_profile)
     monkeypatch.chdir(tmp_path)
-    lines = [line for line in plan("smoke", "phantom", "out", experiments=["2D-None"]) if not line.startswith("#")]
+    lines = [line for line in plan_study("bengs2021", "out", experiments=["2D-None"]) if not line.startswith("#")]
     for line in lines[:-1]:
         assert cli.main(["-q", *shlex.split(line)[1:]]) == 0, capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "out" / "runs").glob("[!.]*")) == ["2D-None", "2D-None@50"]
-    assert all((tmp_path / "out" / "evaluation" / n / "metrics.json").exists() for n in ("2D-None", "2D-None@50"))
-    done = [*tmp_path.glob("out/runs/*/checkpoint.pt"), *tmp_path.glob("out/evaluation/*/metrics.json")]
+    assert all((tmp_path / "out" / "evaluation" / n / "seed0" / "metrics.json").exists()
+               for n in ("2D-None", "2D-None@50"))
+    done = [*tmp_path.glob("out/runs/*/seed0/checkpoint.pt"), *tmp_path.glob("out/evaluation/*/seed0/metrics.json")]
     stamps = {p: p.stat().st_mtime_ns for p in done}
     assert cli.main(["-q", *shlex.split(lines[0])[1:]]) == 0  # a rerun line does nothing new
     assert cli.main(["-q", *shlex.split(lines[1])[1:]]) == 0
@@ -152,26 +161,26 @@ def test_another_model_trains_resumes_and_evaluates_from_the_command_line(result
 def test_the_mean_image_floor_is_a_table1_row(results, tiny_profile, tmp_path):
     data = results[0] / "data"
     out = tmp_path
-    outputs = reproduce(tiny_profile, data, out, experiments=["2D-None", "mean-image:3D-None"])
+    outputs = run_study("bengs2021", out, profile=tiny_profile, data=data,
+                        experiments=["2D-None", "mean-image:3D-None"])
     table = pd.read_csv(outputs["table1.csv"])
     assert list(table["experiment"]) == ["2D-None", "2D-None", "mean-image:3D-None", "mean-image:3D-None"]
     assert "| mean-image:3D-None |" in outputs["table1.md"].read_text()
-    assert (out / "runs" / "mean-image_3D-None" / "checkpoint.pt").exists()
+    assert (out / "runs" / "mean-image_3D-None" / "seed0" / "checkpoint.pt").exists()
 
 
 @pytest.mark.slow
 def test_lambert2021_study_writes_their_table_for_four_models(results, tiny_profile, tmp_path):
     data, out = results[0] / "data", tmp_path
-    outputs = reproduce(tiny_profile, data, out, study="lambert2021")
+    outputs = run_study("lambert2021", out, profile=tiny_profile, data=data)
     table = pd.read_csv(outputs["lambert2021.csv"])
     assert list(dict.fromkeys(table["model"])) == ["Spatial 2D", "Spatial 3D", "Dense 2D", "Dense 3D"]
     assert set(table["dataset"]) == {"tumour", "stroke"} and len(table) == 8
     assert table[["specificity", "mae", "bengs_dice_d"]].notna().all().all()
     for experiment in table["experiment"].unique():
-        config = yaml.safe_load((out / "lambert2021" / "runs" / run_name(experiment) / "config.yaml").read_text())
+        config = yaml.safe_load((out / "lambert2021" / "runs" / run_name(experiment) / "seed0" / "config.yaml")
+                                .read_text())
         assert config["loss"] == "lambert"
     assert "| Spatial 3D |" in outputs["lambert2021.md"].read_text()
-    with pytest.raises(ValueError, match="`experiments` must be None for study 'lambert2021'"):
-        reproduce(tiny_profile, data, out, study="lambert2021", experiments=["2D-None"])
     with pytest.raises(ValueError, match="`study` must be one of"):
-        reproduce(tiny_profile, data, out, study="chatterjee")
+        run_study("chatterjee", out, profile=tiny_profile, data=data)

@@ -16,7 +16,7 @@ import uadlab.data.dataset as data_module
 from uadlab import profiles
 from uadlab.cli import main
 from uadlab.errors import DatasetError, ManifestError
-from uadlab.studies import check_study, is_study_file, load_study, run_study
+from uadlab.studies import Behrendt2024, Bengs2021, Lambert2021, check_study, is_study_file, load_study, run_study
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_REAL = REPO / "studies" / "paper_real.yaml"
@@ -91,12 +91,12 @@ def _study(tmp_path: Path, text: str) -> Path:
 def test_shipped_paper_real_study_resolves_roots_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("UADLAB_DATA", str(tmp_path))
     study = load_study(PAPER_REAL)
-    assert [d.name for d in study.datasets] == ["ixi_t1", "brats2019", "atlas_v1_2"]
-    assert [d.role for d in study.datasets] == ["train", "test", "test"]
-    assert study.train.root == tmp_path / "IXI" and study.dataset("atlas_v1_2").root == tmp_path / "ATLAS"
-    assert study.train.manifest_path == REPO / "data_manifests" / "ixi_t1.yaml"
-    assert study.profile == "lab" and study.seeds == (0, 1, 2)
-    assert study.experiments == ("2D-None", "2D-Patch-n", "3D-None", "3D-Cube-n")
+    assert [d.name for d in study.sources] == ["ixi_t1", "brats2019", "atlas_v1_2"]
+    assert [d.role for d in study.sources] == ["train", "test", "test"]
+    assert study.sources[0].root == tmp_path / "IXI" and study.sources[2].root == tmp_path / "ATLAS"
+    assert study.sources[0].manifest == REPO / "data_manifests" / "ixi_t1.yaml"
+    assert study.profile == "lab" and study.seeds == (0, 1, 2) and study.protocol == "bengs2021"
+    assert study.experiments == ["2D-None", "2D-Patch-n", "3D-None", "3D-Cube-n"]
     monkeypatch.delenv("UADLAB_DATA")
     with pytest.raises(ManifestError, match=r"paper_real.yaml: train.root: environment variable\(s\) "
                                             r"\['\$\{UADLAB_DATA\}'\] not set"):
@@ -107,12 +107,12 @@ def test_shipped_paper_real_study_resolves_roots_from_the_environment(monkeypatc
 def test_every_shipped_study_loads(path, monkeypatch, tmp_path):
     monkeypatch.setenv("UADLAB_DATA", str(tmp_path))
     study = load_study(path)
-    assert study.name == path.stem and study.train.role == "train"
+    assert study.name == path.stem and study.sources[0].role == "train" and study.argument == str(path)
 
 
 def test_shipped_phantom_study_needs_no_root():
     study = load_study(REPO / "studies" / "phantom.yaml")
-    assert [d.name for d in study.datasets] == ["phantom"] and study.train.root is None
+    assert [d.name for d in study.sources] == ["phantom"] and study.sources[0].root is None
     assert check_study(study) == {"phantom": []}
 
 
@@ -188,7 +188,7 @@ def test_a_cohort_without_validation_cases_stops_the_study_before_training(monke
         test: [{{manifest: {brats}, root: {base / 'BraTS2019'}}}]
         experiments: [2D-None]
         """)
-    with pytest.raises(DatasetError, match="threshold of brats2019:brats; give that data set `val_data: "):
+    with pytest.raises(DatasetError, match="threshold of brats2019:brats; give that data set a `val_data`"):
         run_study(study, tmp_path / "out")
     assert not (tmp_path / "out" / "runs").exists()
 
@@ -215,7 +215,7 @@ def test_paper_real_study_end_to_end_on_fake_trees(monkeypatch, tmp_path, capsys
             "--experiments", "2D-None,2D-Patch-n", "--seeds", "0,1"]
     assert main(args) == 0, capsys.readouterr().err
 
-    summary = json.loads((out / "study.json").read_text())
+    summary = json.loads((out / "reproduce.json").read_text())
     assert summary["profile"] == "smoke" and summary["seeds"] == [0, 1]
     assert summary["scored"] == ["brats2019", "atlas_v1_2"]  # IXI has no lesion cohort
     assert sorted(p.name for p in (out / "data").iterdir() if not p.name.startswith(".")) == [  # not the locks
@@ -254,7 +254,7 @@ def test_paper_real_study_end_to_end_on_fake_trees(monkeypatch, tmp_path, capsys
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
-@pytest.mark.slow  # about 45 s: builds the 17 real brains and a small phantom at 32³, trains one model
+@pytest.mark.slow  # about 60 s: builds the 17 real brains and a small phantom at 32³, trains one model, two seeds
 @pytest.mark.real_data
 def test_real_sample_study(real_data_dir, tmp_path, monkeypatch, capsys, tiny_smoke):
     """studies/sample_real.yaml: train on the 17 real healthy brains, score the real BraTS and MSLUB cases.
@@ -263,10 +263,11 @@ def test_real_sample_study(real_data_dir, tmp_path, monkeypatch, capsys, tiny_sm
     labelled validation case of its own); the numbers are printed, not asserted (3 epochs).
     """
     monkeypatch.setenv("UADLAB_CACHE", str(tmp_path / "cache"))
-    study = load_study(REPO / "studies" / "sample_real.yaml")
-    assert study.train.root.resolve() == real_data_dir.resolve()
-    outputs = run_study(study, tmp_path / "out", experiments=["3D-None"], seeds=[0])
+    study = REPO / "studies" / "sample_real.yaml"
+    assert load_study(study).sources[0].root.resolve() == real_data_dir.resolve()
+    outputs = run_study(study, tmp_path / "out", experiments=["3D-None"], seeds=[0, 1])
     table = pd.read_csv(outputs["table1.csv"])
+    assert (table["n_seeds"] == 2).all() and "dice_d_seed_sd" in table.columns
     assert set(table["dataset"]) == {"brats2014", "mslub", "tumour", "stroke"}
     with capsys.disabled():
         print("\nreal sample study (smoke, 3D-None, 3 epochs):\n" + table.round(3).to_string(index=False))
@@ -281,26 +282,63 @@ def test_reproduce_with_several_seeds_runs_the_builtin_phantom_study(monkeypatch
     monkeypatch.setenv("UADLAB_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "results"
     assert main(["-q", "reproduce", "--out", str(out), "--experiments", "3D-None,mean-image:3D-None",
-                 "--seeds", "0,1"]) == 0
+                 "--seeds", "0,1"]) == 0  # the built-in study with several seeds: the seed tables, no Fig. 5 runs
     table = pd.read_csv(out / "table1.csv")
     assert list(zip(table["experiment"], table["dataset"])) == [
         ("3D-None", "tumour"), ("3D-None", "stroke"),
         ("mean-image:3D-None", "tumour"), ("mean-image:3D-None", "stroke")]
     assert (table["n_seeds"] == 2).all()
     assert (out / "runs" / "mean-image_3D-None" / "seed1" / "checkpoint.pt").is_file()  # no ":" in folder names
-    assert json.loads((out / "study.json").read_text())["study"].endswith("studies/phantom.yaml")
+    assert sorted(p.name for p in (out / "runs").glob("[!.]*")) == ["3D-None", "mean-image_3D-None"]
+    assert json.loads((out / "reproduce.json").read_text())["study"] == "bengs2021"
+    assert (out / "paired.csv").is_file() and (out / "report.md").is_file()
 
 
 def test_reproduce_seed_and_study_arguments(tmp_path, capsys, monkeypatch):
     assert main(["reproduce", "--out", str(tmp_path), "--seeds", "0,x"]) == 2
     assert "`--seeds` must be comma-separated integers such as 0,1,2, got '0,x'" in capsys.readouterr().err
-    assert main(["reproduce", "--out", str(tmp_path), "--study", "lambert2021", "--seeds", "0,1"]) == 2
-    assert "several --seeds need a study file (--study FILE.yaml), or the default bengs2021" in capsys.readouterr().err
-    assert main(["reproduce", "--out", str(tmp_path), "--data", str(tmp_path), "--seeds", "0,1"]) == 2
-    assert "several --seeds need a study file" in capsys.readouterr().err
+    assert main(["reproduce", "--out", str(tmp_path), "--seed", "1", "--seeds", "0,1"]) == 2
+    assert "--seed and --seeds: give one of them" in capsys.readouterr().err
     monkeypatch.setenv("UADLAB_DATA", str(tmp_path))
     assert main(["reproduce", "--out", str(tmp_path / "out"), "--study", str(PAPER_REAL), "--seeds", "1,1"]) == 2
     assert "`seeds` must be distinct integers in [0, 2**32), at least one, got [1, 1]" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
-    assert main(["reproduce", "--out", str(tmp_path / "out"), "--study", str(PAPER_REAL), "--plan"]) == 2
-    assert "--plan and --only-run are for the built-in studies" in capsys.readouterr().err
+    assert main(["reproduce", "--out", str(tmp_path / "out"), "--study", str(PAPER_REAL), "--plan",
+                 "--only-run", "2D-None"]) == 2
+    assert "--plan and --only-run: give one of them" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_study_file_names_any_protocol(tmp_path):
+    phantom = REPO / "data_manifests" / "phantom.yaml"
+    for protocol, kind in (("bengs2021", Bengs2021), ("lambert2021", Lambert2021), ("behrendt2024", Behrendt2024)):
+        study = load_study(_study(tmp_path, f"name: s\nprotocol: {protocol}\ntrain: {{manifest: {phantom}}}\n"
+                                            "experiments: [spatial-vae:2D-None, ddpm:2D-None]\n"))
+        assert isinstance(study, kind) and study.protocol == protocol and study.folder is None
+    assert load_study(_study(tmp_path, f"name: s\nprotocol: behrendt2024\ntrain: {{manifest: {phantom}}}\n"
+                                       "labelled_cases: 0\n")).labelled_cases == 0
+    with pytest.raises(ManifestError, match="labelled_cases: only for protocol behrendt2024, not bengs2021"):
+        load_study(_study(tmp_path, f"name: s\ntrain: {{manifest: {phantom}}}\nlabelled_cases: 1\n"))
+    with pytest.raises(ManifestError, match="protocol: "):
+        load_study(_study(tmp_path, f"name: s\nprotocol: chatterjee\ntrain: {{manifest: {phantom}}}\n"))
+
+
+@pytest.mark.parametrize("seeds", ['["1"]', "[true]", "[1.0]"])
+def test_study_file_seeds_must_be_integers(tmp_path, seeds):
+    phantom = REPO / "data_manifests" / "phantom.yaml"
+    with pytest.raises(ManifestError, match="seeds"):
+        load_study(_study(tmp_path, f"name: s\ntrain: {{manifest: {phantom}}}\nseeds: {seeds}\n"))
+
+
+@pytest.mark.slow  # about 30 s: a 6/4/4 phantom, two models with Lambert et al.'s loss
+def test_a_lambert_study_file_runs_end_to_end(tmp_path, tiny_smoke, monkeypatch):
+    monkeypatch.setenv("UADLAB_CACHE", str(tmp_path / "cache"))
+    study = _study(tmp_path, f"name: spatial\nprotocol: lambert2021\n"
+                             f"train: {{manifest: {REPO / 'data_manifests' / 'phantom.yaml'}}}\n"
+                             "experiments: [spatial-vae:3D-None, 3D-None]\n")
+    outputs = run_study(study, tmp_path / "out")
+    table = pd.read_csv(outputs["lambert2021.csv"])
+    assert list(dict.fromkeys(table["model"])) == ["spatial-vae:3D-None", "Dense 3D"]
+    assert outputs["lambert2021.csv"] == tmp_path / "out" / "lambert2021.csv"
+    config = (tmp_path / "out" / "runs" / "spatial-vae_3D-None" / "seed0" / "config.yaml").read_text()
+    assert "loss: lambert" in config

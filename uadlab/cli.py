@@ -17,10 +17,10 @@ Subcommands::
     uadlab train --experiment NAME [--model M] --data DIR --profile P --out runs/NAME [--fraction F] [--seed S]
                  [--precision 32|bf16-mixed|16-mixed] [--compile] [--resume] [--overwrite]
     uadlab evaluate --run runs/NAME --data DIR [--val-data DIR2] --out OUT
-    uadlab reproduce --profile P --data phantom|DIR --out results/ [--study S] [--experiments A,B] [--seed S]
-                     [--workers N] [--overwrite] [--plan | --only-run NAME]
-                     [--labelled-cases K] [--val-data DIR]   (behrendt2024)
-    uadlab reproduce --study studies/paper_real.yaml --out results/ [--profile P] [--experiments A,B] [--seeds 0,1,2]
+    uadlab reproduce --study bengs2021|lambert2021|behrendt2024|FILE.yaml --profile P --out results/
+                     [--data phantom|MANIFEST|DIR] [--root R] [--val-data DIR] [--seeds 0,1,2] [--experiments A,B]
+                     [--overwrite] [--workers N] [--plan | --only-run NAME] [--labelled-cases K]
+                     [--executor local|slurm] [--jobs N] [--slurm-partition P] [--slurm-gpus G] [--slurm-time MIN]
     uadlab notebooks run --profile P --out DIR
 """
 
@@ -73,8 +73,8 @@ def _study_check(path: Path) -> None:
     study = load_study(path)
     problems = check_study(study)
     count = sum(len(p) for p in problems.values())
-    for data in study.datasets:
-        where = f"{data.manifest_path.name} under {data.root}" if data.root else data.manifest_path.name
+    for data in study.sources:
+        where = f"{data.manifest.name} under {data.root}" if data.root else data.manifest.name
         if problems[data.name]:
             print(f"{data.name} ({where}): {len(problems[data.name])} problem(s):", file=sys.stderr)
             for problem in problems[data.name]:
@@ -130,32 +130,25 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _reproduce(args: argparse.Namespace) -> None:
-    from uadlab.reproduce import plan, reproduce
-    from uadlab.studies import is_study_file
+    from uadlab.studies import plan_study, run_study
 
-    experiments = None if args.experiments is None else args.experiments.split(",")
-    seeds = _seed_list(args.seeds) if args.seeds else None
-    if is_study_file(args.study) or (seeds is not None and len(seeds) > 1):
-        from uadlab.studies import PHANTOM_STUDY, run_study
-
-        if not is_study_file(args.study) and (args.study != "bengs2021" or args.data != "phantom"):
-            raise ValueError("several --seeds need a study file (--study FILE.yaml), or the default bengs2021 "
-                             "study on --data phantom")
-        if args.plan or args.only_run:
-            raise ValueError("--plan and --only-run are for the built-in studies, not a study file or --seeds")
-        study = args.study if is_study_file(args.study) else PHANTOM_STUDY
-        outputs = run_study(study, args.out, profile=args.profile, experiments=experiments, seeds=seeds,
-                            workers=args.workers, progress=not args.quiet)
-    else:
-        seed = seeds[0] if seeds else args.seed
-        if args.plan:
-            print("\n".join(plan(profile=args.profile or "smoke", data=args.data, out=args.out, study=args.study,
-                                 experiments=experiments, root=args.root, seed=seed, workers=args.workers)))
-            return
-        outputs = reproduce(profile=args.profile or "smoke", data=args.data, out=args.out, study=args.study,
-                            experiments=experiments, root=args.root, seed=seed, workers=args.workers,
-                            overwrite=args.overwrite, labelled_cases=args.labelled_cases, val_data=args.val_data,
-                            progress=not args.quiet, only_run=args.only_run)
+    if args.seed is not None and args.seeds is not None:
+        raise ValueError("--seed and --seeds: give one of them")
+    seeds = _seed_list(args.seeds) if args.seeds is not None else None if args.seed is None else [args.seed]
+    choices = {"data": args.data, "root": args.root, "val_data": args.val_data, "labelled_cases": args.labelled_cases,
+               "experiments": None if args.experiments is None else args.experiments.split(",")}
+    if args.plan:
+        if args.only_run is not None:
+            raise ValueError("--plan and --only-run: give one of them")
+        print("\n".join(plan_study(args.study, args.out, profile=args.profile, seeds=seeds, workers=args.workers,
+                                   **choices)))
+        return
+    slurm = {key: value for key, value in (("partition", args.slurm_partition), ("gpus", args.slurm_gpus),
+                                           ("time", args.slurm_time), ("cpus", args.slurm_cpus),
+                                           ("mem", args.slurm_mem)) if value is not None}
+    outputs = run_study(args.study, args.out, profile=args.profile, seeds=seeds, only_run=args.only_run,
+                        executor=args.executor, jobs=args.jobs, slurm=slurm, overwrite=args.overwrite,
+                        progress=not args.quiet, workers=args.workers, **choices)
     for name, path in outputs.items():
         print(f"{name}: {path}")
 
@@ -232,36 +225,48 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--overwrite", action="store_true", help="replace OUT/metrics.json and OUT/subjects.csv")
     evaluate.set_defaults(func=_evaluate)
 
-    reproduce = sub.add_parser("reproduce", help="the main job: data, all Table 1 runs, evaluation, figures")
-    reproduce.add_argument("--profile", default=None, help="smoke | lab | paper (default: smoke, or the study's)")
-    reproduce.add_argument("--seeds", default=None,
-                           help="comma-separated training seeds, e.g. 0,1,2: one run per experiment and seed")
-    reproduce.add_argument("--data", default="phantom", help="'phantom' or a manifest / built data folder")
-    reproduce.add_argument("--root", type=Path, default=None, help="data root for a real manifest")
-    reproduce.add_argument("--out", type=Path, default=Path("results"))
+    reproduce = sub.add_parser("reproduce", help="run a study: data, every run and seed, evaluation, tables")
     reproduce.add_argument("--study", default="bengs2021",
                            help="bengs2021 (Table 1, Figs. 4-7; default), lambert2021 (spatial vs dense VAEs), "
                                 "behrendt2024 (reconstruction + supervised segmenter), or a study file (.yaml: "
-                                "training and test data sets, experiments, seeds)")
+                                "protocol, training and test data sets, experiments, seeds)")
+    reproduce.add_argument("--profile", default=None,
+                           help="smoke | lab | paper (default: the study file's, else smoke)")
+    reproduce.add_argument("--out", type=Path, default=Path("results"), help="output folder (default: results)")
+    reproduce.add_argument("--data", default="phantom",
+                           help="built-in studies: 'phantom' (default), a manifest (.yaml) or a built data folder")
+    reproduce.add_argument("--root", type=Path, default=None, help="data root of a real manifest given as --data")
+    reproduce.add_argument("--val-data", type=Path, default=None,
+                           help="built-in studies: a built data set with labelled validation cases for lesion "
+                                "cohorts that have none (e.g. a phantom build for the real sample)")
     reproduce.add_argument("--experiments", default=None,
-                           help="bengs2021: comma-separated subset, e.g. 3D-Cube-n,2D-None,spatial-vae:3D-None")
-    reproduce.add_argument("--seed", type=int, default=0, help="seed of every training run")
-    reproduce.add_argument("--workers", type=int, default=1,
-                           help="processes building the data set at once (default: 1)")
-    reproduce.add_argument("--overwrite", action="store_true",
-                           help="replace a table1.* in OUT that reproduce did not write, rebuild OUT/data, and "
-                                "restart runs whose config differs (finished runs with the same config are kept)")
-    reproduce.add_argument("--plan", action="store_true",
-                           help="print the study as shell commands for a job runner (data, one per run, "
-                                "collect) and exit")
-    reproduce.add_argument("--only-run", default=None, metavar="NAME",
-                           help="train and evaluate one run of the study, e.g. 2D-None@20 (a --plan line)")
-    reproduce.add_argument("--labelled-cases", type=int, default=2, metavar="K",
+                           help="comma-separated experiments instead of the study's, e.g. 3D-Cube-n,2D-None")
+    reproduce.add_argument("--seeds", default=None,
+                           help="comma-separated training seeds, e.g. 0,1,2: every run once per seed, tables with "
+                                "mean ± sd and paired intervals over seeds and subjects")
+    reproduce.add_argument("--seed", type=int, default=None, help="one training seed (same as --seeds S)")
+    reproduce.add_argument("--labelled-cases", type=int, default=None, metavar="K",
                            help="behrendt2024: labelled validation cases per lesion cohort for the weakly "
                                 "supervised segmenter (default: 2; 0: none)")
-    reproduce.add_argument("--val-data", type=Path, default=None,
-                           help="behrendt2024: a built data set with labelled validation cases for lesion cohorts "
-                                "that have none (e.g. a phantom build for the real sample)")
+    reproduce.add_argument("--workers", type=int, default=1,
+                           help="processes building a data set at once (default: 1)")
+    reproduce.add_argument("--overwrite", action="store_true",
+                           help="replace tables in OUT that this study did not write, rebuild data sets, and "
+                                "restart runs whose config differs (finished runs with the same config are kept)")
+    reproduce.add_argument("--plan", action="store_true",
+                           help="write OUT/plan.json and print the study as shell commands for a job runner "
+                                "(data, one line per run and seed, collect), then exit")
+    reproduce.add_argument("--only-run", default=None, metavar="NAME",
+                           help="train and evaluate one run of the study, e.g. 2D-None@20 (a --plan line)")
+    reproduce.add_argument("--executor", default="local", choices=["local", "slurm"],
+                           help="local: runs on this machine (default); slurm: one SLURM job per run (submitit)")
+    reproduce.add_argument("--jobs", type=int, default=1,
+                           help="local: runs at once, each with its share of the cores (default: 1)")
+    reproduce.add_argument("--slurm-partition", default=None, help="slurm: partition of the jobs")
+    reproduce.add_argument("--slurm-gpus", type=int, default=None, help="slurm: GPUs per job")
+    reproduce.add_argument("--slurm-time", type=int, default=None, metavar="MINUTES", help="slurm: time limit per job")
+    reproduce.add_argument("--slurm-cpus", type=int, default=None, help="slurm: CPU cores per job")
+    reproduce.add_argument("--slurm-mem", type=int, default=None, metavar="GB", help="slurm: memory per job")
     reproduce.set_defaults(func=_reproduce)
 
     notebooks = sub.add_parser("notebooks", help="run the notebooks").add_subparsers(dest="action", required=True)

@@ -1,21 +1,28 @@
-"""The folders and file names uadlab writes: a run, an evaluation, and the results of ``uadlab reproduce``.
+"""The folders and file names uadlab writes: a run, an evaluation, and the results of a study.
 
 One place for every name, so the library, the notebooks and the tests never spell ``"runs"`` or
 ``"metrics.json"`` themselves::
 
-    OUT/                       ResultsLayout(OUT)
-      data/                    .data        the built data set (unless an existing one is passed)
-      runs/<run>/              .run(experiment, fraction)       a training run (RUN_FILES)
-      evaluation/<run>/        .evaluation(experiment, fraction) metrics.json, subjects.csv
-      figures/                 .figures
-      table1.csv, table1.md    .table1_csv, .table1_md
-      reproduce.json           .record      what the main job ran
+    OUT/                              ResultsLayout(OUT)
+      data/                           .data          the built data set of a built-in study
+      data/<name>/                    .dataset(name) each data set of a study file
+      runs/<run>/seed<seed>/          .run(run, fraction, seed)         a training run (RUN_FILES)
+      evaluation/<run>/seed<seed>/    .evaluation(run, fraction, seed)  metrics.json, subjects.csv
+                 .../seed<seed>/<data>/                                 (one per data set of a study file)
+      figures/                        .figures
+      table1.csv, table1.md           .table("table1.csv"), .table1_csv, .table1_md
+      reproduce.json                  .record        what the study ran (written last)
+      plan.json                       .plan          the study's runs (``uadlab reproduce --plan``)
+      logs/, slurm/                   .logs, .slurm  output of runs executed as separate processes or jobs
+      lambert2021/, behrendt2024/     .study(name)   a built-in study's own folder, laid out the same way
 
 A run's folder name is the experiment's name with ``@<percent>`` for a training-set fraction, and a
 model prefix ``MODEL:`` written ``MODEL_`` (no ``:`` in file names):
 
 >>> run_name("3D-Cube-n"), run_name("2D-None", 0.2), run_name("spatial-vae:3D-None")
 ('3D-Cube-n', '2D-None@20', 'spatial-vae_3D-None')
+>>> ResultsLayout("out").run("2D-None", 0.2, seed=1).as_posix()
+'out/runs/2D-None@20/seed1'
 """
 
 from __future__ import annotations
@@ -23,14 +30,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from uadlab.errors import RunError
+
 __all__ = ["RUN_CONFIG", "RUN_CHECKPOINT", "RUN_HISTORY", "RUN_FILES", "EVAL_METRICS", "EVAL_SUBJECTS",
-           "ResultsLayout", "run_name"]
+           "DATASET_RECORD", "ResultsLayout", "run_name", "check_output_folder"]
 
 #: Files of a training run folder (:func:`uadlab.training.train`).
 RUN_CONFIG, RUN_CHECKPOINT, RUN_HISTORY = "config.yaml", "checkpoint.pt", "history.csv"
 RUN_FILES: tuple[str, ...] = (RUN_CONFIG, RUN_CHECKPOINT, RUN_HISTORY)
 #: Files of an evaluation folder (:func:`uadlab.evaluation.evaluate_run`).
 EVAL_METRICS, EVAL_SUBJECTS = "metrics.json", "subjects.csv"
+#: The record that marks a built data set (:func:`uadlab.data.build_dataset`).
+DATASET_RECORD = "dataset.json"
 
 
 def run_name(experiment: str, fraction: float = 1.0) -> str:
@@ -41,7 +52,7 @@ def run_name(experiment: str, fraction: float = 1.0) -> str:
 
 @dataclass(frozen=True)
 class ResultsLayout:
-    """The output folder of ``uadlab reproduce`` (and of the labs, which share it).
+    """The output folder of a study (``uadlab reproduce --out``), shared by the labs.
 
     Attributes:
         root: the folder (``--out``).
@@ -54,8 +65,12 @@ class ResultsLayout:
 
     @property
     def data(self) -> Path:
-        """Where the main job builds its data set."""
+        """Where a built-in study builds its data set."""
         return self.root / "data"
+
+    def dataset(self, name: str) -> Path:
+        """Where a study file builds its data set ``name``."""
+        return self.data / name
 
     @property
     def runs(self) -> Path:
@@ -64,36 +79,93 @@ class ResultsLayout:
 
     @property
     def figures(self) -> Path:
-        """Folder of the paper's figures."""
+        """Folder of the study's figures."""
         return self.root / "figures"
+
+    def table(self, name: str) -> Path:
+        """A table of the study, e.g. ``table("table1.csv")``."""
+        return self.root / name
 
     @property
     def table1_csv(self) -> Path:
         """Table 1 as CSV."""
-        return self.root / "table1.csv"
+        return self.table("table1.csv")
 
     @property
     def table1_md(self) -> Path:
         """Table 1 as Markdown."""
-        return self.root / "table1.md"
+        return self.table("table1.md")
 
     @property
     def record(self) -> Path:
-        """``reproduce.json``: what the main job ran."""
+        """``reproduce.json``: what the study ran, written last."""
         return self.root / "reproduce.json"
 
-    def run(self, experiment: str, fraction: float = 1.0) -> Path:
-        """Run folder of ``experiment`` trained on ``fraction`` of the healthy training split."""
-        return self.runs / run_name(experiment, fraction)
+    @property
+    def plan(self) -> Path:
+        """``plan.json``: the study's run specifications."""
+        return self.root / "plan.json"
 
-    def evaluation(self, experiment: str, fraction: float = 1.0) -> Path:
-        """Evaluation folder of that run."""
-        return self.root / "evaluation" / run_name(experiment, fraction)
+    @property
+    def logs(self) -> Path:
+        """Output of runs executed as separate local processes."""
+        return self.root / "logs"
 
-    def metrics(self, experiment: str, fraction: float = 1.0) -> Path:
+    @property
+    def slurm(self) -> Path:
+        """submitit's folder of the runs submitted as SLURM jobs."""
+        return self.root / "slurm"
+
+    def study(self, name: str) -> ResultsLayout:
+        """The folder of a built-in study that writes beside Table 1 (``lambert2021``, ``behrendt2024``)."""
+        return ResultsLayout(self.root / name)
+
+    def run(self, run: str, fraction: float = 1.0, seed: int = 0) -> Path:
+        """Run folder of ``run`` (an experiment, or a segmenter's name) on ``fraction`` of the training split."""
+        return self.runs / run_name(run, fraction) / f"seed{seed}"
+
+    def evaluation(self, run: str, fraction: float = 1.0, seed: int = 0, data: str | None = None) -> Path:
+        """Evaluation folder of that run, per data set ``data`` where a study scores several."""
+        folder = self.root / "evaluation" / run_name(run, fraction) / f"seed{seed}"
+        return folder if data is None else folder / data
+
+    def metrics(self, run: str, fraction: float = 1.0, seed: int = 0, data: str | None = None) -> Path:
         """The run's ``metrics.json``."""
-        return self.evaluation(experiment, fraction) / EVAL_METRICS
+        return self.evaluation(run, fraction, seed, data) / EVAL_METRICS
 
-    def subjects(self, experiment: str, fraction: float = 1.0) -> Path:
+    def subjects(self, run: str, fraction: float = 1.0, seed: int = 0, data: str | None = None) -> Path:
         """The run's per-subject ``subjects.csv``."""
-        return self.evaluation(experiment, fraction) / EVAL_SUBJECTS
+        return self.evaluation(run, fraction, seed, data) / EVAL_SUBJECTS
+
+
+def check_output_folder(folder: str | Path, *, writer: str, owned: tuple[Path, ...] = (),
+                        record: Path | None = None, overwrite: bool = False) -> None:
+    """The one output-folder guard: refuse a folder that a command must not write into.
+
+    Refused: a file; a built data set or a training run (never written into, whatever the flags);
+    and, without ``overwrite``, any of ``owned`` that exists without ``record`` beside it (a table
+    the writer did not write), or when ``record`` is ``None``, any of ``owned`` that exists.
+
+    Args:
+        folder: the output folder (it need not exist).
+        writer: what writes it, for the message (``"uadlab reproduce"``, ``"an evaluation"``).
+        owned: the files the writer replaces.
+        record: the file the writer writes last; its presence says the ``owned`` files are its own.
+        overwrite: replace ``owned`` files all the same (``--overwrite``).
+
+    Raises:
+        RunError: the folder is refused (the message names it and what to do).
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise RunError(f"{folder}: exists and is not a folder; choose another --out")
+    foreign = [name for name in (DATASET_RECORD, RUN_CONFIG, RUN_CHECKPOINT) if (folder / name).exists()]
+    if foreign:
+        what = "a built data set" if foreign[0] == DATASET_RECORD else "a training run"
+        raise RunError(f"{folder}: holds {what} ({foreign[0]}); {writer} never writes into one, "
+                       "choose another --out")
+    existing = [path for path in owned if path.exists()]
+    if existing and not overwrite and (record is None or not record.exists()):
+        why = "already exists" if record is None else \
+            f"exists and was not written by {writer} (no {record.name} beside it)"
+        raise RunError(f"{existing[0]}: {why}; pass --overwrite (overwrite=True) to replace it")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import ast
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,11 @@ class NotebookError(UadlabError):
 
 @dataclass(frozen=True)
 class Lab:
-    """What a lab's setup cell starts with (:func:`start_lab`), and the steps the labs repeat.
+    """What a lab's setup cell starts with (:func:`start_lab`): the ``bengs2021`` study's runner, step by step.
+
+    The labs train and evaluate through the same rules as ``uadlab reproduce``
+    (:class:`~uadlab.studies.StudyContext`): a run resumes or is reused, an evaluation is reused when
+    newer than its run, folders come from :class:`~uadlab.layout.ResultsLayout`.
 
     Attributes:
         name: the lab, e.g. ``"02_vae_3d"``; its own outputs go to ``results``.
@@ -57,6 +61,7 @@ class Lab:
         results: this lab's folder, ``OUT_DIR/<name>``.
         dataset: the built phantom (:class:`~uadlab.data.BuiltDataset`), in ``layout.data``.
         seed: seed of every run.
+        study: the study context the steps go through.
     """
 
     name: str
@@ -65,11 +70,18 @@ class Lab:
     results: Path
     dataset: Any
     seed: int
+    study: Any
 
     @property
     def cohort(self) -> str:
         """The first lesion cohort, used for the labs' examples."""
         return self.dataset.lesion_cohorts[0]
+
+    def _spec(self, experiment: str, fraction: float, config: dict[str, Any]) -> Any:
+        from uadlab.studies import RunSpec
+        from uadlab.training.experiments import parse_experiment
+
+        return RunSpec(parse_experiment(experiment).name, self.seed, fraction, options=tuple(config.items()))
 
     def train(self, experiment: str, fraction: float = 1.0, *, progress: bool = False, **config: Any) -> Any:
         """Train ``experiment`` into the shared runs folder, or return the finished run (resumes a stopped one).
@@ -77,24 +89,19 @@ class Lab:
         Returns:
             The :class:`~uadlab.training.TrainResult`.
         """
-        from uadlab.training import TrainConfig, train
-
-        train_config = TrainConfig(experiment=experiment, profile=self.profile, data=str(self.dataset.root),
-                                   fraction=fraction, seed=self.seed, **config)
-        return train(train_config, self.layout.run(experiment, fraction), resume=True, progress=progress)
+        return replace(self.study, progress=progress).train(self._spec(experiment, fraction, config))
 
     def evaluate(self, experiment: str, fraction: float = 1.0, *, progress: bool = False, **config: Any) -> dict:
-        """Train (or reuse) and evaluate ``experiment``; returns its ``metrics.json`` content."""
-        from uadlab.reproduce import train_and_evaluate
-
-        return train_and_evaluate(experiment, self.profile, self.dataset.root, self.layout, fraction=fraction,
-                                  seed=self.seed, progress=progress, **config)[1]
+        """Train (or reuse) and evaluate (or reuse) ``experiment``; returns its ``metrics.json`` content."""
+        spec = self._spec(experiment, fraction, config)
+        study = replace(self.study, progress=progress)
+        return study.evaluate(spec, study.train(spec).run_dir, study.train_data)
 
     def subjects(self, experiment: str, fraction: float = 1.0) -> Any:
         """The per-subject table (``subjects.csv``) of an evaluated run, as a DataFrame."""
         import pandas as pd
 
-        return pd.read_csv(self.layout.subjects(experiment, fraction))
+        return pd.read_csv(self.layout.subjects(self._spec(experiment, fraction, {}).experiment, fraction, self.seed))
 
     def model(self, experiment: str, fraction: float = 1.0) -> Any:
         """The trained model of a run (best epoch, eval mode); the run is trained first if it is not."""
@@ -140,8 +147,8 @@ def start_lab(name: str, *, profile: str | Profile = "smoke", out_dir: str | Pat
         ValueError, TypeError: an unknown profile, a bad seed; DatasetError as
             :func:`~uadlab.data.build_dataset`.
     """
-    from uadlab.data import build_dataset, load_dataset
-    from uadlab.reproduce import PHANTOM_MANIFEST
+    from uadlab.data import load_dataset
+    from uadlab.studies import StudyContext, make_study
     from uadlab.training import seed_everything
 
     seed_everything(seed)
@@ -149,9 +156,11 @@ def start_lab(name: str, *, profile: str | Profile = "smoke", out_dir: str | Pat
     layout = ResultsLayout(Path(out_dir).resolve())
     results = layout.root / name
     results.mkdir(parents=True, exist_ok=True)
+    study = make_study("bengs2021")
+    context = StudyContext(layout, layout, prof, {s.name: s for s in study.sources}, seeds=[int(seed)])
     # Built by lab 00; build_dataset returns an existing identical data set untouched.
-    dataset = load_dataset(build_dataset(PHANTOM_MANIFEST, layout.data, profile=prof))
-    return Lab(name, prof, layout, results, dataset, int(seed))
+    dataset = load_dataset(context.data_dir(context.train_data))
+    return Lab(name, prof, layout, results, dataset, int(seed), context)
 
 
 def run_notebooks(*, profile: str = "smoke", out: str | Path, notebooks: Sequence[str] | None = None,

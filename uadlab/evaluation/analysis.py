@@ -52,6 +52,7 @@ __all__ = [
     "seed_summary",
     "paired_difference_seeds",
     "ablation_differences_seeds",
+    "baseline_pairs",
     "best_experiment",
 ]
 
@@ -305,7 +306,7 @@ def table1(rows: pd.DataFrame) -> pd.DataFrame:
     Args:
         rows: one row per experiment and test set, columns ``experiment, dataset, dice_d,
             dice_s_mean, dice_s_std, auprc`` (fractions in ``[0, 1]``), e.g. ``table1.csv`` of
-            :func:`uadlab.reproduce.reproduce`.
+            :func:`uadlab.studies.run_study`.
 
     Returns:
         Index ``experiment`` in Table 1 order (unknown names after, in order of appearance);
@@ -506,7 +507,7 @@ def ablation_differences(subject_tables: Mapping[str, pd.DataFrame], *, metric: 
     frames = [paired_difference(subject_tables[name], subject_tables[baseline], metric=metric,
                                 n_resamples=n_resamples, confidence=confidence, seed=seed)
               .assign(experiment=name, baseline=baseline)
-              for name, baseline in _baseline_pairs(subject_tables)]
+              for name, baseline in baseline_pairs(subject_tables)]
     columns = ["experiment", "baseline", "cohort", "n_subjects", "mean_a", "mean_b", "difference", "ci_low", "ci_high"]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
@@ -518,26 +519,33 @@ def ablation_differences(subject_tables: Mapping[str, pd.DataFrame], *, metric: 
 _SEED_METRICS = ("dice_d", "dice_s_mean", "dice_s_std", "auprc", "threshold")
 
 
-def seed_summary(rows: pd.DataFrame) -> pd.DataFrame:
-    """Table 1 rows of several training seeds, summarised: mean and sd over seeds.
+def seed_summary(rows: pd.DataFrame, *, keys: Sequence[str] = ("experiment", "dataset"),
+                 means: Sequence[str] = _SEED_METRICS,
+                 spread: Sequence[str] = ("dice_d", "dice_s_mean", "auprc")) -> pd.DataFrame:
+    """Rows of several training seeds, summarised: mean and sd over seeds (Table 1 by default).
 
     Retraining with another seed moves a model's scores by as much as an erasing method does (on
     the lab phantom, 5 DICE_S points for one 3D experiment), so each number is the mean over
     seeds, with the sample sd over seeds (``ddof=1``; NaN with one seed) beside it. ``dice_s_std``
-    (the sd over subjects) is averaged over seeds.
+    (the sd over subjects) is averaged over seeds. Any study's table is summarised the same way by
+    naming its key columns and metrics.
 
     Args:
-        rows: one row per experiment, test set and seed: columns ``experiment, dataset, seed,
-            dice_d, dice_s_mean, dice_s_std, auprc`` (``threshold`` optional), fractions.
+        rows: one row per key and seed: the ``keys`` columns, ``seed`` and the ``spread`` metrics
+            (Table 1: ``experiment, dataset, seed, dice_d, dice_s_mean, dice_s_std, auprc``,
+            ``threshold`` optional), fractions.
+        keys: the columns that name one result (a model on a test set).
+        means: the columns averaged over seeds (those present).
+        spread: the metrics that also get their sd over seeds, as ``<metric>_seed_sd``.
 
     Returns:
-        One row per ``(experiment, dataset)`` in order of appearance: ``experiment, dataset,
-        n_seeds``, the mean of each metric under its own name, and ``dice_d_seed_sd,
-        dice_s_mean_seed_sd, auprc_seed_sd``; accepted by :func:`table1` and :func:`table1_markdown`.
+        One row per key in order of appearance: the keys, ``n_seeds``, the mean of each of ``means`` under
+        its own name, and ``<metric>_seed_sd`` for each of ``spread``; with the default arguments,
+        accepted by :func:`table1` and :func:`table1_markdown`.
 
     Raises:
         TypeError: ``rows`` is not a DataFrame.
-        ValueError: a required column is missing, or an (experiment, dataset, seed) repeats.
+        ValueError: a required column is missing, or a key and seed repeat.
 
     >>> rows = pd.DataFrame({"experiment": "3D-None", "dataset": "tumour", "seed": [0, 1],
     ...                      "dice_d": [0.2, 0.3], "dice_s_mean": [0.2, 0.2], "dice_s_std": [0.1, 0.1],
@@ -546,21 +554,22 @@ def seed_summary(rows: pd.DataFrame) -> pd.DataFrame:
     >>> int(row.n_seeds), round(float(row.dice_d), 3), round(float(row.dice_d_seed_sd), 4)
     (2, 0.25, 0.0707)
     """
-    _check_frame(rows, "rows", ("experiment", "dataset", "seed", "dice_d", "dice_s_mean", "dice_s_std", "auprc"))
-    duplicated = rows.duplicated(["experiment", "dataset", "seed"])
+    keys, spread = list(keys), list(spread)
+    _check_frame(rows, "rows", (*keys, "seed", *spread))
+    duplicated = rows.duplicated([*keys, "seed"])
     if duplicated.any():
-        triple = tuple(v.item() if isinstance(v, np.generic) else v
-                       for v in rows.loc[duplicated, ["experiment", "dataset", "seed"]].iloc[0])
-        raise ValueError(f"`rows` must hold one row per (experiment, dataset, seed), got {triple!r} twice")
-    present = [m for m in _SEED_METRICS if m in rows.columns]
-    values = rows[["experiment", "dataset", *present]].copy()
+        repeated = tuple(v.item() if isinstance(v, np.generic) else v
+                         for v in rows.loc[duplicated, [*keys, "seed"]].iloc[0])
+        raise ValueError(f"`rows` must hold one row per ({', '.join(keys)}, seed), got {repeated!r} twice")
+    present = [m for m in means if m in rows.columns]
+    values = rows[[*keys, *present]].copy()
     values[present] = values[present].apply(lambda c: pd.to_numeric(c, errors="coerce"))
-    grouped = values.groupby(["experiment", "dataset"], sort=False)
+    grouped = values.groupby(keys, sort=False, dropna=False)
     out = grouped[present].mean().reset_index()
-    out.insert(2, "n_seeds", grouped.size().to_numpy())
-    spread = grouped[["dice_d", "dice_s_mean", "auprc"]].std(ddof=1).reset_index(drop=True)
-    for metric in ("dice_d", "dice_s_mean", "auprc"):
-        out[f"{metric}_seed_sd"] = spread[metric].to_numpy()
+    out.insert(len(keys), "n_seeds", grouped.size().to_numpy())
+    deviation = grouped[spread].std(ddof=1).reset_index(drop=True)
+    for metric in spread:
+        out[f"{metric}_seed_sd"] = deviation[metric].to_numpy()
     return out
 
 
@@ -663,7 +672,7 @@ def ablation_differences_seeds(subject_tables: Mapping[str, Mapping[int, pd.Data
     frames = [paired_difference_seeds(subject_tables[name], subject_tables[baseline], metric=metric,
                                       n_resamples=n_resamples, confidence=confidence, seed=seed)
               .assign(experiment=name, baseline=baseline)
-              for name, baseline in _baseline_pairs(subject_tables)]
+              for name, baseline in baseline_pairs(subject_tables)]
     columns = ["experiment", "baseline", "cohort", "n_subjects", "n_seeds_a", "n_seeds_b", "mean_a", "mean_b",
                "difference", "ci_low", "ci_high"]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
@@ -681,9 +690,20 @@ def _check_frame(frame: Any, name: str, required: Iterable[str]) -> None:
         raise ValueError(f"`{name}` must have columns {list(required)!r}, missing {missing!r}")
 
 
-def _baseline_pairs(subject_tables: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """``(experiment, its None baseline)`` for every keyed experiment whose baseline is keyed too, in
-    Table 1 order; ValueError for a key that is not an experiment name.
+def baseline_pairs(subject_tables: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The erasing comparisons of Table 1: each experiment against its ``None`` baseline (Bengs et al. 2021, Sec. 3).
+
+    Args:
+        subject_tables: keyed by experiment names (the values are not read).
+
+    Returns:
+        ``(experiment, its None baseline)`` for every key whose baseline is a key too, in Table 1 order.
+
+    Raises:
+        ValueError: a key is not an experiment name.
+
+    >>> baseline_pairs({"3D-None": 0, "3D-Cube-n": 0, "2D-Patch-n": 0})
+    [('3D-Cube-n', '3D-None')]
     """
     pairs = []
     for name in sorted(subject_tables, key=_experiment_rank):

@@ -54,11 +54,12 @@ import pandas as pd
 from uadlab._checks import check_real
 from uadlab.data.dataset import load_dataset
 from uadlab.data.io import atomic_write, folder_lock
-from uadlab.errors import DatasetError, RunError, UadlabWarning
+from uadlab.errors import DatasetError, UadlabWarning
 from uadlab.evaluation import metrics
 from uadlab.evaluation.inference import SubjectMaps, as_maps_list, predict
 from uadlab.layout import EVAL_METRICS as _METRICS_FILE
 from uadlab.layout import EVAL_SUBJECTS as _SUBJECTS_FILE
+from uadlab.layout import check_output_folder
 from uadlab.training.loop import load_run, run_status
 
 __all__ = [
@@ -71,6 +72,7 @@ __all__ = [
     "fpr_thresholds",
     "evaluate_maps",
     "evaluate_run",
+    "validation_source",
 ]
 
 #: Target false-positive rates of the unsupervised thresholds (on healthy validation brain voxels).
@@ -414,26 +416,18 @@ def evaluate_run(
             ``val_data``.
     """
     out_dir = Path(out_dir)
-    _check_out_dir(out_dir, overwrite)
+    _check_out(out_dir, overwrite)
     with folder_lock(out_dir):
-        _check_out_dir(out_dir, overwrite)  # again, now that no other process can write it
+        _check_out(out_dir, overwrite)  # again, now that no other process can write it
         return _evaluate_run(run_dir, data_dir, out_dir, val_data=val_data, overwrite=overwrite,
                              progress=progress, device=device, method=method,
                              postprocess_kwargs=postprocess_kwargs, n_resamples=n_resamples, seed=seed)
 
 
-def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
-    """RunError unless ``out_dir`` may receive ``metrics.json`` and ``subjects.csv``."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RunError(f"{out_dir}: exists and is not a folder; choose another --out")
-    foreign = [name for name in ("dataset.json", "config.yaml", "checkpoint.pt") if (out_dir / name).exists()]
-    if foreign:
-        what = "a built data set" if foreign[0] == "dataset.json" else "a training run"
-        raise RunError(f"{out_dir}: holds {what} ({foreign[0]}); an evaluation is never written into one, "
-                       "choose another --out")
-    existing = [out_dir / name for name in (_METRICS_FILE, _SUBJECTS_FILE) if (out_dir / name).exists()]
-    if existing and not overwrite:
-        raise RunError(f"{existing[0]} already exists; pass overwrite=True (--overwrite) to replace it")
+def _check_out(out_dir: Path, overwrite: bool) -> None:
+    """:func:`uadlab.layout.check_output_folder` for an evaluation folder."""
+    check_output_folder(out_dir, writer="an evaluation", owned=(out_dir / _METRICS_FILE, out_dir / _SUBJECTS_FILE),
+                        overwrite=overwrite)
 
 
 def _evaluate_run(run_dir: str | Path, data_dir: str | Path, out_dir: Path, *, val_data: str | Path | None,
@@ -451,7 +445,7 @@ def _evaluate_run(run_dir: str | Path, data_dir: str | Path, out_dir: Path, *, v
     cohorts = [c for c in dataset.lesion_cohorts if dataset.ids(cohort=c, split="test")]
     if not cohorts:
         raise DatasetError(f"{data_dir}: no lesion cohort has test subjects to evaluate")
-    plans = {c: _validation_plan(c, dataset, val_dataset, data_dir, val_data) for c in cohorts}
+    plans = {c: validation_source(c, dataset, val_dataset, data_dir, val_data) for c in cohorts}
     _check_grid(model, run_dir, dataset, data_dir)
     if val_dataset is not None:
         _check_grid(model, run_dir, val_dataset, val_data)
@@ -550,9 +544,26 @@ def _healthy_plan(candidates: list[tuple[Any, Any]], train_data: Any) -> tuple[A
                        "training data"
 
 
-def _validation_plan(cohort: str, dataset: Any, val_dataset: Any, data_dir: Any,
-                     val_data: Any) -> tuple[Any, list[str], str]:
-    """``(data set, validation ids, note)`` the threshold of ``cohort`` is fitted on."""
+def validation_source(cohort: str, dataset: Any, val_dataset: Any, data_dir: Any,
+                      val_data: Any) -> tuple[Any, list[str], str]:
+    """Where the threshold of a lesion cohort comes from: the one rule of every study (Bengs et al. 2021, Sec. 2.3).
+
+    The cohort's own validation split in ``dataset``; else ``val_dataset``'s validation split of the
+    same cohort; else all of ``val_dataset``'s lesion validation cases, pooled. The test split is
+    never a source.
+
+    Args:
+        cohort: the lesion cohort.
+        dataset: the evaluated :class:`~uadlab.data.BuiltDataset`, at ``data_dir``.
+        val_dataset: another built data set with labelled validation cases (``None``: none), at ``val_data``.
+        data_dir, val_data: their paths, for the note and the message.
+
+    Returns:
+        ``(data set, validation subject ids, note)``; the note says where they came from.
+
+    Raises:
+        DatasetError: no labelled validation subject for the cohort in either.
+    """
     own = dataset.ids(cohort=cohort, split="val")
     if own:
         return dataset, own, f"val split of {cohort} in {data_dir}"

@@ -19,6 +19,7 @@ from uadlab.training.loop import (
     train,
     training_subset,
 )
+from uadlab.training.segmenter import SegmenterConfig, split_labelled, train_segmenter
 
 __all__ = ["TrainConfig", "TrainResult", "train", "load_run", "run_status", "seed_everything", "training_subset",
-           "HISTORY_COLUMNS"]
+           "HISTORY_COLUMNS", "SegmenterConfig", "split_labelled", "train_segmenter"]

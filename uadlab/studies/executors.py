@@ -1,0 +1,181 @@
+"""Where a study's runs execute: here, several processes at once, or one SLURM job each (through submitit).
+
+An executor receives the runs in waves (a wave's runs are independent; a later wave needs the
+earlier ones: a segmenter after its reconstruction model) as the command lines of a plan
+(``uadlab reproduce ... --only-run NAME``), executes them, and returns once all have finished; the
+runner then scores every run in its own process, reusing what the runs wrote. Every run is
+resumable, so killing the driver (or a run) and starting the same command again finishes the sweep
+without retraining a finished run.
+
+- :class:`LocalExecutor` with ``jobs=1`` executes nothing itself: the runner trains each run in its
+  own process, one after the other. With ``jobs=N > 1`` it starts up to ``N`` runs as child
+  processes, each with its share of the cores (``UADLAB_PROCESSES``, :mod:`uadlab._threads`), their
+  output in ``OUT/logs/``; children die with the driver.
+- :class:`SlurmExecutor` submits each run as one job through submitit (a well-kept launcher,
+  https://github.com/facebookincubator/submitit), waits for the wave and reports failed jobs;
+  submitit's scripts and logs go to ``OUT/slurm/``. Its ``cluster="local"`` runs the jobs as local
+  processes, as the tests do.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from uadlab._checks import check_int
+from uadlab.errors import RunError
+
+if TYPE_CHECKING:
+    from uadlab.studies.context import StudyContext
+    from uadlab.studies.spec import RunSpec
+
+__all__ = ["Executor", "LocalExecutor", "SlurmExecutor", "make_executor"]
+
+#: ``slurm`` options of :func:`make_executor` and the submitit parameters they set.
+SLURM_PARAMETERS: dict[str, str] = {"partition": "slurm_partition", "gpus": "gpus_per_node", "time": "timeout_min",
+                                    "cpus": "cpus_per_task", "mem": "mem_gb"}
+
+Waves = list[list[tuple["RunSpec", list[str]]]]
+
+
+class Executor(ABC):
+    """Executes a study's runs, wave after wave (see the module docstring)."""
+
+    @abstractmethod
+    def execute(self, waves: Waves, ctx: StudyContext) -> None:
+        """Execute every ``(run, command line)`` of every wave; return when all have finished.
+
+        Raises:
+            RunError: runs failed (each named, with its log).
+        """
+
+
+class LocalExecutor(Executor):
+    """Runs on this machine: in the driver's process (``jobs=1``) or ``jobs`` child processes at once."""
+
+    def __init__(self, jobs: int = 1) -> None:
+        self.jobs = check_int("jobs", jobs, "a positive int", lambda v: v >= 1)
+
+    def execute(self, waves: Waves, ctx: StudyContext) -> None:
+        """With ``jobs > 1``, each run as ``python -m uadlab.cli ... --only-run``, ``jobs`` at a time."""
+        if self.jobs == 1:
+            return
+        ctx.layout.logs.mkdir(parents=True, exist_ok=True)
+        for wave in waves:
+            with ThreadPoolExecutor(self.jobs) as pool:
+                results = list(pool.map(lambda item: self._run(item[0], item[1], ctx), wave))
+            _raise_failures([(spec, log) for spec, log, code in results if code != 0])
+
+    def _run(self, spec: RunSpec, command: list[str], ctx: StudyContext) -> tuple[RunSpec, Path, int]:
+        log = ctx.layout.logs / f"{spec.name}-seed{spec.seed}.log"
+        with open(log, "w") as handle:
+            process = subprocess.run(_python_command(command), stdout=handle,
+                                     stderr=subprocess.STDOUT, env=_child_environment(self.jobs),
+                                     preexec_fn=_die_with_parent, check=False)
+        return spec, log, process.returncode
+
+
+class SlurmExecutor(Executor):
+    """One SLURM job per run through submitit; the driver waits for each wave.
+
+    Args:
+        partition, gpus, time, cpus, mem: the job's partition, GPUs, time limit (minutes), CPU cores and
+            memory (GB); ``None``: the cluster's default.
+        cluster: submitit's cluster (``"slurm"``; ``"local"`` runs the jobs as local processes).
+    """
+
+    def __init__(self, *, partition: str | None = None, gpus: int | None = None, time: int | None = None,
+                 cpus: int | None = None, mem: int | None = None, cluster: str = "slurm") -> None:
+        self.cluster = cluster
+        self.parameters = {SLURM_PARAMETERS[key]: value for key, value in
+                           (("partition", partition), ("gpus", gpus), ("time", time), ("cpus", cpus), ("mem", mem))
+                           if value is not None}
+
+    def executor(self, folder: Path) -> Any:
+        """The submitit executor with this executor's parameters."""
+        import submitit
+
+        executor = submitit.AutoExecutor(folder=folder, cluster=self.cluster)
+        executor.update_parameters(name="uadlab", **self.parameters)
+        return executor
+
+    def execute(self, waves: Waves, ctx: StudyContext) -> None:
+        """Submit each wave's runs as jobs (each runs its plan line) and wait for them."""
+        from submitit.helpers import CommandFunction
+
+        executor = self.executor(ctx.layout.slurm)
+        # local jobs share this machine's cores; a SLURM job has its own (os.sched_getaffinity)
+        env = _child_environment(max(len(wave) for wave in waves)) if self.cluster == "local" else None
+        for wave in waves:
+            try:
+                jobs = [(spec, executor.submit(CommandFunction(_python_command(command), env=env)))
+                        for spec, command in wave]
+            except Exception as error:  # submitit raises plain errors (no sbatch, a refused job)
+                raise RunError(f"submitting to SLURM failed: {' '.join(str(error).split())[:300]}") from None
+            failed = []
+            for spec, job in jobs:
+                try:
+                    job.result()
+                except Exception:  # the job's own error is in its log
+                    failed.append((spec, Path(job.paths.stdout)))
+            _raise_failures(failed)
+
+
+def make_executor(name: str = "local", *, jobs: int = 1, slurm: dict[str, Any] | None = None) -> Executor:
+    """The executor of ``uadlab reproduce --executor NAME``.
+
+    Args:
+        name: ``"local"`` or ``"slurm"``.
+        jobs: ``local``: runs at once.
+        slurm: ``slurm``: options of :class:`SlurmExecutor` (``partition``, ``gpus``, ``time``, ``cpus``,
+            ``mem``, ``cluster``).
+
+    Raises:
+        ValueError, TypeError: an unknown executor, ``jobs`` below 1, SLURM options with ``local``, or
+            ``jobs`` with ``slurm``.
+    """
+    if name == "local":
+        if slurm:
+            raise ValueError(f"SLURM options ({', '.join(sorted(slurm))}) need --executor slurm")
+        return LocalExecutor(jobs)
+    if name == "slurm":
+        if jobs != 1:
+            raise ValueError("`jobs` (--jobs) is for --executor local; SLURM runs every run as its own job")
+        unknown = sorted(set(slurm or {}) - {*SLURM_PARAMETERS, "cluster"})
+        if unknown:
+            raise ValueError(f"`slurm` takes {sorted(SLURM_PARAMETERS)} and 'cluster', got {unknown}")
+        return SlurmExecutor(**(slurm or {}))
+    raise ValueError(f"`executor` must be 'local' or 'slurm', got {name!r}")
+
+
+def _python_command(command: list[str]) -> list[str]:
+    """A plan line (``uadlab reproduce ...``) as this Python's ``-m uadlab.cli -q`` (no console script needed)."""
+    return [sys.executable, "-m", "uadlab.cli", "-q", *command[1:]]
+
+
+def _child_environment(processes: int) -> dict[str, str]:
+    """The environment of a run beside ``processes - 1`` others: its share of the cores, not the driver's budget."""
+    env = dict(os.environ, UADLAB_PROCESSES=str(processes))
+    if env.get("UADLAB_THREADS_SET") is not None and env.get("UADLAB_THREADS_SET") == env.get("OMP_NUM_THREADS"):
+        del env["OMP_NUM_THREADS"]  # the driver's own budget, not the user's choice
+    return env
+
+
+def _die_with_parent() -> None:
+    """In a child process (Linux): be killed when the driver dies, even by ``kill -9``."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _raise_failures(failed: list[tuple[RunSpec, Path]]) -> None:
+    """RunError naming every failed run and its log."""
+    if failed:
+        listing = "; ".join(f"{spec.name} seed {spec.seed} (log {log})" for spec, log in failed)
+        raise RunError(f"{len(failed)} run(s) failed: {listing}")
