@@ -59,7 +59,7 @@ from uadlab.evaluation.protocol import evaluate_run
 from uadlab.layout import RUN_CHECKPOINT, RUN_CONFIG, ResultsLayout, run_name
 from uadlab.profiles import Profile, get_profile
 from uadlab.training.experiments import EXPERIMENTS, parse_experiment
-from uadlab.training.loop import TrainConfig, load_run, train
+from uadlab.training import TrainConfig, load_run, train
 from uadlab.viz import figures as viz
 
 __all__ = ["DATA_SIZE_EXPERIMENTS", "FIGURE_EXPERIMENTS", "LAMBERT_EXPERIMENTS", "PHANTOM_MANIFEST", "STUDIES",

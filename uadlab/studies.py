@@ -67,7 +67,7 @@ from uadlab.evaluation.protocol import evaluate_run
 from uadlab.layout import EVAL_METRICS, EVAL_SUBJECTS, RUN_CHECKPOINT, ResultsLayout
 from uadlab.profiles import PROFILES, Profile, get_profile
 from uadlab.training.experiments import parse_experiment
-from uadlab.training.loop import TrainConfig, train
+from uadlab.training import TrainConfig, train
 from uadlab.viz import figures as viz
 
 __all__ = ["DEFAULT_EXPERIMENTS", "PHANTOM_STUDY", "TABLE1_SEED_COLUMNS", "DataSpec", "Study", "StudyData",
