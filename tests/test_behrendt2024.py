@@ -14,7 +14,7 @@ from uadlab.cli import main
 from uadlab.data.dataset import load_dataset
 from uadlab.profiles import get_profile
 from uadlab.reproduce import reproduce
-from uadlab.training.segmenter import load_segmenter
+from uadlab.training import load_segmenter
 
 
 @pytest.fixture(scope="module")

@@ -31,8 +31,8 @@ from uadlab.cli import main as _cli_main
 from uadlab.data import preprocessing
 from uadlab.data.dataset import build_dataset, load_dataset
 from uadlab.errors import RunError, UadlabWarning
-from uadlab.training import loop as training
-from uadlab.training.loop import TrainConfig, train
+from uadlab.training import TrainConfig, train
+from uadlab.training import reconstruction as training
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -215,7 +215,7 @@ def fit(trainee: Trainee, session: Session, run_dir: Path, *, max_epochs: int, p
             state["epoch"] = epoch
             state["finished"] = epoch >= max_epochs or state["epochs_since_best"] >= patience
             if session.context.is_main:
-                write_checkpoint(run_dir, _snapshot(state, session, trainee), columns, writer)
+                _checkpoint(run_dir, state, session, trainee, columns, writer)
             epoch_bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k not in ("epoch", "seconds")})
             epoch_bar.update(1)
             if state["finished"] or epoch == _stop_after_epoch:
@@ -228,16 +228,17 @@ def fit(trainee: Trainee, session: Session, run_dir: Path, *, max_epochs: int, p
     return state
 
 
-def _snapshot(state: dict, session: Session, trainee: Trainee) -> dict[str, Any]:
-    """The checkpoint of this moment, copied: the weights and optimiser moments change in place in the
-    next epoch and the history list grows.
+def _checkpoint(run_dir: Path, state: dict, session: Session, trainee: Trainee, columns: Sequence[str],
+                writer: CheckpointWriter) -> None:
+    """Hand a copy of this moment's checkpoint to ``writer`` (the weights and optimiser moments change
+    in place in the next epoch and the history list grows).
     """
     scaler = session.scaler
     live = {"model": session.model.state_dict(),
             "optimizer": None if session.optimizer is None else session.optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else None,
             "history": state["history"], **trainee.extras()}
-    return {**state, **copy.deepcopy(live), "rng": get_rng_states()}
+    write_checkpoint(run_dir, {**state, **copy.deepcopy(live), "rng": get_rng_states()}, columns, writer)
 
 
 def _restore(session: Session, trainee: Trainee, checkpoint: dict, state: dict) -> None:
