@@ -49,8 +49,15 @@ from uadlab.evaluation.sample_level import sample_level_metrics, subject_score
 from uadlab.evaluation.supervised import predict_segmented
 from uadlab.layout import ResultsLayout, run_name
 from uadlab.profiles import Profile, get_profile
-from uadlab.training import TrainConfig, load_run, train
-from uadlab.training import SegmenterConfig, load_segmenter, split_labelled, train_segmenter
+from uadlab.training import (
+    SegmenterConfig,
+    TrainConfig,
+    load_run,
+    load_segmenter,
+    split_labelled,
+    train,
+    train_segmenter,
+)
 
 __all__ = ["RECON_EXPERIMENTS", "SEGMENTER_EXPERIMENTS", "COLUMNS", "DEFAULT_LABELLED_CASES", "run_study",
            "study_markdown"]

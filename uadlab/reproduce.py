@@ -58,8 +58,8 @@ from uadlab.evaluation.lambert import lambert_markdown, lambert_scores
 from uadlab.evaluation.protocol import evaluate_run
 from uadlab.layout import RUN_CHECKPOINT, RUN_CONFIG, ResultsLayout, run_name
 from uadlab.profiles import Profile, get_profile
-from uadlab.training.experiments import EXPERIMENTS, parse_experiment
 from uadlab.training import TrainConfig, load_run, train
+from uadlab.training.experiments import EXPERIMENTS, parse_experiment
 from uadlab.viz import figures as viz
 
 __all__ = ["DATA_SIZE_EXPERIMENTS", "FIGURE_EXPERIMENTS", "LAMBERT_EXPERIMENTS", "PHANTOM_MANIFEST", "STUDIES",

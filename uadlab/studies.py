@@ -66,8 +66,8 @@ from uadlab.evaluation import analysis
 from uadlab.evaluation.protocol import evaluate_run
 from uadlab.layout import EVAL_METRICS, EVAL_SUBJECTS, RUN_CHECKPOINT, ResultsLayout
 from uadlab.profiles import PROFILES, Profile, get_profile
-from uadlab.training.experiments import parse_experiment
 from uadlab.training import TrainConfig, train
+from uadlab.training.experiments import parse_experiment
 from uadlab.viz import figures as viz
 
 __all__ = ["DEFAULT_EXPERIMENTS", "PHANTOM_STUDY", "TABLE1_SEED_COLUMNS", "DataSpec", "Study", "StudyData",
