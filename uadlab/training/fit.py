@@ -18,6 +18,10 @@ One epoch:
    ``trainee.patience_started(best_score)``;
 4. the run is ``finished`` at ``max_epochs`` or after ``patience`` epochs without a better score;
 5. the checkpoint is written in the background while the next epoch trains.
+
+Shape:
+    - :func:`train_pass`: ``order`` ``(n,)`` sample indices; ``batch_loss(index)`` gets a sorted
+      ``(b,)`` slice of it (this rank's share under ``torchrun``) and returns 0-d tensors.
 """
 
 from __future__ import annotations
