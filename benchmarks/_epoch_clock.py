@@ -4,8 +4,10 @@
 span of every call. ``benchmarks/train_epoch.py`` times the phases of an epoch with it (erasing,
 validation, checkpoint) and, with :func:`epoch_targets`, whole epochs: a run's ``history``
 ``seconds`` stop after validation, before the best weights are kept and the checkpoint is written,
-in both loops, and issue 16 asks for the whole epoch. Both loops call their module's ``_train_epoch``
-and ``_save_checkpoint`` once per epoch, so the time from the start of one to the end of the other
+in both loops, and issue 16 asks for the whole epoch. Both loops call one function for the pass over
+the samples and one for the checkpoint once per epoch (the old commit's ``uadlab.training._train_epoch``
+and ``_save_checkpoint``; today's ``uadlab.training.reconstruction.train_pass`` and
+``uadlab.training.fit._checkpoint``), so the time from the start of one to the end of the other
 holds everything: the pass over the samples (erasing, batching, steps), validation, keeping the best
 weights and writing the checkpoint (today: handing it to the background writer, which first waits for
 the previous epoch's write). Imports nothing from ``uadlab``: the old commit's subprocess imports it too.
@@ -18,10 +20,12 @@ from collections import defaultdict
 from types import ModuleType
 
 
-def epoch_targets(module: ModuleType) -> dict[str, tuple[object, str]]:
-    """The two functions of a training loop's module (``uadlab.training.loop`` today,
-    ``uadlab.training`` at the old commit) that :meth:`CallTimer.epoch_seconds` needs."""
-    return {"pass": (module, "_train_epoch"), "checkpoint": (module, "_save_checkpoint")}
+def epoch_targets(package: ModuleType) -> dict[str, tuple[object, str]]:
+    """The two functions of a training loop that :meth:`CallTimer.epoch_seconds` needs, found from the
+    ``uadlab.training`` package: today's fit core, or the old commit's single module."""
+    if hasattr(package, "fit"):  # today: uadlab.training.fit and uadlab.training.reconstruction
+        return {"pass": (package.reconstruction, "train_pass"), "checkpoint": (package.fit, "_checkpoint")}
+    return {"pass": (package, "_train_epoch"), "checkpoint": (package, "_save_checkpoint")}
 
 
 class CallTimer:

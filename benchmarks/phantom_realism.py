@@ -63,7 +63,7 @@ from uadlab.evaluation.metrics import auprc, oracle_dice
 from uadlab.evaluation.postprocessing import anomaly_map
 from uadlab.evaluation.protocol import evaluate_run
 from uadlab.profiles import get_profile
-from uadlab.training.loop import TrainConfig, train
+from uadlab.training import TrainConfig, train
 
 _MANIFEST = Path(__file__).resolve().parents[1] / "data_manifests" / "phantom.yaml"
 _FLOOR = "mean-image:3D-None"

@@ -55,10 +55,11 @@ import torch
 from _before import BEFORE, ROOT, checkout
 from _epoch_clock import CallTimer, epoch_targets
 
+import uadlab.training
 from uadlab._threads import limit_threads
 from uadlab.data.dataset import build_dataset, load_dataset
 from uadlab.profiles import get_profile
-from uadlab.training import loop as training
+from uadlab.training import reconstruction as training
 from uadlab.training.erasing import SpatialErasing
 from uadlab.training.experiments import parse_experiment
 
@@ -100,7 +101,7 @@ def measure(data: Path, experiment: str, mode: str, *, profile: str, epochs: int
     config = training.TrainConfig(experiment=experiment, profile=profile, data=str(data), max_epochs=epochs,
                                   patience=epochs, seed=seed, **_MODES[mode])
     phases = {"validation": (training, "_validate"), "erasing": (SpatialErasing, "apply_batch")}
-    with CallTimer({**epoch_targets(training), **phases}) as timer:
+    with CallTimer({**epoch_targets(uadlab.training), **phases}) as timer:
         result = training.train(config, out, overwrite=True)
     seconds = np.array(timer.epoch_seconds())
     batching = _batching_seconds(data, experiment, config.resolved("batch_size"), epochs)

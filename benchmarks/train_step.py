@@ -27,8 +27,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from uadlab.models import DenseVAE, elbo_loss
-from uadlab.models.precision import PRECISIONS, autocast, to_device
+from uadlab.models.precision import PRECISIONS, autocast
 from uadlab.profiles import get_profile
+from uadlab.speed import to_device
 
 _PROFILES = ("paper", "lab")
 

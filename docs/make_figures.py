@@ -18,7 +18,7 @@ from nilearn.datasets import load_mni152_template
 from uadlab import viz
 from uadlab.data.dataset import load_dataset
 from uadlab.evaluation.inference import predict
-from uadlab.training.loop import load_run
+from uadlab.training import load_run
 from uadlab.viz import widgets
 
 

@@ -48,10 +48,10 @@ def test_reproduce_passes_workers_to_the_data_build(tmp_path, capsys):
 
 
 def test_train_passes_precision_and_compile_to_the_config(tmp_path, monkeypatch):
-    from uadlab.training import loop
+    import uadlab.training
 
     seen = []
-    monkeypatch.setattr(loop, "train", lambda config, out, **kwargs: seen.append(config) or _Done())
+    monkeypatch.setattr(uadlab.training, "train", lambda config, out, **kwargs: seen.append(config) or _Done())
     assert main(["-q", "train", "--experiment", "2D-None", "--profile", "smoke", "--data", str(tmp_path),
                  "--out", str(tmp_path / "run"), "--precision", "bf16-mixed", "--compile"]) == 0
     assert (seen[0].precision, seen[0].compile) == ("bf16-mixed", True)

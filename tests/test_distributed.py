@@ -1,4 +1,4 @@
-"""Tests of uadlab.training.distributed: data-parallel training under torchrun (gloo, 2 CPU processes)."""
+"""Tests of uadlab.speed.distributed: data-parallel training under torchrun (gloo, 2 CPU processes)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 import torch
 from test_training import TINY, _blobs  # tests/ is on sys.path under pytest
 
-from uadlab.training import distributed
-from uadlab.training import loop as training
-from uadlab.training.loop import TrainConfig
+from uadlab.speed import distributed
+from uadlab.training import TrainConfig
+from uadlab.training import reconstruction as training
 
 # One process and two processes at the same global batch differ in BatchNorm's per-shard statistics
 # and in the latent and erasing draws; on these 16³ blobs, 3 epochs at lr 1e-2 take the healthy
@@ -30,7 +30,7 @@ _SCRIPT = textwrap.dedent('''
     import dataclasses, sys
     import numpy as np
     from uadlab.profiles import get_profile
-    from uadlab.training import loop as training
+    from uadlab.training import reconstruction as training
 
     arrays = np.load(sys.argv[1])
     profile = dataclasses.replace(get_profile("smoke"), name="tiny", image_size=16, channels=(4, 8), latent_2d=8,

@@ -34,8 +34,8 @@ from uadlab.errors import DatasetError, RunError, UadlabWarning
 from uadlab.layout import ResultsLayout
 from uadlab.studies import DataSource, RunSpec, StudyContext
 from uadlab.studies import context as study_context
-from uadlab.training import loop as training
-from uadlab.training.loop import TrainConfig, train
+from uadlab.training import TrainConfig, train
+from uadlab.training import reconstruction as training
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -445,7 +445,7 @@ def test_evaluate_run_rejects_volumes_the_model_cannot_read(fake_run, monkeypatc
 def test_evaluate_run_end_to_end_with_a_trained_run(monkeypatch, rng, tmp_path):
     """A real 3D VAE trained for one epoch, loaded back, reconstructed, post-processed and scored."""
     from uadlab.profiles import get_profile
-    from uadlab.training import loop as training
+    from uadlab.training import reconstruction as training
 
     data = _fake_data(rng, {("healthy", "train"): 4, ("healthy", "val"): 2, ("tumour", "val"): 2,
                             ("tumour", "test"): 2})

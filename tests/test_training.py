@@ -1,4 +1,5 @@
-"""Tests of uadlab.training.loop: subsets, config, determinism, resume, run folders, the training step."""
+"""Tests of reconstruction runs (uadlab.training: reconstruction, config, runs, devices, fit): subsets, config,
+determinism, resume, run folders, the training step."""
 
 from __future__ import annotations
 
@@ -17,15 +18,18 @@ from uadlab import profiles
 from uadlab.errors import DatasetError, RunError
 from uadlab.models import DenseVAE
 from uadlab.profiles import get_profile
-from uadlab.training import loop as training
-from uadlab.training.loop import (
+from uadlab.training import (
     HISTORY_COLUMNS,
     TrainConfig,
+    devices,
     load_run,
+    runs,
     seed_everything,
     train,
     training_subset,
 )
+from uadlab.training import reconstruction as training
+from uadlab.training.config import resume_differences
 
 SIZE = 16
 #: A tiny backbone so that one epoch takes milliseconds.
@@ -63,7 +67,7 @@ def _run(config: TrainConfig, run_dir: Path, arrays, *, resume=False, overwrite=
     if checkpoint is not None and checkpoint["finished"]:
         return training._result(run_dir, checkpoint)
     if overwrite:
-        training._clear_run(run_dir)
+        runs.clear_run(run_dir)
     return training._train_arrays(config, run_dir, *arrays, checkpoint=checkpoint, **kwargs)
 
 
@@ -237,7 +241,7 @@ def test_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path, arrays, exp
 def test_resuming_a_finished_run_returns_without_training(tmp_path, arrays, monkeypatch):
     config = _config(max_epochs=2)
     first = _run(config, tmp_path / "run", arrays)
-    monkeypatch.setattr(training, "_train_epoch", _fail)
+    monkeypatch.setattr(training, "train_pass", _fail)
     monkeypatch.setattr(training, "load_dataset", _fail)
     again = train(config, tmp_path / "run", resume=True)
     assert again.finished and again.best_val == first.best_val
@@ -365,7 +369,7 @@ def test_old_run_history_columns_are_converted_to_per_voxel(tmp_path, arrays):
         row["train_recon"] = row.pop("train_l1_per_voxel") * SIZE ** 2  # a 2D sample is one 16 x 16 slice
         row["val_recon"] = row.pop("val_l1_per_voxel")
     torch.save(checkpoint, path)
-    assert set(training._load_checkpoint(tmp_path / "run")["history"][0]) == set(HISTORY_COLUMNS)
+    assert set(runs.load_checkpoint(tmp_path / "run")["history"][0]) == set(HISTORY_COLUMNS)
     resumed = _run(_config("2D-None"), tmp_path / "run", arrays, resume=True).history
     assert len(resumed) == 3
     pd.testing.assert_frame_equal(resumed.drop(columns="seconds"), reference.drop(columns="seconds"),
@@ -553,10 +557,10 @@ def test_load_run_without_a_run_raises(tmp_path, arrays):
 
 def test_device_defaults_to_cuda_when_available():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert training._resolve_device(None).type == expected
-    assert training._resolve_device("cpu") == torch.device("cpu")
+    assert devices.resolve_device(None).type == expected
+    assert devices.resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="`device` must be a torch device"):
-        training._resolve_device("tpu-9")
+        devices.resolve_device("tpu-9")
 
 
 # --- precision and compilation ----------------------------------------------------------------------
@@ -574,10 +578,10 @@ def test_precision_falls_back_to_the_profile_then_the_device(monkeypatch):
     assert _config().resolved_precision() == "32"  # TINY inherits smoke's float32
     free = dataclasses.replace(TINY, precision=None)
     config = TrainConfig(experiment="3D-None", profile=free, data="in-memory", device="cpu")
-    monkeypatch.setattr(training, "bf16_supported", lambda device: True)
-    assert training.default_precision("cpu") == "bf16-mixed" == config.resolved_precision()
-    assert training.default_precision("cuda:0") == "32"  # TF32 convolutions beat bf16 autocast on an H200
-    monkeypatch.setattr(training, "bf16_supported", lambda device: False)
+    monkeypatch.setattr(devices, "bf16_supported", lambda device: True)
+    assert devices.default_precision("cpu") == "bf16-mixed" == config.resolved_precision()
+    assert devices.default_precision("cuda:0") == "32"  # TF32 convolutions beat bf16 autocast on an H200
+    monkeypatch.setattr(devices, "bf16_supported", lambda device: False)
     assert config.resolved_precision() == "32"
     assert dataclasses.replace(config, precision="16-mixed").resolved_precision() == "16-mixed"
 
@@ -617,9 +621,8 @@ def test_resume_refuses_a_changed_precision_and_allows_compile(tmp_path, arrays)
     _run(_config(max_epochs=2), tmp_path / "run", arrays, _stop_after_epoch=1)
     with pytest.raises(RunError, match=r"differs in precision \(stored '32', given 'bf16-mixed'\)"):
         _run(_config(max_epochs=2, precision="bf16-mixed"), tmp_path / "run", arrays, resume=True)
-    compiled = training._check_same_config(_config(max_epochs=2), _config(max_epochs=2, compile=True),
-                                           tmp_path / "run")
-    assert compiled is None  # compilation only changes how the same computation runs
+    # compilation only changes how the same computation runs
+    assert resume_differences(_config(max_epochs=2), _config(max_epochs=2, compile=True)) == []
 
 
 @pytest.mark.slow

@@ -96,8 +96,8 @@ def _data_fetch(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from uadlab.training import TrainConfig, train
     from uadlab.training.experiments import parse_experiment
-    from uadlab.training.loop import TrainConfig, train
 
     config = TrainConfig(
         experiment=args.experiment if args.model is None else parse_experiment(args.experiment, model=args.model).name,

@@ -150,7 +150,7 @@ def iter_predict(
 
     Args:
         model: a trained model (any :class:`uadlab.models.base.ReconstructionModel`, 2D or 3D), e.g. from
-            :func:`uadlab.training.loop.load_run`.
+            :func:`uadlab.training.load_run`.
         dataset: a :class:`uadlab.data.dataset.BuiltDataset` (anything with ``.subject(id)``).
         ids: subject ids of ``dataset``.
         postprocess_kwargs: options of :func:`uadlab.evaluation.postprocessing.anomaly_map`.

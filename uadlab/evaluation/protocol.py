@@ -60,7 +60,7 @@ from uadlab.evaluation.inference import SubjectMaps, as_maps_list, predict
 from uadlab.layout import EVAL_METRICS as _METRICS_FILE
 from uadlab.layout import EVAL_SUBJECTS as _SUBJECTS_FILE
 from uadlab.layout import check_output_folder
-from uadlab.training.loop import load_run, run_status
+from uadlab.training.reconstruction import load_run, run_status
 
 __all__ = [
     "FPRS",
@@ -379,7 +379,7 @@ def evaluate_run(
     Writes, atomically, ``OUT/metrics.json`` — the :data:`SUMMARY_KEYS` of the first lesion cohort
     at the top level plus ``"cohort"`` (its name), ``"run"``, ``"experiment"``, ``"data"``,
     ``"val_data"``, ``"healthy_val_data"`` and ``"healthy_val_note"`` (where the FPR thresholds
-    came from, or why they were skipped), ``"training"`` (:func:`uadlab.training.loop.run_status`:
+    came from, or why they were skipped), ``"training"`` (:func:`uadlab.training.run_status`:
     epochs trained, best epoch, whether training finished; an unfinished run is evaluated with a
     :class:`~uadlab.errors.UadlabWarning`), ``"unscored_subjects"`` (test subjects whose lesion has
     no voxel on the built grid: left out, not scored as DICE 0), ``"data_warnings"`` (those the
@@ -389,7 +389,7 @@ def evaluate_run(
     (:func:`uadlab.data.io.folder_lock`).
 
     Args:
-        run_dir: folder written by :func:`uadlab.training.loop.train`.
+        run_dir: folder written by :func:`uadlab.training.train`.
         data_dir: folder built by ``uadlab data build`` holding the test split.
         out_dir: output folder, created if needed.
         val_data: another built data set with labelled validation cases, for cohorts ``data_dir``

@@ -19,7 +19,7 @@ from typing import Any
 from uadlab.evaluation.inference import SubjectMaps, make_maps
 from uadlab.evaluation.postprocessing import anomaly_map
 from uadlab.models.base import reconstruct
-from uadlab.training.segmenter import segment
+from uadlab.models.segmenter import segment
 
 __all__ = ["predict_segmented"]
 
@@ -31,7 +31,7 @@ def predict_segmented(recon_model: Any, segmenter: Any, dataset: Any, ids: Itera
 
     Args:
         recon_model: the trained reconstruction model the segmenter was trained with.
-        segmenter: a trained :class:`~uadlab.training.segmenter.Segmenter`.
+        segmenter: a trained :class:`~uadlab.models.segmenter.Segmenter`.
         dataset: a :class:`~uadlab.data.dataset.BuiltDataset`.
         ids: subject ids; duplicates are rejected.
         postprocess_kwargs: options of :func:`~uadlab.evaluation.postprocessing.anomaly_map`.

@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from uadlab._checks import check_int
-from uadlab.models.precision import autocast, to_device
+from uadlab.models.precision import autocast
+from uadlab.speed.channels_last import to_device
 
 __all__ = ["LossTerms", "ReconstructionModel", "ModelBase", "volumes_to_samples", "samples_to_volumes",
            "reconstruct"]
@@ -80,7 +81,7 @@ class ModelBase(nn.Module):
     three methods of :class:`ReconstructionModel`. A model fitted in closed form (no gradient
     steps) sets ``fitted_in_closed_form = True`` and implements ``fit(samples)`` instead of a loss.
     A model whose training step measured faster with channels-last weights on a CPU sets
-    ``channels_last_on_cpu = True`` (:func:`uadlab.models.precision.to_device`).
+    ``channels_last_on_cpu = True`` (:func:`uadlab.speed.channels_last.to_device`).
     """
 
     fitted_in_closed_form = False

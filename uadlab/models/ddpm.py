@@ -18,7 +18,7 @@ Intensities: images in [0, 1] are mapped to [-1, 1] (``2 x - 1``) for the diffus
 reconstruction back to [0, 1] after clipping.
 
 Randomness: training draws steps and noise from torch's global generator, which the training loop
-seeds per epoch (:mod:`uadlab.training.loop`), so a resumed run repeats an uninterrupted one.
+seeds per epoch (:mod:`uadlab.training.reconstruction`), so a resumed run repeats an uninterrupted one.
 :meth:`DDPM.reconstruct` draws its noise from a fresh generator seeded with :attr:`DDPMConfig.seed`
 at every call, so it is deterministic: the same batch gives the same reconstruction. (The noise of a
 sample depends on its position in the batch, so a volume reconstructed in another batch layout gets

@@ -627,7 +627,7 @@ def training_curves(history: Any, *, ax: Any = None):
     """Learning curves of one run: training and healthy validation l1 error per voxel, per epoch.
 
     Args:
-        history: ``history.csv`` of a run (:attr:`uadlab.training.loop.TrainResult.history`): columns
+        history: ``history.csv`` of a run (:attr:`uadlab.training.TrainResult.history`): columns
             ``epoch``, ``train_l1_per_voxel`` and ``val_l1_per_voxel`` (mean l1 error per voxel,
             intensity units, images in [0, 1]; both on one axis).
         ax: ``None`` or one axes.

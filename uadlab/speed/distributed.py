@@ -2,7 +2,7 @@
 
 ``torchrun --nproc-per-node N -m uadlab.cli train ...`` starts N copies of the same training; each
 copy (a *rank*) sees the environment variables torchrun sets (``WORLD_SIZE``, ``RANK``,
-``LOCAL_RANK``, ``MASTER_ADDR``...). :func:`uadlab.training.loop.train` then:
+``LOCAL_RANK``, ``MASTER_ADDR``...). :func:`uadlab.training.train` (through :func:`uadlab.training.fit.fit`) then:
 
 - builds the same initial weights on every rank (same seed) and the same shuffled batches (the
   epoch's generator is seeded from ``(seed, epoch)`` alone);
