@@ -185,3 +185,62 @@ def blob_dataset(tmp_path_factory) -> Path:
     See :func:`write_blob_dataset`.
     """
     return write_blob_dataset(tmp_path_factory.mktemp("blobs") / "data")
+
+
+@pytest.fixture
+def one_thread(monkeypatch):
+    """Every process of a test on one thread, so that tables made here and in child processes agree to the bit."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("UADLAB_THREADS_SET", raising=False)
+
+
+# --- tiny models and volumes shared by tests of several modules ------------------------------------
+
+#: Volume size and backbone of the tiny dense VAE of :func:`tiny_vae`.
+VAE_SIZE, VAE_CHANNELS = 32, (4, 8, 16)
+
+
+def tiny_vae(spatial_dims: int, latent_dim: int | None = 8):
+    """A seeded dense VAE on ``VAE_SIZE`` volumes with a three-stage backbone."""
+    import torch
+
+    from uadlab.models import DenseVAE
+
+    torch.manual_seed(0)
+    return DenseVAE(spatial_dims, image_size=VAE_SIZE, latent_dim=latent_dim, channels=VAE_CHANNELS)
+
+
+def vae_batch(spatial_dims: int, n: int = 3):
+    """``(n, 1, VAE_SIZE, ...)`` seeded uniform samples."""
+    import torch
+
+    return torch.rand((n, 1) + (VAE_SIZE,) * spatial_dims, generator=torch.Generator().manual_seed(1))
+
+
+#: Volume size of :data:`TINY_PROFILE` and :func:`blob_volumes`.
+TINY_SIZE = 16
+
+
+def _tiny_profile():
+    import dataclasses
+
+    from uadlab.profiles import get_profile
+
+    return dataclasses.replace(get_profile("smoke"), name="tiny", image_size=TINY_SIZE, channels=(4, 8),
+                               latent_2d=8, latent_3d=8, batch_size=4, max_epochs=3, patience=3)
+
+
+#: A tiny backbone so that one epoch takes milliseconds.
+TINY_PROFILE = _tiny_profile()
+
+
+def blob_volumes(n: int, rng: np.random.Generator, size: int = TINY_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` smooth "brains": a ball mask filled with a few Gaussian blobs; images in [0, 1]."""
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, size)] * 3, indexing="ij"))
+    brain_masks = np.broadcast_to((grid ** 2).sum(0) < 0.7 ** 2, (n, size, size, size)).copy()
+    images = np.zeros((n, size, size, size), np.float32)
+    for i in range(n):
+        for centre in rng.uniform(-0.4, 0.4, size=(3, 3)):
+            images[i] += np.exp(-((grid - centre[:, None, None, None]) ** 2).sum(0) / 0.15)
+    images = np.clip(images / images.max(axis=(1, 2, 3), keepdims=True), 0, 1) * brain_masks
+    return images.astype(np.float32), brain_masks

@@ -11,6 +11,7 @@ One place for every name, so the library, the notebooks and the tests never spel
                  .../seed<seed>/<data>/                                 (one per data set of a study file)
       figures/                        .figures
       table1.csv, table1.md           .table("table1.csv"), .table1_csv, .table1_md
+      paired.csv, report.md           .paired, .report   several seeds: comparisons, one page
       reproduce.json                  .record        what the study ran (written last)
       plan.json                       .plan          the study's runs (``uadlab reproduce --plan``)
       logs/, slurm/                   .logs, .slurm  output of runs executed as separate processes or jobs
@@ -100,6 +101,16 @@ class ResultsLayout:
     def record(self) -> Path:
         """``reproduce.json``: what the study ran, written last."""
         return self.root / "reproduce.json"
+
+    @property
+    def paired(self) -> Path:
+        """``paired.csv``: the study's comparisons, resampling seeds and subjects."""
+        return self.root / "paired.csv"
+
+    @property
+    def report(self) -> Path:
+        """``report.md``: a study's results on one page."""
+        return self.root / "report.md"
 
     @property
     def plan(self) -> Path:

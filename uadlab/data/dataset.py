@@ -79,6 +79,7 @@ from uadlab.data.preprocessing import (
     skull_strip_version,
 )
 from uadlab.errors import DatasetError, UadlabWarning
+from uadlab.layout import DATASET_RECORD
 from uadlab.profiles import Profile, get_profile
 
 __all__ = ["COLUMNS", "BuiltDataset", "Subject", "build_dataset", "load_dataset"]
@@ -89,7 +90,7 @@ COLUMNS: tuple[str, ...] = (
 )
 """Columns of ``subjects.csv``, in order."""
 
-_INFO = "dataset.json"
+_INFO = DATASET_RECORD
 _TABLE = "subjects.csv"
 _FOLDERS = {"image": "images", "brain_mask": "brain_masks", "lesion_mask": "lesion_masks"}
 

@@ -25,7 +25,7 @@ Decisions, fixed here once:
   ``anomaly_map(..., closing_iterations=k)`` followed by :func:`~uadlab.evaluation.metrics.binarize`.
   The grey closing there uses a flat structuring element, and flat grey morphology commutes with
   thresholding, so thresholding the grey-closed map equals binary closing of the thresholded map
-  (tested in ``tests/test_sample_level.py``); no second implementation is needed.
+  (tested in ``tests/evaluation/test_sample_level.py``); no second implementation is needed.
 
 Shape:
     - anomaly_map, brain_mask, lesion_mask: ``(X, Y, Z)`` (or ``(X, Y)`` for a slice).

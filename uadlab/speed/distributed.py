@@ -19,7 +19,7 @@ copy (a *rank*) sees the environment variables torchrun sets (``WORLD_SIZE``, ``
 
 What differs from one process: BatchNorm normalises each rank's shard with that shard's statistics
 (as ``DistributedDataParallel`` without ``SyncBatchNorm`` does), and the erasing and latent draws
-differ, so results match one process only within a tolerance (``tests/test_distributed.py``), not
+differ, so results match one process only within a tolerance (``tests/speed/test_distributed.py``), not
 bit for bit. The gradients are averaged with one ``all_reduce`` per parameter tensor rather than
 through ``DistributedDataParallel``, because the models compute their loss in
 ``model.training_loss`` rather than in ``forward``, which DDP's wrapper needs to see.

@@ -130,8 +130,8 @@ class Behrendt2024(Study):
             segmenter, recon = RunSpec(experiment, labels="synthetic"), RunSpec(experiment)
             pairs.append((segmenter.name, recon.name, {s: _subjects(ctx, segmenter, s) for s in seeds},
                           {s: _subjects(ctx, recon, s) for s in seeds}))
-        tables.paired_table(root / "paired.csv", pairs)
-        return {**outputs, "paired.csv": root / "paired.csv", "runs": ctx.layout.runs}
+        tables.paired_table(ctx.layout.paired, pairs)
+        return {**outputs, "paired.csv": ctx.layout.paired, "runs": ctx.layout.runs}
 
     def options(self) -> list[str]:
         """``--labelled-cases K`` when not the default."""

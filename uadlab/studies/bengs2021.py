@@ -27,7 +27,7 @@ import pandas as pd
 
 from uadlab.evaluation import analysis
 from uadlab.evaluation.inference import predict
-from uadlab.layout import run_name
+from uadlab.layout import EVAL_SUBJECTS, run_name
 from uadlab.studies import tables
 from uadlab.studies.context import StudyContext
 from uadlab.studies.spec import DataSource, RunSpec, Study
@@ -112,14 +112,14 @@ class Bengs2021(Study):
                                           spread=("dice_d", "dice_s_mean", "auprc"), markdown=analysis.table1_markdown)
         by_seed = {e: {s: _subjects(ctx, e, s) for s in seeds} for e in self.experiments}
         pairs = [(a, b, by_seed[a], by_seed[b]) for a, b in analysis.baseline_pairs(by_seed)]
-        paired, skipped = tables.paired_table(root / "paired.csv", pairs)
+        paired, skipped = tables.paired_table(ctx.layout.paired, pairs)
         ctx.layout.figures.mkdir(exist_ok=True)
         for metric in ("dice_d", "auprc"):
             tables.save_figure(viz.seed_spread_plot(per_seed, metric=metric),
                                ctx.layout.figures / f"seeds_{metric}.png")
         summary = pd.read_csv(outputs["table1.csv"])
-        report = tables.write_text(root / "report.md", _report(self, ctx, seeds, summary, paired, skipped))
-        return {**outputs, "paired.csv": root / "paired.csv", "report.md": report, "figures": ctx.layout.figures,
+        report = tables.write_text(ctx.layout.report, _report(self, ctx, seeds, summary, paired, skipped))
+        return {**outputs, "paired.csv": ctx.layout.paired, "report.md": report, "figures": ctx.layout.figures,
                 "runs": ctx.layout.runs, "data": ctx.out.data}
 
     def options(self) -> list[str]:
@@ -140,7 +140,7 @@ def experiment_names(experiments: list[str]) -> list[str]:
 
 def _subjects(ctx: StudyContext, experiment: str, seed: int) -> pd.DataFrame:
     """Per-subject table of a run over every scored data set, cohorts labelled as in the table."""
-    frames = [pd.read_csv(ctx.evaluation_dir(RunSpec(experiment, seed), data) / "subjects.csv").assign(data=data)
+    frames = [pd.read_csv(ctx.evaluation_dir(RunSpec(experiment, seed), data) / EVAL_SUBJECTS).assign(data=data)
               for data in ctx.scored()]
     table = pd.concat(frames, ignore_index=True)
     table["cohort"] = tables.cohort_labels(table.rename(columns={"cohort": "dataset"}))

@@ -87,8 +87,8 @@ class Lambert2021(Study):
                                           markdown=lambert_markdown)
         subjects = {e: {s: _subjects(ctx, e, s) for s in seeds} for e in self.labels}
         pairs = [(a, b, subjects[a], subjects[b]) for a, b in _spatial_dense_pairs(list(self.labels))]
-        tables.paired_table(root / "paired.csv", pairs)
-        return {**outputs, "paired.csv": root / "paired.csv", "runs": ctx.layout.runs}
+        tables.paired_table(ctx.layout.paired, pairs)
+        return {**outputs, "paired.csv": ctx.layout.paired, "runs": ctx.layout.runs}
 
 
 def _spatial_dense_pairs(experiments: list[str]) -> list[tuple[str, str]]:

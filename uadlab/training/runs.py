@@ -30,7 +30,7 @@ import torch
 
 from uadlab.data.io import atomic_write
 from uadlab.errors import RunError
-from uadlab.layout import RUN_CHECKPOINT, RUN_CONFIG, RUN_FILES, RUN_HISTORY
+from uadlab.layout import DATASET_RECORD, RUN_CHECKPOINT, RUN_CONFIG, RUN_FILES, RUN_HISTORY
 
 __all__ = ["prepare_run_dir", "refuse_differences", "clear_run", "load_checkpoint", "CheckpointWriter",
            "write_checkpoint", "get_rng_states", "set_rng_states"]
@@ -66,7 +66,7 @@ def prepare_run_dir(out_dir: str | Path, *, resume: bool, overwrite: bool,
     if not has_run and run_dir.is_dir():
         foreign = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
         if foreign:
-            what = "a built data set" if "dataset.json" in foreign else "not a training run"
+            what = "a built data set" if DATASET_RECORD in foreign else "not a training run"
             raise RunError(f"{run_dir}: holds {len(foreign)} other item(s) ({', '.join(foreign[:3])}"
                            f"{', ...' if len(foreign) > 3 else ''}), {what}; choose an empty or new --out "
                            "(it is never written into)")

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_training import TINY, _blobs  # tests/ is on sys.path under pytest
+from conftest import TINY_PROFILE, blob_volumes
 
 from uadlab.speed import distributed
 from uadlab.training import TrainConfig
@@ -24,7 +24,7 @@ from uadlab.training import reconstruction as training
 # validation l1 from about 0.41 to 0.18, and two processes land within 1.5 % of one (measured); the
 # test allows 5 %.
 TOLERANCE = 0.05
-_PROFILE = dataclasses.replace(TINY, batch_size=8, max_epochs=3, patience=3)
+_PROFILE = dataclasses.replace(TINY_PROFILE, batch_size=8, max_epochs=3, patience=3)
 
 _SCRIPT = textwrap.dedent('''
     import dataclasses, sys
@@ -65,14 +65,14 @@ def test_alone_the_helpers_change_nothing():
 
 @pytest.mark.slow
 def test_two_processes_match_one_at_the_same_global_batch_and_resume(tmp_path, rng):
-    images, brain_masks = _blobs(8, rng)
+    images, brain_masks = blob_volumes(8, rng)
     np.savez(tmp_path / "arrays.npz", images=images[:6], brain_masks=brain_masks[:6], val_images=images[6:])
     (tmp_path / "train.py").write_text(_SCRIPT)
     experiment = "2D-Patch-n"
     config = TrainConfig(experiment=experiment, profile=_PROFILE, data="in-memory", device="cpu", lr=1e-2)
     run_dir = training._prepare_run_dir(config, tmp_path / "one", resume=False, overwrite=False)
     single = training._train_arrays(config, run_dir, images[:6], brain_masks[:6], images[6:])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
                                                         os.environ.get("PYTHONPATH", "")])}
     for step in ("stop", "resume"):  # stopped after epoch 1 (as if killed), then resumed on both ranks
         done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",

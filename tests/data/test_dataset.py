@@ -20,7 +20,7 @@ from uadlab.data.preprocessing import PreprocessingParams, preprocess
 from uadlab.errors import DatasetError, VolumeError
 from uadlab.profiles import get_profile
 
-MANIFESTS = Path(__file__).resolve().parents[1] / "data_manifests"
+MANIFESTS = Path(__file__).resolve().parents[2] / "data_manifests"
 LESION_VOXELS = 4**3  # the 4-voxel cube of write_fake_real
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from uadlab.layout import RUN_CHECKPOINT, ResultsLayout
 from uadlab.notebooks import (
     NOTEBOOK_DIR,
     NOTEBOOKS,
@@ -234,7 +235,7 @@ def test_model_labs_outputs(executed, name, experiment):
     for metrics in summary["cohorts"].values():
         assert 0.0 <= metrics["auprc"] <= 1.0 and 0.0 <= metrics["slice_auprc"] <= 1.0
         assert metrics["dice_d"] <= metrics["oracle_dice_d"] + 1e-9  # the oracle bounds the honest DICE_D
-    assert (out / "runs" / experiment / "checkpoint.pt").exists()
+    assert (ResultsLayout(out).run(experiment) / RUN_CHECKPOINT).exists()
     assert (out / name / "reconstructions.png").stat().st_size > 1000
 
 

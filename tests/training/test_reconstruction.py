@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import TINY_PROFILE, TINY_SIZE, blob_volumes
 
 from uadlab import profiles
 from uadlab.errors import DatasetError, RunError
@@ -31,33 +32,16 @@ from uadlab.training import (
 from uadlab.training import reconstruction as training
 from uadlab.training.config import resume_differences
 
-SIZE = 16
-#: A tiny backbone so that one epoch takes milliseconds.
-TINY = dataclasses.replace(get_profile("smoke"), name="tiny", image_size=SIZE, channels=(4, 8),
-                           latent_2d=8, latent_3d=8, batch_size=4, max_epochs=3, patience=3)
-
-
-def _blobs(n: int, rng: np.random.Generator, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` smooth "brains": a ball mask filled with a few Gaussian blobs; images in [0, 1]."""
-    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, size)] * 3, indexing="ij"))
-    brain_masks = np.broadcast_to((grid ** 2).sum(0) < 0.7 ** 2, (n, size, size, size)).copy()
-    images = np.zeros((n, size, size, size), np.float32)
-    for i in range(n):
-        for centre in rng.uniform(-0.4, 0.4, size=(3, 3)):
-            images[i] += np.exp(-((grid - centre[:, None, None, None]) ** 2).sum(0) / 0.15)
-    images = np.clip(images / images.max(axis=(1, 2, 3), keepdims=True), 0, 1) * brain_masks
-    return images.astype(np.float32), brain_masks
-
 
 @pytest.fixture
 def arrays(rng):
     """(images, brain_masks, val_images) of 6 training and 2 validation subjects at 16³."""
-    images, brain_masks = _blobs(8, rng)
+    images, brain_masks = blob_volumes(8, rng)
     return images[:6], brain_masks[:6], images[6:]
 
 
 def _config(experiment: str = "3D-None", **kwargs) -> TrainConfig:
-    return TrainConfig(experiment=experiment, profile=TINY, data="in-memory", device="cpu", **kwargs)
+    return TrainConfig(experiment=experiment, profile=TINY_PROFILE, data="in-memory", device="cpu", **kwargs)
 
 
 def _run(config: TrainConfig, run_dir: Path, arrays, *, resume=False, overwrite=False, **kwargs):
@@ -206,7 +190,7 @@ def test_train_writes_run_folder_and_load_run_returns_best_model(tmp_path, array
     best = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["best_model"]
     _assert_same_weights(model.state_dict(), best)
     spatial_dims = int(experiment[0])
-    x = torch.from_numpy(arrays[2][:1, None] if spatial_dims == 3 else arrays[2][:1, None, :, :, SIZE // 2])
+    x = torch.from_numpy(arrays[2][:1, None] if spatial_dims == 3 else arrays[2][:1, None, :, :, TINY_SIZE // 2])
     val_recon, _ = training._validate(model, arrays[2][:1], spatial_dims, batch_size=4, device=torch.device("cpu"))
     assert model(x).recon.shape == x.shape and val_recon > 0
 
@@ -307,7 +291,7 @@ def test_resume_with_a_different_config_names_the_fields(tmp_path, arrays):
 def test_config_yaml_records_the_resolved_profile_values(tmp_path, arrays):
     _run(_config(), tmp_path / "run", arrays, _stop_after_epoch=1)
     stored = TrainConfig.from_yaml(tmp_path / "run" / "config.yaml")
-    assert (stored.batch_size, stored.max_epochs, stored.patience) == (4, 3, 3)  # TINY's
+    assert (stored.batch_size, stored.max_epochs, stored.patience) == (4, 3, 3)  # TINY_PROFILE's
     assert _run(_config(), tmp_path / "run", arrays, resume=True).finished  # the same command resumes
 
 
@@ -338,7 +322,7 @@ def test_progress_bars_show_epochs_and_loss(tmp_path, arrays, capsys):
 
 
 def test_validation_error_falls_on_structured_data(tmp_path, rng):
-    images, brain_masks = _blobs(10, rng)
+    images, brain_masks = blob_volumes(10, rng)
     config = _config("2D-None", max_epochs=6, patience=6, batch_size=8, lr=3e-3)
     history = _run(config, tmp_path / "run", (images[:8], brain_masks[:8], images[8:])).history
     assert history["val_l1_per_voxel"].is_monotonic_decreasing  # seeds 1, 2, 1234: 0.44 -> 0.20-0.21
@@ -366,7 +350,7 @@ def test_old_run_history_columns_are_converted_to_per_voxel(tmp_path, arrays):
     path = tmp_path / "run" / "checkpoint.pt"
     checkpoint = torch.load(path, weights_only=True)
     for row in checkpoint["history"]:  # as written before the l1 columns were per voxel
-        row["train_recon"] = row.pop("train_l1_per_voxel") * SIZE ** 2  # a 2D sample is one 16 x 16 slice
+        row["train_recon"] = row.pop("train_l1_per_voxel") * TINY_SIZE ** 2  # a 2D sample is one 16 x 16 slice
         row["val_recon"] = row.pop("val_l1_per_voxel")
     torch.save(checkpoint, path)
     assert set(runs.load_checkpoint(tmp_path / "run")["history"][0]) == set(HISTORY_COLUMNS)
@@ -522,7 +506,7 @@ def test_train_without_a_healthy_cohort_raises_dataset_error(tmp_path, arrays, m
 
 def test_train_end_to_end_on_a_built_data_set_folder(tmp_path, rng, write_nifti):
     """A folder in the layout of docs/ARCHITECTURE.md, read by the real uadlab.data.dataset.load_dataset."""
-    images, brain_masks = _blobs(5, rng)
+    images, brain_masks = blob_volumes(5, rng)
     rows = []
     for i, (image, brain_mask) in enumerate(zip(images, brain_masks)):
         subject_id = f"healthy-{i}"
@@ -532,10 +516,10 @@ def test_train_end_to_end_on_a_built_data_set_folder(tmp_path, rng, write_nifti)
                      "image": f"images/{subject_id}.nii.gz", "brain_mask": f"brain_masks/{subject_id}.nii.gz",
                      "lesion_mask": "", "lesion_voxels": 0, "lesion_volume_mm3": 0.0, "source": "blobs"})
     pd.DataFrame(rows).to_csv(tmp_path / "data" / "subjects.csv", index=False)
-    info = {"name": "blobs", "profile": "tiny", "image_size": SIZE, "spacing_mm": 1.0,
-            "preprocessing": {"pad_shape_mm": [SIZE] * 3}, "cohorts": {"healthy": {"role": "healthy"}}}
+    info = {"name": "blobs", "profile": "tiny", "image_size": TINY_SIZE, "spacing_mm": 1.0,
+            "preprocessing": {"pad_shape_mm": [TINY_SIZE] * 3}, "cohorts": {"healthy": {"role": "healthy"}}}
     (tmp_path / "data" / "dataset.json").write_text(json.dumps(info))
-    config = TrainConfig(experiment="2D-Half-Slice-n", profile=TINY, data=str(tmp_path / "data"),
+    config = TrainConfig(experiment="2D-Half-Slice-n", profile=TINY_PROFILE, data=str(tmp_path / "data"),
                          max_epochs=1, device="cpu")
     result = train(config, tmp_path / "run")
     assert result.finished and result.best_epoch == 1
@@ -575,8 +559,8 @@ def test_train_config_checks_precision_and_compile():
 
 
 def test_precision_falls_back_to_the_profile_then_the_device(monkeypatch):
-    assert _config().resolved_precision() == "32"  # TINY inherits smoke's float32
-    free = dataclasses.replace(TINY, precision=None)
+    assert _config().resolved_precision() == "32"  # TINY_PROFILE inherits smoke's float32
+    free = dataclasses.replace(TINY_PROFILE, precision=None)
     config = TrainConfig(experiment="3D-None", profile=free, data="in-memory", device="cpu")
     monkeypatch.setattr(devices, "bf16_supported", lambda device: True)
     assert devices.default_precision("cpu") == "bf16-mixed" == config.resolved_precision()

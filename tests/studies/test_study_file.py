@@ -18,7 +18,7 @@ from uadlab.cli import main
 from uadlab.errors import DatasetError, ManifestError
 from uadlab.studies import Behrendt2024, Bengs2021, Lambert2021, check_study, is_study_file, load_study, run_study
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PAPER_REAL = REPO / "studies" / "paper_real.yaml"
 VOXEL_MM = 4.0  # stored on the smoke grid: no resampling work
 SHAPE = (40, 48, 40)
@@ -338,7 +338,7 @@ def test_a_lambert_study_file_runs_end_to_end(tmp_path, tiny_smoke, monkeypatch)
                              "experiments: [spatial-vae:3D-None, 3D-None]\n")
     outputs = run_study(study, tmp_path / "out")
     table = pd.read_csv(outputs["lambert2021.csv"])
-    assert list(dict.fromkeys(table["model"])) == ["spatial-vae:3D-None", "Dense 3D"]
+    assert list(dict.fromkeys(table["model"])) == ["Spatial 3D", "Dense 3D"]
     assert outputs["lambert2021.csv"] == tmp_path / "out" / "lambert2021.csv"
     config = (tmp_path / "out" / "runs" / "spatial-vae_3D-None" / "seed0" / "config.yaml").read_text()
     assert "loss: lambert" in config

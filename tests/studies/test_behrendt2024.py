@@ -26,7 +26,7 @@ def tiny_profile():
 @pytest.fixture(scope="module")
 def blob_dataset(tmp_path_factory):
     """The blob data set of conftest, recorded as built with the tiny profile."""
-    return write_blob_dataset(tmp_path_factory.mktemp("blobs") / "data", profile="tiny")
+    return write_blob_dataset(tmp_path_factory.mktemp("blob_data") / "data", profile="tiny")
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +110,14 @@ def test_test_only_cohorts_take_their_threshold_from_val_data(tmp_path, tiny_pro
     assert (table.loc[table["dataset"] == "tumour", "n_val"] == 2).all()  # val_data's tumour val split
     assert (table.loc[table["dataset"] == "mslub", "n_val"] == 4).all()  # pooled tumour + stroke val of val_data
 
+
+@pytest.mark.slow
+def test_behrendt2024_with_two_seeds_writes_mean_and_sd(tmp_path, one_thread):
+    data = write_blob_dataset(tmp_path / "data")  # recorded as built with the smoke profile
+    outputs = run_study("behrendt2024", tmp_path / "out", profile="smoke", data=data, seeds=[0, 1], labelled_cases=0,
+                        max_epochs=1, experiments=["2D-None", "ddpm:2D-None"])
+    per_seed, summary = pd.read_csv(outputs["behrendt2024_seeds.csv"]), pd.read_csv(outputs["behrendt2024.csv"])
+    assert set(per_seed["seed"]) == {0, 1} and len(per_seed) == 2 * len(summary)
+    assert (summary["n_seeds"] == 2).all() and "sample_auroc_seed_sd" in summary.columns
+    paired = pd.read_csv(outputs["paired.csv"])
+    assert set(zip(paired["experiment"], paired["baseline"])) == {("ddpm_2D-None__synthetic", "ddpm_2D-None")}

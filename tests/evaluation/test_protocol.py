@@ -366,13 +366,13 @@ def test_evaluate_run_writes_honest_metrics_per_cohort(fake_run, tmp_path):
 def test_evaluate_run_refuses_to_overwrite(fake_run, tmp_path):
     evaluate_run("run", "phantom", tmp_path, postprocess_kwargs=RAW, n_resamples=10)
     before = (tmp_path / "metrics.json").read_text()
-    with pytest.raises(RunError, match="metrics.json already exists"):
+    with pytest.raises(RunError, match="metrics.json: already exists"):
         evaluate_run("run", "phantom", tmp_path, postprocess_kwargs=RAW, n_resamples=10)
     assert (tmp_path / "metrics.json").read_text() == before
     evaluate_run("run", "phantom", tmp_path, postprocess_kwargs=RAW, n_resamples=10, overwrite=True)
     (tmp_path / "metrics.json").unlink()  # a per-subject table alone is protected too
     before = (tmp_path / "subjects.csv").read_text()
-    with pytest.raises(RunError, match="subjects.csv already exists"):
+    with pytest.raises(RunError, match="subjects.csv: already exists"):
         evaluate_run("run", "phantom", tmp_path, postprocess_kwargs=RAW, n_resamples=10)
     assert (tmp_path / "subjects.csv").read_text() == before and not (tmp_path / "metrics.json").exists()
 

@@ -27,7 +27,7 @@ from uadlab.data.manifests import (
 )
 from uadlab.errors import ManifestError, VolumeError
 
-MANIFESTS = Path(__file__).resolve().parents[1] / "data_manifests"
+MANIFESTS = Path(__file__).resolve().parents[2] / "data_manifests"
 SHIPPED = ["phantom", "ixi_t1", "brats2019", "atlas_v1_2", "sample_real"]
 BRATS_IDS = ["BraTS19_2013_10_1", "BraTS19_CBICA_AAB_1", "BraTS19_TCIA01_131_1", "BraTS19_2013_0_1",
              "BraTS19_TMC_06290_1", "BraTS19_TCIA10_103_1", "BraTS19_2013_9_1"]

@@ -8,7 +8,6 @@ import shlex
 
 import pandas as pd
 import pytest
-import yaml
 
 from uadlab import cli, profiles
 from uadlab.cli import main
@@ -167,20 +166,3 @@ def test_the_mean_image_floor_is_a_table1_row(results, tiny_profile, tmp_path):
     assert list(table["experiment"]) == ["2D-None", "2D-None", "mean-image:3D-None", "mean-image:3D-None"]
     assert "| mean-image:3D-None |" in outputs["table1.md"].read_text()
     assert (out / "runs" / "mean-image_3D-None" / "seed0" / "checkpoint.pt").exists()
-
-
-@pytest.mark.slow
-def test_lambert2021_study_writes_their_table_for_four_models(results, tiny_profile, tmp_path):
-    data, out = results[0] / "data", tmp_path
-    outputs = run_study("lambert2021", out, profile=tiny_profile, data=data)
-    table = pd.read_csv(outputs["lambert2021.csv"])
-    assert list(dict.fromkeys(table["model"])) == ["Spatial 2D", "Spatial 3D", "Dense 2D", "Dense 3D"]
-    assert set(table["dataset"]) == {"tumour", "stroke"} and len(table) == 8
-    assert table[["specificity", "mae", "bengs_dice_d"]].notna().all().all()
-    for experiment in table["experiment"].unique():
-        config = yaml.safe_load((out / "lambert2021" / "runs" / run_name(experiment) / "seed0" / "config.yaml")
-                                .read_text())
-        assert config["loss"] == "lambert"
-    assert "| Spatial 3D |" in outputs["lambert2021.md"].read_text()
-    with pytest.raises(ValueError, match="`study` must be one of"):
-        run_study("chatterjee", out, profile=tiny_profile, data=data)

@@ -33,7 +33,7 @@ from uadlab.notebooks import NOTEBOOK_DIR, figure_calls
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RUN_ALL_TIMEOUT_S = 900  # lab 01 with the smoke profile: ~2-4 min on 2 CPU cores
 #: Explorer cells whose box is screenshotted for the docs, by the function the cell calls.
 _WIDGET_SHOTS = {"widgets.threshold_explorer": "jupyterlab_threshold.png",

@@ -20,7 +20,7 @@ from uadlab.data.fetch import REMOTES, Remote, fetch
 from uadlab.data.manifests import discover_cases, load_manifest
 from uadlab.errors import DownloadError
 
-MANIFESTS = Path(__file__).resolve().parents[1] / "data_manifests"
+MANIFESTS = Path(__file__).resolve().parents[2] / "data_manifests"
 SUBJECTS = ("IXI002-Guys-0828", "IXI012-HH-1211")
 
 

@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -37,7 +38,7 @@ from uadlab.studies import context as study_context
 from uadlab.training import TrainConfig, train
 from uadlab.training import reconstruction as training
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -595,3 +596,81 @@ def test_a_study_file_takes_seed_and_overwrite(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(study_context, "build_dataset", build)
     assert main([*args, "--profile", "lab", "--overwrite"]) == 2
     assert asked["overwrite"] is True and asked["profile"] == "lab"
+
+
+# --- a killed sweep: kill -9 of a run or of the driver, then the same command ------------------------------
+
+SWEEP = ["3D-None", "mean-image:3D-None"]
+
+
+def _sweep_args(data: Path, out: Path) -> list[str]:
+    return ["reproduce", "--profile", "smoke", "--data", str(data), "--out", str(out), "--experiments",
+            ",".join(SWEEP), "--seeds", "0,1", "--jobs", "2"]
+
+
+def _processes_writing(out: Path, *, marker: str = "") -> list[int]:
+    """Processes whose command line names ``out`` (and ``marker``), from Linux's ``/proc``."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:  # ended meanwhile
+            continue
+        if str(out).encode() in cmdline and marker.encode() in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+def _wait(condition, deadline: float) -> None:
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+@pytest.mark.slow  # about two minutes: the sweep (2 models x 2 seeds) started three times
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="runs die with their driver on Linux")
+def test_a_killed_sweep_finishes_on_rerun_without_retraining_a_finished_run(blob_dataset, tmp_path, monkeypatch,
+                                                                             one_thread):
+    out = tmp_path / "out"
+    args, deadline = _sweep_args(blob_dataset, out), time.monotonic() + 480
+    command = [sys.executable, "-m", "uadlab.cli", "-q", *args]
+
+    # kill -9 of one run: the driver names it and its log in one line; the other runs finish
+    driver = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    _wait(lambda: _processes_writing(out, marker="--only-run"), deadline)
+    os.kill(_processes_writing(out, marker="--only-run")[0], 9)
+    assert driver.wait() == 2
+    err = driver.stderr.read()
+    assert err.startswith("uadlab: error: 1 run(s) failed: ") and "(log " in err and err.count("\n") == 1, err
+
+    # kill -9 of the driver once a run has finished: its runs die with it
+    def finished() -> list[Path]:
+        return [p for p in out.glob("runs/*/seed*") if (p / "checkpoint.pt").exists() and training.run_status(p)[
+            "finished"]]
+
+    before = set(finished())
+    driver = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    _wait(lambda: set(finished()) - before or driver.poll() is not None, deadline)
+    driver.kill()
+    assert driver.wait() == -9, "the sweep ended before it could be killed"
+    _wait(lambda: not _processes_writing(out), deadline)
+    assert not _processes_writing(out), "a run outlived its driver"
+    done = {p: (p / "checkpoint.pt").stat().st_mtime_ns for p in finished()}
+    assert 0 < len(done) < 4
+
+    # the same command again finishes the sweep, training only what was not finished
+    trained = []
+
+    def counting_train(config, run_dir, **kwargs):
+        if not ((Path(run_dir) / "checkpoint.pt").exists() and training.run_status(run_dir)["finished"]):
+            trained.append(Path(run_dir))
+        return real_train(config, run_dir, **kwargs)
+
+    real_train = study_context.train
+    monkeypatch.setattr(study_context, "train", counting_train)
+    assert main(args[:-2]) == 0  # in this process, one run after the other
+    assert {p: (p / "checkpoint.pt").stat().st_mtime_ns for p in done} == done  # finished runs untouched
+    assert sorted(trained) == sorted(set(out.glob("runs/*/seed*")) - set(done))
+    assert len(pd.read_csv(out / "table1_seeds.csv")) == 2 * 2 * 2
+    for path in out.rglob("*"):  # every visible file is whole
+        if path.suffix == ".json" and not path.name.startswith("."):
+            json.loads(path.read_text())
