@@ -137,18 +137,23 @@ def _reproduce(args: argparse.Namespace) -> None:
     seeds = _seed_list(args.seeds) if args.seeds is not None else None if args.seed is None else [args.seed]
     choices = {"data": args.data, "root": args.root, "val_data": args.val_data, "labelled_cases": args.labelled_cases,
                "experiments": None if args.experiments is None else args.experiments.split(",")}
-    if args.plan:
-        if args.only_run is not None:
-            raise ValueError("--plan and --only-run: give one of them")
-        print("\n".join(plan_study(args.study, args.out, profile=args.profile, seeds=seeds, workers=args.workers,
-                                   **choices)))
-        return
     slurm = {key: value for key, value in (("partition", args.slurm_partition), ("gpus", args.slurm_gpus),
                                            ("time", args.slurm_time), ("cpus", args.slurm_cpus),
                                            ("mem", args.slurm_mem)) if value is not None}
+    if args.plan:
+        ignored = [flag for flag, given in (("--only-run", args.only_run is not None), ("--overwrite", args.overwrite),
+                                            ("--executor", args.executor != "local"), ("--jobs", args.jobs != 1),
+                                            ("--slurm-*", bool(slurm)))
+                   if given]
+        if ignored:
+            raise ValueError(f"--plan and {', '.join(ignored)}: a plan only writes commands; run them, or drop --plan")
+        print("\n".join(plan_study(args.study, args.out, profile=args.profile, seeds=seeds, workers=args.workers,
+                                   device=args.device, max_epochs=args.max_epochs, **choices)))
+        return
     outputs = run_study(args.study, args.out, profile=args.profile, seeds=seeds, only_run=args.only_run,
                         executor=args.executor, jobs=args.jobs, slurm=slurm, overwrite=args.overwrite,
-                        progress=not args.quiet, workers=args.workers, **choices)
+                        progress=not args.quiet, workers=args.workers, device=args.device,
+                        max_epochs=args.max_epochs, **choices)
     for name, path in outputs.items():
         print(f"{name}: {path}")
 
@@ -250,6 +255,8 @@ def _parser() -> argparse.ArgumentParser:
                                 "supervised segmenter (default: 2; 0: none)")
     reproduce.add_argument("--workers", type=int, default=1,
                            help="processes building a data set at once (default: 1)")
+    reproduce.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
+    reproduce.add_argument("--max-epochs", type=int, default=None, help="override the profile's epoch limit")
     reproduce.add_argument("--overwrite", action="store_true",
                            help="replace tables in OUT that this study did not write, rebuild data sets, and "
                                 "restart runs whose config differs (finished runs with the same config are kept)")
@@ -279,6 +286,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``uadlab`` command. Returns the process exit code."""
+    if os.environ.get("UADLAB_DRIVER_PID"):  # a run started by `reproduce --jobs N`: it dies with its driver
+        from uadlab.studies.executors import follow_driver
+
+        follow_driver()
     args = _parser().parse_args(argv)
     with warnings.catch_warnings():
         warnings.simplefilter("always", UadlabWarning)

@@ -28,6 +28,7 @@ model prefix ``MODEL:`` written ``MODEL_`` (no ``:`` in file names):
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,6 +123,10 @@ class ResultsLayout:
         """Output of runs executed as separate local processes."""
         return self.root / "logs"
 
+    def log(self, run: str, seed: int) -> Path:
+        """Output of one run executed as a separate local process."""
+        return self.logs / f"{run}-seed{seed}.log"
+
     @property
     def slurm(self) -> Path:
         """submitit's folder of the runs submitted as SLURM jobs."""
@@ -150,18 +155,21 @@ class ResultsLayout:
 
 
 def check_output_folder(folder: str | Path, *, writer: str, owned: tuple[Path, ...] = (),
-                        record: Path | None = None, overwrite: bool = False) -> None:
+                        record: Path | None = None, owner: str | None = None, overwrite: bool = False) -> None:
     """The one output-folder guard: refuse a folder that a command must not write into.
 
     Refused: a file; a built data set or a training run (never written into, whatever the flags);
     and, without ``overwrite``, any of ``owned`` that exists without ``record`` beside it (a table
-    the writer did not write), or when ``record`` is ``None``, any of ``owned`` that exists.
+    the writer did not write) or with a ``record`` of another ``owner`` (another study's tables), or
+    when ``record`` is ``None``, any of ``owned`` that exists.
 
     Args:
         folder: the output folder (it need not exist).
         writer: what writes it, for the message (``"uadlab reproduce"``, ``"an evaluation"``).
         owned: the files the writer replaces.
-        record: the file the writer writes last; its presence says the ``owned`` files are its own.
+        record: the file the writer writes (JSON with a ``"study"`` key); its presence says the ``owned``
+            files are its own.
+        owner: the ``"study"`` the record must name (``None``: any).
         overwrite: replace ``owned`` files all the same (``--overwrite``).
 
     Raises:
@@ -176,7 +184,22 @@ def check_output_folder(folder: str | Path, *, writer: str, owned: tuple[Path, .
         raise RunError(f"{folder}: holds {what} ({foreign[0]}); {writer} never writes into one, "
                        "choose another --out")
     existing = [path for path in owned if path.exists()]
-    if existing and not overwrite and (record is None or not record.exists()):
-        why = "already exists" if record is None else \
-            f"exists and was not written by {writer} (no {record.name} beside it)"
-        raise RunError(f"{existing[0]}: {why}; pass --overwrite (overwrite=True) to replace it")
+    if not existing or overwrite:
+        return
+    if record is None:
+        raise RunError(f"{existing[0]}: already exists; pass --overwrite (overwrite=True) to replace it")
+    if not record.exists():
+        raise RunError(f"{existing[0]}: exists and was not written by {writer} (no {record.name} beside it); "
+                       "pass --overwrite (overwrite=True) to replace it")
+    written_by = _record_owner(record)
+    if owner is not None and written_by != owner:
+        raise RunError(f"{existing[0]}: written by another study ({written_by or f'unreadable {record.name}'}); "
+                       "choose another --out, or pass --overwrite (overwrite=True) to replace it")
+
+
+def _record_owner(record: Path) -> str | None:
+    """The ``"study"`` a record names; ``None`` when it cannot be read."""
+    try:
+        return json.loads(record.read_text()).get("study")
+    except (OSError, ValueError, AttributeError):
+        return None

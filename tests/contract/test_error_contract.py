@@ -559,6 +559,16 @@ def test_no_study_writes_into_a_data_set_or_a_run(kind, world, tmp_path, capsys)
         assert _digest(folder) == before
 
 
+def test_a_study_never_replaces_another_studys_tables(tmp_path, capsys):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "table1.csv").write_text("bengs2021's\n")
+    (out / "reproduce.json").write_text(json.dumps({"study": "bengs2021"}))
+    assert main(["reproduce", *_study_args("file", tmp_path), "--out", str(out)]) == 2
+    _one_line_error(capsys, f"{out / 'table1.csv'}: written by another study (bengs2021)", "--overwrite")
+    assert (out / "table1.csv").read_text() == "bengs2021's\n"
+
+
 @pytest.mark.parametrize("kind", STUDY_KINDS)
 def test_a_study_whose_folder_is_being_written_is_refused_with_one_line(kind, tmp_path, capsys):
     out = tmp_path / "results"
@@ -634,43 +644,42 @@ def test_a_killed_sweep_finishes_on_rerun_without_retraining_a_finished_run(blob
     args, deadline = _sweep_args(blob_dataset, out), time.monotonic() + 480
     command = [sys.executable, "-m", "uadlab.cli", "-q", *args]
 
-    # kill -9 of one run: the driver names it and its log in one line; the other runs finish
-    driver = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    _wait(lambda: _processes_writing(out, marker="--only-run"), deadline)
-    os.kill(_processes_writing(out, marker="--only-run")[0], 9)
-    assert driver.wait() == 2
-    err = driver.stderr.read()
-    assert err.startswith("uadlab: error: 1 run(s) failed: ") and "(log " in err and err.count("\n") == 1, err
+    def finished() -> dict[Path, int]:
+        return {p: (p / "checkpoint.pt").stat().st_mtime_ns for p in out.glob("runs/*/seed*")
+                if (p / "checkpoint.pt").exists() and training.run_status(p)["finished"]}
 
     # kill -9 of the driver once a run has finished: its runs die with it
-    def finished() -> list[Path]:
-        return [p for p in out.glob("runs/*/seed*") if (p / "checkpoint.pt").exists() and training.run_status(p)[
-            "finished"]]
-
-    before = set(finished())
     driver = subprocess.Popen(command, stderr=subprocess.DEVNULL)
-    _wait(lambda: set(finished()) - before or driver.poll() is not None, deadline)
+    _wait(lambda: finished() or driver.poll() is not None, deadline)
     driver.kill()
     assert driver.wait() == -9, "the sweep ended before it could be killed"
     _wait(lambda: not _processes_writing(out), deadline)
     assert not _processes_writing(out), "a run outlived its driver"
-    done = {p: (p / "checkpoint.pt").stat().st_mtime_ns for p in finished()}
+    done = finished()
     assert 0 < len(done) < 4
 
-    # the same command again finishes the sweep, training only what was not finished
+    # the same command, and kill -9 of one of its runs: the driver names it and its log in one line
+    driver = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    _wait(lambda: _processes_writing(out, marker="--only-run") or driver.poll() is not None, deadline)
+    os.kill(_processes_writing(out, marker="--only-run")[0], 9)
+    assert driver.wait() == 2
+    err = driver.stderr.read()
+    assert err.startswith("uadlab: error: 1 run(s) failed: ") and "(log " in err and err.count("\n") == 1, err
+    assert {p: t for p, t in finished().items() if p in done} == done  # finished runs untouched
+
+    # the same command again finishes the sweep; its runs train only what was not finished
     trained = []
 
     def counting_train(config, run_dir, **kwargs):
-        if not ((Path(run_dir) / "checkpoint.pt").exists() and training.run_status(run_dir)["finished"]):
-            trained.append(Path(run_dir))
+        trained.append(Path(run_dir))  # the driver trains nothing: its runs did
         return real_train(config, run_dir, **kwargs)
 
     real_train = study_context.train
     monkeypatch.setattr(study_context, "train", counting_train)
-    assert main(args[:-2]) == 0  # in this process, one run after the other
-    assert {p: (p / "checkpoint.pt").stat().st_mtime_ns for p in done} == done  # finished runs untouched
-    assert sorted(trained) == sorted(set(out.glob("runs/*/seed*")) - set(done))
+    assert main(args) == 0
+    assert len(finished()) == 4 and {p: t for p, t in finished().items() if p in done} == done
+    assert all(training.run_status(p)["finished"] for p in trained)  # the driver only read finished runs
     assert len(pd.read_csv(out / "table1_seeds.csv")) == 2 * 2 * 2
-    for path in out.rglob("*"):  # every visible file is whole
-        if path.suffix == ".json" and not path.name.startswith("."):
+    for path in out.rglob("*.json"):  # every visible file is whole
+        if not path.name.startswith("."):
             json.loads(path.read_text())

@@ -80,13 +80,17 @@ def test_a_rerun_trains_nothing(study, tiny_profile, blob_dataset):
     run_study("behrendt2024", out, profile=tiny_profile, data=blob_dataset, labelled_cases=1)
     assert {p: p.stat().st_mtime_ns for p in files} == stamps
     assert outputs["behrendt2024.csv"].read_text() == table
+    run_study("behrendt2024", out, profile=tiny_profile, data=blob_dataset, labelled_cases=1, overwrite=True)
+    assert {p: p.stat().st_mtime_ns for p in files} == stamps  # --overwrite keeps finished runs of the same config
 
 
 def test_bad_study_options_are_refused(tmp_path, blob_dataset, capsys):
     with pytest.raises(ValueError, match="`labelled_cases` must be an int >= 0"):
         run_study("behrendt2024", tmp_path, data=blob_dataset, labelled_cases=-1)
-    with pytest.raises(ValueError, match="`segmenter_experiments` must be among `recon_experiments`"):
-        run_study("behrendt2024", tmp_path, data=blob_dataset, experiments=["2D-None"])
+    sources = make_study("behrendt2024", data=blob_dataset).sources
+    with pytest.raises(ValueError, match="`segmenter_experiments` must be among the experiments \\['2D-None'\\]"):
+        Behrendt2024(sources, ["2D-None"], segmenter_experiments=["ddpm:2D-None"])
+    assert Behrendt2024(sources, ["2D-None"]).segmenters == ()  # no DDPM: no segmenter
     with pytest.raises(ValueError, match="`labelled_cases` .--labelled-cases. is for behrendt2024, not bengs2021"):
         run_study("bengs2021", tmp_path, data=blob_dataset, labelled_cases=1)
     assert not any(tmp_path.iterdir())
@@ -102,7 +106,7 @@ def test_test_only_cohorts_take_their_threshold_from_val_data(tmp_path, tiny_pro
                                                                      "tumour": {"test": 2}, "mslub": {"test": 1}},
                               profile="tiny")
     study = Behrendt2024(make_study("behrendt2024", data=data, val_data=blob_dataset).sources,
-                         recon_experiments=("2D-None",), segmenter_experiments=("2D-None",))
+                         ["2D-None"], segmenter_experiments=("2D-None",))
     outputs = run_study(study, tmp_path / "out", profile=tiny_profile)
     table = pd.read_csv(outputs["behrendt2024.csv"])
     assert sorted(zip(table["method"], table["dataset"])) == [

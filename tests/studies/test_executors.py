@@ -6,14 +6,16 @@ tests train the real ``smoke`` profile on the tiny blob data set of conftest (3 
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from uadlab import cli
+from uadlab.studies import context as study_context
 from uadlab.studies import executors, run_study
+from uadlab.training import run_status
 
-REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ["3D-None", "mean-image:3D-None"]
 
 
@@ -24,7 +26,7 @@ def _args(data: Path, out: Path, *extra: str) -> list[str]:
 
 # --- executors --------------------------------------------------------------------------------------------
 
-def test_slurm_options_reach_submitit(monkeypatch, tmp_path):
+def test_slurm_options_reach_submitit_from_the_command_line(monkeypatch, blob_dataset, tmp_path, capsys):
     seen = {}
 
     class FakeAutoExecutor:
@@ -34,17 +36,39 @@ def test_slurm_options_reach_submitit(monkeypatch, tmp_path):
         def update_parameters(self, **parameters):
             seen.update(parameters)
 
+        def submit(self, function, *args):
+            raise RuntimeError("no sbatch here")
+
     import submitit
 
     monkeypatch.setattr(submitit, "AutoExecutor", FakeAutoExecutor)
-    executor = executors.make_executor("slurm", slurm={"partition": "gpu", "gpus": 1, "time": 240, "cpus": 8,
-                                                       "mem": 32})
-    executor.executor(tmp_path / "slurm")
-    assert seen == {"folder": tmp_path / "slurm", "cluster": "slurm", "name": "uadlab", "slurm_partition": "gpu",
+    out = tmp_path / "out"
+    assert cli.main(["-q", *_args(blob_dataset, out, "--executor", "slurm", "--slurm-partition", "gpu",
+                                  "--slurm-gpus", "1", "--slurm-time", "240", "--slurm-cpus", "8",
+                                  "--slurm-mem", "32")]) == 2
+    assert "uadlab: error: submitting to SLURM failed: no sbatch here" in capsys.readouterr().err
+    assert seen == {"folder": out / "slurm", "cluster": "slurm", "name": "uadlab", "slurm_partition": "gpu",
                     "gpus_per_node": 1, "timeout_min": 240, "cpus_per_task": 8, "mem_gb": 32}
-    args = cli._parser().parse_args(["reproduce", "--executor", "slurm", "--slurm-partition", "gpu", "--slurm-gpus",
-                                     "1", "--slurm-time", "240", "--slurm-cpus", "8", "--slurm-mem", "32"])
-    assert (args.executor, args.slurm_partition, args.slurm_gpus, args.slurm_time) == ("slurm", "gpu", 1, 240)
+
+
+def test_runs_in_child_processes_get_the_study_s_options(monkeypatch, blob_dataset, tmp_path):
+    lines = []
+
+    def fake_run(command, **kwargs):  # stands in for the child: records its command line, trains nothing
+        lines.append(command)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(executors.subprocess, "run", fake_run)
+    run_study("bengs2021", tmp_path, profile="smoke", data=blob_dataset, experiments=["mean-image:3D-None"],
+              seeds=[0, 1], jobs=2, overwrite=True, max_epochs=1, device="cpu")  # the driver trains them itself
+    assert len(lines) == 2
+    for line in lines:
+        assert line[line.index("--experiments") + 1] == "mean-image:3D-None" and "--overwrite" in line
+        assert line[line.index("--max-epochs") + 1] == "1" and line[line.index("--device") + 1] == "cpu"
+    lines.clear()
+    run_study("bengs2021", tmp_path, profile="smoke", data=blob_dataset, experiments=["mean-image:3D-None"],
+              seeds=[0, 1], jobs=2, max_epochs=1, device="cpu")
+    assert lines == []  # every run finished: nothing to start
 
 
 @pytest.mark.parametrize(("name", "options", "message"), [
@@ -60,8 +84,16 @@ def test_bad_executor_options_are_refused(name, options, message):
 
 @pytest.mark.slow  # about a minute: 2 experiments x 2 seeds, three ways
 def test_local_jobs_and_slurm_through_submitit_give_the_table_of_one_process(blob_dataset, tmp_path, one_thread,
-                                                                               capsys):
-    tables = {}
+                                                                               capsys, monkeypatch):
+    tables, trained = {}, []
+
+    def counting_train(config, run_dir, **kwargs):
+        if not ((Path(run_dir) / "checkpoint.pt").exists() and run_status(run_dir)["finished"]):
+            trained.append(Path(run_dir))
+        return real_train(config, run_dir, **kwargs)
+
+    real_train = study_context.train
+    monkeypatch.setattr(study_context, "train", counting_train)
     for label, extra in (("local", []), ("jobs", ["--jobs", "2"]), ("slurm", ["--executor", "slurm"])):
         out = tmp_path / label
         if label == "slurm":  # submitit's local executor: the jobs run as processes on this machine
@@ -70,6 +102,8 @@ def test_local_jobs_and_slurm_through_submitit_give_the_table_of_one_process(blo
         else:
             assert cli.main(["-q", *_args(blob_dataset, out, *extra)]) == 0, capsys.readouterr().err
         tables[label] = (out / "table1_seeds.csv").read_text()
+        assert len(trained) == (4 if label == "local" else 0)  # elsewhere the runs trained, not the driver
+        trained.clear()
     assert tables["jobs"] == tables["local"] and tables["slurm"] == tables["local"]
     assert sorted(p.name for p in (tmp_path / "jobs" / "logs").iterdir()) == [
         f"{run}-seed{seed}.log" for run in ("3D-None", "mean-image_3D-None") for seed in (0, 1)]

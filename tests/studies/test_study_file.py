@@ -303,9 +303,9 @@ def test_reproduce_seed_and_study_arguments(tmp_path, capsys, monkeypatch):
     assert main(["reproduce", "--out", str(tmp_path / "out"), "--study", str(PAPER_REAL), "--seeds", "1,1"]) == 2
     assert "`seeds` must be distinct integers in [0, 2**32), at least one, got [1, 1]" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
-    assert main(["reproduce", "--out", str(tmp_path / "out"), "--study", str(PAPER_REAL), "--plan",
-                 "--only-run", "2D-None"]) == 2
-    assert "--plan and --only-run: give one of them" in capsys.readouterr().err
+    for extra in (["--only-run", "2D-None"], ["--jobs", "2"], ["--executor", "slurm"], ["--overwrite"]):
+        assert main(["reproduce", "--out", str(tmp_path / "out"), "--study", str(PAPER_REAL), "--plan", *extra]) == 2
+        assert f"--plan and {extra[0]}: a plan only writes commands" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

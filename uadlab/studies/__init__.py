@@ -13,7 +13,9 @@ A study is one concept with one runner (see ``docs/ARCHITECTURE.md``):
 - :mod:`~uadlab.studies.executors`: where runs execute (here, several at once, SLURM via submitit).
 - :mod:`~uadlab.studies.runner`: :func:`run_study` and :func:`plan_study` (``uadlab reproduce``).
 
-Adding a study: one module with a :class:`Study` subclass, one line in :func:`make_study`, its tests.
+Adding a study: one module with a :class:`Study` subclass (constructed as ``Study(sources, experiments,
+**options)``), one entry in :data:`~uadlab.studies.study_file.PROTOCOLS` (which makes it a built-in
+``--study NAME`` and a study file's ``protocol``, once the file schema's ``protocol`` lists it), its tests.
 """
 
 from uadlab.studies.behrendt2024 import Behrendt2024

@@ -47,7 +47,7 @@ from uadlab.evaluation.supervised import predict_segmented
 from uadlab.layout import EVAL_SUBJECTS
 from uadlab.studies import tables
 from uadlab.studies.context import StudyContext
-from uadlab.studies.spec import DataSource, RunSpec, Study
+from uadlab.studies.spec import DataSource, RunSpec, Study, experiment_names
 from uadlab.training import SegmenterConfig, load_run, split_labelled, train_segmenter
 from uadlab.training.experiments import parse_experiment
 
@@ -72,33 +72,35 @@ class Behrendt2024(Study):
 
     Args:
         sources: the data sets, the training one first; its lesion cohorts give the labelled cases.
+        experiments: the reconstruction models (``MODEL:2D-None`` names; ``None``: :data:`RECON_EXPERIMENTS`).
         labelled_cases: ``K`` per lesion cohort, clipped to its validation cases minus one; 0 skips the
             weakly supervised and unseen-pathology rows.
-        recon_experiments: reconstruction models (``MODEL:2D-None`` names; ``None``: :data:`RECON_EXPERIMENTS`).
-        segmenter_experiments: those of them a segmenter is trained on.
+        segmenter_experiments: those of them a segmenter is trained on (``None``: those of
+            :data:`SEGMENTER_EXPERIMENTS` among ``experiments``).
         name, argument, folder, profile, seeds, description: as :class:`~uadlab.studies.spec.Study`.
 
     Raises:
-        TypeError, ValueError: ``labelled_cases`` not an int >= 0, or a segmenter model not among
-            ``recon_experiments``.
+        TypeError, ValueError: ``labelled_cases`` not an int >= 0, no experiment, or a segmenter model not
+            among ``experiments``.
     """
 
     protocol = "behrendt2024"
-    tables = ("behrendt2024.csv", "behrendt2024.md")
+    tables = ("behrendt2024.csv", "behrendt2024.md", "behrendt2024_seeds.csv", "paired.csv")
 
-    def __init__(self, sources: tuple[DataSource, ...], *, labelled_cases: int = DEFAULT_LABELLED_CASES,
-                 recon_experiments: tuple[str, ...] | None = None,
-                 segmenter_experiments: tuple[str, ...] = SEGMENTER_EXPERIMENTS,
+    def __init__(self, sources: tuple[DataSource, ...], experiments: list[str] | None = None, *,
+                 labelled_cases: int = DEFAULT_LABELLED_CASES, segmenter_experiments: tuple[str, ...] | None = None,
                  name: str = "behrendt2024", argument: str = "behrendt2024", folder: str | None = "behrendt2024",
                  profile: str | None = None, seeds: tuple[int, ...] | None = None, description: str = "") -> None:
         self.sources, self.name, self.argument, self.folder = sources, name, argument, folder
         self.profile, self.seeds, self.description = profile, seeds, description
         self.labelled_cases = check_int("labelled_cases", labelled_cases, "an int >= 0", lambda v: v >= 0)
-        self.recon = tuple(parse_experiment(e).name for e in (recon_experiments or RECON_EXPERIMENTS))
-        self.segmenters = tuple(parse_experiment(e).name for e in segmenter_experiments)
+        self.recon = tuple(experiment_names(RECON_EXPERIMENTS if experiments is None else experiments))
+        self.segmenters = tuple(e for e in SEGMENTER_EXPERIMENTS if e in self.recon) \
+            if segmenter_experiments is None else tuple(parse_experiment(e).name for e in segmenter_experiments)
         missing = [e for e in self.segmenters if e not in self.recon]
         if missing:
-            raise ValueError(f"`segmenter_experiments` must be among `recon_experiments`, got {missing!r}")
+            raise ValueError(f"`segmenter_experiments` must be among the experiments {list(self.recon)}, "
+                             f"got {missing!r}")
 
     def runs(self, ctx: StudyContext, seed: int) -> list[RunSpec]:
         """The reconstruction models, then per segmenter model: synthetic only, and weakly supervised per cohort."""
@@ -128,14 +130,17 @@ class Behrendt2024(Study):
         pairs = []
         for experiment in self.segmenters:
             segmenter, recon = RunSpec(experiment, labels="synthetic"), RunSpec(experiment)
-            pairs.append((segmenter.name, recon.name, {s: _subjects(ctx, segmenter, s) for s in seeds},
-                          {s: _subjects(ctx, recon, s) for s in seeds}))
+            pairs.append((segmenter.name, recon.name,
+                          {s: ctx.subjects(dataclasses.replace(segmenter, seed=s)) for s in seeds},
+                          {s: ctx.subjects(dataclasses.replace(recon, seed=s)) for s in seeds}))
         tables.paired_table(ctx.layout.paired, pairs)
         return {**outputs, "paired.csv": ctx.layout.paired, "runs": ctx.layout.runs}
 
     def options(self) -> list[str]:
-        """``--labelled-cases K`` when not the default."""
-        return [] if self.labelled_cases == DEFAULT_LABELLED_CASES else ["--labelled-cases", str(self.labelled_cases)]
+        """``--experiments`` and ``--labelled-cases K`` when not the defaults."""
+        experiments = [] if self.recon == RECON_EXPERIMENTS else ["--experiments", ",".join(self.recon)]
+        cases = [] if self.labelled_cases == DEFAULT_LABELLED_CASES else ["--labelled-cases", str(self.labelled_cases)]
+        return experiments + cases
 
 
 def study_markdown(table: pd.DataFrame) -> str:
@@ -183,13 +188,16 @@ def _score_reconstruction(ctx: StudyContext, spec: RunSpec) -> list[dict[str, An
 
 def _score_segmenter(ctx: StudyContext, spec: RunSpec) -> list[dict[str, Any]]:
     """Rows of a segmenter: its probability scored by the protocol on every cohort, and sample-level scores."""
-    recon_model = load_run(ctx.layout.run(spec.experiment, 1.0, spec.seed), device=ctx.device)[0]
+    recon_model = load_run(ctx.run_dir(dataclasses.replace(spec, labels="", labelled=None)), device=ctx.device)[0]
     train_set = ctx.dataset(ctx.train_data)
     labelled, remaining = ([], None) if spec.labelled is None else split_labelled(train_set, *spec.labelled, spec.seed)
     config = SegmenterConfig.from_profile(ctx.resolved_profile, parse_experiment(spec.experiment).spatial_dims,
-                                          int(recon_model.image_size), seed=spec.seed, **ctx.train_options(spec))
-    result = train_segmenter(recon_model, train_set, config, ctx.layout.run(spec.name, 1.0, spec.seed),
-                             labelled_ids=labelled, overwrite=ctx.overwrite, progress=ctx.progress)
+                                          int(recon_model.image_size), seed=spec.seed, device=ctx.device,
+                                          **ctx.train_options(spec))
+    run_dir = ctx.run_dir(spec)
+    result = ctx.resume_or_restart(run_dir, lambda restart: train_segmenter(
+        recon_model, train_set, config, run_dir, labelled_ids=labelled, resume=not restart, overwrite=restart,
+        progress=ctx.progress))
     seconds = float(result.history["seconds"].sum())
 
     def maps(dataset: Any, ids: list[str]) -> dict:
@@ -241,10 +249,3 @@ def _sample_level(healthy: list, lesion: list) -> tuple[float, float]:
     scores = [subject_score(m.anomaly_map, m.brain_mask) for m in [*healthy, *lesion]]
     result = sample_level_metrics(scores, [False] * len(healthy) + [True] * len(lesion))
     return result.auroc, result.average_precision
-
-
-def _subjects(ctx: StudyContext, spec: RunSpec, seed: int) -> pd.DataFrame:
-    """Per-subject table of a run (or segmenter) of ``seed`` over every scored data set."""
-    spec = dataclasses.replace(spec, seed=seed)
-    return pd.concat([pd.read_csv(ctx.evaluation_dir(spec, data) / EVAL_SUBJECTS).assign(
-        cohort=lambda t, d=data: d + ":" + t["cohort"]) for data in ctx.scored()], ignore_index=True)

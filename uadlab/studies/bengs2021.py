@@ -27,12 +27,12 @@ import pandas as pd
 
 from uadlab.evaluation import analysis
 from uadlab.evaluation.inference import predict
-from uadlab.layout import EVAL_SUBJECTS, run_name
+from uadlab.layout import run_name
 from uadlab.studies import tables
-from uadlab.studies.context import StudyContext
-from uadlab.studies.spec import DataSource, RunSpec, Study
+from uadlab.studies.context import StudyContext, cohort_labels
+from uadlab.studies.spec import DataSource, RunSpec, Study, experiment_names
 from uadlab.training import load_run
-from uadlab.training.experiments import EXPERIMENTS, parse_experiment
+from uadlab.training.experiments import EXPERIMENTS
 from uadlab.viz import figures as viz
 
 __all__ = ["Bengs2021", "DATA_SIZE_EXPERIMENTS", "FIGURE_EXPERIMENTS", "TABLE1_BASELINES", "TABLE1_COLUMNS",
@@ -67,7 +67,7 @@ class Bengs2021(Study):
     """
 
     protocol = "bengs2021"
-    tables = ("table1.csv", "table1.md")
+    tables = ("table1.csv", "table1.md", "table1_seeds.csv", "paired.csv", "report.md")
 
     def __init__(self, sources: tuple[DataSource, ...], experiments: list[str] | None = None, *,
                  name: str = "bengs2021", argument: str = "bengs2021", profile: str | None = None,
@@ -106,11 +106,11 @@ class Bengs2021(Study):
     def _collect_seeds(self, ctx: StudyContext, rows: pd.DataFrame, seeds: list[int]) -> dict[str, Path]:
         root = ctx.layout.root
         per_seed = rows.loc[rows["fraction"] == 1.0, list(TABLE1_SEED_COLUMNS)].reset_index(drop=True)
-        per_seed["dataset"] = tables.cohort_labels(per_seed)
+        per_seed["dataset"] = cohort_labels(per_seed)
         outputs = tables.write_seed_table(root, "table1", per_seed, keys=("experiment", "dataset"),
                                           means=("dice_d", "dice_s_mean", "dice_s_std", "auprc", "threshold"),
                                           spread=("dice_d", "dice_s_mean", "auprc"), markdown=analysis.table1_markdown)
-        by_seed = {e: {s: _subjects(ctx, e, s) for s in seeds} for e in self.experiments}
+        by_seed = {e: {s: ctx.subjects(RunSpec(e, s)) for s in seeds} for e in self.experiments}
         pairs = [(a, b, by_seed[a], by_seed[b]) for a, b in analysis.baseline_pairs(by_seed)]
         paired, skipped = tables.paired_table(ctx.layout.paired, pairs)
         ctx.layout.figures.mkdir(exist_ok=True)
@@ -126,25 +126,6 @@ class Bengs2021(Study):
         """``--experiments`` when the study runs a subset."""
         return [] if self.experiments == [*EXPERIMENTS, *TABLE1_BASELINES] else \
             ["--experiments", ",".join(self.experiments)]
-
-
-def experiment_names(experiments: list[str]) -> list[str]:
-    """Canonical experiment names, distinct and at least one (ValueError otherwise, naming the bad value)."""
-    if isinstance(experiments, str) or not list(experiments) or any(not str(e).strip() for e in experiments):
-        raise ValueError(f"`experiments` must name at least one experiment (None: all of Table 1), got {experiments!r}")
-    names = [parse_experiment(e).name for e in experiments]
-    if len(set(names)) != len(names):
-        raise ValueError(f"`experiments` must be distinct, got {experiments!r}")
-    return names
-
-
-def _subjects(ctx: StudyContext, experiment: str, seed: int) -> pd.DataFrame:
-    """Per-subject table of a run over every scored data set, cohorts labelled as in the table."""
-    frames = [pd.read_csv(ctx.evaluation_dir(RunSpec(experiment, seed), data) / EVAL_SUBJECTS).assign(data=data)
-              for data in ctx.scored()]
-    table = pd.concat(frames, ignore_index=True)
-    table["cohort"] = tables.cohort_labels(table.rename(columns={"cohort": "dataset"}))
-    return table
 
 
 def _write_figures(ctx: StudyContext, table: pd.DataFrame, size_table: pd.DataFrame, seed: int) -> None:

@@ -6,9 +6,11 @@ The rules live here once, for every study:
   (a study file) by :func:`uadlab.data.build_dataset` (cached; an identical build is reused), or an
   already built folder is used as it is. A run executed as its own process (``--only-run``) never
   builds: the driver or the plan's data lines did.
-- **Train or resume.** A run goes to ``runs/<run>/seed<seed>``; a stopped run resumes, a finished one
-  is returned at once (:func:`uadlab.training.train` with ``resume``). With ``overwrite``, a run whose
-  config differs is started afresh; a folder holding anything but a run is never discarded.
+- **Train or resume.** A run (a model or a segmenter) goes to ``runs/<run>/seed<seed>``; a stopped run
+  resumes, a finished one is returned at once (:func:`uadlab.training.train` with ``resume``). With
+  ``overwrite``, a run whose config differs is started afresh (:meth:`StudyContext.resume_or_restart`);
+  a finished run with the same config is always kept, and a folder holding anything but a run is
+  never discarded.
 - **Evaluate or reuse.** ``metrics.json`` is read back when it is newer than the run's checkpoint,
   else the run is evaluated anew (:func:`uadlab.evaluation.evaluate_run`).
 - **Thresholds.** Each lesion cohort's threshold comes from its own validation split, else from its
@@ -19,19 +21,26 @@ The rules live here once, for every study:
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import pandas as pd
 
 from uadlab.data.dataset import build_dataset, load_dataset
-from uadlab.errors import DatasetError, RunError
+from uadlab.errors import DatasetError, RunError, UadlabWarning
 from uadlab.evaluation.protocol import evaluate_run, validation_source
-from uadlab.layout import DATASET_RECORD, EVAL_METRICS, RUN_CHECKPOINT, RUN_CONFIG, ResultsLayout
+from uadlab.layout import DATASET_RECORD, EVAL_METRICS, EVAL_SUBJECTS, RUN_CHECKPOINT, RUN_CONFIG, ResultsLayout
 from uadlab.profiles import Profile, get_profile
 from uadlab.studies.spec import DataSource, RunSpec
 from uadlab.training import TrainConfig, TrainResult, train
+from uadlab.training.runs import load_checkpoint
 
-__all__ = ["StudyContext"]
+__all__ = ["StudyContext", "cohort_labels"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -138,30 +147,64 @@ class StudyContext:
             raise DatasetError(f"no labelled validation cases to fit the threshold of {', '.join(missing)}; "
                                "give that data set a `val_data` (--val-data) with some")
 
-    def train(self, spec: RunSpec) -> TrainResult:
-        """Train ``spec`` into its run folder, resume it, or return it finished (see the module docstring)."""
-        config = TrainConfig(experiment=spec.experiment, profile=self.profile, data=str(self.data_dir(self.train_data)),
-                             fraction=spec.fraction, seed=spec.seed, device=self.device, **self.train_options(spec))
-        run_dir = self.layout.run(spec.experiment, spec.fraction, spec.seed)
+    def run_dir(self, spec: RunSpec) -> Path:
+        """The run folder of ``spec``: ``runs/<spec.name>/seed<seed>`` (:meth:`uadlab.layout.ResultsLayout.run`)."""
+        return self.layout.run(spec.name, seed=spec.seed)
+
+    def evaluation_dir(self, spec: RunSpec, data: str) -> Path:
+        """Evaluation folder of ``spec`` on data set ``data`` (a built-in study's single one has no sub-folder)."""
+        return self.layout.evaluation(spec.name, seed=spec.seed, data=None if data == "data" else data)
+
+    def finished(self, spec: RunSpec) -> bool:
+        """Whether the run of ``spec`` has finished training (its checkpoint says so)."""
         try:
-            return train(config, run_dir, resume=True, progress=self.progress)
+            checkpoint = load_checkpoint(self.run_dir(spec))
+        except RunError:  # unreadable: the run resumes or refuses when it is trained
+            return False
+        return bool(checkpoint is not None and checkpoint.get("finished"))
+
+    def resume_or_restart(self, run_dir: Path, start: Callable[[bool], T]) -> T:
+        """The one rule of every run: ``start(False)`` resumes (or returns a finished run); with ``overwrite``, a
+        run whose config differs is started afresh by ``start(True)``.
+
+        Raises:
+            RunError: as ``start``, when ``overwrite`` is off or ``run_dir`` holds something other than a run
+                (never discarded).
+        """
+        try:
+            return start(False)
         except RunError:
             holds_run = any((run_dir / name).exists() for name in (RUN_CONFIG, RUN_CHECKPOINT))
-            if not (self.overwrite and holds_run):  # never discard a folder that holds something else
+            if not (self.overwrite and holds_run):
                 raise
-        return train(config, run_dir, overwrite=True, progress=self.progress)
+        return start(True)
+
+    def train(self, spec: RunSpec) -> TrainResult:
+        """Train ``spec`` into its run folder, resume it, or return it finished (see the module docstring).
+
+        Raises:
+            RunError: the run folder holds another config (without ``overwrite``) or something else.
+            DatasetError: as :func:`uadlab.training.train`.
+        """
+        config = TrainConfig(experiment=spec.experiment, profile=self.profile, data=str(self.data_dir(self.train_data)),
+                             fraction=spec.fraction, seed=spec.seed, device=self.device, **self.train_options(spec))
+        run_dir, legacy = self.run_dir(spec), self.run_dir(spec).parent / RUN_CONFIG
+        if legacy.exists() and not (run_dir / RUN_CHECKPOINT).exists():
+            warnings.warn(f"{legacy.parent}: a run from before seed folders, not reused; training {run_dir}",
+                          UadlabWarning, stacklevel=2)
+        return self.resume_or_restart(run_dir, lambda restart: train(
+            config, run_dir, resume=not restart, overwrite=restart, progress=self.progress))
 
     def train_options(self, spec: RunSpec) -> dict[str, Any]:
         """The run's own config fields (``spec.options``) and the study's epoch limit, if any."""
         return dict(spec.options) | ({} if self.max_epochs is None else {"max_epochs": self.max_epochs})
 
-    def evaluation_dir(self, spec: RunSpec, data: str) -> Path:
-        """Evaluation folder of ``spec`` on data set ``data`` (a built-in study's single one has no sub-folder)."""
-        return self.layout.evaluation(spec.name if spec.labels else spec.experiment, 1.0 if spec.labels
-                                      else spec.fraction, spec.seed, None if data == "data" else data)
-
     def evaluate(self, spec: RunSpec, run_dir: Path, data: str) -> dict[str, Any]:
-        """``metrics.json`` of a trained run on data set ``data``: reused when newer than the checkpoint, else made."""
+        """``metrics.json`` of a trained run on data set ``data``: reused when newer than the checkpoint, else made.
+
+        Raises:
+            RunError, DatasetError: as :func:`uadlab.evaluation.evaluate_run`.
+        """
         eval_dir = self.evaluation_dir(spec, data)
         metrics_file = eval_dir / EVAL_METRICS
         if metrics_file.exists() and metrics_file.stat().st_mtime >= (run_dir / RUN_CHECKPOINT).stat().st_mtime:
@@ -170,3 +213,32 @@ class StudyContext:
         val_dir = None if val is None else self.data_dir(val)
         return evaluate_run(run_dir, self.data_dir(data), eval_dir, val_data=val_dir, overwrite=True,
                             progress=self.progress, device=self.device)
+
+    def subjects(self, spec: RunSpec) -> pd.DataFrame:
+        """The per-subject table (``subjects.csv``) of an evaluated run over every scored data set.
+
+        Returns:
+            Columns of :data:`uadlab.evaluation.protocol.SUBJECT_COLUMNS` and ``data``; ``cohort`` reads
+            ``<data set>:<cohort>`` where two data sets share a cohort name (:func:`cohort_labels`).
+        """
+        table = pd.concat([pd.read_csv(self.evaluation_dir(spec, data) / EVAL_SUBJECTS).assign(data=data)
+                           for data in self.scored()], ignore_index=True)
+        table["cohort"] = cohort_labels(table.rename(columns={"cohort": "dataset"}))
+        return table
+
+
+def cohort_labels(frame: pd.DataFrame) -> list[str]:
+    """Table column names: the cohort, or ``<data set>:<cohort>`` when two data sets share a cohort name.
+
+    Args:
+        frame: columns ``data`` (the data set) and ``dataset`` (the cohort).
+
+    Returns:
+        One label per row.
+
+    >>> cohort_labels(pd.DataFrame({"data": ["a", "b", "b"], "dataset": ["tumour", "tumour", "stroke"]}))
+    ['a:tumour', 'b:tumour', 'stroke']
+    """
+    pairs = frame[["data", "dataset"]].drop_duplicates()
+    shared = set(pairs["dataset"][pairs["dataset"].duplicated()])
+    return [f"{d}:{c}" if c in shared else c for d, c in zip(frame["data"], frame["dataset"])]

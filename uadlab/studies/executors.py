@@ -7,14 +7,18 @@ runner then scores every run in its own process, reusing what the runs wrote. Ev
 resumable, so killing the driver (or a run) and starting the same command again finishes the sweep
 without retraining a finished run.
 
-- :class:`LocalExecutor` with ``jobs=1`` executes nothing itself: the runner trains each run in its
-  own process, one after the other. With ``jobs=N > 1`` it starts up to ``N`` runs as child
+- :class:`LocalExecutor` with ``jobs=1`` executes nothing itself: the runner trains each run in the
+  driver's process, one after the other. With ``jobs=N > 1`` it starts up to ``N`` runs as child
   processes, each with its share of the cores (``UADLAB_PROCESSES``, :mod:`uadlab._threads`), their
-  output in ``OUT/logs/``; children die with the driver.
+  output in ``OUT/logs/``; on Linux a child dies with its driver (:func:`follow_driver`).
 - :class:`SlurmExecutor` submits each run as one job through submitit (a well-kept launcher,
   https://github.com/facebookincubator/submitit), waits for the wave and reports failed jobs;
-  submitit's scripts and logs go to ``OUT/slurm/``. Its ``cluster="local"`` runs the jobs as local
-  processes, as the tests do.
+  submitit's scripts and logs go to ``OUT/slurm/``. A job takes its thread budget from its own
+  allocation, not the driver's. Its ``cluster="local"`` runs the jobs as local processes, as the
+  tests do. SLURM jobs outlive a killed driver: wait for them (``squeue``) before running the same
+  command again, or its new jobs meet their run locks and fail with one line each.
+
+The runner passes only the runs that have not finished, so a rerun submits nothing already done.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import signal
 import subprocess
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +41,10 @@ if TYPE_CHECKING:
     from uadlab.studies.context import StudyContext
     from uadlab.studies.spec import RunSpec
 
-__all__ = ["Executor", "LocalExecutor", "SlurmExecutor", "make_executor"]
+__all__ = ["Executor", "LocalExecutor", "SlurmExecutor", "make_executor", "run_plan_line", "follow_driver"]
+
+#: Set in a child run's environment: the driver's process id, which the child follows (:func:`follow_driver`).
+DRIVER_VARIABLE = "UADLAB_DRIVER_PID"
 
 #: ``slurm`` options of :func:`make_executor` and the submitit parameters they set.
 SLURM_PARAMETERS: dict[str, str] = {"partition": "slurm_partition", "gpus": "gpus_per_node", "time": "timeout_min",
@@ -65,7 +73,7 @@ class LocalExecutor(Executor):
 
     def execute(self, waves: Waves, ctx: StudyContext) -> None:
         """With ``jobs > 1``, each run as ``python -m uadlab.cli ... --only-run``, ``jobs`` at a time."""
-        if self.jobs == 1:
+        if self.jobs == 1 or not any(waves):
             return
         ctx.layout.logs.mkdir(parents=True, exist_ok=True)
         for wave in waves:
@@ -74,11 +82,11 @@ class LocalExecutor(Executor):
             _raise_failures([(spec, log) for spec, log, code in results if code != 0])
 
     def _run(self, spec: RunSpec, command: list[str], ctx: StudyContext) -> tuple[RunSpec, Path, int]:
-        log = ctx.layout.logs / f"{spec.name}-seed{spec.seed}.log"
+        log = ctx.layout.log(spec.name, spec.seed)
+        env = _child_environment(os.environ, self.jobs) | {DRIVER_VARIABLE: str(os.getpid())}
         with open(log, "w") as handle:
-            process = subprocess.run(_python_command(command), stdout=handle,
-                                     stderr=subprocess.STDOUT, env=_child_environment(self.jobs),
-                                     preexec_fn=_die_with_parent, check=False)
+            process = subprocess.run(_python_command(command), stdout=handle, stderr=subprocess.STDOUT, env=env,
+                                     check=False)
         return spec, log, process.returncode
 
 
@@ -108,15 +116,14 @@ class SlurmExecutor(Executor):
 
     def execute(self, waves: Waves, ctx: StudyContext) -> None:
         """Submit each wave's runs as jobs (each runs its plan line) and wait for them."""
-        from submitit.helpers import CommandFunction
-
+        if not any(waves):
+            return
         executor = self.executor(ctx.layout.slurm)
-        # local jobs share this machine's cores; a SLURM job has its own (os.sched_getaffinity)
-        env = _child_environment(max(len(wave) for wave in waves)) if self.cluster == "local" else None
+        # local jobs share this machine's cores; a SLURM job has its own allocation (os.sched_getaffinity)
+        processes = max(len(wave) for wave in waves) if self.cluster == "local" else None
         for wave in waves:
             try:
-                jobs = [(spec, executor.submit(CommandFunction(_python_command(command), env=env)))
-                        for spec, command in wave]
+                jobs = [(spec, executor.submit(run_plan_line, command, processes)) for spec, command in wave]
             except Exception as error:  # submitit raises plain errors (no sbatch, a refused job)
                 raise RunError(f"submitting to SLURM failed: {' '.join(str(error).split())[:300]}") from None
             failed = []
@@ -155,23 +162,49 @@ def make_executor(name: str = "local", *, jobs: int = 1, slurm: dict[str, Any] |
     raise ValueError(f"`executor` must be 'local' or 'slurm', got {name!r}")
 
 
+def run_plan_line(command: list[str], processes: int | None = None) -> None:
+    """Execute one plan line (``uadlab reproduce ... --only-run NAME``) in a child process: a SLURM job's task.
+
+    The child's thread budget is its own: an ``OMP_NUM_THREADS`` inherited from the driver (which sbatch
+    exports) is dropped, and ``processes`` runs sharing one machine split its cores.
+
+    Args:
+        command: the line, ``["uadlab", "reproduce", ...]``.
+        processes: runs sharing this machine (``UADLAB_PROCESSES``); ``None``: the job's own cores.
+
+    Raises:
+        subprocess.CalledProcessError: the line exited with an error (its one-line message is in the job's log).
+    """
+    subprocess.run(_python_command(command), env=_child_environment(os.environ, processes), check=True)
+
+
+def follow_driver() -> None:
+    """In a run started by :class:`LocalExecutor` (Linux): be killed when the driver dies, even by ``kill -9``.
+
+    Called at the start of ``uadlab`` when ``UADLAB_DRIVER_PID`` is set; exits at once if the driver
+    is already gone.
+    """
+    driver = os.environ.pop(DRIVER_VARIABLE, None)
+    if driver is None or not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != int(driver):  # the driver died before the line above
+        os._exit(137)
+
+
 def _python_command(command: list[str]) -> list[str]:
     """A plan line (``uadlab reproduce ...``) as this Python's ``-m uadlab.cli -q`` (no console script needed)."""
     return [sys.executable, "-m", "uadlab.cli", "-q", *command[1:]]
 
 
-def _child_environment(processes: int) -> dict[str, str]:
-    """The environment of a run beside ``processes - 1`` others: its share of the cores, not the driver's budget."""
-    env = dict(os.environ, UADLAB_PROCESSES=str(processes))
+def _child_environment(environ: Mapping[str, str], processes: int | None) -> dict[str, str]:
+    """A run's environment: its share of the cores among ``processes``, not the driver's thread budget."""
+    env = dict(environ)
+    if processes is not None:
+        env["UADLAB_PROCESSES"] = str(processes)
     if env.get("UADLAB_THREADS_SET") is not None and env.get("UADLAB_THREADS_SET") == env.get("OMP_NUM_THREADS"):
         del env["OMP_NUM_THREADS"]  # the driver's own budget, not the user's choice
     return env
-
-
-def _die_with_parent() -> None:
-    """In a child process (Linux): be killed when the driver dies, even by ``kill -9``."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _raise_failures(failed: list[tuple[RunSpec, Path]]) -> None:

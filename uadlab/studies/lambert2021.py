@@ -18,10 +18,9 @@ import pandas as pd
 
 from uadlab.evaluation.inference import predict
 from uadlab.evaluation.lambert import LAMBERT_COLUMNS, lambert_markdown, lambert_scores
-from uadlab.layout import EVAL_SUBJECTS
 from uadlab.studies import tables
 from uadlab.studies.context import StudyContext
-from uadlab.studies.spec import DataSource, RunSpec, Study
+from uadlab.studies.spec import DataSource, RunSpec, Study, experiment_names
 from uadlab.training import load_run
 from uadlab.training.experiments import parse_experiment
 
@@ -45,15 +44,19 @@ class Lambert2021(Study):
     """
 
     protocol = "lambert2021"
-    tables = ("lambert2021.csv", "lambert2021.md")
+    tables = ("lambert2021.csv", "lambert2021.md", "lambert2021_seeds.csv", "paired.csv")
 
     def __init__(self, sources: tuple[DataSource, ...], experiments: list[str] | None = None, *,
                  name: str = "lambert2021", argument: str = "lambert2021", folder: str | None = "lambert2021",
                  profile: str | None = None, seeds: tuple[int, ...] | None = None, description: str = "") -> None:
         self.sources, self.name, self.argument, self.folder = sources, name, argument, folder
         self.profile, self.seeds, self.description = profile, seeds, description
-        names = list(LAMBERT_EXPERIMENTS) if experiments is None else [parse_experiment(e).name for e in experiments]
+        names = list(LAMBERT_EXPERIMENTS) if experiments is None else experiment_names(experiments)
         self.labels = {e: LAMBERT_EXPERIMENTS.get(e, e) for e in names}
+
+    def options(self) -> list[str]:
+        """``--experiments`` when the study runs other models than Lambert et al.'s four."""
+        return [] if list(self.labels) == list(LAMBERT_EXPERIMENTS) else ["--experiments", ",".join(self.labels)]
 
     def runs(self, ctx: StudyContext, seed: int) -> list[RunSpec]:
         """The models, each trained with Lambert et al.'s loss."""
@@ -85,7 +88,7 @@ class Lambert2021(Study):
                                           means=(*LAMBERT_COLUMNS, *(f"bengs_{k}" for k in _BENGS)),
                                           spread=("dice_mean", "bengs_dice_d", "bengs_auprc"),
                                           markdown=lambert_markdown)
-        subjects = {e: {s: _subjects(ctx, e, s) for s in seeds} for e in self.labels}
+        subjects = {e: {s: ctx.subjects(RunSpec(e, s)) for s in seeds} for e in self.labels}
         pairs = [(a, b, subjects[a], subjects[b]) for a, b in _spatial_dense_pairs(list(self.labels))]
         tables.paired_table(ctx.layout.paired, pairs)
         return {**outputs, "paired.csv": ctx.layout.paired, "runs": ctx.layout.runs}
@@ -96,10 +99,3 @@ def _spatial_dense_pairs(experiments: list[str]) -> list[tuple[str, str]]:
     dense = {parse_experiment(e).table1_name: e for e in experiments if parse_experiment(e).model == "dense-vae"}
     return [(e, dense[parse_experiment(e).table1_name]) for e in experiments
             if parse_experiment(e).model == "spatial-vae" and parse_experiment(e).table1_name in dense]
-
-
-def _subjects(ctx: StudyContext, experiment: str, seed: int) -> pd.DataFrame:
-    """Per-subject table (Bengs et al.'s protocol) of a run over every scored data set."""
-    spec = RunSpec(experiment, seed)
-    return pd.concat([pd.read_csv(ctx.evaluation_dir(spec, data) / EVAL_SUBJECTS).assign(cohort=lambda t, d=data:
-                      d + ":" + t["cohort"]) for data in ctx.scored()], ignore_index=True)

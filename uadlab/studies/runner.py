@@ -33,18 +33,16 @@ from uadlab.errors import DatasetError, ManifestError
 from uadlab.layout import DATASET_RECORD, ResultsLayout, check_output_folder
 from uadlab.profiles import Profile, get_profile
 from uadlab.studies import tables
-from uadlab.studies.behrendt2024 import Behrendt2024
-from uadlab.studies.bengs2021 import Bengs2021
 from uadlab.studies.context import StudyContext
 from uadlab.studies.executors import make_executor
-from uadlab.studies.lambert2021 import Lambert2021
 from uadlab.studies.spec import DataSource, RunSpec, Study
-from uadlab.studies.study_file import check_seeds, check_study, is_study_file, load_study
+from uadlab.studies.study_file import PROTOCOLS, check_seeds, check_study, is_study_file, load_study
+from uadlab.training.experiments import parse_experiment
 
 __all__ = ["STUDIES", "PHANTOM_MANIFEST", "make_study", "builtin_sources", "run_study", "plan_study"]
 
 #: The built-in studies.
-STUDIES: tuple[str, ...] = ("bengs2021", "lambert2021", "behrendt2024")
+STUDIES: tuple[str, ...] = tuple(PROTOCOLS)
 #: Manifest of the default data set (shipped beside the package in the source tree).
 PHANTOM_MANIFEST = Path(__file__).resolve().parents[2] / "data_manifests" / "phantom.yaml"
 
@@ -87,13 +85,8 @@ def make_study(study: str | Path | Study = "bengs2021", *, data: str | Path = "p
         raise ValueError(f"`study` must be one of {list(STUDIES)} or a study file (.yaml), got {study!r}")
     if labelled_cases is not None and study != "behrendt2024":
         raise ValueError(f"`labelled_cases` (--labelled-cases) is for behrendt2024, not {study}")
-    sources = builtin_sources(data, root, val_data)
-    if study == "lambert2021":
-        return Lambert2021(sources, experiments)
-    if study == "behrendt2024":
-        return Behrendt2024(sources, recon_experiments=experiments,
-                            **({} if labelled_cases is None else {"labelled_cases": labelled_cases}))
-    return Bengs2021(sources, experiments)
+    options = {} if labelled_cases is None else {"labelled_cases": labelled_cases}
+    return PROTOCOLS[study](builtin_sources(data, root, val_data), experiments, **options)
 
 
 def builtin_sources(data: str | Path, root: str | Path | None, val_data: str | Path | None) -> tuple[DataSource, ...]:
@@ -163,6 +156,8 @@ def run_study(study: str | Path | Study = "bengs2021", out: str | Path = "result
     ctx = _context(chosen, out, profile, seeds, overwrite=overwrite, progress=progress, device=device,
                    workers=workers, build=only_run is None, max_epochs=max_epochs)
     runner = make_executor(executor, jobs=jobs, slurm=slurm)
+    if only_run is not None and (executor != "local" or jobs != 1):
+        raise ValueError("`only_run` (--only-run) executes one run here; --executor and --jobs are for a sweep")
     _guard(chosen, ctx)
     if only_run is not None:
         return _run_one(chosen, ctx, only_run)
@@ -171,15 +166,18 @@ def run_study(study: str | Path | Study = "bengs2021", out: str | Path = "result
         _guard(chosen, ctx)  # again, now that no other process can write it
         ctx.prepare()
         specs = [spec for seed in ctx.seeds for spec in chosen.runs(ctx, seed)]
-        runner.execute([[(spec, _command(chosen, ctx, spec)) for spec in wave] for wave in _waves(specs)], ctx)
+        runner.execute([[(spec, _command(chosen, ctx, spec)) for spec in wave if not ctx.finished(spec)]
+                        for wave in _waves(specs)], ctx)
         rows = [row for spec in _bar(specs, ctx.progress) for row in chosen.score(ctx, spec)]
+        _write_record(chosen, ctx, specs, complete=False)  # the tables about to be written are this study's
         outputs = chosen.collect(ctx, pd.DataFrame(rows), ctx.seeds)
-        tables.write_text(ctx.layout.record, json.dumps(_record(chosen, ctx, specs), indent=2) + "\n")
+        _write_record(chosen, ctx, specs, complete=True)
     return outputs
 
 
 def plan_study(study: str | Path | Study = "bengs2021", out: str | Path = "results", *, profile: str | None = None,
-               seeds: list[int] | None = None, workers: int = 1, **choices: Any) -> list[str]:
+               seeds: list[int] | None = None, workers: int = 1, device: str | None = None,
+               max_epochs: int | None = None, **choices: Any) -> list[str]:
     """The study as shell commands for a job runner, and ``plan.json`` with its run specifications.
 
     The lines, in order: a ``#`` comment, one ``uadlab data build`` per data set to build (run them
@@ -191,7 +189,7 @@ def plan_study(study: str | Path | Study = "bengs2021", out: str | Path = "resul
     (its segmenter runs depend on the lesion cohorts).
 
     Args:
-        study, out, seeds, workers, **choices: as :func:`run_study`.
+        study, out, seeds, workers, device, max_epochs, **choices: as :func:`run_study`.
         profile: a profile *name* (a custom :class:`~uadlab.profiles.Profile` cannot be written on a
             command line; ``None``: a study file's own, else ``smoke``).
 
@@ -200,14 +198,15 @@ def plan_study(study: str | Path | Study = "bengs2021", out: str | Path = "resul
 
     Raises:
         TypeError: ``profile`` is not a name.
-        ValueError, DatasetError, RunError: as :func:`run_study`, before anything is written.
+        ValueError, DatasetError, RunError: as :func:`run_study`, before anything is written (a
+            ``behrendt2024`` plan may have built the data set).
 
     >>> lines = plan_study("bengs2021", "results", experiments=["2D-None"])  # doctest: +SKIP
     """
     if profile is not None and not isinstance(profile, str):
         raise TypeError(f"`profile` must be a profile name for a plan of shell commands, got {profile!r}")
     chosen = make_study(study, **choices)
-    ctx = _context(chosen, out, profile, seeds, workers=workers)
+    ctx = _context(chosen, out, profile, seeds, workers=workers, device=device, max_epochs=max_epochs)
     _guard(chosen, ctx)
     specs = [spec for seed in ctx.seeds for spec in chosen.runs(ctx, seed)]
     lines = ["# uadlab reproduce plan: run the data lines first, then the run lines (a segmenter after its "
@@ -236,8 +235,9 @@ def _context(study: Study, out: str | Path, profile: str | Profile | None, seeds
 def _guard(study: Study, ctx: StudyContext) -> None:
     """The one output-folder guard, for ``OUT`` and the study's own folder (see the module docstring)."""
     check_output_folder(ctx.out.root, writer="`uadlab reproduce`")
-    check_output_folder(ctx.layout.root, writer="`uadlab reproduce`", owned=tuple(
-        ctx.layout.table(name) for name in study.tables), record=ctx.layout.record, overwrite=ctx.overwrite)
+    owned = (*(ctx.layout.table(name) for name in study.tables), ctx.layout.plan)
+    check_output_folder(ctx.layout.root, writer="`uadlab reproduce`", owned=owned, record=ctx.layout.record,
+                        owner=study.argument, overwrite=ctx.overwrite)
 
 
 def _check_files(study: Study) -> None:
@@ -257,15 +257,30 @@ def _run_one(study: Study, ctx: StudyContext, name: str) -> dict[str, Path]:
     if len(ctx.seeds) != 1:
         raise ValueError(f"`only_run` runs one seed, got seeds {ctx.seeds}")
     specs = {spec.name: spec for spec in study.runs(ctx, ctx.seeds[0])}
-    wanted = name.replace(":", "_")
+    wanted = _canonical_run_name(name)
     if wanted not in specs:
         raise ValueError(f"`only_run` must be a run of this study such as {', '.join(list(specs)[:3])} "
                          f"(of {len(specs)}), got {name!r}")
     spec = specs[wanted]
     study.score(ctx, spec)
-    run = ctx.layout.run(spec.name if spec.labels else spec.experiment, 1.0 if spec.labels else spec.fraction,
-                         spec.seed)
-    return {"run": run, "evaluation": ctx.evaluation_dir(spec, ctx.train_data)}
+    return {"run": ctx.run_dir(spec), "evaluation": ctx.evaluation_dir(spec, ctx.train_data)}
+
+
+def _canonical_run_name(name: str) -> str:
+    """A run name as :attr:`RunSpec.name` spells it: experiments in any letter case, ``:`` as ``_``.
+
+    >>> _canonical_run_name("3d-cube-n@20"), _canonical_run_name("ddpm:2d-none__synthetic")
+    ('3D-Cube-n@20', 'ddpm_2D-None__synthetic')
+    """
+    base, _, labels = str(name).partition("__")
+    experiment, at, percent = base.partition("@")
+    if ":" not in experiment and "_" in experiment:
+        experiment = experiment.replace("_", ":", 1)
+    try:
+        experiment = parse_experiment(experiment).name
+    except ValueError:
+        return str(name).replace(":", "_")  # not an experiment: refused with the study's run names
+    return f"{experiment.replace(':', '_')}{at}{percent}" + (f"__{labels}" if labels else "")
 
 
 def _waves(specs: list[RunSpec]) -> list[list[RunSpec]]:
@@ -288,7 +303,10 @@ def _command(study: Study, ctx: StudyContext, spec: RunSpec) -> list[str]:
         data = ["--data", str(source.built or ctx.out.data)]
         if "val" in ctx.sources:
             data += ["--val-data", str(ctx.sources["val"].built)]
-    return [*_base_command(study, ctx), *data, *study.options(), "--seed", str(spec.seed), "--only-run", spec.name]
+    flags = (["--overwrite"] if ctx.overwrite else []) + ([] if ctx.device is None else ["--device", ctx.device])
+    flags += [] if ctx.max_epochs is None else ["--max-epochs", str(ctx.max_epochs)]
+    return [*_base_command(study, ctx), *data, *study.options(), *flags, "--seed", str(spec.seed),
+            "--only-run", spec.name]
 
 
 def _data_commands(study: Study, ctx: StudyContext) -> list[list[str]]:
@@ -314,12 +332,17 @@ def _collect_command(study: Study, ctx: StudyContext) -> list[str]:
     return line
 
 
-def _record(study: Study, ctx: StudyContext, specs: list[RunSpec]) -> dict[str, Any]:
-    """``reproduce.json``: what the study ran, written last."""
-    return {"study": study.argument, "name": study.name, "protocol": study.protocol,
-            "profile": ctx.resolved_profile.name, "seeds": ctx.seeds,
-            "data": {name: str(ctx.data_dir(name)) for name in ctx.sources}, "scored": ctx.scored(),
-            "runs": [s.to_dict() for s in specs]}
+def _write_record(study: Study, ctx: StudyContext, specs: list[RunSpec], *, complete: bool) -> None:
+    """``reproduce.json``: what the study ran; ``complete`` once every table is written.
+
+    Written before the tables too (``complete: false``), so that a study killed while writing them
+    finds them its own when the same command runs again.
+    """
+    record = {"study": study.argument, "name": study.name, "protocol": study.protocol,
+              "profile": ctx.resolved_profile.name, "seeds": ctx.seeds,
+              "data": {name: str(ctx.data_dir(name)) for name in ctx.sources}, "scored": ctx.scored(),
+              "runs": [s.to_dict() for s in specs], "complete": complete}
+    tables.write_text(ctx.layout.record, json.dumps(record, indent=2) + "\n")
 
 
 def _bar(specs: list[RunSpec], progress: bool) -> Any:

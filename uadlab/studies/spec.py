@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from uadlab.layout import run_name
+from uadlab.training.experiments import parse_experiment
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from uadlab.studies.context import StudyContext
 
-__all__ = ["RunSpec", "DataSource", "Study"]
+__all__ = ["RunSpec", "DataSource", "Study", "experiment_names"]
 
 
 @dataclass(frozen=True)
@@ -122,16 +123,38 @@ class Study(ABC):
 
     @abstractmethod
     def runs(self, ctx: StudyContext, seed: int) -> list[RunSpec]:
-        """The runs of one seed, each after the runs it depends on."""
+        """The runs of one seed, each after the runs it depends on.
+
+        Raises:
+            DatasetError: a data set the runs depend on cannot be built or read.
+        """
 
     @abstractmethod
     def score(self, ctx: StudyContext, spec: RunSpec) -> list[dict[str, Any]]:
-        """Train (or resume, or reuse) one run, evaluate it (or reuse its evaluation) and return its rows."""
+        """Train (or resume, or reuse) one run, evaluate it (or reuse its evaluation) and return its rows.
+
+        Raises:
+            RunError, DatasetError: as :meth:`StudyContext.train` and :meth:`StudyContext.evaluate`.
+        """
 
     @abstractmethod
     def collect(self, ctx: StudyContext, rows: pd.DataFrame, seeds: list[int]) -> dict[str, Path]:
-        """Write the study's tables, figures and report from the rows of all runs; return their paths."""
+        """Write the study's tables, figures and report from the rows of all runs; return their paths.
+
+        Raises:
+            OSError: a table cannot be written (nothing half-written is left).
+        """
 
     def options(self) -> list[str]:
         """The study's own ``uadlab reproduce`` options, for the command lines of a plan."""
         return []
+
+
+def experiment_names(experiments: list[str]) -> list[str]:
+    """Canonical experiment names, distinct and at least one (ValueError otherwise, naming the bad value)."""
+    if isinstance(experiments, str) or not list(experiments) or any(not str(e).strip() for e in experiments):
+        raise ValueError(f"`experiments` must name at least one experiment (None: all of Table 1), got {experiments!r}")
+    names = [parse_experiment(e).name for e in experiments]
+    if len(set(names)) != len(names):
+        raise ValueError(f"`experiments` must be distinct, got {experiments!r}")
+    return names

@@ -44,12 +44,16 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 from uadlab.data.manifests import check_manifest, load_manifest, load_yaml_model
 from uadlab.errors import ManifestError
 from uadlab.profiles import PROFILES
-from uadlab.studies.behrendt2024 import DEFAULT_LABELLED_CASES, Behrendt2024
-from uadlab.studies.bengs2021 import Bengs2021, experiment_names
+from uadlab.studies.behrendt2024 import Behrendt2024
+from uadlab.studies.bengs2021 import Bengs2021
 from uadlab.studies.lambert2021 import Lambert2021
-from uadlab.studies.spec import DataSource, Study
+from uadlab.studies.spec import DataSource, Study, experiment_names
 
-__all__ = ["DEFAULT_EXPERIMENTS", "PHANTOM_STUDY", "is_study_file", "load_study", "check_study", "check_seeds"]
+__all__ = ["DEFAULT_EXPERIMENTS", "PHANTOM_STUDY", "PROTOCOLS", "is_study_file", "load_study", "check_study",
+           "check_seeds"]
+
+#: The protocols a study follows, by name: the built-in studies and what a study file's ``protocol`` names.
+PROTOCOLS: dict[str, type[Study]] = {"bengs2021": Bengs2021, "lambert2021": Lambert2021, "behrendt2024": Behrendt2024}
 
 #: The default phantom as a study file (``studies/phantom.yaml`` in the source tree).
 PHANTOM_STUDY = Path(__file__).resolve().parents[2] / "studies" / "phantom.yaml"
@@ -154,14 +158,14 @@ def load_study(path: str | os.PathLike, *, experiments: list[str] | None = None,
                          f"({path})")
     experiments = spec.experiments if experiments is None else experiment_names(experiments)
     labelled_cases = spec.labelled_cases if labelled_cases is None else labelled_cases
-    common = {"name": spec.name, "argument": str(path), "profile": spec.profile, "seeds": tuple(spec.seeds),
-              "description": spec.description}
-    if spec.protocol == "lambert2021":
-        return Lambert2021(sources, experiments, folder=None, **common)
-    if spec.protocol == "behrendt2024":
-        cases = DEFAULT_LABELLED_CASES if labelled_cases is None else labelled_cases
-        return Behrendt2024(sources, labelled_cases=cases, recon_experiments=experiments, folder=None, **common)
-    return Bengs2021(sources, experiments or list(DEFAULT_EXPERIMENTS), from_file=True, **common)
+    options = {"name": spec.name, "argument": str(path), "profile": spec.profile, "seeds": tuple(spec.seeds),
+               "description": spec.description}
+    if spec.protocol == "bengs2021":  # the seed tables, no data-size runs; four experiments unless named
+        options |= {"from_file": True}
+        experiments = experiments or list(DEFAULT_EXPERIMENTS)
+    else:  # writes into OUT itself, not OUT/<protocol>
+        options |= {"folder": None} | ({} if labelled_cases is None else {"labelled_cases": labelled_cases})
+    return PROTOCOLS[spec.protocol](sources, experiments, **options)
 
 
 def _sources(path: Path, spec: _StudyFile) -> tuple[DataSource, ...]:

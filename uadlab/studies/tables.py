@@ -10,17 +10,18 @@ beside each main metric: :func:`uadlab.evaluation.analysis.seed_summary`) and ``
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from uadlab.data.io import atomic_write
+from uadlab.errors import UadlabWarning
 from uadlab.evaluation import analysis
 from uadlab.viz import figures as viz
 
-__all__ = ["write_text", "write_csv", "write_table", "write_seed_table", "paired_table", "cohort_labels",
-           "save_figure"]
+__all__ = ["write_text", "write_csv", "write_table", "write_seed_table", "paired_table", "save_figure"]
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -72,7 +73,7 @@ def paired_table(path: Path, pairs: Sequence[tuple[str, str, dict, dict]]) -> tu
     Returns:
         The table (columns ``experiment, baseline, metric`` and those of
         :func:`~uadlab.evaluation.analysis.paired_difference_seeds`) and one line per comparison that could
-        not be made (e.g. no subject defined in every run).
+        not be made (e.g. no subject defined in every run), each also a :class:`~uadlab.errors.UadlabWarning`.
     """
     frames, skipped = [], []
     for name, baseline, a, b in pairs:
@@ -82,22 +83,12 @@ def paired_table(path: Path, pairs: Sequence[tuple[str, str, dict, dict]]) -> tu
                               .assign(experiment=name, baseline=baseline, metric=metric))
             except ValueError as error:  # say so, keep the study's results
                 skipped.append(f"{name} vs {baseline}, {metric}: {error}")
+                warnings.warn(f"not compared: {skipped[-1]}", UadlabWarning, stacklevel=2)
     paired = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["experiment", "baseline", "cohort", "metric"])
     front = ["experiment", "baseline"]
     write_csv(path, paired[front + [c for c in paired.columns if c not in front]])
     return paired, skipped
-
-
-def cohort_labels(frame: pd.DataFrame) -> list[str]:
-    """Table column names: the cohort, or ``<data set>:<cohort>`` when two data sets share a cohort name.
-
-    Args:
-        frame: columns ``data`` (the data set) and ``dataset`` (the cohort).
-    """
-    pairs = frame[["data", "dataset"]].drop_duplicates()
-    shared = set(pairs["dataset"][pairs["dataset"].duplicated()])
-    return [f"{d}:{c}" if c in shared else c for d, c in zip(frame["data"], frame["dataset"])]
 
 
 def save_figure(fig, path: Path) -> Path:
