@@ -235,7 +235,7 @@ def _context(study: Study, out: str | Path, profile: str | Profile | None, seeds
 def _guard(study: Study, ctx: StudyContext) -> None:
     """The one output-folder guard, for ``OUT`` and the study's own folder (see the module docstring)."""
     check_output_folder(ctx.out.root, writer="`uadlab reproduce`")
-    owned = (*(ctx.layout.table(name) for name in study.tables), ctx.layout.plan)
+    owned = tuple(ctx.layout.table(name) for name in study.tables)
     check_output_folder(ctx.layout.root, writer="`uadlab reproduce`", owned=owned, record=ctx.layout.record,
                         owner=study.argument, overwrite=ctx.overwrite)
 
