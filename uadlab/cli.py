@@ -31,7 +31,9 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
+from uadlab import __version__
 from uadlab._threads import limit_threads
 from uadlab.errors import UadlabError, UadlabWarning
 
@@ -173,8 +175,16 @@ def _notebooks_run(args: argparse.Namespace) -> None:
         print(path)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the promised error form: one line, exit code 2 (``-h`` still prints the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"uadlab: error: {message} (`{self.prog} -h` shows the usage)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="uadlab", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="uadlab", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"uadlab {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -190,8 +200,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--overwrite", action="store_true", help="replace an existing, different data set in --out")
     build.set_defaults(func=_data_build)
     check = data.add_parser("check", help="list every missing or unreadable file of a real data set or study")
-    check.add_argument("--manifest", type=Path, default=None)
-    check.add_argument("--root", type=Path, default=None)
+    check.add_argument("--manifest", type=Path, default=None, help="a real data set's manifest (with --root)")
+    check.add_argument("--root", type=Path, default=None, help="the folder holding that data set")
     check.add_argument("--study", type=Path, default=None, help="a study file: check every data set it names")
     check.set_defaults(func=_data_check)
     fetch = data.add_parser("fetch", help="download an openly licensed data set (checksummed, resumable)")
@@ -206,7 +216,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="registered model: dense-vae (default), spatial-vae, mean-image, ddpm; "
                             "same as MODEL: in front of the experiment")
     train.add_argument("--data", type=Path, required=True, help="folder from `uadlab data build`")
-    train.add_argument("--profile", default="lab")
+    train.add_argument("--profile", default="lab", help="smoke | lab | paper (default: lab), as the data set's")
     train.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/3D-Cube-n")
     train.add_argument("--fraction", type=float, default=1.0, help="share of the healthy training set (0, 1]")
     train.add_argument("--seed", type=int, default=0)
@@ -222,11 +232,11 @@ def _parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_train)
 
     evaluate = sub.add_parser("evaluate", help="score one trained run on a data set")
-    evaluate.add_argument("--run", type=Path, required=True)
-    evaluate.add_argument("--data", type=Path, required=True)
+    evaluate.add_argument("--run", type=Path, required=True, help="run folder from `uadlab train`")
+    evaluate.add_argument("--data", type=Path, required=True, help="folder from `uadlab data build` to score")
     evaluate.add_argument("--val-data", type=Path, default=None,
                           help="labelled validation data for the threshold when --data has only test cases")
-    evaluate.add_argument("--out", type=Path, required=True)
+    evaluate.add_argument("--out", type=Path, required=True, help="folder for metrics.json and subjects.csv")
     evaluate.add_argument("--overwrite", action="store_true", help="replace OUT/metrics.json and OUT/subjects.csv")
     evaluate.set_defaults(func=_evaluate)
 
@@ -296,8 +306,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.debug:
             warnings.showwarning = _show_warning
         try:
+            ignored = _ignored_environment()  # before torch loads: libgomp would print its own two lines
             # One thread budget per process; `data build` leaves torch unimported (its workers share cores).
-            limit_threads(torch_threads=args.command != "data")
+            threads = limit_threads(torch_threads=args.command != "data")
+            for name, value in ignored:
+                warnings.warn(f"{name}={value!r} is not a positive integer; ignored (this process uses {threads} "
+                              "thread(s))", UadlabWarning, stacklevel=1)
             code = args.func(args) or 0  # a subcommand may return an exit code (data check: 1)
         except BrokenPipeError:
             return _broken_pipe()
@@ -314,6 +328,16 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return _broken_pipe()
     return code
+
+
+def _ignored_environment() -> list[tuple[str, str]]:
+    """``OMP_NUM_THREADS`` and ``UADLAB_PROCESSES`` values that are no positive integer: removed, returned."""
+    ignored = []
+    for name in ("OMP_NUM_THREADS", "UADLAB_PROCESSES"):
+        value = os.environ.get(name)
+        if value is not None and not (value.strip().isdigit() and int(value) >= 1):
+            ignored.append((name, os.environ.pop(name)))
+    return ignored
 
 
 def _one_line(error: Exception, args: argparse.Namespace) -> str:

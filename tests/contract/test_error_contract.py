@@ -683,3 +683,95 @@ def test_a_killed_sweep_finishes_on_rerun_without_retraining_a_finished_run(blob
     for path in out.rglob("*.json"):  # every visible file is whole
         if not path.name.startswith("."):
             json.loads(path.read_text())
+
+
+# --- one line for every mistake, everywhere (issue 28) -----------------------------------------------------
+
+def test_version_and_argument_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_code:
+        main(["--version"])
+    assert exit_code.value.code == 0 and capsys.readouterr().out == "uadlab 0.1.0\n"
+    for argv, needle in ((["train", "--profile", "smoke"], "the following arguments are required: --experiment"),
+                         ([], "the following arguments are required: command"),
+                         (["reproduce", "--jobs", "two"], "argument --jobs: invalid int value: 'two'")):
+        with pytest.raises(SystemExit) as exit_code:
+            _cli_main(argv)
+        assert exit_code.value.code == 2
+        _one_line_error(capsys, needle, "-h` shows the usage")
+
+
+@pytest.mark.parametrize("device", ["mps", "xpu", "meta", "cpu:7"])
+def test_a_device_uadlab_does_not_run_on_is_refused_before_anything_is_written(world, tmp_path, capsys, device):
+    _, _, data, _, _ = world
+    assert main(["train", "--experiment", "3D-None", "--profile", "smoke", "--data", str(data),
+                 "--out", str(tmp_path / "run"), "--device", device]) == 2
+    _one_line_error(capsys, f"`device` must be 'cpu', 'cuda' or 'cuda:N' (what uadlab runs on), got {device!r}")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--model", ""], "`model` must name a registered model"),
+    (["--experiment", "mean-image:3D-None", "--compile"], "`compile` (--compile) has nothing to compile"),
+])
+def test_options_that_would_be_ignored_are_refused(world, tmp_path, capsys, extra, message):
+    _, _, data, _, _ = world
+    args = ["train", "--experiment", "3D-None", "--profile", "smoke", "--data", str(data), "--out", str(tmp_path / "r")]
+    assert main([*args, *extra]) == 2
+    _one_line_error(capsys, message)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("seed", ["-3", "12345678901234567890"])
+def test_a_plan_with_a_bad_seed_is_refused_before_planning(tmp_path, capsys, seed):
+    assert main(["reproduce", "--out", str(tmp_path / "out"), "--seed", seed, "--plan"]) == 2
+    _one_line_error(capsys, "`seeds` must be distinct integers in [0, 2**32)")
+    assert not (tmp_path / "out").exists() and capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize(("name", "value"), [("OMP_NUM_THREADS", "0"), ("OMP_NUM_THREADS", "-3"),
+                                             ("UADLAB_PROCESSES", "abc")])
+def test_a_bad_thread_variable_is_one_warning_line(monkeypatch, tmp_path, capsys, name, value):
+    monkeypatch.setenv(name, value)
+    assert main(["data", "check", "--manifest", str(tmp_path / "no.yaml"), "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"uadlab: warning: {name}={value!r} is not a positive integer; ignored (this process "
+                             "uses ") and err[1].startswith("uadlab: error: ") and len(err) == 2
+
+
+def test_a_bad_omp_num_threads_never_reaches_libgomp(world, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "abc"}
+    env.pop("UADLAB_THREADS_SET", None)
+    done = subprocess.run([sys.executable, "-m", "uadlab.cli", "-q", "train", "--experiment", "3D-None", "--profile",
+                           "smoke", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r")], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "libgomp" not in done.stderr
+    assert done.stderr.startswith("uadlab: warning: OMP_NUM_THREADS='abc' is not a positive integer")
+
+
+def test_a_killed_builds_leftovers_are_removed_by_the_next_build(world, tmp_path, cache_env):
+    root, manifest, _, _, cache = world
+    leftovers = [tmp_path / "data.partial-0123abcd", tmp_path / "data.old-89abcdef"]
+    for folder in leftovers:
+        folder.mkdir()
+        (folder / "subjects.csv").write_text("half")
+    mine = tmp_path / "data.partial-notes"  # not a build's name: kept
+    mine.mkdir()
+    build_dataset(manifest, tmp_path / "data", root=root, profile="smoke", cache_dir=cache)
+    assert not any(folder.exists() for folder in leftovers) and mine.is_dir()
+
+
+@pytest.mark.parametrize("kind", STUDY_KINDS)
+def test_every_study_refuses_an_out_that_is_a_file(kind, tmp_path, capsys):
+    a_file = tmp_path / "afile"
+    a_file.write_text("mine")
+    assert main(["reproduce", *_study_args(kind, tmp_path), "--profile", "smoke", "--out", str(a_file)]) == 2
+    _one_line_error(capsys, f"{a_file}: exists and is not a folder; choose another --out")
+    assert a_file.read_text() == "mine"
+
+
+def test_labelled_cases_outside_behrendt2024_or_below_zero_are_refused(tmp_path, capsys):
+    assert main(["reproduce", "--out", str(tmp_path / "o"), "--labelled-cases", "-7"]) == 2
+    _one_line_error(capsys, "`labelled_cases` (--labelled-cases) is for behrendt2024, not bengs2021")
+    assert main(["reproduce", "--study", "behrendt2024", "--out", str(tmp_path / "o"), "--labelled-cases", "-7"]) == 2
+    _one_line_error(capsys, "`labelled_cases` must be an int >= 0, got -7")
+    assert not (tmp_path / "o").exists()

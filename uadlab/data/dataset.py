@@ -20,7 +20,8 @@ the subject's source space at its own resolution (file or simulation grid). ``so
 image (relative to the data root) or the phantom's source brain.
 
 The folder is built beside ``DIR`` as ``DIR.partial-<random>`` and renamed to ``DIR`` only once it is
-complete (``dataset.json`` is written last), so an interrupted build never looks finished.
+complete (``dataset.json`` is written last), so an interrupted build never looks finished; the next
+build into ``DIR`` removes what a killed one left behind (``DIR.partial-*``, ``DIR.old-*``).
 Preprocessing results go through a :class:`~uadlab.data.preprocessing.PreprocessCache`, so rebuilding,
 or building a second folder from the same inputs, does no preprocessing work.
 
@@ -33,10 +34,12 @@ Shape:
 from __future__ import annotations
 
 import functools
+import glob
 import hashlib
 import json
 import multiprocessing
 import os
+import re
 import secrets
 import shutil
 import warnings
@@ -233,6 +236,7 @@ def build_dataset(
     if manifest.kind == "real" and root is None:
         raise ValueError(f"`root` must be the folder of the real data set {manifest.name!r}, got None")
     with folder_lock(out):
+        _remove_leftovers(out)
         if not overwrite and out.exists() and _same_build(out, identity):
             return out
         _check_replaceable(out, overwrite)
@@ -519,6 +523,16 @@ def _check_replaceable(out: Path, overwrite: bool) -> None:
             "incomplete one; "
             "pass overwrite=True (--overwrite) to replace it"
         )
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Remove ``out.partial-*`` and ``out.old-*`` folders a killed build left behind.
+
+    Called with ``out``'s lock held: every build into ``out`` holds it, so no live process is writing them.
+    """
+    for leftover in out.parent.glob(f"{glob.escape(out.name)}.*-*"):
+        if leftover.is_dir() and re.fullmatch(rf"{re.escape(out.name)}\.(partial|old)-[0-9a-f]{{8}}", leftover.name):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _swap_into_place(partial: Path, out: Path) -> None:

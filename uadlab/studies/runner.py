@@ -73,6 +73,9 @@ def make_study(study: str | Path | Study = "bengs2021", *, data: str | Path = "p
         uadlab.errors.ManifestError: a study file is invalid.
     """
     if isinstance(study, Study):
+        if str(data) != "phantom" or any(v is not None for v in (root, val_data, experiments, labelled_cases)):
+            raise ValueError("`data`, `root`, `val_data`, `experiments` and `labelled_cases` choose a study; "
+                             "a Study object already has them")
         return study
     if is_study_file(study):
         given = [flag for flag, value in (("--data", str(data) != "phantom"), ("--root", root is not None),

@@ -141,6 +141,9 @@ class TrainConfig:
         if not isinstance(self.compile, (bool, np.bool_)):
             raise TypeError(f"`compile` must be a bool, got {self.compile!r}")
         self.compile = bool(self.compile)
+        if self.compile and get_spec(self.model).model_cls.fitted_in_closed_form:
+            raise ValueError(f"`compile` (--compile) has nothing to compile: {self.model} is fitted in closed form, "
+                             "without training steps")
 
     def resolved_precision(self, device: str | torch.device | None = None) -> str:
         """``precision``, else the profile's, else :func:`default_precision` of ``device`` (``None``:

@@ -53,9 +53,12 @@ def available_device(device: str | torch.device | None) -> torch.device:
     """:func:`resolve_device`, checked against this machine.
 
     Raises:
-        ValueError: ``device`` is not a torch device name, or not one this machine has (``cuda:9``).
+        ValueError: ``device`` is not a torch device name, not one uadlab runs on (``cpu``, ``cuda[:N]``;
+            not ``mps``, ``xpu``, ``meta``, ``cpu:7``), or not one this machine has (``cuda:9``).
     """
     resolved = resolve_device(device)
+    if resolved.type not in ("cpu", "cuda") or (resolved.type == "cpu" and resolved.index not in (None, 0)):
+        raise ValueError(f"`device` must be 'cpu', 'cuda' or 'cuda:N' (what uadlab runs on), got {str(device)!r}")
     if resolved.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0 or (resolved.index or 0) >= count:

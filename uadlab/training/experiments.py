@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from uadlab.models.registry import DEFAULT_MODEL, get_spec
+from uadlab.models.registry import DEFAULT_MODEL, MODELS, get_spec
 from uadlab.training.erasing import FILLS, METHODS, SpatialErasing
 
 __all__ = ["EXPERIMENTS", "FAMILIES", "Experiment", "parse_experiment", "experiment_name"]
@@ -137,6 +137,8 @@ def parse_experiment(name: str, *, model: str | None = None) -> Experiment:
     """
     if not isinstance(name, str):
         raise TypeError(f"`name` must be a str, got {name!r}")
+    if model is not None and not str(model).strip():
+        raise ValueError(f"`model` must name a registered model ({', '.join(MODELS)}) or be None, got {model!r}")
     prefix, _, table1 = name.strip().rpartition(_SEPARATOR)
     if prefix and model is not None and get_spec(prefix).name != get_spec(model).name:
         raise ValueError(f"`name` {name!r} names model {prefix!r}, but `model` is {model!r}")
