@@ -206,7 +206,7 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_data_check)
     fetch = data.add_parser("fetch", help="download an openly licensed data set (checksummed, resumable)")
     fetch.add_argument("name", choices=["ixi"], help="ixi: IXI T1, the healthy set of data_manifests/ixi_t1.yaml")
-    fetch.add_argument("--out", type=Path, required=True, help="data root to fill (then pass it as --root)")
+    fetch.add_argument("--out", required=True, help="data root to fill (then pass it as --root)")
     fetch.add_argument("--delete-archive", action="store_true", help="remove the archive once unpacked")
     fetch.set_defaults(func=_data_fetch)
 

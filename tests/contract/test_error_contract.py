@@ -775,3 +775,25 @@ def test_labelled_cases_outside_behrendt2024_or_below_zero_are_refused(tmp_path,
     assert main(["reproduce", "--study", "behrendt2024", "--out", str(tmp_path / "o"), "--labelled-cases", "-7"]) == 2
     _one_line_error(capsys, "`labelled_cases` must be an int >= 0, got -7")
     assert not (tmp_path / "o").exists()
+
+
+def test_data_fetch_checks_its_out_before_any_download(tmp_path, capsys, monkeypatch):
+    from uadlab.data import fetch as fetch_module
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("downloaded before the folder was checked")
+
+    monkeypatch.setattr(fetch_module, "_download", no_network)
+    assert main(["data", "fetch", "ixi", "--out", ""]) == 2
+    _one_line_error(capsys, "`out` (--out) must name a folder, got ''")
+    a_file = tmp_path / "afile"
+    a_file.write_text("mine")
+    assert main(["data", "fetch", "ixi", "--out", str(a_file)]) == 2
+    _one_line_error(capsys, f"{a_file}: exists and is not a folder; choose another --out")
+
+    def read_only(*args, dir=None, **kwargs):  # permissions do not bind root: simulated
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dir))
+
+    monkeypatch.setattr(fetch_module.tempfile, "NamedTemporaryFile", read_only)
+    assert main(["data", "fetch", "ixi", "--out", str(tmp_path / "ro")]) == 2
+    _one_line_error(capsys, f"{tmp_path / 'ro'}: Permission denied")

@@ -26,6 +26,7 @@ import http.client
 import os
 import shutil
 import tarfile
+import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -91,21 +92,28 @@ def fetch(name: str | Remote, out: str | os.PathLike, *, keep_archive: bool = Tr
         The folder holding the unpacked files, ``OUT/<subdir>``.
 
     Raises:
-        ValueError: an unknown ``name``.
+        ValueError: an unknown ``name``, or an empty ``out``.
         TypeError: ``name`` or ``out`` of the wrong type.
-        uadlab.errors.DownloadError: the server cannot be reached or refuses, the connection
+        OSError: ``out`` cannot be written (checked before anything is downloaded).
+        uadlab.errors.DownloadError: ``out`` is a file; the server cannot be reached or refuses, the connection
             breaks (rerun to resume), the checksum does not match (the file is deleted), or the
             archive cannot be unpacked.
     """
     remote = _remote(name)
     if not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"`out` must be a str or path, got {out!r}")
+    if not str(out).strip():
+        raise ValueError(f"`out` (--out) must name a folder, got {str(out)!r}")
     out = Path(out)
     target = out / remote.subdir
     marker = out / f".{remote.name}.complete"
     if marker.is_file() and marker.read_text().strip() == remote.checksum and target.is_dir():
         return target
+    if out.exists() and not out.is_dir():
+        raise DownloadError(f"{out}: exists and is not a folder; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=out, prefix=".uadlab-write-test-"):  # a read-only folder: before any download
+        pass
     archive = out / remote.filename
     if not (archive.is_file() and _digest(archive, remote.checksum) == remote.checksum):
         _download(remote, archive, progress=progress, timeout_s=timeout_s)
