@@ -54,7 +54,13 @@ Waves = list[list[tuple["RunSpec", list[str]]]]
 
 
 class Executor(ABC):
-    """Executes a study's runs, wave after wave (see the module docstring)."""
+    """Executes a study's runs, wave after wave (see the module docstring).
+
+    Attributes:
+        dispatches: whether runs execute outside the driver's process (else the runner trains them itself).
+    """
+
+    dispatches = True
 
     @abstractmethod
     def execute(self, waves: Waves, ctx: StudyContext) -> None:
@@ -70,10 +76,11 @@ class LocalExecutor(Executor):
 
     def __init__(self, jobs: int = 1) -> None:
         self.jobs = check_int("jobs", jobs, "a positive int", lambda v: v >= 1)
+        self.dispatches = self.jobs > 1
 
     def execute(self, waves: Waves, ctx: StudyContext) -> None:
-        """With ``jobs > 1``, each run as ``python -m uadlab.cli ... --only-run``, ``jobs`` at a time."""
-        if self.jobs == 1 or not any(waves):
+        """Each run as ``python -m uadlab.cli ... --only-run``, ``jobs`` at a time (nothing with ``jobs=1``)."""
+        if not self.dispatches or not any(waves):
             return
         ctx.layout.logs.mkdir(parents=True, exist_ok=True)
         for wave in waves:

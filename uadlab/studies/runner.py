@@ -169,8 +169,9 @@ def run_study(study: str | Path | Study = "bengs2021", out: str | Path = "result
         _guard(chosen, ctx)  # again, now that no other process can write it
         ctx.prepare()
         specs = [spec for seed in ctx.seeds for spec in chosen.runs(ctx, seed)]
-        runner.execute([[(spec, _command(chosen, ctx, spec)) for spec in wave if not ctx.finished(spec)]
-                        for wave in _waves(specs)], ctx)
+        if runner.dispatches:  # runs elsewhere: only those not finished yet
+            runner.execute([[(spec, _command(chosen, ctx, spec)) for spec in wave if not ctx.finished(spec)]
+                            for wave in _waves(specs)], ctx)
         rows = [row for spec in _bar(specs, ctx.progress) for row in chosen.score(ctx, spec)]
         _write_record(chosen, ctx, specs, complete=False)  # the tables about to be written are this study's
         outputs = chosen.collect(ctx, pd.DataFrame(rows), ctx.seeds)
