@@ -470,7 +470,9 @@ def test_huge_headers_and_voxels_are_refused_before_allocating(tmp_path, capsys,
     assert "sub1.nii.gz: field of view [40000, 48000, 40000] mm" in err
     assert main(["data", "build", "--manifest", str(manifest), "--root", str(tmp_path / "root"),
                  "--out", str(tmp_path / "data"), "--profile", "smoke"]) == 2
-    _one_line_error(capsys, "sub0.nii.gz: header declares shape (32767, 32767, 32767)")
+    built = capsys.readouterr().err  # every problem, as data check lists them
+    assert built.startswith("uadlab: error: manifest 'contract': 2 problem(s)") and "Traceback" not in built
+    assert "sub0.nii.gz: header declares shape (32767, 32767, 32767)" in built and "sub1.nii.gz: field of" in built
     assert not (tmp_path / "data").exists()
 
 
@@ -797,3 +799,20 @@ def test_data_fetch_checks_its_out_before_any_download(tmp_path, capsys, monkeyp
     monkeypatch.setattr(fetch_module.tempfile, "NamedTemporaryFile", read_only)
     assert main(["data", "fetch", "ixi", "--out", str(tmp_path / "ro")]) == 2
     _one_line_error(capsys, f"{tmp_path / 'ro'}: Permission denied")
+
+
+def test_data_build_reports_every_problem_data_check_finds(world, tmp_path, capsys, cache_env):
+    root = shutil.copytree(world[0], tmp_path / "root")
+    manifest = root / world[1].name
+    (root / "lesion" / "case0" / "seg.nii.gz").unlink()  # found when the cases are discovered
+    (root / "healthy" / "sub1.nii.gz").write_bytes(b"garbage")  # found when it is read
+    save_nifti(root / "lesion" / "case1" / "brain_mask.nii.gz", np.zeros(FAKE_SHAPE, np.uint8))  # likewise
+    assert main(["data", "check", "--manifest", str(manifest), "--root", str(root)]) == 1
+    checked = capsys.readouterr().err
+    assert main(["data", "build", "--manifest", str(manifest), "--root", str(root), "--out", str(tmp_path / "d"),
+                 "--profile", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("uadlab: error: manifest 'contract': 3 problem(s) under ")
+    assert [line for line in err.splitlines() if line.startswith("  - ")] == [
+        line for line in checked.splitlines() if line.startswith("  - ")]
+    assert not (tmp_path / "d").exists()

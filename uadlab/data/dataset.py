@@ -60,6 +60,7 @@ from uadlab.data.manifests import (
     Case,
     Manifest,
     assign_splits,
+    check_manifest,
     discover_cases,
     load_case,
     load_manifest,
@@ -81,7 +82,7 @@ from uadlab.data.preprocessing import (
     skull_strip,
     skull_strip_version,
 )
-from uadlab.errors import DatasetError, UadlabWarning
+from uadlab.errors import DatasetError, ManifestError, UadlabWarning, VolumeError
 from uadlab.layout import DATASET_RECORD
 from uadlab.profiles import Profile, get_profile
 
@@ -242,12 +243,29 @@ def build_dataset(
         _check_replaceable(out, overwrite)
         if manifest.kind == "phantom":
             items, seed = _phantom_items(manifest, profile, root), int(manifest.phantom.seed)
-        else:
-            items, seed = _real_items(manifest, root, cache), None
-        workers = _usable_workers(workers, len(items))
-        _build_into(out, items, manifest, manifest_path, identity, profile, params, seed, cache, workers,
-                    progress)
+            _build_into(out, items, manifest, manifest_path, identity, profile, params, seed, cache,
+                        _usable_workers(workers, len(items)), progress)
+            return out
+        try:
+            items = _real_items(manifest, root, cache)
+            _build_into(out, items, manifest, manifest_path, identity, profile, params, None, cache,
+                        _usable_workers(workers, len(items)), progress)
+        except (ManifestError, VolumeError):
+            _raise_every_problem(manifest, root)
+            raise
     return out
+
+
+def _raise_every_problem(manifest: Manifest, root: Path) -> None:
+    """After a real build failed on its first problem: ManifestError with every problem ``data check`` finds.
+
+    Returns without raising when the check finds fewer than two (the first error then stands).
+    """
+    problems = check_manifest(manifest, root)
+    if len(problems) > 1:
+        listing = "\n".join(f"  - {problem}" for problem in problems)
+        raise ManifestError(f"manifest {manifest.name!r}: {len(problems)} problem(s) under {root} (as `uadlab data "
+                            f"check` lists them):\n{listing}") from None
 
 
 def _usable_workers(workers: int, n_items: int) -> int:
