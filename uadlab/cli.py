@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -340,15 +341,31 @@ def _ignored_environment() -> list[tuple[str, str]]:
     return ignored
 
 
+#: The library names a flag beside its Python argument ("pass overwrite=True (--overwrite)", "`seeds`
+#: (--seeds)"); the command line says the flag alone.
+_PYTHON_AND_FLAG = (
+    (re.compile(r"\b\w+=True \((--[\w-]+)\)"), r"\1"),
+    (re.compile(r"(--[\w-]+) \(\w+=True\)"), r"\1"),
+    (re.compile(r"`\w+` \((--[\w-]+)\)"), r"\1"),
+)
+
+
 def _one_line(error: Exception, args: argparse.Namespace) -> str:
-    """The error as one line; an OSError names its file, or the output folder being written."""
+    """The error as one line; an OSError names its file, or the output folder being written.
+
+    >>> _one_line(ValueError("x: pass overwrite=True (--overwrite); `jobs` (--jobs) is for local"), None)
+    'x: pass --overwrite; --jobs is for local'
+    """
     if isinstance(error, OSError):
         reason = error.strerror or str(error) or type(error).__name__
         if error.filename is not None:
             return f"{error.filename}: {reason}"
         out = getattr(args, "out", None)
         return f"{reason} (while writing {out})" if out is not None else reason
-    return str(error)
+    message = str(error)
+    for pattern, flag in _PYTHON_AND_FLAG:
+        message = pattern.sub(flag, message)
+    return message
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

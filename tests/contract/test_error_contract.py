@@ -585,7 +585,7 @@ def test_a_study_whose_folder_is_being_written_is_refused_with_one_line(kind, tm
     ("--data", "phantom.yaml", "--data: not for a study file, which names its own data sets"),
     ("--root", "somewhere", "--root: not for a study file"),
     ("--val-data", "somewhere", "--val-data: not for a study file"),
-    ("--labelled-cases", "1", "`labelled_cases` (--labelled-cases) is for protocol behrendt2024, not bengs2021"),
+    ("--labelled-cases", "1", "uadlab: error: --labelled-cases is for protocol behrendt2024, not bengs2021"),
 ])
 def test_a_study_file_refuses_options_it_would_ignore(flag, value, message, tmp_path, capsys):
     out = tmp_path / "results"
@@ -689,6 +689,14 @@ def test_a_killed_sweep_finishes_on_rerun_without_retraining_a_finished_run(blob
 
 # --- one line for every mistake, everywhere (issue 28) -----------------------------------------------------
 
+def test_the_command_line_names_flags_not_python_arguments(tmp_path, capsys):
+    assert main(["reproduce", "--study", "lambert2021", "--out", str(tmp_path / "o"), "--labelled-cases", "1"]) == 2
+    err = _one_line_error(capsys, "--labelled-cases is for behrendt2024")
+    assert "labelled_cases" not in err and "=True" not in err
+    assert main(["reproduce", "--out", str(tmp_path / "o"), "--jobs", "2", "--only-run", "3D-None"]) == 2
+    assert "`only_run`" not in _one_line_error(capsys, "--only-run executes one run here")
+
+
 def test_version_and_argument_errors_are_one_line(capsys):
     with pytest.raises(SystemExit) as exit_code:
         main(["--version"])
@@ -713,7 +721,7 @@ def test_a_device_uadlab_does_not_run_on_is_refused_before_anything_is_written(w
 
 @pytest.mark.parametrize(("extra", "message"), [
     (["--model", ""], "`model` must name a registered model"),
-    (["--experiment", "mean-image:3D-None", "--compile"], "`compile` (--compile) has nothing to compile"),
+    (["--experiment", "mean-image:3D-None", "--compile"], "uadlab: error: --compile has nothing to compile"),
 ])
 def test_options_that_would_be_ignored_are_refused(world, tmp_path, capsys, extra, message):
     _, _, data, _, _ = world
@@ -773,7 +781,7 @@ def test_every_study_refuses_an_out_that_is_a_file(kind, tmp_path, capsys):
 
 def test_labelled_cases_outside_behrendt2024_or_below_zero_are_refused(tmp_path, capsys):
     assert main(["reproduce", "--out", str(tmp_path / "o"), "--labelled-cases", "-7"]) == 2
-    _one_line_error(capsys, "`labelled_cases` (--labelled-cases) is for behrendt2024, not bengs2021")
+    _one_line_error(capsys, "uadlab: error: --labelled-cases is for behrendt2024, not bengs2021")
     assert main(["reproduce", "--study", "behrendt2024", "--out", str(tmp_path / "o"), "--labelled-cases", "-7"]) == 2
     _one_line_error(capsys, "`labelled_cases` must be an int >= 0, got -7")
     assert not (tmp_path / "o").exists()
@@ -787,7 +795,7 @@ def test_data_fetch_checks_its_out_before_any_download(tmp_path, capsys, monkeyp
 
     monkeypatch.setattr(fetch_module, "_download", no_network)
     assert main(["data", "fetch", "ixi", "--out", ""]) == 2
-    _one_line_error(capsys, "`out` (--out) must name a folder, got ''")
+    _one_line_error(capsys, "uadlab: error: --out must name a folder, got ''")
     a_file = tmp_path / "afile"
     a_file.write_text("mine")
     assert main(["data", "fetch", "ixi", "--out", str(a_file)]) == 2
@@ -816,3 +824,25 @@ def test_data_build_reports_every_problem_data_check_finds(world, tmp_path, caps
     assert [line for line in err.splitlines() if line.startswith("  - ")] == [
         line for line in checked.splitlines() if line.startswith("  - ")]
     assert not (tmp_path / "d").exists()
+
+
+def test_a_full_disk_as_torch_reports_it_is_one_line_and_keeps_the_previous_checkpoint(world, tmp_path, capsys,
+                                                                                         monkeypatch):
+    """torch's zip writer reports a failed write as RuntimeError (measured: a 3 MB tmpfs as --out gave
+    "[enforce fail at inline_container.cc:672] . unexpected pos 2636032 vs 2635920")."""
+    _, _, data, _, _ = world
+    dataset = load_dataset(data)
+    images, masks = dataset.stack(dataset.ids(cohort="healthy", split="train"))
+    val, _ = dataset.stack(dataset.ids(cohort="healthy", split="val"))
+    config = TrainConfig(experiment="3D-None", profile="smoke", data=str(data), max_epochs=3, device="cpu")
+    run = training._prepare_run_dir(config, tmp_path / "run", resume=False, overwrite=False)
+    training._train_arrays(config, run, images, masks, val, _stop_after_epoch=1)  # as if killed after epoch 1
+    before = _digest(run)
+
+    def full_disk(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 2636032 vs 2635920")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    assert main(_train_args(data, run, "--resume", "--max-epochs", "3")) == 2
+    _one_line_error(capsys, f"{run / 'checkpoint.pt'}: writing the checkpoint failed", "is the disk full?")
+    assert _digest(run) == before

@@ -19,6 +19,7 @@ new run is known to start. The caller holds the folder's lock (:func:`uadlab.dat
 
 from __future__ import annotations
 
+import errno
 import random
 import threading
 from collections.abc import Callable, Sequence
@@ -108,11 +109,20 @@ def write_checkpoint(run_dir: Path, checkpoint: dict, columns: Sequence[str], wr
 
     def write() -> None:
         with atomic_write(run_dir / RUN_CHECKPOINT, overwrite=True) as tmp:
-            torch.save(checkpoint, tmp)
+            _save(checkpoint, tmp, run_dir / RUN_CHECKPOINT)
         with atomic_write(run_dir / RUN_HISTORY, overwrite=True) as tmp:
             history.to_csv(tmp, index=False)
 
     writer.submit(write)
+
+
+def _save(checkpoint: dict, tmp: Path, path: Path) -> None:
+    """``torch.save``, its failed writes as the OSError they are (torch's zip writer raises RuntimeError)."""
+    try:
+        torch.save(checkpoint, tmp)
+    except RuntimeError as error:  # "file write failed", "unexpected pos ...": a full disk, a vanished folder
+        reason = " ".join(str(error).split())[:200]
+        raise OSError(errno.EIO, f"writing the checkpoint failed ({reason}); is the disk full?", str(path)) from None
 
 
 class CheckpointWriter:
