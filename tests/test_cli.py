@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
-from uadlab.cli import main
+from uadlab.cli import _parser, main
 from uadlab.errors import RunError
 
 
@@ -72,3 +74,17 @@ def test_reproduce_plan_prints_commands_and_trains_nothing(tmp_path, capsys):
     assert lines[-1].startswith("uadlab reproduce --study bengs2021 --profile lab")
     assert sum("--only-run" in line for line in lines) == 4  # 100 % and the profile's three fractions
     assert [p.name for p in (tmp_path / "results").iterdir()] == ["plan.json"]  # the plan, nothing built
+
+
+def test_every_option_of_every_command_has_help_text():
+    def parsers(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from parsers(sub)
+
+    missing = [f"{parser.prog} {'/'.join(action.option_strings) or action.dest}"
+               for parser in parsers(_parser()) for action in parser._actions
+               if not isinstance(action, argparse._SubParsersAction) and not action.help]
+    assert missing == []

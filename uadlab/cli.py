@@ -220,8 +220,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--profile", default="lab", help="smoke | lab | paper (default: lab), as the data set's")
     train.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/3D-Cube-n")
     train.add_argument("--fraction", type=float, default=1.0, help="share of the healthy training set (0, 1]")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--loss", default="elbo", choices=["elbo", "lambert"])
+    train.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
+    train.add_argument("--loss", default="elbo", choices=["elbo", "lambert"],
+                       help="the VAEs' loss: elbo (Bengs et al.) or lambert (Lambert et al.'s collapse-robust loss)")
     train.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
     train.add_argument("--max-epochs", type=int, default=None, help="override the profile's epoch limit")
     train.add_argument("--precision", default=None, choices=["32", "bf16-mixed", "16-mixed"],
@@ -289,8 +290,9 @@ def _parser() -> argparse.ArgumentParser:
 
     notebooks = sub.add_parser("notebooks", help="run the notebooks").add_subparsers(dest="action", required=True)
     run = notebooks.add_parser("run", help="execute all lab notebooks headless with papermill, in order")
-    run.add_argument("--profile", default="smoke")
-    run.add_argument("--out", type=Path, default=Path("runs/notebooks"))
+    run.add_argument("--profile", default="smoke", help="smoke | lab | paper (default: smoke)")
+    run.add_argument("--out", type=Path, default=Path("runs/notebooks"),
+                     help="folder the labs share: data, runs, executed copies (default: runs/notebooks)")
     run.set_defaults(func=_notebooks_run)
     return parser
 
