@@ -183,6 +183,55 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"uadlab: error: {message} (`{self.prog} -h` shows the usage)\n")
 
 
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    """The ``reproduce`` subcommand: the study, its data, seeds, plan and executors."""
+    reproduce = sub.add_parser("reproduce", help="run a study: data, every run and seed, evaluation, tables")
+    reproduce.add_argument("--study", default="bengs2021",
+                           help="bengs2021 (Table 1, Figs. 4-7; default), lambert2021 (spatial vs dense VAEs), "
+                                "behrendt2024 (reconstruction + supervised segmenter), or a study file (.yaml: "
+                                "protocol, training and test data sets, experiments, seeds)")
+    reproduce.add_argument("--profile", default=None,
+                           help="smoke | lab | paper (default: the study file's, else smoke)")
+    reproduce.add_argument("--out", type=Path, default=Path("results"), help="output folder (default: results)")
+    reproduce.add_argument("--data", default="phantom",
+                           help="built-in studies: 'phantom' (default), a manifest (.yaml) or a built data folder")
+    reproduce.add_argument("--root", type=Path, default=None, help="data root of a real manifest given as --data")
+    reproduce.add_argument("--val-data", type=Path, default=None,
+                           help="built-in studies: a built data set with labelled validation cases for lesion "
+                                "cohorts that have none (e.g. a phantom build for the real sample)")
+    reproduce.add_argument("--experiments", default=None,
+                           help="comma-separated experiments instead of the study's, e.g. 3D-Cube-n,2D-None")
+    reproduce.add_argument("--seeds", default=None,
+                           help="comma-separated training seeds, e.g. 0,1,2: every run once per seed, tables with "
+                                "mean ± sd and paired intervals over seeds and subjects")
+    reproduce.add_argument("--seed", type=int, default=None, help="one training seed (same as --seeds S)")
+    reproduce.add_argument("--labelled-cases", type=int, default=None, metavar="K",
+                           help="behrendt2024: labelled validation cases per lesion cohort for the weakly "
+                                "supervised segmenter (default: 2; 0: none)")
+    reproduce.add_argument("--workers", type=int, default=1,
+                           help="processes building a data set at once (default: 1)")
+    reproduce.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
+    reproduce.add_argument("--max-epochs", type=int, default=None, help="override the profile's epoch limit")
+    reproduce.add_argument("--overwrite", action="store_true",
+                           help="replace tables in OUT that this study did not write, rebuild data sets, and "
+                                "restart runs whose config differs (finished runs with the same config are kept)")
+    reproduce.add_argument("--plan", action="store_true",
+                           help="write OUT/plan.json and print the study as shell commands for a job runner "
+                                "(data, one line per run and seed, collect), then exit")
+    reproduce.add_argument("--only-run", default=None, metavar="NAME",
+                           help="train and evaluate one run of the study, e.g. 2D-None@20 (a --plan line)")
+    reproduce.add_argument("--executor", default="local", choices=["local", "slurm"],
+                           help="local: runs on this machine (default); slurm: one SLURM job per run (submitit)")
+    reproduce.add_argument("--jobs", type=int, default=1,
+                           help="local: runs at once, each with its share of the cores (default: 1)")
+    reproduce.add_argument("--slurm-partition", default=None, help="slurm: partition of the jobs")
+    reproduce.add_argument("--slurm-gpus", type=int, default=None, help="slurm: GPUs per job")
+    reproduce.add_argument("--slurm-time", type=int, default=None, metavar="MINUTES", help="slurm: time limit per job")
+    reproduce.add_argument("--slurm-cpus", type=int, default=None, help="slurm: CPU cores per job")
+    reproduce.add_argument("--slurm-mem", type=int, default=None, metavar="GB", help="slurm: memory per job")
+    reproduce.set_defaults(func=_reproduce)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="uadlab", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"uadlab {__version__}")
@@ -242,51 +291,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--overwrite", action="store_true", help="replace OUT/metrics.json and OUT/subjects.csv")
     evaluate.set_defaults(func=_evaluate)
 
-    reproduce = sub.add_parser("reproduce", help="run a study: data, every run and seed, evaluation, tables")
-    reproduce.add_argument("--study", default="bengs2021",
-                           help="bengs2021 (Table 1, Figs. 4-7; default), lambert2021 (spatial vs dense VAEs), "
-                                "behrendt2024 (reconstruction + supervised segmenter), or a study file (.yaml: "
-                                "protocol, training and test data sets, experiments, seeds)")
-    reproduce.add_argument("--profile", default=None,
-                           help="smoke | lab | paper (default: the study file's, else smoke)")
-    reproduce.add_argument("--out", type=Path, default=Path("results"), help="output folder (default: results)")
-    reproduce.add_argument("--data", default="phantom",
-                           help="built-in studies: 'phantom' (default), a manifest (.yaml) or a built data folder")
-    reproduce.add_argument("--root", type=Path, default=None, help="data root of a real manifest given as --data")
-    reproduce.add_argument("--val-data", type=Path, default=None,
-                           help="built-in studies: a built data set with labelled validation cases for lesion "
-                                "cohorts that have none (e.g. a phantom build for the real sample)")
-    reproduce.add_argument("--experiments", default=None,
-                           help="comma-separated experiments instead of the study's, e.g. 3D-Cube-n,2D-None")
-    reproduce.add_argument("--seeds", default=None,
-                           help="comma-separated training seeds, e.g. 0,1,2: every run once per seed, tables with "
-                                "mean ± sd and paired intervals over seeds and subjects")
-    reproduce.add_argument("--seed", type=int, default=None, help="one training seed (same as --seeds S)")
-    reproduce.add_argument("--labelled-cases", type=int, default=None, metavar="K",
-                           help="behrendt2024: labelled validation cases per lesion cohort for the weakly "
-                                "supervised segmenter (default: 2; 0: none)")
-    reproduce.add_argument("--workers", type=int, default=1,
-                           help="processes building a data set at once (default: 1)")
-    reproduce.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
-    reproduce.add_argument("--max-epochs", type=int, default=None, help="override the profile's epoch limit")
-    reproduce.add_argument("--overwrite", action="store_true",
-                           help="replace tables in OUT that this study did not write, rebuild data sets, and "
-                                "restart runs whose config differs (finished runs with the same config are kept)")
-    reproduce.add_argument("--plan", action="store_true",
-                           help="write OUT/plan.json and print the study as shell commands for a job runner "
-                                "(data, one line per run and seed, collect), then exit")
-    reproduce.add_argument("--only-run", default=None, metavar="NAME",
-                           help="train and evaluate one run of the study, e.g. 2D-None@20 (a --plan line)")
-    reproduce.add_argument("--executor", default="local", choices=["local", "slurm"],
-                           help="local: runs on this machine (default); slurm: one SLURM job per run (submitit)")
-    reproduce.add_argument("--jobs", type=int, default=1,
-                           help="local: runs at once, each with its share of the cores (default: 1)")
-    reproduce.add_argument("--slurm-partition", default=None, help="slurm: partition of the jobs")
-    reproduce.add_argument("--slurm-gpus", type=int, default=None, help="slurm: GPUs per job")
-    reproduce.add_argument("--slurm-time", type=int, default=None, metavar="MINUTES", help="slurm: time limit per job")
-    reproduce.add_argument("--slurm-cpus", type=int, default=None, help="slurm: CPU cores per job")
-    reproduce.add_argument("--slurm-mem", type=int, default=None, metavar="GB", help="slurm: memory per job")
-    reproduce.set_defaults(func=_reproduce)
+    _add_reproduce(sub)
 
     notebooks = sub.add_parser("notebooks", help="run the notebooks").add_subparsers(dest="action", required=True)
     run = notebooks.add_parser("run", help="execute all lab notebooks headless with papermill, in order")

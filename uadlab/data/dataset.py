@@ -222,18 +222,8 @@ def build_dataset(
         raise ValueError(f"`workers` must be at least 1, got {workers!r}")
     profile = get_profile(profile)
     manifest = load_manifest(manifest_path)
-    manifest_sha = hashlib.sha256(manifest_path.read_bytes()).hexdigest()
     params = PreprocessingParams.from_profile(profile)
-    uses_root = manifest.kind == "real" or manifest.phantom.sources != "mni152"
-    identity = {
-        "manifest_sha256": manifest_sha, "profile": profile.name,
-        "root": str(root.resolve()) if uses_root and root is not None else None, "preprocessing": params.to_dict(),
-    }
-    if manifest.kind == "phantom":  # what the manifest text does not pin down: the defaults, the counts
-        identity["phantom"] = {
-            "params": PhantomParams(**manifest.phantom.params).to_dict(),
-            "counts": _phantom_counts(manifest, profile),
-        }
+    identity = _identity(manifest, manifest_path, root, profile, params)
     if manifest.kind == "real" and root is None:
         raise ValueError(f"`root` must be the folder of the real data set {manifest.name!r}, got None")
     with folder_lock(out):
@@ -241,19 +231,38 @@ def build_dataset(
         if not overwrite and out.exists() and _same_build(out, identity):
             return out
         _check_replaceable(out, overwrite)
-        if manifest.kind == "phantom":
-            items, seed = _phantom_items(manifest, profile, root), int(manifest.phantom.seed)
-            _build_into(out, items, manifest, manifest_path, identity, profile, params, seed, cache,
-                        _usable_workers(workers, len(items)), progress)
-            return out
         try:
-            items = _real_items(manifest, root, cache)
-            _build_into(out, items, manifest, manifest_path, identity, profile, params, None, cache,
-                        _usable_workers(workers, len(items)), progress)
+            if manifest.kind == "phantom":
+                items, seed = _phantom_items(manifest, profile, root), int(manifest.phantom.seed)
+            else:
+                items, seed = _real_items(manifest, root, cache), None
+            workers = _usable_workers(workers, len(items))
+            _build_into(out, items, manifest, manifest_path, identity, profile, params, seed, cache, workers,
+                        progress)
         except (ManifestError, VolumeError):
-            _raise_every_problem(manifest, root)
+            if manifest.kind == "real":
+                _raise_every_problem(manifest, root)
             raise
     return out
+
+
+def _identity(manifest: Manifest, manifest_path: Path, root: Path | None, profile: Profile,
+              params: PreprocessingParams) -> dict:
+    """What makes two builds the same data set: the manifest text, root, profile and preprocessing.
+
+    For a phantom also what the manifest text does not pin down: the resolved parameters and counts.
+    """
+    uses_root = manifest.kind == "real" or manifest.phantom.sources != "mni152"
+    identity = {
+        "manifest_sha256": hashlib.sha256(manifest_path.read_bytes()).hexdigest(), "profile": profile.name,
+        "root": str(root.resolve()) if uses_root and root is not None else None, "preprocessing": params.to_dict(),
+    }
+    if manifest.kind == "phantom":
+        identity["phantom"] = {
+            "params": PhantomParams(**manifest.phantom.params).to_dict(),
+            "counts": _phantom_counts(manifest, profile),
+        }
+    return identity
 
 
 def _raise_every_problem(manifest: Manifest, root: Path) -> None:

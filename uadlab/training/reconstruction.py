@@ -67,7 +67,7 @@ from uadlab.training.config import HISTORY_COLUMNS, TrainConfig, resume_differen
 from uadlab.training.devices import available_device, resolve_device
 from uadlab.training.experiments import parse_experiment
 from uadlab.training.fit import Session, fit, seed_everything, train_pass
-from uadlab.training.runs import clear_run, load_checkpoint, prepare_run_dir, refuse_differences
+from uadlab.training.runs import clear_run, load_checkpoint, prepare_run_dir, read_run, refuse_differences
 
 __all__ = ["TrainResult", "train", "load_run", "run_status", "training_subset"]
 
@@ -241,12 +241,7 @@ def load_run(run_dir: str | Path, *,
     """
     run_dir = Path(run_dir)
     target = available_device(device)
-    if not (run_dir / RUN_CONFIG).is_file():
-        raise RunError(f"{run_dir}: not a training run (no {RUN_CONFIG})")
-    config = TrainConfig.from_yaml(run_dir / RUN_CONFIG)
-    checkpoint = load_checkpoint(run_dir)
-    if checkpoint is None:
-        raise RunError(f"{run_dir}: no {RUN_CHECKPOINT}; train the run first")
+    config, checkpoint = read_run(run_dir, TrainConfig.from_yaml, "training run", "run")
     model = build_from_record(_checkpoint_record(checkpoint, config))
     model.load_state_dict(checkpoint["best_model"])
     to_device(model, target)

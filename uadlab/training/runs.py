@@ -24,6 +24,7 @@ import random
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -33,8 +34,10 @@ from uadlab.data.io import atomic_write
 from uadlab.errors import RunError
 from uadlab.layout import DATASET_RECORD, RUN_CHECKPOINT, RUN_CONFIG, RUN_FILES, RUN_HISTORY
 
-__all__ = ["prepare_run_dir", "refuse_differences", "clear_run", "load_checkpoint", "CheckpointWriter",
+__all__ = ["prepare_run_dir", "refuse_differences", "clear_run", "read_run", "load_checkpoint", "CheckpointWriter",
            "write_checkpoint", "get_rng_states", "set_rng_states"]
+
+T = TypeVar("T")
 
 
 def prepare_run_dir(out_dir: str | Path, *, resume: bool, overwrite: bool,
@@ -162,6 +165,26 @@ class CheckpointWriter:
         if self._error is not None and raise_error:
             error, self._error = self._error, None
             raise error
+
+
+def read_run(run_dir: Path, read_config: Callable[[Path], T], kind: str, noun: str) -> tuple[T, dict]:
+    """A finished or stopped run's config (``read_config(run_dir / config.yaml)``) and checkpoint.
+
+    Args:
+        run_dir: the run folder.
+        read_config: reads ``config.yaml`` (``TrainConfig.from_yaml``, ``SegmenterConfig.from_yaml``).
+        kind, noun: for the messages, e.g. ``"training run"`` and ``"run"``.
+
+    Raises:
+        RunError: no ``config.yaml`` or ``checkpoint.pt`` in ``run_dir``, or either is unreadable.
+    """
+    if not (run_dir / RUN_CONFIG).is_file():
+        raise RunError(f"{run_dir}: not a {kind} (no {RUN_CONFIG})")
+    config = read_config(run_dir / RUN_CONFIG)
+    checkpoint = load_checkpoint(run_dir)
+    if checkpoint is None:
+        raise RunError(f"{run_dir}: no {RUN_CHECKPOINT}; train the {noun} first")
+    return config, checkpoint
 
 
 def load_checkpoint(run_dir: Path) -> dict | None:

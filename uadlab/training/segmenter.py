@@ -78,7 +78,7 @@ from uadlab.training.anomaly_pools import (
 )
 from uadlab.training.devices import available_device, resolve_device
 from uadlab.training.fit import Session, fit, seed_everything, train_pass
-from uadlab.training.runs import clear_run, load_checkpoint, prepare_run_dir, refuse_differences
+from uadlab.training.runs import clear_run, load_checkpoint, prepare_run_dir, read_run, refuse_differences
 from uadlab.training.synthetic_anomalies import KINDS
 
 __all__ = ["SegmenterConfig", "SegmenterResult", "SEGMENTER_HISTORY_COLUMNS", "train_segmenter",
@@ -296,12 +296,7 @@ def load_segmenter(run_dir: str | Path, *, device: str | torch.device | None = N
     """
     run_dir = Path(run_dir)
     target = available_device(device)
-    if not (run_dir / RUN_CONFIG).is_file():
-        raise RunError(f"{run_dir}: not a segmenter run (no {RUN_CONFIG})")
-    config = SegmenterConfig.from_yaml(run_dir / RUN_CONFIG)
-    checkpoint = load_checkpoint(run_dir)
-    if checkpoint is None:
-        raise RunError(f"{run_dir}: no {RUN_CHECKPOINT}; train the segmenter first")
+    config, checkpoint = read_run(run_dir, SegmenterConfig.from_yaml, "segmenter run", "segmenter")
     return _best_segmenter(config, checkpoint, target)
 
 
