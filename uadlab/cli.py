@@ -17,7 +17,7 @@ Subcommands::
     uadlab train --experiment NAME [--model M] --data DIR --profile P --out runs/NAME [--fraction F] [--seed S]
                  [--precision 32|bf16-mixed|16-mixed] [--compile] [--resume] [--overwrite]
     uadlab evaluate --run runs/NAME --data DIR [--val-data DIR2] --out OUT
-    uadlab reproduce --study bengs2021|lambert2021|behrendt2024|FILE.yaml --profile P --out results/
+    uadlab reproduce --study bengs2021|lambert2021|behrendt2024|zoo|FILE.yaml --profile P --out results/
                      [--data phantom|MANIFEST|DIR] [--root R] [--val-data DIR] [--seeds 0,1,2] [--experiments A,B]
                      [--overwrite] [--workers N] [--plan | --only-run NAME] [--labelled-cases K]
                      [--executor local|slurm] [--jobs N] [--slurm-partition P] [--slurm-gpus G] [--slurm-time MIN]
@@ -188,7 +188,8 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     reproduce = sub.add_parser("reproduce", help="run a study: data, every run and seed, evaluation, tables")
     reproduce.add_argument("--study", default="bengs2021",
                            help="bengs2021 (Table 1, Figs. 4-7; default), lambert2021 (spatial vs dense VAEs), "
-                                "behrendt2024 (reconstruction + supervised segmenter), or a study file (.yaml: "
+                                "behrendt2024 (reconstruction + supervised segmenter), zoo (every model family "
+                                "in 2D and 3D), or a study file (.yaml: "
                                 "protocol, training and test data sets, experiments, seeds)")
     reproduce.add_argument("--profile", default=None,
                            help="smoke | lab | paper (default: the study file's, else smoke)")

@@ -8,6 +8,10 @@ the earlier ones; that is why they run in order. Executed copies go to ``OUT_DIR
 
 Headless runs pass ``INTERACTIVE=False``: the widgets of :mod:`uadlab.viz.widgets` then render static
 figures, so nothing waits for a browser.
+
+Lab 08 reads the results of a zoo study (:mod:`uadlab.studies.zoo`), its own small one or any other, without
+writing to them: :func:`zoo_results` finds the study's folder, :func:`zoo_maps` predicts one family's run on a
+cohort.
 """
 
 from __future__ import annotations
@@ -17,14 +21,15 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from uadlab.errors import UadlabError
+from uadlab._checks import check_int, check_path
+from uadlab.errors import RunError, UadlabError
 from uadlab.layout import ResultsLayout
 from uadlab.profiles import Profile, get_profile
 
-__all__ = ["NOTEBOOKS", "NOTEBOOK_DIR", "NotebookError", "Lab", "start_lab", "run_notebooks", "strip_outputs",
-           "notebook_problems", "figure_calls"]
+__all__ = ["NOTEBOOKS", "NOTEBOOK_DIR", "NotebookError", "Lab", "start_lab", "ZooMaps", "zoo_results", "zoo_maps",
+           "run_notebooks", "strip_outputs", "notebook_problems", "figure_calls"]
 
 #: The labs, in the order they must run.
 NOTEBOOKS: tuple[str, ...] = (
@@ -36,6 +41,7 @@ NOTEBOOKS: tuple[str, ...] = (
     "05_data_size.ipynb",
     "06_lambert_spatial_vs_dense.ipynb",
     "07_recon_plus_supervised.ipynb",
+    "08_model_zoo.ipynb",
 )
 
 #: Folder of the notebooks in the source tree.
@@ -161,6 +167,105 @@ def start_lab(name: str, *, profile: str | Profile = "smoke", out_dir: str | Pat
     # Built by lab 00; build_dataset returns an existing identical data set untouched.
     dataset = load_dataset(context.data_dir(context.train_data))
     return Lab(name, prof, layout, results, dataset, int(seed), context)
+
+
+class ZooMaps(NamedTuple):
+    """One run of a zoo study, predicted on one cohort (:func:`zoo_maps`).
+
+    Attributes:
+        experiment: the run's experiment, e.g. ``"dae:3D-None"``.
+        maps: ``{subject id: SubjectMaps}`` (:func:`uadlab.evaluation.inference.predict`), in the data set's order.
+        threshold: the threshold the study fitted for the cohort on its validation split (``metrics.json``).
+    """
+
+    experiment: str
+    maps: dict[str, Any]
+    threshold: float
+
+
+def zoo_results(folder: str | Path) -> ResultsLayout:
+    """The results of a zoo study (``uadlab reproduce --study zoo``, :mod:`uadlab.studies.zoo`), read-only.
+
+    Args:
+        folder: the study's folder, which holds ``zoo.csv`` (``OUT/zoo`` of a built-in study, ``OUT`` of a
+            study file with ``protocol: zoo``), or the ``OUT`` folder above ``OUT/zoo``.
+
+    Returns:
+        The :class:`~uadlab.layout.ResultsLayout` of the study's folder: ``.table("zoo.csv")``,
+        ``.figures``, ``.report``, ``.run(experiment, seed=...)``.
+
+    Raises:
+        TypeError: ``folder`` is not a path.
+        RunError: neither ``folder`` nor ``folder/zoo`` holds ``zoo.csv``.
+    """
+    folder = check_path("folder", folder)
+    for candidate in (folder, folder / "zoo"):
+        if (candidate / "zoo.csv").is_file():
+            return ResultsLayout(candidate)
+    raise RunError(f"{folder}: no zoo.csv here or in {folder / 'zoo'}; `uadlab reproduce --study zoo --out OUT` "
+                   "writes it into OUT/zoo")
+
+
+def zoo_maps(folder: str | Path, family: str, spatial_dims: int, *, cohort: str, split: str = "test", seed: int = 0,
+             data: str | None = None, progress: bool = False) -> ZooMaps:
+    """The anomaly maps of one family's run of a zoo study on one cohort, with the study's threshold.
+
+    Reads the study's folder only: the run's best weights (:func:`uadlab.training.load_run`) predict the
+    cohort's subjects of the data set the study evaluated (``metrics.json``'s ``data``) with the
+    post-processing the study used (the paper's), so ``SubjectMaps.residual`` holds the family's voxel
+    score (:meth:`uadlab.models.base.ModelBase.anomaly_score`).
+
+    Args:
+        folder: as :func:`zoo_results`.
+        family: a registered model (:data:`uadlab.models.MODELS`), e.g. ``"dae"``.
+        spatial_dims: 2 or 3; the run is the zoo's experiment of ``family`` in that dimension
+            (:func:`uadlab.studies.zoo.family_experiments`).
+        cohort: a lesion cohort the study scored, e.g. ``"tumour"``.
+        split: the cohort's split to predict: ``"test"`` (scored with ``threshold``) or ``"val"`` (where
+            ``threshold`` was fitted).
+        seed: the run's training seed.
+        data: the scored data set's name where a study file scores several (its evaluation sub-folder);
+            ``None`` for a built-in study.
+        progress: a progress bar over the subjects.
+
+    Returns:
+        The :class:`ZooMaps`.
+
+    Raises:
+        TypeError: ``spatial_dims`` or ``seed`` not an int.
+        ValueError: an unknown family, a dimension the family has no zoo run in, a cohort the run was not
+            scored on, a split other than ``"test"`` or ``"val"``.
+        RunError: no zoo results in ``folder``; the run or its evaluation is missing or unreadable.
+        DatasetError: the evaluated data set is gone.
+    """
+    from uadlab.data import load_dataset
+    from uadlab.evaluation.inference import predict
+    from uadlab.studies.zoo import family_experiments
+    from uadlab.training import load_run
+    from uadlab.training.experiments import parse_experiment
+
+    layout = zoo_results(folder)
+    check_int("spatial_dims", spatial_dims, "2 or 3", lambda v: v in (2, 3))
+    check_int("seed", seed, "a non-negative int", lambda v: v >= 0)
+    if split not in ("test", "val"):
+        raise ValueError(f"`split` must be 'test' or 'val', got {split!r}")
+    runs = {parse_experiment(e).spatial_dims: e for e in family_experiments(family)}  # ValueError: unknown family
+    if spatial_dims not in runs:
+        raise ValueError(f"`spatial_dims` must be one of {sorted(runs)} for family {family!r}, got {spatial_dims!r}")
+    experiment = runs[spatial_dims]
+    metrics_file = layout.metrics(experiment, seed=int(seed), data=data)
+    try:
+        metrics = json.loads(metrics_file.read_text())
+    except (OSError, ValueError) as error:
+        raise RunError(f"{metrics_file}: the zoo's evaluation of {experiment} (seed {seed}) is missing or "
+                       f"unreadable ({error})") from error
+    if cohort not in metrics.get("cohorts", {}):
+        raise ValueError(f"`cohort` must be one of {sorted(metrics.get('cohorts', {}))} (scored by {experiment}), "
+                         f"got {cohort!r}")
+    model, _ = load_run(layout.run(experiment, seed=int(seed)))
+    dataset = load_dataset(metrics["data"])
+    maps = predict(model, dataset, dataset.ids(cohort=cohort, split=split), progress=progress)
+    return ZooMaps(experiment, maps, float(metrics["cohorts"][cohort]["threshold"]))
 
 
 def run_notebooks(*, profile: str = "smoke", out: str | Path, notebooks: Sequence[str] | None = None,

@@ -99,6 +99,19 @@ def test_make_maps_passes_postprocessing_options(rng):
     np.testing.assert_array_equal(raw.affine, np.eye(4))
 
 
+def test_make_maps_takes_a_models_own_score_in_place_of_the_residual(rng):
+    image, brain, lesion = _volumes(rng)
+    score = 5.0 * lesion.astype(np.float32)  # e.g. a z-score: not bounded by 1
+    maps = make_maps("a", image, image, brain, lesion, score=score, postprocess_kwargs={"median_size": 1,
+                                                                                       "erosion_iterations": 0})
+    np.testing.assert_array_equal(maps.residual, score)
+    np.testing.assert_array_equal(maps.anomaly_map, score)  # post-processed as a residual would be
+    with pytest.raises(ValueError, match="`score` must have the shape of `image`"):
+        make_maps("a", image, image, brain, score=score[1:])
+    with pytest.raises(ValueError, match="`score` must be finite and non-negative"):
+        make_maps("a", image, image, brain, score=-score)
+
+
 def test_make_maps_accepts_01_masks_and_no_lesion(rng):
     image, brain, _ = _volumes(rng)
     maps = make_maps("h", image, image, brain.astype(np.uint8))

@@ -154,6 +154,18 @@ def test_fit_threshold_passes_its_options(val):
         fit_threshold(val, thresholds=[0.2])
 
 
+def test_fit_threshold_searches_the_range_of_a_score_beyond_one(val):
+    scaled = {k: dataclasses.replace(m, anomaly_map=20 * m.anomaly_map) for k, m in val.items()}
+    top = max(float(m.anomaly_map.max()) for m in scaled.values())
+    assert top > 1
+    scores = [m.anomaly_map for m in scaled.values()]
+    labels = [m.lesion_mask for m in scaled.values()]
+    assert fit_threshold(scaled) == metrics.greedy_threshold_search(scores, labels, 10, 0.0, top)
+    assert fit_threshold(val) == metrics.greedy_threshold_search(  # a residual in [0, 1]: the paper's interval
+        [m.anomaly_map for m in val.values()], labels, 10, 0.0, 1.0)
+    assert fit_threshold(scaled) > 1  # the lesions' scores lie above the paper's interval, and it is found there
+
+
 def test_confidence_intervals_are_seeded_and_bracket_the_estimate(test):
     a = score(test, 0.05, n_resamples=200, seed=3)
     b = score(test, 0.05, n_resamples=200, seed=3)
@@ -338,8 +350,8 @@ def fake_run(monkeypatch, rng):
     monkeypatch.setattr(evaluation, "load_dataset", load)
     monkeypatch.setattr(evaluation, "run_status",
                         lambda run_dir: {"epochs": 3, "best_epoch": 2, "max_epochs": 3, "finished": True})
-    monkeypatch.setattr("uadlab.evaluation.inference.reconstruct",
-                        lambda model, volume, batch_size, device: np.minimum(volume, 0.3))
+    monkeypatch.setattr("uadlab.evaluation.inference.reconstruct_and_score", lambda model, volume, batch_size, device: (
+        np.minimum(volume, 0.3), volume - np.minimum(volume, 0.3)))  # the residual: the default score
     return datasets
 
 

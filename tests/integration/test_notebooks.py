@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from uadlab.data import load_dataset
+from uadlab.errors import RunError
 from uadlab.layout import RUN_CHECKPOINT, ResultsLayout
 from uadlab.notebooks import (
     NOTEBOOK_DIR,
@@ -25,7 +28,10 @@ from uadlab.notebooks import (
     notebook_problems,
     run_notebooks,
     strip_outputs,
+    zoo_maps,
+    zoo_results,
 )
+from uadlab.studies import run_study
 
 
 def _write(path, cells):
@@ -115,10 +121,49 @@ def test_failing_cell_is_named_in_the_error(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
+# Reading a zoo study (lab 08)
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.slow  # a few seconds: a one-epoch autoencoder and the z-score floor
+def test_zoo_maps_predicts_a_family_run_of_a_zoo_folder_and_writes_nothing(blob_dataset, tmp_path):
+    out = tmp_path / "out"
+    run_study("zoo", out, profile="smoke", data=blob_dataset, experiments=["ae-dense:2D-None", "zscore:3D-None"],
+              max_epochs=1)
+    before = {path: path.stat().st_mtime_ns for path in out.rglob("*")}
+    assert zoo_results(out).root == zoo_results(out / "zoo").root == out / "zoo"  # OUT or its zoo/ folder
+
+    floor = zoo_maps(out, "zscore", 3, cohort="tumour")
+    metrics = json.loads(ResultsLayout(out / "zoo").metrics("zscore:3D-None").read_text())
+    assert floor.experiment == "zscore:3D-None" and floor.threshold == metrics["cohorts"]["tumour"]["threshold"]
+    assert list(floor.maps) == load_dataset(blob_dataset).ids(cohort="tumour", split="test")
+    m = floor.maps[list(floor.maps)[0]]
+    assert m.lesion_voxels > 0 and not np.allclose(m.residual, np.abs(m.image - m.recon))  # the floor's own score
+    ae = zoo_maps(out / "zoo", "ae-dense", 2, cohort="stroke", split="val")
+    assert list(ae.maps) == load_dataset(blob_dataset).ids(cohort="stroke", split="val")
+    assert all(np.allclose(m.residual, np.abs(m.image - m.recon), atol=1e-6) for m in ae.maps.values())
+    assert {path: path.stat().st_mtime_ns for path in out.rglob("*")} == before  # read-only
+
+    with pytest.raises(ValueError, match=r"`spatial_dims` must be one of \[3\] for family 'zscore', got 2"):
+        zoo_maps(out, "zscore", 2, cohort="tumour")
+    with pytest.raises(ValueError, match=r"`cohort` must be one of \['stroke', 'tumour'\] \(scored by zscore"):
+        zoo_maps(out, "zscore", 3, cohort="brats")
+    with pytest.raises(ValueError, match="`split` must be 'test' or 'val'"):
+        zoo_maps(out, "zscore", 3, cohort="tumour", split="train")
+    with pytest.raises(ValueError, match="unknown-family"):
+        zoo_maps(out, "unknown-family", 3, cohort="tumour")
+    with pytest.raises(TypeError, match="`spatial_dims` must be 2 or 3"):
+        zoo_maps(out, "zscore", "3", cohort="tumour")
+    with pytest.raises(RunError, match="the zoo's evaluation of dae:3D-None \\(seed 0\\) is missing"):
+        zoo_maps(out, "dae", 3, cohort="tumour")
+    with pytest.raises(RunError, match="no zoo.csv here or in"):
+        zoo_results(tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------
 # Executing all of them (smoke profile)
 # ----------------------------------------------------------------------------------------------
 
-#: Labs 01-05 build on each other's runs; 06 and 07 run their own studies on lab 00's data set.
+#: Labs 01-05 build on each other's runs; 06, 07 and 08 run their own studies on lab 00's data set.
 CHAINS: dict[str, tuple[str, ...]] = {"models": NOTEBOOKS[:6], "studies": (NOTEBOOKS[0], *NOTEBOOKS[6:])}
 
 
@@ -210,7 +255,8 @@ def test_every_figure_cell_holds_a_picture(executed):
                 f"{path.name} cell {index}: a figure shown as text"
             checked += 1
     chain = next(name for name, labs in CHAINS.items() if [p.name for p in paths] == list(labs))
-    assert checked >= {"models": 20, "studies": 7}[chain]  # 00: 3, 01: 4, 02: 5, 03: 3, 04: 3, 05: 2; 06: 1, 07: 3
+    # 00: 3, 01: 4, 02: 5, 03: 3, 04: 3, 05: 2; 06: 1, 07: 3, 08: 2
+    assert checked >= {"models": 20, "studies": 9}[chain]
 
 
 @_mark
@@ -321,3 +367,28 @@ def test_07_recon_plus_supervised_outputs(executed):
     assert summary["rows"] == len(table) and summary["noise_levels"] == [100, 250, 500, 750]
     for name in ("ddpm_noise_levels.png", "segmenter_vs_residual.png"):
         assert (results / name).stat().st_size > 1000
+
+
+@_mark
+@_in_chain("studies")
+def test_08_model_zoo_outputs(executed):
+    out, _ = executed
+    results = out / "08_model_zoo"
+    table = pd.read_csv(results / "zoo.csv")
+    experiments = ["ae-dense:2D-None", "ae-dense:3D-None", "dae:2D-None", "dae:3D-None"]
+    assert list(table["experiment"].unique()) == experiments  # the small zoo of the parameters cell
+    assert set(table["dataset"]) == {"tumour", "stroke"} and set(table["spatial_dims"]) == {2, 3}
+    scores = table[["dice_d", "dice_d_fpr1", "oracle_dice_d", "auprc"]]
+    assert ((scores >= 0) & (scores <= 1)).all().all()
+    np.testing.assert_allclose(table["optimism_gap"], table["oracle_dice_d"] - table["dice_d"])
+    assert (table["optimism_gap"] >= -1e-9).all()  # the oracle bounds the honest DICE_D
+    pd.testing.assert_frame_equal(table, pd.read_csv(out / "zoo" / "zoo.csv"))  # the study's table, as `reproduce`
+    assert (out / "zoo" / "report.md").exists() and (out / "zoo" / "figures" / "zoo_3d_vs_2d.png").exists()
+    assert (results / "zoo_3d_vs_2d.png").stat().st_size > 1000
+    summary = json.loads((results / "zoo.json").read_text())
+    assert summary["zoo_dir"] == str(out / "zoo") and summary["experiments"] == experiments
+    assert summary["compared"] == ["ae-dense:3D-None", "dae:3D-None"] and summary["cohort"] == "tumour"
+    assert summary["subjects"] == load_dataset(ResultsLayout(out).data).ids(cohort="tumour", split="test")
+    assert all(np.isfinite(t) and t > 0 for t in summary["thresholds"])
+    assert set(summary["best_by_dice_d"]) == {"tumour", "stroke"} and set(summary["best_by_dice_d"].values()) <= \
+        set(experiments)

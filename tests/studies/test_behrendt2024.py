@@ -95,7 +95,7 @@ def test_bad_study_options_are_refused(tmp_path, blob_dataset, capsys):
         run_study("bengs2021", tmp_path, data=blob_dataset, labelled_cases=1)
     assert not any(tmp_path.iterdir())
     assert main(["reproduce", "--study", "behrendt2025", "--data", str(blob_dataset), "--out", str(tmp_path)]) == 2
-    assert "`study` must be one of ['bengs2021', 'lambert2021', 'behrendt2024'] or a study file" in \
+    assert "`study` must be one of ['bengs2021', 'lambert2021', 'behrendt2024', 'zoo'] or a study file" in \
         capsys.readouterr().err
 
 

@@ -14,7 +14,7 @@ from uadlab.studies import plan_study, run_study
 REPO = Path(__file__).resolve().parents[2]
 # --- plans ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["bengs2021", "lambert2021", "behrendt2024", "file"])
+@pytest.mark.parametrize("kind", ["bengs2021", "lambert2021", "behrendt2024", "zoo", "file"])
 def test_every_kind_of_study_plans_every_seed_in_dependency_order(kind, blob_dataset, tmp_path):
     study = str(REPO / "studies" / "sample_real.yaml") if kind == "file" else kind
     choices = {} if kind == "file" else {"data": blob_dataset}

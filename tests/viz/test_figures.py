@@ -333,6 +333,21 @@ def test_seed_spread_plot_one_panel_per_test_set_one_dot_per_seed():
         viz.seed_spread_plot(rows.drop(columns="seed"))
 
 
+def test_dimension_plot_puts_each_family_3d_against_its_2d_with_seed_sd():
+    summary = pd.DataFrame({"family": ["ae-dense", "ae-dense", "zscore"], "spatial_dims": [2, 3, 3],
+                            "dataset": "tumour", "dice_d": [0.30, 0.40, 0.10], "dice_d_seed_sd": [0.02, 0.01, np.nan]})
+    fig = viz.dimension_plot(summary)
+    (ax,) = fig.axes
+    points = [line.get_xydata() for line in ax.lines if line.get_marker() == "o"]
+    np.testing.assert_allclose(points[0], [[30.0, 40.0]])  # x: 2D, y: 3D, percent
+    assert any(np.allclose(line.get_ydata(), 10.0) for line in ax.lines if line.get_linestyle() == "--")  # 3D only
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ae-dense"]
+    only_3d = viz.dimension_plot(summary[summary["family"] == "zscore"])  # no pair: no legend, no warning
+    assert only_3d.axes[0].get_legend() is None
+    with pytest.raises(ValueError, match="spatial_dims"):
+        viz.dimension_plot(summary.drop(columns="spatial_dims"))
+
+
 # ----------------------------------------------------------------------------------------------
 # Display in notebooks
 # ----------------------------------------------------------------------------------------------

@@ -261,3 +261,126 @@ def test_erasing_titles_do_not_run_into_each_other_at_p_zero(subject, experiment
     for ax in fig.axes:
         title, panel = ax.title.get_window_extent(), ax.get_window_extent()
         assert panel.x0 - 2 <= title.x0 and title.x1 <= panel.x1 + 2, ax.get_title()
+
+
+# ----------------------------------------------------------------------------------------------
+# Family explorer
+# ----------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def families(subject):
+    """Two families' maps of the same three subjects; s3's lesion lies on slice 3, not 8."""
+    image, brain, lesion, recon = subject
+    other = np.zeros(SHAPE, bool)
+    other[6:10, 6:10, 3] = True
+    lesions = {"s1": lesion, "s2": lesion, "s3": other}
+    options = {"postprocess_kwargs": {"median_size": 1}}
+    a = {i: make_maps(i, image, recon, brain, m, **options) for i, m in lesions.items()}
+    b = {i: make_maps(i, image, image * 0.8, brain, m, score=np.abs(image - recon) * 3, **options)
+         for i, m in lesions.items()}
+    return a, b
+
+
+def test_family_explorer_builds_a_subject_dropdown_and_a_slice_slider(families):
+    box = widgets.family_explorer(*families, labels=("ae-dense", "dae"))
+    assert isinstance(box, ipywidgets.VBox)
+    (chooser, slider), extra, image = _parts(box)
+    assert isinstance(chooser, ipywidgets.Dropdown) and chooser.options == (("s1", 0), ("s2", 1), ("s3", 2))
+    assert isinstance(slider, ipywidgets.IntSlider) and (slider.value, slider.max) == (8, SHAPE[2] - 1)
+    assert extra == [] and image.value[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_family_explorer_both_rows_follow_the_dropdown_and_the_slider(families):
+    def static(subject, k):
+        return widgets._png(widgets.family_explorer(*families, labels=("ae-dense", "dae"), subject=subject,
+                                                    slice_index=k, static=True))
+
+    box = widgets.family_explorer(*families, labels=("ae-dense", "dae"))
+    (chooser, slider), _, image = _parts(box)
+    assert image.value == static(0, 8)
+    slider.value = 5
+    assert image.value == static(0, 5)
+    chooser.value = 1  # a new subject opens at its slice with most lesion
+    assert slider.value == 8 and image.value == static(1, 8)
+    slider.value = 5
+    assert image.value == static(1, 5)
+    chooser.value = 2
+    assert slider.value == 3 and image.value == static(2, 3)
+
+
+def test_family_explorer_draws_once_when_the_dropdown_moves_the_slider(families, monkeypatch):
+    box = widgets.family_explorer(*families)
+    (chooser, slider), _, _ = _parts(box)
+    drawn = []
+    render = widgets._png
+    monkeypatch.setattr(widgets, "_png", lambda fig: drawn.append(fig) or render(fig))
+    chooser.value = 1  # s2's lesion lies on slice 8 too: the slider stays
+    assert slider.value == 8 and len(drawn) == 1
+    chooser.value = 2  # moves the slider from 8 to 3
+    assert slider.value == 3 and len(drawn) == 2
+
+
+def test_family_explorer_static_shows_each_family_with_its_own_score_and_threshold(families):
+    fig = widgets.family_explorer(*families, labels=("ae-dense", "dae"), thresholds=(0.1, None), subject=2,
+                                  static=True)
+    assert isinstance(fig, Figure) and len(fig.axes) == 8
+    assert [ax.get_title() for ax in fig.axes] == [
+        "s3, slice 3", "reconstruction", "residual |x - recon|", "anomaly map > 0.1",
+        "s3, slice 3", "reconstruction", "the family's own score", "anomaly map"]
+    assert [fig.axes[0].get_ylabel(), fig.axes[4].get_ylabel()] == ["ae-dense", "dae"]
+    assert len(fig.axes[3].collections) == 2 and len(fig.axes[7].collections) == 1  # lesion (+ prediction) outlines
+
+
+def test_family_explorer_takes_sequences_and_aligns_the_second_set_to_the_first(families):
+    a, b = families
+    box = widgets.family_explorer(list(a.values()), dict(reversed(list(b.items()))))
+    (chooser, _), _, image = _parts(box)
+    assert chooser.options == (("s1", 0), ("s2", 1), ("s3", 2))
+    assert image.value == widgets._png(widgets.family_explorer(a, b, static=True))
+
+
+def test_family_explorer_refuses_different_subjects_in_one_error(families):
+    a, b = families
+    b = {"s1": b["s1"], "s3": b["s3"], "s4": b["s1"]}
+    with pytest.raises(ValueError, match=r"`maps_a` and `maps_b` must hold the same subjects, got only in ae: "
+                                         r"\['s2'\], only in dae: \['s4'\]"):
+        widgets.family_explorer(a, b, labels=("ae", "dae"))
+
+
+def test_family_explorer_validation(families, subject):
+    a, b = families
+    with pytest.raises(TypeError, match="`static` must be a bool"):
+        widgets.family_explorer(a, b, static=1)
+    with pytest.raises(TypeError, match="`maps_a` must be a sequence of SubjectMaps or a mapping"):
+        widgets.family_explorer(None, b)
+    with pytest.raises(ValueError, match="`maps_b` must hold at least one subject"):
+        widgets.family_explorer(a, {})
+    with pytest.raises(ValueError, match="`maps_a` must hold each subject once"):
+        widgets.family_explorer([a["s1"], a["s1"]], b)
+    with pytest.raises(TypeError, match="`labels` must be a pair of str"):
+        widgets.family_explorer(a, b, labels=("ae",))
+    with pytest.raises(ValueError, match="`labels` must be two different non-empty names"):
+        widgets.family_explorer(a, b, labels=("ae", "ae"))
+    with pytest.raises(TypeError, match="`thresholds` must be None or a pair"):
+        widgets.family_explorer(a, b, thresholds=0.1)
+    with pytest.raises(ValueError, match="`thresholds` must be a pair of finite numbers or None"):
+        widgets.family_explorer(a, b, thresholds=(np.nan, None))
+    with pytest.raises(ValueError, match=r"`subject` must be an int in \[0, 3\)"):
+        widgets.family_explorer(a, b, subject=3)
+    with pytest.raises(ValueError, match=r"`slice_index` must be an int in \[0, 12\)"):
+        widgets.family_explorer(a, b, slice_index=12)
+    image, brain, lesion, recon = subject
+    small = make_maps("s2", image[:, :, :6], recon[:, :, :6], brain[:, :, :6], lesion[:, :, :6])
+    with pytest.raises(ValueError, match=r"`maps_b\['s2'\].image` must have shape \(16, 16, 12\)"):
+        widgets.family_explorer(a, {**b, "s2": small})
+
+
+def test_family_explorer_renders_static_by_name_and_fits_a_1280_px_window(families):
+    assert "families" in widgets.WIDGETS
+    assert len(widgets.render_static("families", *families).axes) == 8
+    rows = widgets.family_explorer(*families).children[0].children
+    for row in rows:
+        widths = [c.layout.width for c in row.children]
+        assert len(row.children) == 1 and all(c.layout.flex == "0 0 auto" for c in row.children)
+        assert sum(int(w[:-2]) for w in widths) <= 1100
+    assert int(rows[1].children[0].layout.width[:-2]) >= 480  # the slider keeps a long track

@@ -1,9 +1,10 @@
 """Reconstruct a built data set with a trained model and turn it into anomaly maps.
 
 Bengs et al. 2021, Sec. 2.3: every test volume is reconstructed (a 2D model reconstructs all axial
-slices and stacks them back, see :func:`uadlab.models.base.reconstruct`), the residual ``|x - x_hat|``
-is post-processed into an anomaly map by :func:`uadlab.evaluation.postprocessing.anomaly_map`, identically for
-2D and 3D models, so both are scored on the same kind of volume.
+slices and stacks them back, see :func:`uadlab.models.base.reconstruct_and_score`), the residual
+``|x - x_hat|`` (or the model's own voxel-wise anomaly score, ``ModelBase.anomaly_score``) is
+post-processed into an anomaly map by :func:`uadlab.evaluation.postprocessing.anomaly_map`,
+identically for 2D and 3D models, so both are scored on the same kind of volume.
 
 The core is array-level (:func:`make_maps`), so notebooks and tests can build maps without a
 trained model; :func:`predict` is the thin loop over a data set and :func:`save_maps` writes the
@@ -29,7 +30,7 @@ from uadlab._checks import check_int
 from uadlab.data.io import save_volume
 from uadlab.errors import RunError
 from uadlab.evaluation.postprocessing import anomaly_map, residual
-from uadlab.models.base import reconstruct
+from uadlab.models.base import reconstruct_and_score
 
 __all__ = ["SubjectMaps", "make_maps", "iter_predict", "predict", "save_maps", "as_maps_list", "lesion_slice",
            "MAP_FOLDERS"]
@@ -46,7 +47,8 @@ class SubjectMaps:
         subject_id: the data set's subject id.
         image: ``(X, Y, Z)`` float32 preprocessed input in ``[0, 1]``.
         recon: ``(X, Y, Z)`` float32 reconstruction of ``image``.
-        residual: ``(X, Y, Z)`` float32 ``|image - recon|``.
+        residual: ``(X, Y, Z)`` float32 voxel-wise anomaly score before post-processing: ``|image - recon|``
+            unless the model scores otherwise (the ceVAE, the z-score floor).
         anomaly_map: ``(X, Y, Z)`` float32 post-processed residual, ``0`` outside the eroded brain.
         brain_mask: ``(X, Y, Z)`` bool.
         lesion_mask: ``(X, Y, Z)`` bool ground truth, or ``None`` when the subject has none.
@@ -88,6 +90,7 @@ def make_maps(
     cohort: str | None = None,
     split: str | None = None,
     postprocess_kwargs: Mapping[str, Any] | None = None,
+    score: np.ndarray | None = None,
 ) -> SubjectMaps:
     """Residual and anomaly map of one subject from its image and reconstruction (Sec. 2.3).
 
@@ -102,6 +105,8 @@ def make_maps(
         split: the subject's split, carried along.
         postprocess_kwargs: options of :func:`uadlab.evaluation.postprocessing.anomaly_map`
             (``erosion_iterations``, ``median_size``, ``closing_iterations``); ``None``: its defaults.
+        score: ``(X, Y, Z)`` the model's own non-negative voxel-wise anomaly score, used in place of
+            the residual ``|image - recon|``; ``None``: the residual.
 
     Returns:
         The subject's :class:`SubjectMaps`.
@@ -131,6 +136,8 @@ def make_maps(
     if unknown:
         raise ValueError(f"`postprocess_kwargs` must hold only anomaly_map options, got unknown {unknown!r}")
     res = residual(image, recon)  # ValueError on a shape mismatch
+    if score is not None:
+        res = _as_score(score, image.shape)
     return SubjectMaps(subject_id=subject_id, image=image, recon=recon, residual=res,
                        anomaly_map=anomaly_map(res, brain_mask, **options), brain_mask=brain_mask,
                        lesion_mask=lesion_mask, affine=affine, cohort=cohort, split=split)
@@ -174,10 +181,10 @@ def iter_predict(
         ids = tqdm(ids, desc="reconstruct", unit="subject")
     for subject_id in ids:
         subject = dataset.subject(subject_id)
-        recon = reconstruct(model, subject.image, batch_size=batch_size, device=device)
+        recon, score = reconstruct_and_score(model, subject.image, batch_size=batch_size, device=device)
         yield make_maps(subject.subject_id, subject.image, recon, subject.brain_mask,
                         subject.lesion_mask, subject.affine, cohort=subject.cohort, split=subject.split,
-                        postprocess_kwargs=postprocess_kwargs)
+                        postprocess_kwargs=postprocess_kwargs, score=score)
 
 
 def predict(
@@ -324,6 +331,16 @@ def as_maps_list(maps: Mapping[str, SubjectMaps] | Sequence[SubjectMaps], name: 
         if labelled and m.lesion_mask is None:
             raise ValueError(f"`{name}` must be labelled, got subject {m.subject_id!r} without a lesion mask")
     return items
+
+
+def _as_score(score: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A model's anomaly score as float32 of ``shape``, finite and non-negative (ValueError otherwise)."""
+    score = np.asarray(score, dtype=np.float32)
+    if score.shape != shape:
+        raise ValueError(f"`score` must have the shape of `image` {shape}, got {score.shape!r}")
+    if not np.isfinite(score).all() or score.min(initial=0.0) < 0:
+        raise ValueError("`score` must be finite and non-negative (a voxel-wise anomaly score)")
+    return score
 
 
 def _as_mask(mask: np.ndarray, name: str, shape: tuple[int, ...]) -> np.ndarray:

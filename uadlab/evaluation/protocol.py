@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -164,7 +165,7 @@ def fit_threshold(
     method: Literal["greedy", "grid"] = "greedy",
     iterations: int = 10,
     lo: float = 0.0,
-    hi: float = 1.0,
+    hi: float | None = None,
     thresholds: Sequence[float] | None = None,
 ) -> float:
     """Fit the binarisation threshold on a labelled validation split (Bengs et al. 2021, Sec. 2.3).
@@ -180,7 +181,9 @@ def fit_threshold(
             or ``"grid"`` (Lambert et al., :func:`uadlab.evaluation.metrics.grid_threshold_search`).
         iterations: interval halvings of the greedy search.
         lo: lower end of the greedy search interval, in anomaly-map units.
-        hi: upper end of the greedy search interval.
+        hi: upper end of the greedy search interval; ``None``: 1 (the paper's interval for residuals
+            in [0, 1]), or the largest validation score when a model's anomaly score reaches past 1
+            (the z-score floor), so the search always covers the map's range.
         thresholds: candidate grid for ``"grid"``; ``None``: the default of
             :func:`uadlab.evaluation.metrics.grid_threshold_search` (15 values in ``[0, 0.15]``).
 
@@ -201,6 +204,8 @@ def fit_threshold(
     scores = [m.anomaly_map for m in items]
     labels = [m.lesion_mask for m in items]
     if method == "greedy":
+        if hi is None:
+            hi = max(1.0, max(float(s.max()) for s in scores))
         return metrics.greedy_threshold_search(scores, labels, iterations, lo, hi)
     if thresholds is None:
         return metrics.grid_threshold_search(scores, labels)
@@ -451,15 +456,19 @@ def _evaluate_run(run_dir: str | Path, data_dir: str | Path, out_dir: Path, *, v
         _check_grid(model, run_dir, val_dataset, val_data)
 
     cache: dict[tuple[int, str], SubjectMaps] = {}
+    clock = {"seconds": 0.0, "subjects": 0}  # inference time per subject, for the model cards and the zoo
 
     def maps_of(source: Any, ids: list[str]) -> list[SubjectMaps]:
         missing = [i for i in ids if (id(source), i) not in cache]
         if missing:
+            start = time.perf_counter()
             for subject_id, m in predict(model, source, missing, postprocess_kwargs=postprocess_kwargs,
                                           progress=progress, device=device).items():
                 # another data set may reuse the test ids (two phantom builds): keep them apart
                 cache[(id(source), subject_id)] = m if source is dataset else \
                     dataclasses.replace(m, subject_id=f"val_data:{subject_id}")
+            clock["seconds"] += time.perf_counter() - start
+            clock["subjects"] += len(missing)
         return [cache[(id(source), i)] for i in ids]
 
     healthy_source, healthy_path, healthy_note = _healthy_plan(
@@ -498,6 +507,7 @@ def _evaluate_run(run_dir: str | Path, data_dir: str | Path, out_dir: Path, *, v
                     "healthy_val_data": None if healthy_path is None else str(healthy_path),
                     "healthy_val_note": healthy_note,
                     "training": status, "unscored_subjects": unscored,
+                    "inference_seconds_per_subject": clock["seconds"] / max(clock["subjects"], 1),
                     "data_warnings": list(getattr(dataset, "info", {}).get("warnings", [])),
                     "cohorts": {c: r.to_dict() for c, r in results.items()}})
     subjects = pd.concat([r.subjects for r in results.values()], ignore_index=True)

@@ -2,29 +2,37 @@
 
 - :mod:`~uadlab.models.base`: the :class:`ReconstructionModel` protocol every model follows (training
   loss, validation terms, ``reconstruct``), the 2D slice / 3D volume sample layout, and
-  :func:`reconstruct` for whole volumes.
+  :func:`reconstruct` / :func:`reconstruct_and_score` for whole volumes (the anomaly score is the
+  residual unless a family overrides ``anomaly_score``).
 - :mod:`~uadlab.models.precision`: float32 or mixed precision (autocast) for every forward pass.
 - :mod:`~uadlab.models.registry`: find a model by name, build it from its config dataclass, rebuild it
   from a run's record.
 - :mod:`~uadlab.models.vae`: what the VAEs share (layers, Gaussian latent, ELBO, Lambert et al.'s loss).
 - ``dense-vae`` (:mod:`~uadlab.models.dense_vae`, Bengs et al. 2021), ``spatial-vae``
-  (:mod:`~uadlab.models.spatial_vae`, Lambert et al. 2021), ``mean-image``
-  (:mod:`~uadlab.models.mean_image`, a no-learning floor), ``ddpm`` (:mod:`~uadlab.models.ddpm`, a
-  diffusion model reconstructing from partially noised inputs, Behrendt et al. 2024).
+  (:mod:`~uadlab.models.spatial_vae`, Lambert et al. 2021), ``ae-dense`` and ``ae-spatial``
+  (:mod:`~uadlab.models.ae`, Baur et al. 2021), ``cevae`` (:mod:`~uadlab.models.cevae`, Zimmerer et
+  al. 2019), ``dae`` (:mod:`~uadlab.models.dae`, Kascenas et al. 2022), ``ddpm``
+  (:mod:`~uadlab.models.ddpm`, a diffusion model reconstructing from partially noised inputs, Behrendt
+  et al. 2024), and two no-learning floors, ``mean-image`` (:mod:`~uadlab.models.mean_image`) and
+  ``zscore`` (:mod:`~uadlab.models.zscore`). ``docs/models.md`` is their model card table.
 
 Adding a model: one file here that subclasses :class:`~uadlab.models.base.ModelBase` and calls
 :func:`~uadlab.models.registry.register`, one import line below, and its tests.
 """
 
-from uadlab.models import ddpm, dense_vae, mean_image, spatial_vae  # noqa: F401  (each registers its model)
+from uadlab.models import ae, cevae, dae, ddpm, dense_vae, mean_image, spatial_vae, zscore  # noqa: F401  (each registers its model)
+from uadlab.models.ae import DenseAE, DenseAEConfig, SpatialAE, SpatialAEConfig
 from uadlab.models.base import (
     LossTerms,
     ModelBase,
     ReconstructionModel,
     reconstruct,
+    reconstruct_and_score,
     samples_to_volumes,
     volumes_to_samples,
 )
+from uadlab.models.cevae import CeVAE, CeVAEConfig
+from uadlab.models.dae import DAE, DAEConfig
 from uadlab.models.ddpm import DDPM, DDPMConfig
 from uadlab.models.dense_vae import DenseVAE, DenseVAEConfig
 from uadlab.models.mean_image import MeanImage, MeanImageConfig
@@ -40,9 +48,11 @@ from uadlab.models.registry import (
 )
 from uadlab.models.spatial_vae import SpatialVAE, SpatialVAEConfig
 from uadlab.models.vae import LambertLoss, VAEOutput, elbo_loss, kl_divergence
+from uadlab.models.zscore import ZScore, ZScoreConfig
 
-__all__ = ["ReconstructionModel", "ModelBase", "LossTerms", "reconstruct", "volumes_to_samples",
-           "samples_to_volumes", "MODELS", "DEFAULT_MODEL", "get_spec", "model_config", "build_model", "model_record",
-           "build_from_record", "DenseVAE", "DenseVAEConfig", "SpatialVAE", "SpatialVAEConfig", "MeanImage",
-           "MeanImageConfig", "DDPM", "DDPMConfig", "VAEOutput", "elbo_loss", "LambertLoss", "kl_divergence",
-           "PRECISIONS", "autocast", "bf16_supported"]
+__all__ = ["ReconstructionModel", "ModelBase", "LossTerms", "reconstruct", "reconstruct_and_score",
+           "volumes_to_samples", "samples_to_volumes", "MODELS", "DEFAULT_MODEL", "get_spec", "model_config",
+           "build_model", "model_record", "build_from_record", "DenseVAE", "DenseVAEConfig", "SpatialVAE",
+           "SpatialVAEConfig", "MeanImage", "MeanImageConfig", "DDPM", "DDPMConfig", "DenseAE", "DenseAEConfig",
+           "SpatialAE", "SpatialAEConfig", "CeVAE", "CeVAEConfig", "DAE", "DAEConfig", "ZScore", "ZScoreConfig",
+           "VAEOutput", "elbo_loss", "LambertLoss", "kl_divergence", "PRECISIONS", "autocast", "bf16_supported"]

@@ -1,10 +1,14 @@
 """The seam every reconstruction model follows, and the sample layout 2D and 3D models share.
 
 A model is a ``torch.nn.Module`` that training, validation, inference and the widgets reach only
-through :class:`ReconstructionModel`: a training loss on ``(inputs, target)``, validation terms, and a
-deterministic ``reconstruct``. Nothing outside :mod:`uadlab.models` builds a model class by hand or
-writes a model's loss: :mod:`uadlab.models.registry` finds a model by name and builds it from its
-config dataclass, which is saved beside every run.
+through :class:`ReconstructionModel`: a training loss on ``(inputs, target)``, validation terms, a
+deterministic ``reconstruct``, and an optional ``anomaly_score`` whose default
+(:meth:`ModelBase.anomaly_score`) is the residual ``|x - x_hat|``: a family that scores otherwise
+(the ceVAE's residual times the ELBO gradient, the z-score floor's ``|x - mu| / sigma``) overrides
+it, and post-processing, thresholds, metrics and widgets stay the same for every family. Nothing
+outside :mod:`uadlab.models` builds a model class by hand or writes a model's loss:
+:mod:`uadlab.models.registry` finds a model by name and builds it from its config dataclass, which is
+saved beside every run.
 
 2D models see axial slices, 3D models whole volumes (Bengs et al. 2021, Sec. 2.2);
 :func:`volumes_to_samples` and :func:`samples_to_volumes` are the one place that slices and stacks,
@@ -30,7 +34,7 @@ from uadlab.models.precision import autocast
 from uadlab.speed.channels_last import to_device
 
 __all__ = ["LossTerms", "ReconstructionModel", "ModelBase", "volumes_to_samples", "samples_to_volumes",
-           "reconstruct"]
+           "reconstruct", "reconstruct_and_score"]
 
 
 class LossTerms(NamedTuple):
@@ -74,6 +78,11 @@ class ReconstructionModel(Protocol):
         """Deterministic reconstruction (eval mode, no sampling), the shape of ``samples``."""
 
 
+def _residual(samples: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+    """The default anomaly score: the voxel-wise l1 residual ``|x - x_hat|`` (Bengs et al. 2021, Sec. 2.3)."""
+    return (samples.float() - recon.float()).abs()
+
+
 class ModelBase(nn.Module):
     """Defaults shared by the registered models: no loss state, gradient training, shape checks.
 
@@ -108,6 +117,19 @@ class ModelBase(nn.Module):
         if x.ndim != self.spatial_dims + 2 or tuple(x.shape[1:]) != self.input_shape or x.shape[0] == 0:
             raise ValueError(f"`{name}` must be (B, {', '.join(map(str, self.input_shape))}) for this "
                              f"{self.spatial_dims}D {type(self).__name__}, got shape {tuple(x.shape)}")
+
+    def anomaly_score(self, samples: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+        """Voxel-wise anomaly score of ``samples`` given their reconstruction (eval mode).
+
+        The default is the residual ``|x - x_hat|`` (Bengs et al. 2021, Sec. 2.3); a family that
+        scores otherwise overrides this method. Scores are non-negative, higher is more anomalous;
+        the threshold search covers ``[0, max(1, largest validation score)]``
+        (:func:`uadlab.evaluation.protocol.fit_threshold`).
+
+        Shape:
+            ``samples``, ``recon`` and the result: ``(B, 1, X, Y[, Z])``, float32.
+        """
+        return _residual(samples, recon)
 
     def loss_state(self) -> dict[str, Any] | None:
         """State of a stateful loss to save with a checkpoint (``None``: the loss has none)."""
@@ -149,7 +171,6 @@ def samples_to_volumes(samples: np.ndarray, n_volumes: int, spatial_dims: int) -
     return np.ascontiguousarray(samples.reshape(n_volumes, -1, x, y).transpose(0, 2, 3, 1))
 
 
-@torch.no_grad()
 def reconstruct(model: ReconstructionModel, volume: Any, *, batch_size: int = 64,
                 device: str | torch.device | None = None, precision: str | None = None) -> np.ndarray:
     """Reconstruct whole volumes with any 2D or 3D model (eval mode, no gradients).
@@ -177,6 +198,31 @@ def reconstruct(model: ReconstructionModel, volume: Any, *, batch_size: int = 64
         ValueError: ``volume`` is not 3D/4D, ``batch_size`` is not positive, ``precision`` is unknown,
             or the slices or volumes do not fit the model.
     """
+    return _run_volumes(model, volume, batch_size, device, precision, score=False)[0]
+
+
+def reconstruct_and_score(model: ReconstructionModel, volume: Any, *, batch_size: int = 64,
+                          device: str | torch.device | None = None,
+                          precision: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Reconstruction and voxel-wise anomaly score of whole volumes (what inference maps are made of).
+
+    As :func:`reconstruct`, then the model's ``anomaly_score(samples, recon)``
+    (:meth:`ModelBase.anomaly_score`, by default the residual ``|x - x_hat|``) on the same batch. A
+    score that needs gradients (the ceVAE's) enables them itself.
+
+    Returns:
+        ``(recon, score)``, float32 numpy arrays of ``volume``'s shape.
+
+    Raises:
+        TypeError, ValueError: as :func:`reconstruct`.
+    """
+    return _run_volumes(model, volume, batch_size, device, precision, score=True)
+
+
+@torch.no_grad()
+def _run_volumes(model: Any, volume: Any, batch_size: Any, device: Any, precision: str | None, *,
+                 score: bool) -> tuple[np.ndarray, ...]:
+    """The loop of :func:`reconstruct` and :func:`reconstruct_and_score`: ``(recon,)`` or ``(recon, score)``."""
     if not isinstance(model, nn.Module) or not isinstance(model, ReconstructionModel) \
             or getattr(model, "spatial_dims", None) not in (2, 3):
         raise TypeError("`model` must be a reconstruction model (a torch module with spatial_dims 2 or 3 "
@@ -191,14 +237,20 @@ def reconstruct(model: ReconstructionModel, volume: Any, *, batch_size: int = 64
         device = next(iter(model.state_dict().values())).device
     context = autocast(getattr(model, "precision", "32") if precision is None else precision, device)
     to_device(model, device)
+    scorer = getattr(model, "anomaly_score", _residual)
     was_training = model.training
     model.eval()
+    outputs: list[list[np.ndarray]] = [[], []] if score else [[]]
     try:
         with context:
-            recon = np.concatenate([
-                model.reconstruct(torch.from_numpy(samples[i:i + batch_size]).to(device)).float().cpu().numpy()
-                for i in range(0, len(samples), batch_size)])
+            for i in range(0, len(samples), batch_size):
+                batch = torch.from_numpy(samples[i:i + batch_size]).to(device)
+                recon = model.reconstruct(batch)
+                results = (recon, scorer(batch, recon)) if score else (recon,)
+                for out, result in zip(outputs, results):
+                    out.append(result.detach().float().cpu().numpy())
     finally:
         model.train(was_training)
-    recon = samples_to_volumes(recon.astype(np.float32, copy=False), len(stack), model.spatial_dims)
-    return recon[0] if array.ndim == 3 else recon
+    volumes = (samples_to_volumes(np.concatenate(out).astype(np.float32, copy=False), len(stack), model.spatial_dims)
+               for out in outputs)
+    return tuple(v[0] if array.ndim == 3 else v for v in volumes)

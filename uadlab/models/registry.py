@@ -35,6 +35,8 @@ class ModelSpec:
         config_cls: its config dataclass (with ``from_profile``).
         spatial_dims: the input dimensions it supports, ``(2, 3)`` or one of them.
         erasing: whether spatial erasing (Sec. 2.2) applies; ``False``: only ``*-None`` experiments.
+        requires_erasing: the model learns from erased inputs (the ceVAE's in-painting): its
+            experiments must name an erasing method.
         description: one line for listings.
     """
 
@@ -43,6 +45,7 @@ class ModelSpec:
     config_cls: type
     spatial_dims: tuple[int, ...] = (2, 3)
     erasing: bool = True
+    requires_erasing: bool = False
     description: str = ""
 
 
@@ -51,15 +54,17 @@ MODELS: dict[str, ModelSpec] = {}
 
 
 def register(name: str, model_cls: type[nn.Module], config_cls: type, *, spatial_dims: tuple[int, ...] = (2, 3),
-             erasing: bool = True, description: str = "") -> ModelSpec:
+             erasing: bool = True, requires_erasing: bool = False, description: str = "") -> ModelSpec:
     """Add a model to :data:`MODELS` (one call per model file).
 
     Raises:
-        ValueError: the name is taken, empty, contains ``:`` or upper case.
+        ValueError: the name is taken, empty, contains ``:`` or upper case; erasing required but not allowed.
     """
     if not name or ":" in name or name != name.lower() or name in MODELS:
         raise ValueError(f"`name` must be a new lower-case model name without ':', got {name!r}")
-    spec = ModelSpec(name, model_cls, config_cls, tuple(spatial_dims), erasing, description)
+    if requires_erasing and not erasing:
+        raise ValueError(f"model {name!r} cannot require erasing and refuse it")
+    spec = ModelSpec(name, model_cls, config_cls, tuple(spatial_dims), erasing, requires_erasing, description)
     MODELS[name] = spec
     return spec
 

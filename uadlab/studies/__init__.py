@@ -7,7 +7,8 @@ A study is one concept with one runner (see ``docs/ARCHITECTURE.md``):
 - :mod:`~uadlab.studies.context`: the rules every study shares: data, train-or-resume,
   evaluate-or-reuse, threshold sources.
 - :mod:`~uadlab.studies.bengs2021`, :mod:`~uadlab.studies.lambert2021`,
-  :mod:`~uadlab.studies.behrendt2024`: the built-in studies; :mod:`~uadlab.studies.study_file`: the same
+  :mod:`~uadlab.studies.behrendt2024`, :mod:`~uadlab.studies.zoo` (every model family in 2D and 3D): the
+  built-in studies; :mod:`~uadlab.studies.study_file`: the same
   protocols on the data sets of a YAML file.
 - :mod:`~uadlab.studies.tables`: tables over seeds, paired intervals, figures.
 - :mod:`~uadlab.studies.executors`: where runs execute (here, several at once, SLURM via submitit).
@@ -25,7 +26,8 @@ from uadlab.studies.lambert2021 import Lambert2021
 from uadlab.studies.runner import PHANTOM_MANIFEST, STUDIES, make_study, plan_study, run_study
 from uadlab.studies.spec import DataSource, RunSpec, Study
 from uadlab.studies.study_file import PHANTOM_STUDY, check_study, is_study_file, load_study
+from uadlab.studies.zoo import Zoo
 
 __all__ = ["run_study", "plan_study", "make_study", "STUDIES", "PHANTOM_MANIFEST", "PHANTOM_STUDY", "Study",
-           "RunSpec", "DataSource", "StudyContext", "Bengs2021", "Lambert2021", "Behrendt2024", "load_study",
+           "RunSpec", "DataSource", "StudyContext", "Bengs2021", "Lambert2021", "Behrendt2024", "Zoo", "load_study",
            "check_study", "is_study_file"]

@@ -6,7 +6,7 @@ A study file names those data sets, each a manifest plus its root, what to run a
 
     name: paper_real                       # identifier: letters, digits, "_" and "-"
     description: ...                       # free text (optional)
-    protocol: bengs2021                    # bengs2021 (default) | lambert2021 | behrendt2024
+    protocol: bengs2021                    # bengs2021 (default) | lambert2021 | behrendt2024 | zoo
     train:                                 # the healthy data set the models learn from
       manifest: ../data_manifests/ixi_t1.yaml
       root: ${UADLAB_DATA}/IXI             # $VARS and ~ are expanded; relative to this file
@@ -48,12 +48,14 @@ from uadlab.studies.behrendt2024 import Behrendt2024
 from uadlab.studies.bengs2021 import Bengs2021
 from uadlab.studies.lambert2021 import Lambert2021
 from uadlab.studies.spec import DataSource, Study, experiment_names
+from uadlab.studies.zoo import Zoo
 
 __all__ = ["DEFAULT_EXPERIMENTS", "PHANTOM_STUDY", "PROTOCOLS", "is_study_file", "load_study", "check_study",
            "check_seeds"]
 
 #: The protocols a study follows, by name: the built-in studies and what a study file's ``protocol`` names.
-PROTOCOLS: dict[str, type[Study]] = {"bengs2021": Bengs2021, "lambert2021": Lambert2021, "behrendt2024": Behrendt2024}
+PROTOCOLS: dict[str, type[Study]] = {"bengs2021": Bengs2021, "lambert2021": Lambert2021, "behrendt2024": Behrendt2024,
+                                     "zoo": Zoo}
 
 #: The default phantom as a study file (``studies/phantom.yaml`` in the source tree).
 PHANTOM_STUDY = Path(__file__).resolve().parents[2] / "studies" / "phantom.yaml"
@@ -80,7 +82,7 @@ class _StudyFile(_Strict):
 
     name: str = Field(pattern=_NAME)
     description: str = ""
-    protocol: Literal["bengs2021", "lambert2021", "behrendt2024"] = "bengs2021"
+    protocol: Literal["bengs2021", "lambert2021", "behrendt2024", "zoo"] = "bengs2021"
     train: _DataSpec
     test: list[_DataSpec] = Field(default_factory=list)
     profile: str = "smoke"

@@ -50,7 +50,8 @@ class Experiment:
     Raises:
         ValueError: an unknown dimension, method, fill or model; a method of the other dimension
             (``Patch`` is 2D only, ``Cube`` 3D only); a fill given with ``"None"`` or missing without it;
-            a dimension the model does not support, or erasing with a model that takes none.
+            a dimension the model does not support, erasing with a model that takes none, or no erasing
+            with a model that requires it (``cevae``).
     """
 
     spatial_dims: int
@@ -74,6 +75,9 @@ class Experiment:
                              f"got {self.spatial_dims}D")
         if self.method != "None" and not spec.erasing:
             raise ValueError(f"model {spec.name!r} takes no spatial erasing, got method {self.method!r}")
+        if self.method == "None" and spec.requires_erasing:
+            raise ValueError(f"model {spec.name!r} learns from erased inputs: name an erasing method, e.g. "
+                             f"{spec.name}:{self.spatial_dims}D-{METHODS[self.spatial_dims][0]}-n")
 
     @property
     def table1_name(self) -> str:

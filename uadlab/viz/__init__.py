@@ -8,6 +8,7 @@ from uadlab.viz.figures import (
     DISPLAY_DPI,
     cohort_montage,
     data_size_plot,
+    dimension_plot,
     display_slice,
     erasing_gallery,
     example_cases_plot,
@@ -25,6 +26,6 @@ from uadlab.viz.figures import (
 )
 
 __all__ = ["display_slice", "show_slices", "cohort_montage", "erasing_gallery", "lesion_size_plot",
-           "data_size_plot", "slice_detection_plot", "training_curves", "lesion_volume_plot",
+           "data_size_plot", "dimension_plot", "slice_detection_plot", "training_curves", "lesion_volume_plot",
            "example_cases_plot", "operating_point", "pr_curve_figure", "orthogonal_slices", "save_figure",
            "reconstruction_comparison", "new_figure", "DISPLAY_DPI"]

@@ -40,6 +40,7 @@ __all__ = [
     "lesion_size_plot",
     "data_size_plot",
     "seed_spread_plot",
+    "dimension_plot",
     "slice_detection_plot",
     "training_curves",
     "lesion_volume_plot",
@@ -563,6 +564,55 @@ def seed_spread_plot(df: Any, *, metric: str = "dice_d", ax: Any = None):
         axes_i.set_title(f"{dataset}, {n_seeds} seed(s)", fontsize=9)
         axes_i.set_ylim(bottom=0)
     fig.suptitle(f"{metric.upper()} of every training seed (dots) and their mean (bars)", fontsize=10)
+    return fig
+
+
+def dimension_plot(summary: Any, *, metric: str = "dice_d", ax: Any = None):
+    """Each family's 3D score against its 2D score: above the diagonal, 3D context helped.
+
+    One panel per test set; one point per family with both dimensions, with the sd over training
+    seeds as error bars where there are several seeds (``<metric>_seed_sd``). Families in one
+    dimension only (the 3D floors) are drawn as a dashed horizontal line at their 3D score.
+
+    Args:
+        summary: ``zoo.csv`` of the zoo study (:mod:`uadlab.studies.zoo`): columns ``family``,
+            ``spatial_dims``, ``dataset`` and ``metric`` (fractions).
+        metric: the column drawn, in percent.
+        ax: ``None`` or one axes per test set.
+
+    Returns:
+        The figure.
+
+    Raises:
+        TypeError: ``summary`` is not a DataFrame.
+        ValueError: a column is missing, or ``ax`` holds the wrong number of axes.
+    """
+    _require_columns(summary, ["family", "spatial_dims", "dataset", metric], "summary")
+    datasets = list(dict.fromkeys(summary["dataset"]))
+    fig, axes = _axes_grid(max(1, len(datasets)), ax, ncols=3, panel=3.6)
+    sd_column = f"{metric}_seed_sd"
+    for axes_i, dataset in zip(axes, datasets):
+        part = summary[summary["dataset"] == dataset]
+        top = 0.0
+        for family, rows in part.groupby("family", sort=False):
+            by_dims = {int(r.spatial_dims): r for r in rows.itertuples(index=False)}
+            value = {d: 100 * float(getattr(r, metric)) for d, r in by_dims.items()}
+            error = {d: 100 * float(getattr(r, sd_column, np.nan)) for d, r in by_dims.items()}
+            top = max(top, *value.values())
+            if 2 in value and 3 in value:
+                axes_i.errorbar(value[2], value[3], xerr=None if np.isnan(error[2]) else error[2],
+                                yerr=None if np.isnan(error[3]) else error[3], fmt="o", capsize=2, label=family)
+            elif 3 in value:
+                axes_i.axhline(value[3], linestyle="--", linewidth=0.8, color="grey")
+                axes_i.annotate(f"{family} (3D)", (0, value[3]), fontsize=7, color="grey", va="bottom")
+        limit = max(5.0, 1.1 * top)
+        axes_i.plot([0, limit], [0, limit], color="black", linewidth=0.6)
+        axes_i.set(xlim=(0, limit), ylim=(0, limit), xlabel=f"2D {metric.upper()} (%)",
+                   ylabel=f"3D {metric.upper()} (%)")
+        axes_i.set_title(dataset, fontsize=9)
+        if axes_i.get_legend_handles_labels()[0]:  # no family in both dimensions: nothing to label
+            axes_i.legend(fontsize=6, loc="lower right")
+    fig.suptitle(f"{metric.upper()} of each family in 3D against 2D (above the line: 3D helped)", fontsize=10)
     return fig
 
 

@@ -18,6 +18,8 @@ name and produces the documentation images (``docs/widget_*.png``).
 - :func:`slice_explorer`: input, reconstruction, residual and ground truth, slice by slice.
 - :func:`anomaly_explorer`: the synthetic anomalies of Behrendt et al. 2024's segmenter training
   (:mod:`uadlab.training.synthetic_anomalies`) -- a slider over the kinds and one over seeds.
+- :func:`family_explorer`: two model families (or any two runs) on the same subjects, one row
+  each -- input, reconstruction, voxel score and anomaly map, a subject chooser and a slice slider.
 
 Shape:
     image, recon, residual, anomaly_map: ``(X, Y, Z)`` float; brain_mask, lesion_mask: ``(X, Y, Z)``
@@ -41,10 +43,10 @@ from uadlab.training.synthetic_anomalies import KINDS, SyntheticAnomaly
 from uadlab.viz import figures as viz
 
 __all__ = ["WIDGETS", "threshold_explorer", "erasing_explorer", "slice_explorer", "anomaly_explorer",
-           "render_static"]
+           "family_explorer", "render_static"]
 
 #: Names accepted by :func:`render_static`.
-WIDGETS: tuple[str, ...] = ("threshold", "erasing", "slices", "anomalies")
+WIDGETS: tuple[str, ...] = ("threshold", "erasing", "slices", "anomalies", "families")
 
 _SLIDER_STEPS = 200  # resolution of the threshold slider over [0, max score]
 _PNG_DPI = 90
@@ -54,10 +56,10 @@ _PNG_DPI = 90
 # Shared helpers
 # ----------------------------------------------------------------------------------------------
 
-def _figure(ncols: int, *, panel: float = 2.8):
-    """A displayable pyplot-free figure (:func:`uadlab.viz.figures.new_figure`) with one row of ``ncols`` axes."""
-    fig = viz.new_figure((panel * ncols, panel + 0.5))
-    return fig, list(np.ravel(fig.subplots(1, ncols, squeeze=False)))
+def _figure(ncols: int, *, nrows: int = 1, panel: float = 2.8):
+    """A displayable pyplot-free figure (:func:`uadlab.viz.figures.new_figure`): ``nrows`` x ``ncols`` axes, by row."""
+    fig = viz.new_figure((panel * ncols, panel * nrows + 0.5))
+    return fig, list(np.ravel(fig.subplots(nrows, ncols, squeeze=False)))
 
 
 def _png(fig: Any) -> bytes:
@@ -105,6 +107,9 @@ def _layout(width: str, **kwargs: Any):
 def _box(rows: list[list], draw: Callable[[], Any], extra: list | None = None):
     """Controls in ``rows`` (+ ``extra`` widgets) above an Image that ``draw()`` refreshes on any change.
 
+    ``draw`` depends on the controls' values only: a change that leaves them as drawn (an observer
+    registered before this one moved a second control, which redrew already) draws nothing.
+
     Returns:
         ``VBox([VBox(HBox(row) per row), *extra, Image])``: each row is laid out to fit a notebook
         in a 1280 px wide window without squeezing a control (sliders keep a track of several
@@ -113,17 +118,22 @@ def _box(rows: list[list], draw: Callable[[], Any], extra: list | None = None):
     import ipywidgets as widgets
 
     image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
+    controls = [control for row in rows for control in row]
+    drawn: list[tuple] = []  # the control values of the picture shown
 
     def redraw(_change: Any = None) -> None:
+        state = tuple(control.value for control in controls)
+        if drawn and drawn[-1] == state:  # one observer already moved another control and redrew
+            return
         image.value = _png(draw())
+        drawn[:] = [state]
 
-    for row in rows:
-        for control in row:
-            control.observe(redraw, names="value")
+    for control in controls:
+        control.observe(redraw, names="value")
     redraw()
-    controls = widgets.VBox([widgets.HBox(row, layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
-                             for row in rows])
-    return widgets.VBox([controls, *(extra or []), image])
+    panel = widgets.VBox([widgets.HBox(row, layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
+                          for row in rows])
+    return widgets.VBox([panel, *(extra or []), image])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -443,6 +453,149 @@ def anomaly_explorer(image: np.ndarray, brain_mask: np.ndarray, *, texture: np.n
 
 
 # ----------------------------------------------------------------------------------------------
+# Family comparison
+# ----------------------------------------------------------------------------------------------
+
+class _FamilyPair:
+    """Two sets of maps of the same subjects, checked once per explorer, and their figure."""
+
+    def __init__(self, maps_a: Any, maps_b: Any, labels: Any, thresholds: Any) -> None:
+        if not (isinstance(labels, (tuple, list)) and len(labels) == 2 and all(isinstance(x, str) for x in labels)):
+            raise TypeError(f"`labels` must be a pair of str, got {labels!r}")
+        if not all(labels) or labels[0] == labels[1]:
+            raise ValueError(f"`labels` must be two different non-empty names, got {labels!r}")
+        self.labels = tuple(labels)
+        thresholds = (None, None) if thresholds is None else thresholds
+        if not (isinstance(thresholds, (tuple, list)) and len(thresholds) == 2):
+            raise TypeError(f"`thresholds` must be None or a pair of numbers (or None), got {thresholds!r}")
+        self.thresholds = tuple(None if t is None else check_real("thresholds", t, "a pair of finite numbers or None")
+                                for t in thresholds)
+        a, b = _by_subject(maps_a, "maps_a"), _by_subject(maps_b, "maps_b")
+        only_a, only_b = [i for i in a if i not in b], [i for i in b if i not in a]
+        if only_a or only_b:
+            raise ValueError(f"`maps_a` and `maps_b` must hold the same subjects, got only in {labels[0]}: "
+                             f"{only_a}, only in {labels[1]}: {only_b}")
+        self.ids = list(a)
+        b = {i: b[i] for i in self.ids}  # in maps_a's order
+        self.shape = np.shape(next(iter(a.values())).image)
+        self.rows = [[_family_volumes(m, f"{name}[{i!r}]", self.shape) for i, m in side.items()]
+                     for name, side in (("maps_a", a), ("maps_b", b))]
+
+    def lesion_slice(self, subject: int) -> int:
+        """The axial slice with most lesion of subject ``subject`` (the middle one without)."""
+        return lesion_slice(self.rows[0][subject]["lesion"])
+
+    def figure(self, subject: int, k: int):
+        """One row per family: input, reconstruction, voxel score, anomaly map; lesion outlined in cyan."""
+        fig, axes = _figure(4, nrows=2, panel=2.5)
+        for row, (label, volumes, threshold) in enumerate(zip(self.labels, self.rows, self.thresholds)):
+            v = volumes[subject]
+            ax = axes[4 * row: 4 * row + 4]
+            # a scale per family and subject: families score in different units
+            score_scale = {"cmap": "inferno", "vmin": 0, "vmax": v["score_top"]}
+            map_scale = {"cmap": "inferno", "vmin": 0, "vmax": max(float(v["anomaly_map"].max()), 1e-6)}
+            _show(ax[0], v["image"][:, :, k], f"{self.ids[subject]}, slice {k}", vmin=0, vmax=1)
+            ax[0].set_ylabel(label, fontsize=10)
+            _contour(ax[0], v["lesion"][:, :, k], viz.LESION_COLOUR)
+            _show(ax[1], v["recon"][:, :, k], "reconstruction", vmin=0, vmax=1)
+            _show(ax[2], v["residual"][:, :, k], v["score_name"], **score_scale)
+            title = "anomaly map" if threshold is None else f"anomaly map > {threshold:.3g}"
+            _show(ax[3], v["anomaly_map"][:, :, k], title, **map_scale)
+            _contour(ax[3], v["lesion"][:, :, k], viz.LESION_COLOUR)
+            if threshold is not None:
+                _contour(ax[3], v["anomaly_map"][:, :, k] > threshold, viz.PREDICTION_COLOUR)
+        return fig
+
+
+def _by_subject(maps: Any, name: str) -> dict[str, Any]:
+    """``maps`` (a mapping id -> maps, or a sequence of maps) as an ordered dict by subject id."""
+    if isinstance(maps, Mapping):
+        items = [(str(key), m) for key, m in maps.items()]
+    elif isinstance(maps, Sequence) and not isinstance(maps, str):
+        items = [(str(getattr(m, "subject_id", f"subject {i}")), m) for i, m in enumerate(maps)]
+    else:
+        raise TypeError(f"`{name}` must be a sequence of SubjectMaps or a mapping id -> SubjectMaps, got {maps!r}")
+    if not items:
+        raise ValueError(f"`{name}` must hold at least one subject, got none")
+    by_id = dict(items)
+    if len(by_id) < len(items):
+        raise ValueError(f"`{name}` must hold each subject once, got {[i for i, _ in items]}")
+    return by_id
+
+
+def _family_volumes(m: Any, name: str, shape: tuple[int, ...]) -> dict[str, Any]:
+    """The volumes of one subject's maps, checked against ``shape``, and the name of its voxel score."""
+    image = _volume(m.image, f"{name}.image", shape)
+    recon = _volume(m.recon, f"{name}.recon", shape)
+    residual = _volume(m.residual, f"{name}.residual", shape)
+    lesion, brain = getattr(m, "lesion_mask", None), getattr(m, "brain_mask", None)
+    brain = np.ones(shape, bool) if brain is None else _volume(brain, f"{name}.brain_mask", shape, dtype=bool)
+    # the residual field holds the family's own score where the family has one (the ceVAE, the z-score floor)
+    plain = np.allclose(residual, np.abs(image - recon), atol=1e-5)
+    # scaled to the brain's largest score: the background, which the map ignores, may score higher
+    top = float(residual[brain].max()) if brain.any() else float(residual.max())
+    return {"image": image, "recon": recon, "residual": residual, "score_top": max(top, 1e-6),
+            "anomaly_map": _volume(m.anomaly_map, f"{name}.anomaly_map", shape),
+            "lesion": np.zeros(shape, bool) if lesion is None else _volume(lesion, f"{name}.lesion_mask", shape,
+                                                                           dtype=bool),
+            "score_name": "residual |x - recon|" if plain else "the family's own score"}
+
+
+def family_explorer(maps_a: Sequence[Any] | Mapping[str, Any], maps_b: Sequence[Any] | Mapping[str, Any], *,
+                    labels: tuple[str, str] = ("A", "B"), thresholds: tuple[float | None, float | None] | None = None,
+                    subject: int = 0, slice_index: int | None = None, static: bool = False):
+    """Two model families side by side on the same subjects (the zoo, :mod:`uadlab.studies.zoo`).
+
+    One row per family: the input with the lesion outlined (cyan), the reconstruction, the voxel
+    score before post-processing (the residual ``|x - recon|``, or the family's own score where it
+    has one: ``SubjectMaps.residual``, titled accordingly) and the post-processed anomaly map with the
+    lesion outlined and, given a threshold, ``anomaly_map > threshold`` outlined in red. Families score
+    in different units, so each family's score and map are scaled to their own largest value in the
+    subject's brain (the colours compare places within a row, not values across rows). A dropdown picks the
+    subject (the slice then jumps to its slice with most lesion) and a slider the axial slice.
+
+    Args:
+        maps_a, maps_b: :class:`uadlab.evaluation.inference.SubjectMaps` of the same subjects (a sequence,
+            or a mapping id -> maps as :func:`~uadlab.evaluation.inference.predict` returns), e.g. two
+            runs' maps of one test cohort; the dropdown lists them in ``maps_a``'s order.
+        labels: the two families' names, shown beside their rows.
+        thresholds: each family's threshold (e.g. fitted on validation), or ``None`` for none.
+        subject: index of the subject shown first.
+        slice_index: first axial slice; ``None``: the first subject's slice with most lesion.
+        static: return a :class:`matplotlib.figure.Figure` of the initial settings instead of widgets.
+
+    Returns:
+        An :class:`ipywidgets.VBox` (subject dropdown, slice slider, picture), or the static figure.
+
+    Raises:
+        TypeError: ``static`` is not a bool, ``labels`` not a pair of str, ``thresholds`` not a pair,
+            ``subject`` or ``slice_index`` not an int, a set of maps neither a sequence nor a mapping.
+        ValueError: an empty set of maps, a subject twice, subjects that differ between the two sets
+            (one error naming the subjects only in each), volumes of another shape than the first subject's,
+            equal or empty labels, a non-finite threshold, ``subject`` or ``slice_index`` out of range.
+
+    Shape:
+        Every volume of both sets: one ``(X, Y, Z)`` shape, that of the first subject of ``maps_a``.
+    """
+    _check_static(static)
+    data = _FamilyPair(maps_a, maps_b, labels, thresholds)
+    check_int("subject", subject, f"an int in [0, {len(data.ids)})", lambda v: 0 <= v < len(data.ids))
+    depth = data.shape[2]
+    k = data.lesion_slice(int(subject)) if slice_index is None else slice_index
+    check_int("slice_index", k, f"an int in [0, {depth})", lambda v: 0 <= v < depth)
+    if static:
+        return data.figure(int(subject), int(k))
+    import ipywidgets as widgets
+
+    chooser = widgets.Dropdown(options=[(name, i) for i, name in enumerate(data.ids)], value=int(subject),
+                               description="subject", layout=_layout("320px"))
+    slider = widgets.IntSlider(value=int(k), min=0, max=depth - 1, description="axial slice", layout=_layout("560px"))
+    # registered before the redraw: a new subject opens at its slice with most lesion, drawn once
+    chooser.observe(lambda change: setattr(slider, "value", data.lesion_slice(change["new"])), names="value")
+    return _box([[chooser], [slider]], lambda: data.figure(chooser.value, slider.value))
+
+
+# ----------------------------------------------------------------------------------------------
 # Static rendering by name
 # ----------------------------------------------------------------------------------------------
 
@@ -450,7 +603,8 @@ def render_static(widget_name: str, *args: Any, **kwargs: Any):
     """The static figure of an explorer, by name (for headless runs and ``docs/widget_*.png``).
 
     Args:
-        widget_name: ``"threshold"``, ``"erasing"``, ``"slices"`` or ``"anomalies"`` (see :data:`WIDGETS`).
+        widget_name: ``"threshold"``, ``"erasing"``, ``"slices"``, ``"anomalies"`` or ``"families"``
+            (see :data:`WIDGETS`).
         *args: the explorer's positional arguments.
         **kwargs: its keyword arguments (``static`` is set to True).
 
@@ -461,7 +615,7 @@ def render_static(widget_name: str, *args: Any, **kwargs: Any):
         ValueError: an unknown ``widget_name``; as the explorer.
     """
     explorers = {"threshold": threshold_explorer, "erasing": erasing_explorer, "slices": slice_explorer,
-                 "anomalies": anomaly_explorer}
+                 "anomalies": anomaly_explorer, "families": family_explorer}
     if widget_name not in explorers:
         raise ValueError(f"`widget_name` must be one of {WIDGETS}, got {widget_name!r}")
     return explorers[widget_name](*args, **{**kwargs, "static": True})
