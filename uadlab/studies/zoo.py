@@ -126,8 +126,8 @@ class Zoo(Study):
                                           spread=("dice_d", "dice_d_fpr1", "auprc"), markdown=zoo_markdown)
         summary = pd.read_csv(outputs["zoo.csv"])
         subjects = {e: {s: ctx.subjects(RunSpec(e, s)) for s in seeds} for e in self.experiments}
-        pairs = [(a, b, subjects[a], subjects[b]) for a, b in dimension_pairs(self.experiments)
-                 + rank_pairs(summary)]
+        pairs = [(a, b, subjects[a], subjects[b]) for a, b in _distinct(dimension_pairs(self.experiments)
+                                                                        + rank_pairs(summary))]
         paired, skipped = tables.paired_table(ctx.layout.paired, pairs)
         ctx.layout.figures.mkdir(exist_ok=True)
         figure = tables.save_figure(viz.dimension_plot(summary), ctx.layout.figures / "zoo_3d_vs_2d.png")
@@ -175,6 +175,16 @@ def ranking(summary: pd.DataFrame) -> pd.Series:
     """Mean DICE_D over the cohorts per experiment, best first (ties keep the table's order)."""
     means = summary.groupby("experiment", sort=False)["dice_d"].mean()
     return means.sort_values(ascending=False, kind="stable")
+
+
+def _distinct(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``pairs`` without repeats, a reversed pair counting as a repeat (the first kept).
+
+    >>> _distinct([("a", "b"), ("b", "a"), ("a", "c"), ("a", "b")])
+    [('a', 'b'), ('a', 'c')]
+    """
+    seen: set[frozenset[str]] = set()
+    return [p for p in pairs if not (frozenset(p) in seen or seen.add(frozenset(p)))]
 
 
 def zoo_markdown(table: pd.DataFrame) -> str:
