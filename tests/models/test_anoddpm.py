@@ -1,4 +1,4 @@
-"""Tests of uadlab.models.anoddpm: AnoDDPM's simplex noise against its reference implementation.
+"""Tests of uadlab.models.anoddpm: AnoDDPM's simplex noise against its reference implementation, then the model.
 
 The expected numbers come from the reference itself: ``simplex.py`` of Julian-Wyatt/AnoDDPM (commit
 3052f04), run as pure Python (numba's ``njit`` replaced by the identity, ``prange`` by ``range``):
@@ -21,12 +21,15 @@ import torch
 from uadlab.models import anoddpm
 from uadlab.models.anoddpm import (
     SIMPLEX_FREQUENCY,
+    AnoDDPM,
     SIMPLEX_OCTAVES,
     SIMPLEX_PERSISTENCE,
     simplex_noise,
     simplex_octaves,
     simplex_permutation,
+    simplex_settings,
 )
+from uadlab.models.ddpm import DDPM
 
 
 def _radial_spectrum(field: np.ndarray) -> np.ndarray:
@@ -183,3 +186,71 @@ def test_the_noise_is_centred_and_not_unit_variance():
 def test_bad_arguments_are_refused(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The model
+
+
+def _tiny(spatial_dims: int, **options) -> AnoDDPM:
+    torch.manual_seed(0)
+    return AnoDDPM(spatial_dims, image_size=16, channels=(8, 16), **options)
+
+
+def _neighbour_correlation(noise: torch.Tensor) -> float:
+    """Correlation of each voxel with its neighbour along the last axis, over the batch."""
+    a, b = noise[..., :-1].flatten().double(), noise[..., 1:].flatten().double()
+    return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+
+
+def test_the_noise_scale_follows_the_image_size():
+    assert simplex_settings(256) == (SIMPLEX_FREQUENCY, SIMPLEX_OCTAVES)  # the reference's slices
+    model = _tiny(2)
+    assert (model.frequency, model.octaves) == (0.25, 2) and model.noise_levels == (250,)
+    assert model.config.octaves == 2 and model.config.frequency == 0.25
+    assert isinstance(model, DDPM)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_training_noise_is_smooth_unit_variance_simplex_noise(spatial_dims, monkeypatch):
+    model = _tiny(spatial_dims)
+    seen = []
+    add_noise = model.scheduler.add_noise
+
+    def recording(original_samples, noise, timesteps):
+        seen.append(noise.clone())
+        return add_noise(original_samples, noise, timesteps)
+
+    monkeypatch.setattr(model.scheduler, "add_noise", recording)
+    x = torch.rand((8, 1) + (16,) * spatial_dims, generator=torch.Generator().manual_seed(1))
+    model.training_loss(x, x).total.backward()
+    noise = seen[0]  # what the inferer added, which the loss asks the network to predict
+    assert noise.shape == x.shape
+    assert _neighbour_correlation(noise) > 0.6  # white noise: 0
+    assert _neighbour_correlation(torch.randn_like(noise)) < 0.1
+    assert float(noise.std()) == pytest.approx(1.0, abs=0.25)
+    torch.manual_seed(5)
+    first = model.draw_noise(x.shape)
+    torch.manual_seed(5)
+    assert torch.equal(first, model.draw_noise(x.shape))  # training noise follows torch's global generator
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_reconstruct_is_deterministic_and_depends_on_the_samples_only(spatial_dims):
+    model = _tiny(spatial_dims).eval()
+    x = torch.rand((3, 1) + (16,) * spatial_dims, generator=torch.Generator().manual_seed(2))
+    recon = model.reconstruct(x)
+    assert recon.shape == x.shape and recon.dtype == torch.float32 and 0 <= float(recon.min()) <= float(recon.max()) <= 1
+    torch.manual_seed(123)  # the global generator (training's) plays no part
+    torch.rand(10)
+    assert torch.equal(model.reconstruct(x), recon)
+    other = _tiny(spatial_dims, seed=1).eval()
+    other.load_state_dict(model.state_dict())
+    assert not torch.equal(other.reconstruct(x), recon)  # the config's seed draws the noise
+
+
+def test_bad_model_arguments_are_refused():
+    with pytest.raises(ValueError, match="`octaves` must be a positive int"):
+        AnoDDPM(2, image_size=16, channels=(8, 16), octaves=0)
+    with pytest.raises(ValueError, match="`frequency` must be a positive number"):
+        AnoDDPM(2, image_size=16, channels=(8, 16), frequency=-1.0)

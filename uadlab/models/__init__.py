@@ -13,15 +13,17 @@
   (:mod:`~uadlab.models.ae`, Baur et al. 2021), ``cevae`` (:mod:`~uadlab.models.cevae`, Zimmerer et
   al. 2019), ``dae`` (:mod:`~uadlab.models.dae`, Kascenas et al. 2022), ``ddpm``
   (:mod:`~uadlab.models.ddpm`, a diffusion model reconstructing from partially noised inputs, Behrendt
-  et al. 2024), and two no-learning floors, ``mean-image`` (:mod:`~uadlab.models.mean_image`) and
+  et al. 2024), ``anoddpm`` (:mod:`~uadlab.models.anoddpm`, the same with simplex noise and partial
+  diffusion, Wyatt et al. 2022), and two no-learning floors, ``mean-image`` (:mod:`~uadlab.models.mean_image`) and
   ``zscore`` (:mod:`~uadlab.models.zscore`). ``docs/models.md`` is their model card table.
 
 Adding a model: one file here that subclasses :class:`~uadlab.models.base.ModelBase` and calls
 :func:`~uadlab.models.registry.register`, one import line below, and its tests.
 """
 
-from uadlab.models import ae, cevae, dae, ddpm, dense_vae, mean_image, spatial_vae, zscore  # noqa: F401  (each registers its model)
+from uadlab.models import ae, anoddpm, cevae, dae, ddpm, dense_vae, mean_image, spatial_vae, zscore  # noqa: F401  (each registers its model)
 from uadlab.models.ae import DenseAE, DenseAEConfig, SpatialAE, SpatialAEConfig
+from uadlab.models.anoddpm import AnoDDPM, AnoDDPMConfig
 from uadlab.models.base import (
     LossTerms,
     ModelBase,
@@ -53,6 +55,7 @@ from uadlab.models.zscore import ZScore, ZScoreConfig
 __all__ = ["ReconstructionModel", "ModelBase", "LossTerms", "reconstruct", "reconstruct_and_score",
            "volumes_to_samples", "samples_to_volumes", "MODELS", "DEFAULT_MODEL", "get_spec", "model_config",
            "build_model", "model_record", "build_from_record", "DenseVAE", "DenseVAEConfig", "SpatialVAE",
-           "SpatialVAEConfig", "MeanImage", "MeanImageConfig", "DDPM", "DDPMConfig", "DenseAE", "DenseAEConfig",
+           "SpatialVAEConfig", "MeanImage", "MeanImageConfig", "DDPM", "DDPMConfig", "AnoDDPM", "AnoDDPMConfig",
+           "DenseAE", "DenseAEConfig",
            "SpatialAE", "SpatialAEConfig", "CeVAE", "CeVAEConfig", "DAE", "DAEConfig", "ZScore", "ZScoreConfig",
            "VAEOutput", "elbo_loss", "LambertLoss", "kl_divergence", "PRECISIONS", "autocast", "bf16_supported"]

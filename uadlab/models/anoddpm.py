@@ -1,11 +1,11 @@
-"""AnoDDPM's simplex noise (Wyatt et al., CVPR-W 2022): the noise of the future ``anoddpm`` model.
+"""AnoDDPM (Wyatt et al., CVPR-W 2022): a DDPM with simplex noise and partial diffusion, registry name ``anoddpm``.
 
 Wyatt, Leach, Schmon and Willcocks, "AnoDDPM: Anomaly Detection with Denoising Diffusion
 Probabilistic Models using Simplex Noise" (CVPR Workshops 2022), noise the input only part of the
 way (partial diffusion) and replace the DDPM's Gaussian noise by multi-octave *simplex* noise: a
 smooth, band-limited random field whose blobs are the size of a lesion, so that the model learns to
 remove lesion-sized deviations, where white noise only teaches it to remove grain. This module holds
-the noise; the model (a DDPM trained and sampled with it) is the next step of issue 26.
+the noise (first part) and the model, :class:`AnoDDPM` (last section).
 
 The noise (:func:`simplex_noise`; deterministic given integer seeds: :func:`simplex_octaves`) is 3D
 OpenSimplex noise (Kurt Spencer's 2014 algorithm, from the ``opensimplex`` library that the reference
@@ -14,8 +14,8 @@ code forks) summed over octaves: octave ``k`` is evaluated at the voxel coordina
 amplitude ``persistence**k``. The defaults are the reference's ``octave=6, persistence=0.8,
 frequency=64`` (``GaussianDiffusion.generate_simplex_noise``), whose ``frequency`` is a wavelength
 in voxels: :data:`SIMPLEX_FREQUENCY` is its inverse, ``2**-6``. The reference works on 256 x 256
-slices, where 64 voxels are a quarter of the image; a model on 64-voxel images may scale it (the
-model's choice, not made here). Each octave is OpenSimplex's raw sum divided by 103, as the
+slices, where 64 voxels are a quarter of the image; :class:`AnoDDPM` scales it to its image size
+(:func:`simplex_settings`). Each octave is OpenSimplex's raw sum divided by 103, as the
 reference's ``_noise3``, and the octave sum is **not** rescaled: its standard deviation is about 0.5
 at the defaults (0.31 per octave), not 1, as in the reference.
 
@@ -47,7 +47,34 @@ cell once the point is moved, by the cell's symmetries, to a canonical part of t
 matrix, shared by every seed of a batch; a product with each seed's vertex gradients gives its
 field, so a batch costs little more than one field (a 64^3 volume takes about 0.4 s on one core).
 
+The model (:class:`AnoDDPM`, a :class:`~uadlab.models.ddpm.DDPM` whose noise is simplex noise):
+
+- Training (the reference's ``GaussianDiffusion.p_loss`` with ``noise_fn="simplex"``): a step ``t``
+  uniform in ``[0, T)``, ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps`` with ``eps`` simplex noise,
+  the network predicts ``eps``, mean squared error.
+- Reconstruction (partial diffusion): the input is noised with simplex noise to ``t_lambda`` (Wyatt et
+  al.: ``lambda = 250`` of 1000 for brain MRI) and denoised. The reference runs the ``lambda`` reverse
+  steps; to stay within a laptop's budget this model takes the **one-step** ``x0`` estimate (Ho et
+  al. 2020, eq. 15) as :class:`~uadlab.models.ddpm.DDPM` does, 250x cheaper and smoother than the
+  chain's sample. Its noise comes from a generator seeded with the config's ``seed`` at every call,
+  so it is deterministic and depends on the samples (and their batch layout) only.
+- Noise scale (:func:`simplex_settings`): the reference's first-octave wavelength is 64 voxels on
+  256 x 256 slices, a quarter of the edge, and its 6 octaves end at a wavelength of 2 voxels. On
+  ``S``-voxel images the wavelength is ``S / 4`` (16 at 64 voxels: blobs the same fraction of the
+  brain) and the octaves stop at 2 voxels (``log2(S / 4)``: 4 at 64, 2 at 16), since a finer octave
+  is aliased to grain on this grid: this is the reference's field seen at the lower resolution.
+- Unit variance: the octave sum is divided by its expected standard deviation
+  (:data:`SIMPLEX_OCTAVE_SD` per octave, octaves independent), so the schedule's ``abar_t`` means the
+  signal-to-noise ratio it means for Gaussian noise and ``t = 250`` here is comparable with the
+  ``ddpm`` family's steps. The reference does not rescale (sd about 0.5), so its ``t = 250`` noises
+  about half as strongly as its schedule says.
+
+Settings: ``lab`` and ``smoke``: the profile's channels rounded up to multiples of 8 (as ``ddpm``),
+``lambda = 250``, one step; ``paper``: the paper profile's channels (Wyatt et al. use a 128-channel
+U-Net on 256^2 slices; this is the largest the 64-voxel grid takes at a lab's cost), ``lambda = 250``.
+
 Shape:
+    - :class:`AnoDDPM` input and reconstruction: ``(B, 1, S, S)`` or ``(B, 1, S, S, S)`` in [0, 1].
     - :func:`simplex_noise`: ``(B, C, H, W)`` or ``(B, C, D, H, W)``, float32.
     - :func:`simplex_octaves`: ``(len(seeds), *spatial_shape)``, float32.
 """
@@ -57,12 +84,16 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from uadlab._checks import check_int, check_real
+from uadlab.models.ddpm import DDPM, DDPMConfig
+from uadlab.models.registry import register
 
-__all__ = ["SIMPLEX_OCTAVES", "SIMPLEX_PERSISTENCE", "SIMPLEX_FREQUENCY", "simplex_noise", "simplex_octaves",
+__all__ = ["AnoDDPM", "AnoDDPMConfig", "ANODDPM_LEVEL", "SIMPLEX_OCTAVE_SD", "simplex_settings", "SIMPLEX_OCTAVES",
+           "SIMPLEX_PERSISTENCE", "SIMPLEX_FREQUENCY", "simplex_noise", "simplex_octaves",
            "simplex_permutation"]
 
 # ---------------------------------------------------------------------------------------------------
@@ -317,3 +348,94 @@ def simplex_noise(shape: Sequence[int], *, generator: torch.Generator | None = N
                           device=None if generator is None else generator.device).tolist()
     return simplex_octaves(shape[2:], seeds, octaves=octaves, persistence=persistence, frequency=frequency,
                            depth=depth, device=device).reshape(shape)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The model: a DDPM trained and reconstructing with simplex noise
+# ---------------------------------------------------------------------------------------------------
+
+#: Wyatt et al.'s partial diffusion depth for brain MRI, steps of 1000.
+ANODDPM_LEVEL = 250
+#: Standard deviation of one octave of :func:`simplex_octaves` (measured: 64 seeded 64^2 planes at a
+#: non-integer frequency; integer lattice frequencies give less).
+SIMPLEX_OCTAVE_SD = 0.314
+
+
+def simplex_settings(image_size: int) -> tuple[float, int]:
+    """``(frequency, octaves)`` of the reference's noise scaled to ``S``-voxel images (module docstring).
+
+    First wavelength ``S / 4`` voxels, octaves down to a wavelength of 2 voxels.
+
+    >>> simplex_settings(256)
+    (0.015625, 6)
+    >>> simplex_settings(64)
+    (0.0625, 4)
+    """
+    image_size = check_int("image_size", image_size, "an int >= 8", lambda v: v >= 8)
+    return 4 / image_size, max(1, math.floor(math.log2(image_size / 4)))
+
+
+@dataclass(frozen=True)
+class AnoDDPMConfig(DDPMConfig):
+    """Arguments of :class:`AnoDDPM`, saved with every run; ``None``: :func:`simplex_settings`."""
+
+    noise_levels: tuple[int, ...] = (ANODDPM_LEVEL,)
+    octaves: int | None = None
+    persistence: float = SIMPLEX_PERSISTENCE
+    frequency: float | None = None
+
+
+class AnoDDPM(DDPM):
+    """A DDPM with simplex noise and partial diffusion (Wyatt et al., CVPR-W 2022).
+
+    Args:
+        spatial_dims, image_size, channels, num_res_blocks, attention_levels, num_train_timesteps, seed,
+            in_channels: as :class:`~uadlab.models.ddpm.DDPM`.
+        noise_levels: partial diffusion depths ``t_lambda``; their one-step reconstructions are averaged
+            (Wyatt et al.: 250 alone).
+        octaves: simplex octaves; ``None``: ``log2(image_size / 4)``.
+        persistence: amplitude ratio of consecutive octaves (reference: 0.8).
+        frequency: first octave's frequency, cycles per voxel; ``None``: ``4 / image_size``.
+
+    Raises:
+        TypeError, ValueError: as :class:`~uadlab.models.ddpm.DDPM`; a bad octave count, persistence or
+            frequency.
+    """
+
+    def __init__(self, spatial_dims: int, *, image_size: int = 64, channels: tuple[int, ...] = (32, 64, 128, 256),
+                 num_res_blocks: int = 1, attention_levels: tuple[bool, ...] | None = None,
+                 num_train_timesteps: int = 1000, noise_levels: tuple[int, ...] = (ANODDPM_LEVEL,), seed: int = 0,
+                 in_channels: int = 1, octaves: int | None = None, persistence: float = SIMPLEX_PERSISTENCE,
+                 frequency: float | None = None) -> None:
+        super().__init__(spatial_dims, image_size=image_size, channels=channels, num_res_blocks=num_res_blocks,
+                         attention_levels=attention_levels, num_train_timesteps=num_train_timesteps,
+                         noise_levels=noise_levels, seed=seed, in_channels=in_channels)
+        default_frequency, default_octaves = simplex_settings(self.image_size)
+        self.octaves = check_int("octaves", default_octaves if octaves is None else octaves, "a positive int",
+                                 lambda v: v > 0)
+        self.persistence = float(check_real("persistence", persistence, "a positive number",
+                                            lambda v: math.isfinite(v) and v > 0))
+        self.frequency = float(check_real("frequency", default_frequency if frequency is None else frequency,
+                                          "a positive number", lambda v: math.isfinite(v) and v > 0))
+        self.noise_sd = SIMPLEX_OCTAVE_SD * math.sqrt(sum(self.persistence ** (2 * k) for k in range(self.octaves)))
+        base = self.config
+        self.config = AnoDDPMConfig(base.spatial_dims, base.image_size, base.channels, base.num_res_blocks,
+                                    base.attention_levels, base.num_train_timesteps, base.noise_levels, base.seed,
+                                    base.in_channels, self.octaves, self.persistence, self.frequency)
+
+    def draw_noise(self, shape: torch.Size, *, generator: torch.Generator | None = None,
+                   device: torch.device | None = None) -> torch.Tensor:
+        """Simplex noise of unit expected variance, one seeded field per sample and channel.
+
+        Args:
+            shape: ``(B, C, ...)``.
+            generator: draws the fields' seeds; ``None``: torch's global CPU generator (training).
+            device: where the noise goes.
+        """
+        noise = simplex_noise(tuple(shape), generator=generator, octaves=self.octaves, persistence=self.persistence,
+                              frequency=self.frequency, device=device)
+        return noise / self.noise_sd
+
+
+register("anoddpm", AnoDDPM, AnoDDPMConfig, erasing=False,
+         description="DDPM with simplex noise and partial diffusion to t = 250 (Wyatt et al. 2022)")

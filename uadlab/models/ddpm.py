@@ -172,7 +172,7 @@ class DDPM(ModelBase):
         self.check_input(inputs, "inputs")
         self.check_input(target, "target")
         x0 = target * 2 - 1
-        noise = torch.randn_like(x0)
+        noise = self.draw_noise(x0.shape, device=x0.device)
         steps = torch.randint(0, self.scheduler.num_train_timesteps, (len(x0),), device=x0.device)
         noise_pred = self.inferer(inputs=x0, diffusion_model=self.unet, noise=noise, timesteps=steps)
         total = torch.nn.functional.mse_loss(noise_pred, noise)
@@ -208,12 +208,26 @@ class DDPM(ModelBase):
         x0 = samples.float() * 2 - 1
         total = torch.zeros_like(x0)
         for level in levels:
-            noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+            noise = self.draw_noise(x0.shape, generator=generator, device=x0.device)
             steps = torch.full((len(x0),), level, dtype=torch.long, device=x0.device)
             noisy = self.scheduler.add_noise(x0, noise, steps)
             noise_pred = self.unet(noisy, timesteps=steps)
             total += self._to_unit(predicted_original(noisy, noise_pred, self._alpha_bar(steps)))
         return total / len(levels)
+
+    def draw_noise(self, shape: torch.Size, *, generator: torch.Generator | None = None,
+                   device: torch.device | None = None) -> torch.Tensor:
+        """The diffusion noise of a batch: standard Gaussian (a family with other noise overrides this).
+
+        Args:
+            shape: ``(B, C, ...)``.
+            generator: a CPU generator (drawn on the CPU, then moved); ``None``: torch's global generator
+                of ``device`` (training).
+            device: where the noise goes.
+        """
+        if generator is None:
+            return torch.randn(shape, device=device)
+        return torch.randn(shape, generator=generator).to(device)
 
     def _alpha_bar(self, steps: torch.Tensor) -> torch.Tensor:
         return self.scheduler.alphas_cumprod.to(steps.device)[steps]
