@@ -114,7 +114,7 @@ def test_mean_image_validation(kwargs, error, match):
 
 
 @pytest.mark.parametrize(("call", "match"), [
-    (lambda: get_spec("unet"), r"`model` must be one of \['ae-dense', 'ae-spatial', 'cevae', 'dae', 'ddpm', "
+    (lambda: get_spec("unet"), r"`model` must be one of \['ae-dense', 'ae-spatial', 'anoddpm', 'cevae', 'dae', 'ddpm', "
                                r"'dense-vae', 'mean-image', 'spatial-vae', 'zscore'\]"),
     (lambda: model_config("mean-image", get_profile("smoke"), 3, 32, loss="lambert"),
      r"model 'mean-image' has no option\(s\) \['loss'\]"),
