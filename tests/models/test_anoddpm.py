@@ -21,9 +21,9 @@ import torch
 from uadlab.models import anoddpm
 from uadlab.models.anoddpm import (
     SIMPLEX_FREQUENCY,
-    AnoDDPM,
     SIMPLEX_OCTAVES,
     SIMPLEX_PERSISTENCE,
+    AnoDDPM,
     simplex_noise,
     simplex_octaves,
     simplex_permutation,
@@ -240,7 +240,8 @@ def test_reconstruct_is_deterministic_and_depends_on_the_samples_only(spatial_di
     model = _tiny(spatial_dims).eval()
     x = torch.rand((3, 1) + (16,) * spatial_dims, generator=torch.Generator().manual_seed(2))
     recon = model.reconstruct(x)
-    assert recon.shape == x.shape and recon.dtype == torch.float32 and 0 <= float(recon.min()) <= float(recon.max()) <= 1
+    assert recon.shape == x.shape and recon.dtype == torch.float32
+    assert 0 <= float(recon.min()) <= float(recon.max()) <= 1
     torch.manual_seed(123)  # the global generator (training's) plays no part
     torch.rand(10)
     assert torch.equal(model.reconstruct(x), recon)
