@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from uadlab.models.pddpm import box_mask, patch_grid, sample_patches
+from uadlab.models.pddpm import PDDPM, box_mask, patch_grid, sample_patches
 
 
 @pytest.mark.parametrize(("image_size", "patch_size", "spatial_dims"), [
@@ -79,3 +79,60 @@ def test_free_training_boxes_start_anywhere_and_are_clipped_at_the_edge():
 def test_bad_arguments_are_refused(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The model
+
+
+def _tiny(spatial_dims: int, **options) -> PDDPM:
+    torch.manual_seed(0)
+    return PDDPM(spatial_dims, image_size=16, channels=(8, 16), **options)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_training_noises_one_box_per_sample_and_scores_it_there_only(spatial_dims):
+    model = _tiny(spatial_dims)
+    assert model.patch_size == 8 and model.noise_levels == (500,) and model.config.patch_size == 8
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x, timesteps):
+            seen.append(x.clone())
+            return torch.zeros_like(x)
+
+    model.unet = Recorder()
+    x = torch.full((4, 1) + (16,) * spatial_dims, 0.5)
+    torch.manual_seed(3)
+    terms = model.training_loss(x, x)
+    changed = seen[0] != 0.0  # the clean input is 0.5 -> 0.0 in [-1, 1]; the box is noised
+    voxels = 8 ** spatial_dims
+    assert changed.flatten(1).sum(1).tolist() == [voxels] * 4  # exactly one P-box per sample
+    for sample in changed:  # and it is a grid box
+        assert any(torch.equal(sample, box) for box in box_mask(patch_grid(16, 8, spatial_dims=spatial_dims), 16))
+    torch.manual_seed(3)
+    boxes = box_mask(sample_patches(4, 16, 8, spatial_dims=spatial_dims), 16)
+    assert torch.equal(changed, boxes)  # drawn from torch's global generator, boxes first
+    # zero predicted noise: the loss is the mean squared noise inside the boxes only
+    noise = model.draw_noise(x.shape)
+    torch.testing.assert_close(terms.total, noise[boxes].pow(2).mean())
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_reconstruction_denoises_each_grid_box_once_with_the_rest_clean(spatial_dims):
+    model = _tiny(spatial_dims).eval()
+    seen = []
+    hook = model.unet.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append((args[0].clone(), kwargs["timesteps"].clone())), with_kwargs=True)
+    x = torch.rand((2, 1) + (16,) * spatial_dims, generator=torch.Generator().manual_seed(2))
+    recon = model.reconstruct(x)
+    grid = box_mask(patch_grid(16, 8, spatial_dims=spatial_dims), 16)
+    assert len(seen) == len(grid) == 2 ** spatial_dims
+    for (noisy, steps), box in zip(seen, grid):
+        assert steps.tolist() == [500, 500]
+        outside = ~box.expand_as(x)
+        torch.testing.assert_close(noisy[outside], (x * 2 - 1)[outside])  # the context is the clean input
+    assert recon.shape == x.shape and 0 <= float(recon.min()) <= float(recon.max()) <= 1
+    hook.remove()
+    torch.manual_seed(99)  # the global generator plays no part
+    assert torch.equal(model.reconstruct(x), recon)

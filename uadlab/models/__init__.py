@@ -14,14 +14,15 @@
   al. 2019), ``dae`` (:mod:`~uadlab.models.dae`, Kascenas et al. 2022), ``ddpm``
   (:mod:`~uadlab.models.ddpm`, a diffusion model reconstructing from partially noised inputs, Behrendt
   et al. 2024), ``anoddpm`` (:mod:`~uadlab.models.anoddpm`, the same with simplex noise and partial
-  diffusion, Wyatt et al. 2022), and two no-learning floors, ``mean-image`` (:mod:`~uadlab.models.mean_image`) and
+  diffusion, Wyatt et al. 2022), ``pddpm`` (:mod:`~uadlab.models.pddpm`, one patch noised at a time,
+  Behrendt et al. 2023), and two no-learning floors, ``mean-image`` (:mod:`~uadlab.models.mean_image`) and
   ``zscore`` (:mod:`~uadlab.models.zscore`). ``docs/models.md`` is their model card table.
 
 Adding a model: one file here that subclasses :class:`~uadlab.models.base.ModelBase` and calls
 :func:`~uadlab.models.registry.register`, one import line below, and its tests.
 """
 
-from uadlab.models import ae, anoddpm, cevae, dae, ddpm, dense_vae, mean_image, spatial_vae, zscore  # noqa: F401  (each registers its model)
+from uadlab.models import ae, anoddpm, cevae, dae, ddpm, dense_vae, mean_image, pddpm, spatial_vae, zscore  # noqa: F401  (each registers its model)
 from uadlab.models.ae import DenseAE, DenseAEConfig, SpatialAE, SpatialAEConfig
 from uadlab.models.anoddpm import AnoDDPM, AnoDDPMConfig
 from uadlab.models.base import (
@@ -38,6 +39,7 @@ from uadlab.models.dae import DAE, DAEConfig
 from uadlab.models.ddpm import DDPM, DDPMConfig
 from uadlab.models.dense_vae import DenseVAE, DenseVAEConfig
 from uadlab.models.mean_image import MeanImage, MeanImageConfig
+from uadlab.models.pddpm import PDDPM, PDDPMConfig
 from uadlab.models.precision import PRECISIONS, autocast, bf16_supported
 from uadlab.models.registry import (
     DEFAULT_MODEL,
@@ -56,6 +58,5 @@ __all__ = ["ReconstructionModel", "ModelBase", "LossTerms", "reconstruct", "reco
            "volumes_to_samples", "samples_to_volumes", "MODELS", "DEFAULT_MODEL", "get_spec", "model_config",
            "build_model", "model_record", "build_from_record", "DenseVAE", "DenseVAEConfig", "SpatialVAE",
            "SpatialVAEConfig", "MeanImage", "MeanImageConfig", "DDPM", "DDPMConfig", "AnoDDPM", "AnoDDPMConfig",
-           "DenseAE", "DenseAEConfig",
-           "SpatialAE", "SpatialAEConfig", "CeVAE", "CeVAEConfig", "DAE", "DAEConfig", "ZScore", "ZScoreConfig",
+           "PDDPM", "PDDPMConfig", "DenseAE", "DenseAEConfig", "SpatialAE", "SpatialAEConfig", "CeVAE", "CeVAEConfig", "DAE", "DAEConfig", "ZScore", "ZScoreConfig",
            "VAEOutput", "elbo_loss", "LambertLoss", "kl_divergence", "PRECISIONS", "autocast", "bf16_supported"]

@@ -1,4 +1,4 @@
-"""The patch schedule of the patched DDPM (Behrendt et al. 2023): the patches of the future ``pddpm`` model.
+"""The patched DDPM (Behrendt et al. 2023), registry name ``pddpm``, and its patch schedule.
 
 Behrendt, Bhattacharya, Krüger, Opfer and Schlaefer, "Patched Diffusion Models for Unsupervised
 Anomaly Detection in Brain MRI" (MIDL 2023), noise and denoise one *patch* of the image at a time:
@@ -6,8 +6,7 @@ the rest of the image stays clean and serves as context, so the model reconstruc
 healthy surroundings rather than from noise alone. At test time the image is tiled by patches; each
 is noised (the others left clean), reconstructed in one step, and its reconstruction pasted into the
 pseudo-healthy image. In training, one patch per image is noised and the loss is taken there. This
-module holds the patch schedule; the model (a DDPM trained and evaluated on these patches) is the
-next step of issue 26.
+module holds the patch schedule (first part) and the model, :class:`PDDPM` (last section).
 
 Reference facts (FinnBehrendt/patched-Diffusion-Models-UAD at commit da14cd0):
 
@@ -31,6 +30,25 @@ Reference facts (FinnBehrendt/patched-Diffusion-Models-UAD at commit da14cd0):
 Here the same schedule holds in 2D and 3D: a box is a ``[start, stop)`` pair per spatial axis of a
 sample (``(B, 1, S, S)`` or ``(B, 1, S, S, S)``), in the tensor's axis order.
 
+The model (:class:`PDDPM`, a :class:`~uadlab.models.ddpm.DDPM` on patches), in 2D and 3D:
+
+- Training: one grid box per sample (:func:`sample_patches`, torch's global generator), noised to a
+  uniform step ``t`` with Gaussian noise, the rest of the sample clean; the network predicts the noise
+  and the squared error is averaged over the box's voxels only. (The reference predicts ``x0`` with
+  an l1 loss; here the DDPM's noise objective is kept so the family shares ``ddpm``'s network,
+  schedule and one-step ``x0``, Ho et al. 2020, eq. 15.)
+- Reconstruction: for each box of :func:`patch_grid` in turn, the box is noised to ``t = 500`` (the
+  reference's ``test_timesteps - 1 = 499``, rounded to ``ddpm``'s middle level), the rest left clean,
+  and the box's one-step ``x0`` is pasted into the reconstruction; every voxel is reconstructed once.
+  The noise is drawn once per call from a generator seeded with the config's ``seed`` (boxes are
+  disjoint, so each voxel gets its own), so :meth:`PDDPM.reconstruct` is deterministic.
+- Cost: one network pass per box, ``(S / P) ** spatial_dims`` per reconstruction (4 in 2D, 8 in 3D at
+  the default ``P = S / 2``, the reference's 48 of 96), against ``ddpm``'s 3 levels.
+
+Settings: ``lab``/``smoke``: the profile's channels rounded up to multiples of 8 (as ``ddpm``), ``P =
+S / 2``, ``t = 500``; ``paper``: the paper profile's channels, the same patches (Behrendt et al. 2023:
+a 2 x 2 grid on 96^2 slices).
+
 Shape:
     - A box: ``(spatial_dims, 2)`` int64, ``[start, stop)`` per spatial axis, voxels.
     - :func:`patch_grid`: ``(K, spatial_dims, 2)``; :func:`sample_patches`: ``(B, spatial_dims, 2)``;
@@ -40,12 +58,19 @@ Shape:
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import torch
 
 from uadlab._checks import check_int
+from uadlab.models.base import LossTerms
+from uadlab.models.ddpm import DDPM, DDPMConfig, predicted_original
+from uadlab.models.registry import register
 
-__all__ = ["patch_grid", "sample_patches", "box_mask"]
+__all__ = ["PDDPM", "PDDPMConfig", "PDDPM_LEVEL", "patch_grid", "sample_patches", "box_mask"]
+
+#: The one test-time step of Behrendt et al. 2023 (their code: 499 of 1000).
+PDDPM_LEVEL = 500
 
 
 def _check(image_size: int, patch_size: int, spatial_dims: int) -> tuple[int, int, int]:
@@ -148,3 +173,112 @@ def box_mask(boxes: torch.Tensor, image_size: int) -> torch.Tensor:
         shape = [len(boxes)] + [image_size if a == axis else 1 for a in range(boxes.shape[1])]
         mask &= inside.reshape(shape)
     return mask[:, None]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The model: a DDPM that noises and denoises one box at a time
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PDDPMConfig(DDPMConfig):
+    """Arguments of :class:`PDDPM`, saved with every run; ``patch_size=None``: half the image edge."""
+
+    noise_levels: tuple[int, ...] = (PDDPM_LEVEL,)
+    patch_size: int | None = None
+
+
+class PDDPM(DDPM):
+    """A patched DDPM: noise one box, keep the rest as context, denoise (Behrendt et al., MIDL 2023).
+
+    Args:
+        spatial_dims, image_size, channels, num_res_blocks, attention_levels, num_train_timesteps, seed,
+            in_channels: as :class:`~uadlab.models.ddpm.DDPM`.
+        noise_levels: test-time steps; each gives one patch-wise reconstruction, averaged (reference: 500).
+        patch_size: box edge ``P``, voxels, ``1 <= P <= image_size``; ``None``: ``image_size // 2``.
+
+    Raises:
+        TypeError, ValueError: as :class:`~uadlab.models.ddpm.DDPM`; a ``patch_size`` out of range.
+    """
+
+    def __init__(self, spatial_dims: int, *, image_size: int = 64, channels: tuple[int, ...] = (32, 64, 128, 256),
+                 num_res_blocks: int = 1, attention_levels: tuple[bool, ...] | None = None,
+                 num_train_timesteps: int = 1000, noise_levels: tuple[int, ...] = (PDDPM_LEVEL,), seed: int = 0,
+                 in_channels: int = 1, patch_size: int | None = None) -> None:
+        super().__init__(spatial_dims, image_size=image_size, channels=channels, num_res_blocks=num_res_blocks,
+                         attention_levels=attention_levels, num_train_timesteps=num_train_timesteps,
+                         noise_levels=noise_levels, seed=seed, in_channels=in_channels)
+        patch_size = max(1, self.image_size // 2) if patch_size is None else patch_size
+        self.patch_size = _check(self.image_size, patch_size, self.spatial_dims)[1]
+        base = self.config
+        self.config = PDDPMConfig(base.spatial_dims, base.image_size, base.channels, base.num_res_blocks,
+                                  base.attention_levels, base.num_train_timesteps, base.noise_levels, base.seed,
+                                  base.in_channels, self.patch_size)
+
+    def _denoise_boxes(self, x0: torch.Tensor, noise: torch.Tensor, steps: torch.Tensor,
+                       inside: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(predicted noise, one-step x0 in [-1, 1])`` with ``x_t`` inside the boxes, ``x0`` outside."""
+        noisy = torch.where(inside, self.scheduler.add_noise(x0, noise, steps), x0)
+        noise_pred = self.unet(noisy, timesteps=steps)
+        return noise_pred, predicted_original(noisy, noise_pred, self._alpha_bar(steps))
+
+    def training_loss(self, inputs: torch.Tensor, target: torch.Tensor) -> LossTerms:
+        """Noise-prediction MSE inside one random grid box per sample; the rest is clean context.
+
+        Boxes, steps and noise come from torch's global generator (seeded per epoch by the training loop).
+
+        Returns:
+            ``total``: mean squared error of the predicted noise over the boxes' voxels.
+            ``recon``: l1 of the reconstruction (the box's one-step ``x0``, the clean target elsewhere),
+            summed over a sample's voxels, averaged over the batch; detached. ``kl``: 0.
+        """
+        self.check_input(inputs, "inputs")
+        self.check_input(target, "target")
+        x0 = target * 2 - 1
+        boxes = sample_patches(len(x0), self.image_size, self.patch_size, spatial_dims=self.spatial_dims)
+        inside = box_mask(boxes, self.image_size).to(x0.device).expand_as(x0)
+        noise = self.draw_noise(x0.shape, device=x0.device)
+        steps = torch.randint(0, self.scheduler.num_train_timesteps, (len(x0),), device=x0.device)
+        noise_pred, estimate = self._denoise_boxes(x0, noise, steps, inside)
+        total = (noise_pred.float() - noise).pow(2)[inside].mean()
+        with torch.no_grad():
+            recon = torch.where(inside, self._to_unit(estimate), target)
+            l1 = (recon - target).abs().flatten(1).sum(1).mean()
+        return LossTerms(total, l1, total.new_zeros(()))
+
+    @torch.no_grad()
+    def reconstruct(self, samples: torch.Tensor, *, noise_levels: tuple[int, ...] | None = None) -> torch.Tensor:
+        """Noise each grid box in turn (the rest clean), paste its one-step ``x0``; average over levels.
+
+        Args:
+            samples: ``(B, 1, S, S[, S])`` in [0, 1].
+            noise_levels: steps to use instead of the config's.
+
+        Returns:
+            The patch-wise reconstruction, clipped to [0, 1], the shape of ``samples``.
+
+        Raises:
+            TypeError, ValueError: ``samples`` does not fit the model, or a step outside ``[1, T)``.
+        """
+        self.check_input(samples, "samples")
+        steps_total = self.scheduler.num_train_timesteps
+        levels = self.noise_levels if noise_levels is None else tuple(
+            check_int("noise_levels", t, f"steps in [1, {steps_total})", lambda v: 1 <= v < steps_total)
+            for t in noise_levels)
+        generator = torch.Generator(device="cpu").manual_seed(self.seed)
+        x0 = samples.float() * 2 - 1
+        grid = box_mask(patch_grid(self.image_size, self.patch_size, spatial_dims=self.spatial_dims),
+                        self.image_size).to(x0.device)
+        total = torch.zeros_like(x0)
+        for level in levels:
+            noise = self.draw_noise(x0.shape, generator=generator, device=x0.device)
+            steps = torch.full((len(x0),), level, dtype=torch.long, device=x0.device)
+            for box in grid:
+                inside = box[None].expand_as(x0)
+                estimate = self._denoise_boxes(x0, noise, steps, inside)[1]
+                total = torch.where(inside, total + self._to_unit(estimate), total)
+        return total / len(levels)
+
+
+register("pddpm", PDDPM, PDDPMConfig, erasing=False,
+         description="patched DDPM: one box noised at a time, the rest as context (Behrendt et al. 2023)")
