@@ -58,5 +58,6 @@ __all__ = ["ReconstructionModel", "ModelBase", "LossTerms", "reconstruct", "reco
            "volumes_to_samples", "samples_to_volumes", "MODELS", "DEFAULT_MODEL", "get_spec", "model_config",
            "build_model", "model_record", "build_from_record", "DenseVAE", "DenseVAEConfig", "SpatialVAE",
            "SpatialVAEConfig", "MeanImage", "MeanImageConfig", "DDPM", "DDPMConfig", "AnoDDPM", "AnoDDPMConfig",
-           "PDDPM", "PDDPMConfig", "DenseAE", "DenseAEConfig", "SpatialAE", "SpatialAEConfig", "CeVAE", "CeVAEConfig", "DAE", "DAEConfig", "ZScore", "ZScoreConfig",
+           "PDDPM", "PDDPMConfig", "DenseAE", "DenseAEConfig", "SpatialAE", "SpatialAEConfig", "CeVAE", "CeVAEConfig",
+           "DAE", "DAEConfig", "ZScore", "ZScoreConfig",
            "VAEOutput", "elbo_loss", "LambertLoss", "kl_divergence", "PRECISIONS", "autocast", "bf16_supported"]
