@@ -208,7 +208,8 @@ def test_same_seed_gives_identical_weights_and_other_seed_differs(tmp_path, arra
 @pytest.mark.parametrize(("experiment", "loss"),
                          [("3D-Cube-n", "elbo"), ("2D-Patch-n", "lambert"), ("ddpm:2D-None", "elbo"),
                           ("cevae:3D-Cube-n", "elbo"), ("dae:2D-None", "elbo"),
-                          ("anoddpm:2D-None", "elbo"), ("pddpm:2D-None", "elbo")])
+                          ("anoddpm:2D-None", "elbo"), ("pddpm:2D-None", "elbo"),
+                          ("fanogan:2D-None", "elbo")])
 def test_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path, arrays, experiment, loss):
     config = _config(experiment, loss=loss)
     full = _run(config, tmp_path / "full", arrays)

@@ -15,14 +15,27 @@
   (:mod:`~uadlab.models.ddpm`, a diffusion model reconstructing from partially noised inputs, Behrendt
   et al. 2024), ``anoddpm`` (:mod:`~uadlab.models.anoddpm`, the same with simplex noise and partial
   diffusion, Wyatt et al. 2022), ``pddpm`` (:mod:`~uadlab.models.pddpm`, one patch noised at a time,
-  Behrendt et al. 2023), and two no-learning floors, ``mean-image`` (:mod:`~uadlab.models.mean_image`) and
+  Behrendt et al. 2023), ``fanogan`` (:mod:`~uadlab.models.fanogan`, a WGAN-GP with an izi_f encoder,
+  Schlegl et al. 2019), and two no-learning floors, ``mean-image`` (:mod:`~uadlab.models.mean_image`) and
   ``zscore`` (:mod:`~uadlab.models.zscore`). ``docs/models.md`` is their model card table.
 
 Adding a model: one file here that subclasses :class:`~uadlab.models.base.ModelBase` and calls
 :func:`~uadlab.models.registry.register`, one import line below, and its tests.
 """
 
-from uadlab.models import ae, anoddpm, cevae, dae, ddpm, dense_vae, mean_image, pddpm, spatial_vae, zscore  # noqa: F401  (each registers its model)
+from uadlab.models import (  # noqa: F401  (each registers its model)
+    ae,
+    anoddpm,
+    cevae,
+    dae,
+    ddpm,
+    dense_vae,
+    fanogan,
+    mean_image,
+    pddpm,
+    spatial_vae,
+    zscore,
+)
 from uadlab.models.ae import DenseAE, DenseAEConfig, SpatialAE, SpatialAEConfig
 from uadlab.models.anoddpm import AnoDDPM, AnoDDPMConfig
 from uadlab.models.base import (
@@ -38,6 +51,7 @@ from uadlab.models.cevae import CeVAE, CeVAEConfig
 from uadlab.models.dae import DAE, DAEConfig
 from uadlab.models.ddpm import DDPM, DDPMConfig
 from uadlab.models.dense_vae import DenseVAE, DenseVAEConfig
+from uadlab.models.fanogan import FAnoGAN, FAnoGANConfig
 from uadlab.models.mean_image import MeanImage, MeanImageConfig
 from uadlab.models.pddpm import PDDPM, PDDPMConfig
 from uadlab.models.precision import PRECISIONS, autocast, bf16_supported
@@ -59,5 +73,5 @@ __all__ = ["ReconstructionModel", "ModelBase", "LossTerms", "reconstruct", "reco
            "build_model", "model_record", "build_from_record", "DenseVAE", "DenseVAEConfig", "SpatialVAE",
            "SpatialVAEConfig", "MeanImage", "MeanImageConfig", "DDPM", "DDPMConfig", "AnoDDPM", "AnoDDPMConfig",
            "PDDPM", "PDDPMConfig", "DenseAE", "DenseAEConfig", "SpatialAE", "SpatialAEConfig", "CeVAE", "CeVAEConfig",
-           "DAE", "DAEConfig", "ZScore", "ZScoreConfig",
+           "DAE", "DAEConfig", "FAnoGAN", "FAnoGANConfig", "ZScore", "ZScoreConfig",
            "VAEOutput", "elbo_loss", "LambertLoss", "kl_divergence", "PRECISIONS", "autocast", "bf16_supported"]
