@@ -1,7 +1,8 @@
-"""Tests of uadlab.models.fanogan: the izi_f loss and anomaly score of f-AnoGAN (Schlegl et al. 2019).
+"""Tests of uadlab.models.fanogan: the izi_f loss and anomaly score of f-AnoGAN (Schlegl et al. 2019), then the model.
 
 A hand case: a 2 x 2 image, a linear encoder, generator and critic whose loss and encoder gradient
-are worked out on paper below.
+are worked out on paper below. Then the two training stages in one loss: each step moves only the
+network its stage trains, and the step counter survives a checkpoint.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from uadlab.models.fanogan import IZI_F_KAPPA, izi_f_loss, izi_f_score
+from uadlab.models.fanogan import IZI_F_KAPPA, FAnoGAN, izi_f_loss, izi_f_score
 
 
 def _linear(weight: list[list[float]]) -> nn.Linear:
@@ -84,3 +85,57 @@ def test_a_perfect_reconstruction_scores_zero_and_a_feature_change_alone_scores(
 def test_bad_arguments_are_refused(args, kwargs, error, match):
     with pytest.raises(error, match=match):
         izi_f_loss(*args, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The model: WGAN-GP, then the encoder, under one Adam
+
+
+def _changed(model: FAnoGAN, before: dict[str, torch.Tensor]) -> set[str]:
+    """The sub-networks (``generator``, ``critic``, ``encoder``) with a parameter that differs from ``before``."""
+    return {name.split(".")[0] for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_stage_one_moves_critic_then_generator_and_stage_two_only_the_encoder(spatial_dims):
+    torch.manual_seed(0)
+    model = FAnoGAN(spatial_dims, image_size=16, channels=(4, 8), latent_dim=8, gan_steps=3, n_critic=2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.rand((4, 1) + (16,) * spatial_dims)
+    moved = []
+    for _ in range(5):
+        before = {name: p.detach().clone() for name, p in model.named_parameters()}
+        optimizer.zero_grad(set_to_none=True)  # as the training loop: no gradient, no Adam step
+        stage = model.stage
+        terms = model.training_loss(x, x)
+        terms.total.backward()
+        optimizer.step()
+        moved.append((stage, _changed(model, before)))
+        assert float(terms.kl) == 0.0 and float(terms.recon) > 0
+    assert moved == [(1, {"critic"}), (1, {"critic"}), (1, {"generator"}), (2, {"encoder"}), (2, {"encoder"})]
+    assert model.training and all(p.requires_grad for p in model.parameters())  # the freeze is undone
+
+
+def test_the_step_counter_survives_a_checkpoint():
+    model = FAnoGAN(2, image_size=16, channels=(4, 8), latent_dim=8, gan_steps=2)
+    x = torch.rand(2, 1, 16, 16)
+    for _ in range(3):
+        model.training_loss(x, x)
+    assert model.loss_state() == {"step": 3} and model.stage == 2
+    other = FAnoGAN(2, image_size=16, channels=(4, 8), latent_dim=8, gan_steps=2)
+    assert other.stage == 1
+    other.load_loss_state(model.loss_state())
+    assert other.step == 3 and other.stage == 2
+    other.load_loss_state(None)
+    assert other.step == 3
+
+
+def test_reconstruct_is_the_generator_of_the_encoding():
+    torch.manual_seed(0)
+    model = FAnoGAN(3, image_size=16, channels=(4, 8), latent_dim=8).eval()
+    x = torch.rand(2, 1, 16, 16, 16)
+    recon = model.reconstruct(x)
+    torch.testing.assert_close(recon, model.generator(model.encoder(x)))
+    torch.testing.assert_close(model.anomaly_score(x, recon), (x - recon).abs())
+    value, features = model.critic(x)
+    assert value.shape == (2,) and features.shape == (2, 8 * 4 ** 3)
