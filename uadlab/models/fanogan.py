@@ -36,10 +36,11 @@ networks from :mod:`uadlab.models.vae`'s stages (the authors use residual 64 x 6
 critic has no normalisation (the gradient penalty is per sample), generator and encoder BatchNorm.
 The history's ``recon`` is the l1 error of ``G(E(x))`` in both stages (meaningless before stage 2).
 Early stopping watches the validation error of ``G(E(x))``, which stage 1 does not train: give the
-run ``patience`` beyond ``gan_steps``.
+run ``patience`` beyond ``gan_steps`` (the lab settings below end stage 1 within the lab's patience of
+8 epochs).
 
 Settings: ``gan_steps`` is the number of stage-1 steps. ``lab``: 2000 in 2D (about 6 of 40 epochs at
-360 steps an epoch on 180 training volumes) and 200 in 3D (about 9 of 40 epochs at 22); ``paper``:
+360 steps an epoch on 180 training volumes) and 150 in 3D (about 7 of 40 epochs at 22); ``paper``:
 100,000 (the order of the WGAN-GP reference code's iterations; not checked against the authors'
 f-AnoGAN configuration); smoke and smaller profiles: 30. Latent 128 (2D) / 512 (3D) as the dense VAE,
 the profile's channels.
@@ -89,7 +90,7 @@ GP_WEIGHT = 10.0
 #: Latent size when none is given, as the dense VAE.
 DEFAULT_LATENT = {2: 128, 3: 512}
 #: Stage-1 (WGAN-GP) steps per profile and spatial dimension; other profiles: :data:`_SMALL_GAN_STEPS`.
-GAN_STEPS = {"lab": {2: 2000, 3: 200}, "paper": {2: 100_000, 3: 100_000}}
+GAN_STEPS = {"lab": {2: 2000, 3: 150}, "paper": {2: 100_000, 3: 100_000}}
 _SMALL_GAN_STEPS = 30
 
 
