@@ -52,6 +52,17 @@ class Profile:
             runs bfloat16 natively (AVX512-BF16 or AMX), else ``"32"``, CUDA included (TF32
             convolutions were faster there: :func:`uadlab.training.default_precision`). ``smoke``
             keeps ``"32"`` so that its numbers stay comparable across machines and with earlier runs.
+        epoch_limits: a lower epoch limit for some models, keyed by registry name (``"ddpm"``) or
+            ``"segmenter"`` (Behrendt et al. 2024's); :meth:`max_epochs_for` takes the smaller of it and
+            ``max_epochs``. ``lab`` gives each diffusion family and the segmenter the epochs that fit
+            about 10 minutes on 2 CPU cores (issue 26; measured in ``docs/models.md``): a lab DDPM
+            epoch costs about 25x a dense VAE's.
+        diffusion_channels: feature maps of the diffusion families' U-Nets (``ddpm``, ``anoddpm``,
+            ``pddpm``, ``cddpm``); ``None``: ``channels``. ``lab`` halves them: 73 s per 2D epoch on 2
+            cores against 139 s.
+        synthetic_copies: anomalous copies of each healthy volume in the segmenter's synthetic pools
+            (:class:`uadlab.training.SegmenterConfig`); ``lab`` 2, which with its 180 training volumes
+            gives 360 anomalous ones an epoch.
     """
 
     name: str
@@ -67,6 +78,17 @@ class Profile:
     latent_3d: int = 512
     fractions: tuple[float, ...] = (0.1, 0.2, 0.6, 1.0)
     precision: str | None = None
+    epoch_limits: dict[str, int] = field(default_factory=dict)
+    diffusion_channels: tuple[int, ...] | None = None
+    synthetic_copies: int = 4
+
+    def max_epochs_for(self, model: str) -> int:
+        """Epoch limit of ``model`` (a registry name or ``"segmenter"``) under this profile.
+
+        >>> get_profile("lab").max_epochs_for("dense-vae"), get_profile("lab").max_epochs_for("ddpm")
+        (40, 6)
+        """
+        return min(self.max_epochs, self.epoch_limits.get(model, self.max_epochs))
 
     def latent_dim(self, spatial_dims: int) -> int:
         """Latent size for a 2D or 3D VAE under this profile.
@@ -121,6 +143,9 @@ PROFILES: dict[str, Profile] = {
         max_epochs=40,
         patience=8,
         channels=(16, 32, 64, 128),
+        epoch_limits={"ddpm": 6, "anoddpm": 6, "pddpm": 6, "cddpm": 6, "segmenter": 10},
+        diffusion_channels=(8, 16, 32, 64),
+        synthetic_copies=2,
     ),
     "paper": Profile(
         name="paper",

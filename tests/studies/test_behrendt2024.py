@@ -12,7 +12,7 @@ from conftest import write_blob_dataset
 from uadlab.cli import main
 from uadlab.profiles import get_profile
 from uadlab.studies import Behrendt2024, make_study, run_study
-from uadlab.studies.behrendt2024 import COLUMNS, RECON_EXPERIMENTS
+from uadlab.studies.behrendt2024 import COLUMNS, RECON_EXPERIMENTS, SEGMENTER_EXPERIMENTS
 from uadlab.training import load_segmenter
 
 
@@ -43,11 +43,13 @@ def test_the_study_has_every_row(study):
     assert list(table.columns) == list(COLUMNS)
     keys = set(zip(table["method"], table["model"], table["labels"], table["dataset"], table["view"]))
     expected = {("reconstruction", m, "healthy", c, "") for m in RECON_EXPERIMENTS for c in ("tumour", "stroke")}
-    expected |= {("segmenter", "ddpm:2D-None", "synthetic", c, "") for c in ("tumour", "stroke")}
-    expected |= {("segmenter", "ddpm:2D-None", "synthetic + 1 tumour", "tumour", "in-domain"),
-                 ("segmenter", "ddpm:2D-None", "synthetic + 1 tumour", "stroke", "unseen pathology"),
-                 ("segmenter", "ddpm:2D-None", "synthetic + 1 stroke", "stroke", "in-domain"),
-                 ("segmenter", "ddpm:2D-None", "synthetic + 1 stroke", "tumour", "unseen pathology")}
+    assert SEGMENTER_EXPERIMENTS == ("ddpm:2D-None", "ddpm:3D-None")
+    for m in SEGMENTER_EXPERIMENTS:
+        expected |= {("segmenter", m, "synthetic", c, "") for c in ("tumour", "stroke")}
+        expected |= {("segmenter", m, "synthetic + 1 tumour", "tumour", "in-domain"),
+                     ("segmenter", m, "synthetic + 1 tumour", "stroke", "unseen pathology"),
+                     ("segmenter", m, "synthetic + 1 stroke", "stroke", "in-domain"),
+                     ("segmenter", m, "synthetic + 1 stroke", "tumour", "unseen pathology")}
     assert keys == expected and len(table) == len(expected)
     assert table[["dice_d", "auprc", "sample_auroc", "sample_ap"]].apply(lambda c: c.between(0, 1)).all().all()
     assert (table["train_seconds"] > 0).all()
@@ -55,26 +57,29 @@ def test_the_study_has_every_row(study):
     in_domain = table[table["view"] == "in-domain"]
     assert (in_domain["n_val"] == 1).all() and (table.loc[table["view"] != "in-domain", "n_val"] == 2).all()
     assert "| reconstruction | ddpm:2D-None | healthy |" in outputs["behrendt2024.md"].read_text()
+    assert "| segmenter | ddpm:3D-None | synthetic |" in outputs["behrendt2024.md"].read_text()
 
 
 @pytest.mark.slow
-def test_the_weakly_supervised_segmenter_never_trained_on_a_test_case(study, blob_dataset):
+@pytest.mark.parametrize("dims", ["2D", "3D"])
+def test_the_segmenters_never_trained_on_a_test_case(study, dims):
     out, outputs = study
-    runs = sorted(p for p in outputs["runs"].glob("ddpm_2D-None__*/seed0"))
-    assert [p.parent.name for p in runs] == ["ddpm_2D-None__synthetic", "ddpm_2D-None__synthetic+1-stroke",
-                                             "ddpm_2D-None__synthetic+1-tumour"]
+    runs = sorted(p for p in outputs["runs"].glob(f"ddpm_{dims}-None__*/seed0"))
+    assert [p.parent.name for p in runs] == [f"ddpm_{dims}-None__synthetic", f"ddpm_{dims}-None__synthetic+1-stroke",
+                                             f"ddpm_{dims}-None__synthetic+1-tumour"]
     payloads = {p.parent.name: torch.load(p / "checkpoint.pt", weights_only=False) for p in runs}
     for payload in payloads.values():
+        assert payload["training_ids"] and payload["validation_ids"]
         assert not [i for i in payload["training_ids"] + payload["validation_ids"] if "-test-" in i]
-    assert any("tumour-val" in i for i in payloads["ddpm_2D-None__synthetic+1-tumour"]["training_ids"])
-    load_segmenter(runs[0])
+    assert any("tumour-val" in i for i in payloads[f"ddpm_{dims}-None__synthetic+1-tumour"]["training_ids"])
+    assert load_segmenter(runs[0]).spatial_dims == int(dims[0])
 
 
 @pytest.mark.slow
 def test_a_rerun_trains_nothing(study, tiny_profile, blob_dataset):
     out, outputs = study
     files = [*out.glob("behrendt2024/runs/*/seed0/checkpoint.pt")]
-    assert len(files) == 6  # 3 reconstruction models, 3 segmenters
+    assert len(files) == 12  # 6 reconstruction models, 6 segmenters
     stamps = {p: p.stat().st_mtime_ns for p in files}
     table = outputs["behrendt2024.csv"].read_text()
     run_study("behrendt2024", out, profile=tiny_profile, data=blob_dataset, labelled_cases=1)

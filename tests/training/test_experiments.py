@@ -94,8 +94,8 @@ def test_model_prefix_is_case_insensitive_and_canonical():
 
 
 @pytest.mark.parametrize(("name", "kwargs", "match"), [
-    ("unet:3D-None", {}, r"`model` must be one of \['ae-dense', 'ae-spatial', 'anoddpm', 'cevae', 'dae', 'ddpm', "
-                         r"'dense-vae'"),
+    ("unet:3D-None", {}, r"`model` must be one of \['ae-dense', 'ae-spatial', 'anoddpm', 'cddpm', 'cevae', 'dae', "
+                         r"'ddpm', 'dense-vae'"),
     ("spatial-vae:3D-None", {"model": "dense-vae"}, "names model 'spatial-vae', but `model` is 'dense-vae'"),
     ("mean-image:2D-None", {}, "model 'mean-image' supports 3D only"),
     ("mean-image:3D-Cube-n", {}, "model 'mean-image' takes no spatial erasing"),

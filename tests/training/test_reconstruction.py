@@ -127,6 +127,13 @@ def test_train_config_resolves_profile_defaults_and_round_trips_yaml(tmp_path):
     assert TrainConfig(experiment="3D-Cube-n", profile="paper", data=tmp_path).resolved("batch_size") == 32
     assert TrainConfig(experiment="3D-None", profile="lab", data=tmp_path, batch_size=4).resolved("batch_size") == 4
     assert TrainConfig.from_yaml(config.to_yaml(tmp_path / "a.yaml")) == config
+    # the lab's diffusion budget: a family's own epoch limit, unless the run or a shorter profile sets less
+    assert TrainConfig(experiment="ddpm:2D-None", profile="lab", data=tmp_path).resolved("max_epochs") == 6
+    assert TrainConfig(experiment="cddpm:3D-None", profile="lab", data=tmp_path).resolved("max_epochs") == 6
+    assert TrainConfig(experiment="ddpm:2D-None", profile="lab", data=tmp_path, max_epochs=9).resolved("max_epochs") == 9
+    assert TrainConfig(experiment="2D-None", profile="lab", data=tmp_path).resolved("max_epochs") == 40
+    short = dataclasses.replace(get_profile("lab"), max_epochs=4)
+    assert TrainConfig(experiment="ddpm:2D-None", profile=short, data=tmp_path).resolved("max_epochs") == 4
     custom = _config(seed=7, loss="lambert")
     assert TrainConfig.from_yaml(custom.to_yaml(tmp_path / "b.yaml")) == custom
 
@@ -208,7 +215,7 @@ def test_same_seed_gives_identical_weights_and_other_seed_differs(tmp_path, arra
 @pytest.mark.parametrize(("experiment", "loss"),
                          [("3D-Cube-n", "elbo"), ("2D-Patch-n", "lambert"), ("ddpm:2D-None", "elbo"),
                           ("cevae:3D-Cube-n", "elbo"), ("dae:2D-None", "elbo"),
-                          ("anoddpm:2D-None", "elbo"), ("pddpm:2D-None", "elbo"),
+                          ("anoddpm:2D-None", "elbo"), ("pddpm:2D-None", "elbo"), ("cddpm:3D-None", "elbo"),
                           ("fanogan:2D-None", "elbo")])
 def test_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path, arrays, experiment, loss):
     config = _config(experiment, loss=loss)

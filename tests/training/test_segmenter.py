@@ -143,7 +143,12 @@ def test_segment_and_the_supervised_maps_go_through_the_protocol(dataset, mean_m
 
 def test_config_from_profile_and_checks():
     config = SegmenterConfig.from_profile(get_profile("lab"), 3, 64)
-    assert config.channels == (16, 32, 64, 128) and config.batch_size == 8 and config.max_epochs == 40
+    # the lab's segmenter budget (Profile.epoch_limits, synthetic_copies): about 10 minutes on 2 cores
+    assert config.channels == (16, 32, 64, 128) and config.batch_size == 8
+    assert (config.max_epochs, config.copies) == (10, 2)
+    smoke = SegmenterConfig.from_profile(get_profile("smoke"), 2, 32)
+    assert (smoke.max_epochs, smoke.copies) == (get_profile("smoke").max_epochs, 4)
+    assert SegmenterConfig.from_profile(get_profile("lab"), 2, 64, max_epochs=3, copies=1).max_epochs == 3
     assert dataclasses.replace(config, copies=4).copies == 4
     with pytest.raises(ValueError, match="`kinds` must be a non-empty tuple"):
         SegmenterConfig(2, 32, kinds=("tumour",))

@@ -15,7 +15,8 @@
   (:mod:`~uadlab.models.ddpm`, a diffusion model reconstructing from partially noised inputs, Behrendt
   et al. 2024), ``anoddpm`` (:mod:`~uadlab.models.anoddpm`, the same with simplex noise and partial
   diffusion, Wyatt et al. 2022), ``pddpm`` (:mod:`~uadlab.models.pddpm`, one patch noised at a time,
-  Behrendt et al. 2023), ``fanogan`` (:mod:`~uadlab.models.fanogan`, a WGAN-GP with an izi_f encoder,
+  Behrendt et al. 2023), ``cddpm`` (:mod:`~uadlab.models.cddpm`, conditioned on a learned latent of
+  its input, Behrendt et al. 2024/2025), ``fanogan`` (:mod:`~uadlab.models.fanogan`, a WGAN-GP with an izi_f encoder,
   Schlegl et al. 2019), and two no-learning floors, ``mean-image`` (:mod:`~uadlab.models.mean_image`) and
   ``zscore`` (:mod:`~uadlab.models.zscore`). ``docs/models.md`` is their model card table.
 
@@ -26,6 +27,7 @@ Adding a model: one file here that subclasses :class:`~uadlab.models.base.ModelB
 from uadlab.models import (  # noqa: F401  (each registers its model)
     ae,
     anoddpm,
+    cddpm,
     cevae,
     dae,
     ddpm,
@@ -47,6 +49,7 @@ from uadlab.models.base import (
     samples_to_volumes,
     volumes_to_samples,
 )
+from uadlab.models.cddpm import CDDPM, CDDPMConfig
 from uadlab.models.cevae import CeVAE, CeVAEConfig
 from uadlab.models.dae import DAE, DAEConfig
 from uadlab.models.ddpm import DDPM, DDPMConfig
@@ -72,6 +75,7 @@ __all__ = ["ReconstructionModel", "ModelBase", "LossTerms", "reconstruct", "reco
            "volumes_to_samples", "samples_to_volumes", "MODELS", "DEFAULT_MODEL", "get_spec", "model_config",
            "build_model", "model_record", "build_from_record", "DenseVAE", "DenseVAEConfig", "SpatialVAE",
            "SpatialVAEConfig", "MeanImage", "MeanImageConfig", "DDPM", "DDPMConfig", "AnoDDPM", "AnoDDPMConfig",
-           "PDDPM", "PDDPMConfig", "DenseAE", "DenseAEConfig", "SpatialAE", "SpatialAEConfig", "CeVAE", "CeVAEConfig",
+           "PDDPM", "PDDPMConfig", "CDDPM", "CDDPMConfig", "DenseAE", "DenseAEConfig", "SpatialAE",
+           "SpatialAEConfig", "CeVAE", "CeVAEConfig",
            "DAE", "DAEConfig", "FAnoGAN", "FAnoGANConfig", "ZScore", "ZScoreConfig",
            "VAEOutput", "elbo_loss", "LambertLoss", "kl_divergence", "PRECISIONS", "autocast", "bf16_supported"]

@@ -67,8 +67,11 @@ class DDPMConfig:
 
     @classmethod
     def from_profile(cls, profile: Any, spatial_dims: int, image_size: int, **options: Any) -> DDPMConfig:
-        """The profile's feature maps per level (``Profile.channels``), rounded up to multiples of 8."""
-        channels = tuple(-(-int(c) // _GROUPS) * _GROUPS for c in profile.channels)
+        """The profile's diffusion feature maps per level (``Profile.diffusion_channels``, else
+        ``Profile.channels``), rounded up to multiples of 8.
+        """
+        chosen = profile.channels if profile.diffusion_channels is None else profile.diffusion_channels
+        channels = tuple(-(-int(c) // _GROUPS) * _GROUPS for c in chosen)
         return cls(spatial_dims, image_size, channels=channels, **options)
 
 
@@ -108,6 +111,8 @@ class DDPM(ModelBase):
             reconstructions are averaged (Behrendt et al. 2024's code: 250, 500, 750 of 1000).
         seed: seed of the noise :meth:`reconstruct` draws.
         in_channels: image channels (1: T1).
+        context_dim: size of a condition vector the U-Net attends to by cross-attention at its attention
+            levels (:meth:`condition` gives it); ``None``: unconditioned. Set by ``cddpm``.
 
     Raises:
         TypeError: a size, step or seed that is not an int.
@@ -119,7 +124,7 @@ class DDPM(ModelBase):
     def __init__(self, spatial_dims: int, *, image_size: int = 64, channels: tuple[int, ...] = (32, 64, 128, 256),
                  num_res_blocks: int = 1, attention_levels: tuple[bool, ...] | None = None,
                  num_train_timesteps: int = 1000, noise_levels: tuple[int, ...] = NOISE_LEVELS, seed: int = 0,
-                 in_channels: int = 1) -> None:
+                 in_channels: int = 1, context_dim: int | None = None) -> None:
         super().__init__()
         if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
             raise ValueError(f"`spatial_dims` must be 2 or 3, got {spatial_dims!r}")
@@ -149,9 +154,12 @@ class DDPM(ModelBase):
         self.noise_levels, self.seed = noise_levels, seed
         self.config = DDPMConfig(spatial_dims, image_size, channels, num_res_blocks, attention_levels, steps,
                                  noise_levels, seed, in_channels)
+        if context_dim is not None:
+            context_dim = check_int("context_dim", context_dim, "a positive int", lambda v: v > 0)
         self.unet = DiffusionModelUNet(spatial_dims, in_channels, in_channels, num_res_blocks=num_res_blocks,
                                        channels=channels, attention_levels=attention_levels,
-                                       norm_num_groups=_GROUPS, num_head_channels=channels[-1])
+                                       norm_num_groups=_GROUPS, num_head_channels=channels[-1],
+                                       with_conditioning=context_dim is not None, cross_attention_dim=context_dim)
         self.scheduler = DDPMScheduler(num_train_timesteps=steps)
         self.inferer = DiffusionInferer(self.scheduler)
 
@@ -174,7 +182,8 @@ class DDPM(ModelBase):
         x0 = target * 2 - 1
         noise = self.draw_noise(x0.shape, device=x0.device)
         steps = torch.randint(0, self.scheduler.num_train_timesteps, (len(x0),), device=x0.device)
-        noise_pred = self.inferer(inputs=x0, diffusion_model=self.unet, noise=noise, timesteps=steps)
+        noise_pred = self.inferer(inputs=x0, diffusion_model=self.unet, noise=noise, timesteps=steps,
+                                  condition=self.condition(x0))
         total = torch.nn.functional.mse_loss(noise_pred, noise)
         with torch.no_grad():
             noisy = self.scheduler.add_noise(x0, noise, steps)
@@ -206,14 +215,20 @@ class DDPM(ModelBase):
                       lambda v: 1 <= v < self.scheduler.num_train_timesteps) for t in noise_levels)
         generator = torch.Generator(device="cpu").manual_seed(self.seed)
         x0 = samples.float() * 2 - 1
-        total = torch.zeros_like(x0)
+        context, total = self.condition(x0), torch.zeros_like(x0)
         for level in levels:
             noise = self.draw_noise(x0.shape, generator=generator, device=x0.device)
             steps = torch.full((len(x0),), level, dtype=torch.long, device=x0.device)
             noisy = self.scheduler.add_noise(x0, noise, steps)
-            noise_pred = self.unet(noisy, timesteps=steps)
+            noise_pred = self.unet(noisy, timesteps=steps, context=context)
             total += self._to_unit(predicted_original(noisy, noise_pred, self._alpha_bar(steps)))
         return total / len(levels)
+
+    def condition(self, x0: torch.Tensor) -> torch.Tensor | None:
+        """What the U-Net is conditioned on, from the clean input ``x0`` (in [-1, 1]): ``None`` here
+        (a family with ``context_dim`` overrides this and returns ``(B, 1, context_dim)``).
+        """
+        return None
 
     def draw_noise(self, shape: torch.Size, *, generator: torch.Generator | None = None,
                    device: torch.device | None = None) -> torch.Tensor:

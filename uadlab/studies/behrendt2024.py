@@ -3,14 +3,15 @@
 ``uadlab reproduce --study behrendt2024`` writes ``OUT/behrendt2024/``:
 
 1. **Reconstruction only** — each model of :data:`RECON_EXPERIMENTS` (dense VAE, spatial VAE, DDPM;
-   2D on axial slices, as Behrendt et al.) is trained on the healthy training split and scored with
-   the residual as the anomaly map (:func:`uadlab.evaluation.protocol.evaluate_run`): threshold on
-   each lesion cohort's validation split, metrics on its test split.
+   2D on axial slices, as Behrendt et al., and the same in 3D on volumes) is trained on the healthy
+   training split and scored with the residual as the anomaly map
+   (:func:`uadlab.evaluation.protocol.evaluate_run`): threshold on each lesion cohort's validation
+   split, metrics on its test split.
 2. **Segmenter on synthetic anomalies** — for each model of :data:`SEGMENTER_EXPERIMENTS` (the DDPM,
    their pseudo-healthy generator), a segmenter on ``(image, recon)`` is trained on synthetic
-   anomalies in the healthy training split (:func:`uadlab.training.train_segmenter`, a run of its
-   own that depends on the reconstruction run) and its post-processed probability is scored by the
-   same protocol.
+   anomalies in the healthy training split (a 2D segmenter on the 2D DDPM, a 3D one on the 3D DDPM;
+   :func:`uadlab.training.train_segmenter`, a run of its own that depends on the reconstruction run)
+   and its post-processed probability is scored by the same protocol.
 3. **Weakly supervised** — per lesion cohort, ``K`` labelled validation cases join the segmenter's
    training (:func:`uadlab.training.split_labelled`); the threshold is fitted on the cohort's
    remaining validation cases, the test split is untouched ("in-domain").
@@ -54,10 +55,11 @@ from uadlab.training.experiments import parse_experiment
 __all__ = ["Behrendt2024", "RECON_EXPERIMENTS", "SEGMENTER_EXPERIMENTS", "COLUMNS", "DEFAULT_LABELLED_CASES",
            "study_markdown"]
 
-#: Reconstruction models of the study (2D, as Behrendt et al.), in table order.
-RECON_EXPERIMENTS: tuple[str, ...] = ("2D-None", "spatial-vae:2D-None", "ddpm:2D-None")
-#: Reconstruction models a segmenter is trained on (the DDPM: Behrendt et al.'s generator).
-SEGMENTER_EXPERIMENTS: tuple[str, ...] = ("ddpm:2D-None",)
+#: Reconstruction models of the study (2D, as Behrendt et al., then 3D), in table order.
+RECON_EXPERIMENTS: tuple[str, ...] = ("2D-None", "spatial-vae:2D-None", "ddpm:2D-None",
+                                      "3D-None", "spatial-vae:3D-None", "ddpm:3D-None")
+#: Reconstruction models a segmenter is trained on (the DDPM: Behrendt et al.'s generator), 2D and 3D.
+SEGMENTER_EXPERIMENTS: tuple[str, ...] = ("ddpm:2D-None", "ddpm:3D-None")
 #: Labelled validation cases of a cohort the weakly supervised segmenter trains on (at most the
 #: cohort's validation cases minus one, which then fit the threshold).
 DEFAULT_LABELLED_CASES = 2

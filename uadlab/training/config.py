@@ -167,13 +167,16 @@ class TrainConfig:
 
     def resolved(self, name: str) -> int:
         """``batch_size``, ``max_epochs`` or ``patience``, falling back to the profile's value (for
-        ``batch_size``, the profile's for this experiment's 2D or 3D VAE).
+        ``batch_size``, the profile's for this experiment's 2D or 3D model; for ``max_epochs``, the
+        profile's for this model, :meth:`~uadlab.profiles.Profile.max_epochs_for`).
         """
         value = getattr(self, name)
         if value is not None:
             return value
         if name == "batch_size":
             return self.resolved_profile.batch_size_for(parse_experiment(self.experiment).spatial_dims)
+        if name == "max_epochs":
+            return self.resolved_profile.max_epochs_for(self.model)
         return getattr(self.resolved_profile, name)
 
     def to_dict(self) -> dict[str, Any]:

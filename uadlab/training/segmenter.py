@@ -36,7 +36,8 @@ Decisions, fixed here once:
   is a poor guide:
   on the smoke phantom (mean-image reconstructions, 2 copies) it was lower at epoch 6 (1.06, Dice 0)
   than at epochs 29-40 (1.12-1.16, Dice 0.12-0.14); with 4 copies the Dice reached 0.37-0.39 from
-  epoch 12 on at a flat loss (1.03-1.04). Hence also ``copies=4``.
+  epoch 12 on at a flat loss (1.03-1.04). Hence ``copies=4`` (``Profile.synthetic_copies``) on the
+  smoke phantom's 16 training volumes; the lab profile's 180 take 2, for its 10-minute budget.
 - **float32 by default**, unlike a reconstruction run (:func:`uadlab.training.default_precision`):
   bf16 was not measured for this U-Net, and float32 keeps Behrendt et al.'s tables as they were.
 
@@ -157,9 +158,12 @@ class SegmenterConfig:
 
     @classmethod
     def from_profile(cls, profile: Any, spatial_dims: int, image_size: int, **options: Any) -> SegmenterConfig:
-        """The profile's feature maps, batch size, epochs and patience; ``options`` override any field."""
+        """The profile's feature maps, batch size, segmenter epochs (``Profile.max_epochs_for("segmenter")``),
+        patience and synthetic copies; ``options`` override any field.
+        """
         values = {"channels": tuple(profile.channels), "batch_size": profile.batch_size_for(spatial_dims),
-                  "max_epochs": profile.max_epochs, "patience": profile.patience, **options}
+                  "max_epochs": profile.max_epochs_for("segmenter"), "patience": profile.patience,
+                  "copies": profile.synthetic_copies, **options}
         return cls(spatial_dims, image_size, **values)
 
     def to_yaml(self, path: Path) -> None:
