@@ -130,7 +130,8 @@ def test_train_config_resolves_profile_defaults_and_round_trips_yaml(tmp_path):
     # the lab's diffusion budget: a family's own epoch limit, unless the run or a shorter profile sets less
     assert TrainConfig(experiment="ddpm:2D-None", profile="lab", data=tmp_path).resolved("max_epochs") == 6
     assert TrainConfig(experiment="cddpm:3D-None", profile="lab", data=tmp_path).resolved("max_epochs") == 6
-    assert TrainConfig(experiment="ddpm:2D-None", profile="lab", data=tmp_path, max_epochs=9).resolved("max_epochs") == 9
+    given = TrainConfig(experiment="ddpm:2D-None", profile="lab", data=tmp_path, max_epochs=9)
+    assert given.resolved("max_epochs") == 9
     assert TrainConfig(experiment="2D-None", profile="lab", data=tmp_path).resolved("max_epochs") == 40
     short = dataclasses.replace(get_profile("lab"), max_epochs=4)
     assert TrainConfig(experiment="ddpm:2D-None", profile=short, data=tmp_path).resolved("max_epochs") == 4
