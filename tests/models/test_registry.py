@@ -115,7 +115,8 @@ def test_mean_image_validation(kwargs, error, match):
 
 @pytest.mark.parametrize(("call", "match"), [
     (lambda: get_spec("unet"), r"`model` must be one of \['ae-dense', 'ae-spatial', 'anoddpm', 'cddpm', 'cevae', "
-                               r"'dae', 'ddpm', 'dense-vae', 'fanogan', 'mean-image', 'pddpm', 'spatial-vae', 'zscore'\]"),
+                               r"'dae', 'ddpm', 'dense-vae', 'fanogan', 'mean-image', 'pddpm', 'spatial-vae', "
+                               r"'zscore'\]"),
     (lambda: model_config("mean-image", get_profile("smoke"), 3, 32, loss="lambert"),
      r"model 'mean-image' has no option\(s\) \['loss'\]"),
     (lambda: model_config("mean-image", get_profile("smoke"), 2, 32), "must be one of \\(3,\\) for model 'mean-image'"),
