@@ -6,12 +6,14 @@ tests train the real ``smoke`` profile on the tiny blob data set of conftest (3 
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from uadlab import cli
+from uadlab.profiles import get_profile
 from uadlab.studies import context as study_context
 from uadlab.studies import executors, run_study
 from uadlab.training import run_status
@@ -69,6 +71,15 @@ def test_runs_in_child_processes_get_the_study_s_options(monkeypatch, blob_datas
     run_study("bengs2021", tmp_path, profile="smoke", data=blob_dataset, experiments=["mean-image:3D-None"],
               seeds=[0, 1], jobs=2, max_epochs=1, device="cpu")
     assert lines == []  # every run finished: nothing to start
+
+
+def test_a_custom_profile_is_not_sent_to_other_processes_by_its_name(blob_dataset, tmp_path):
+    custom = dataclasses.replace(get_profile("smoke"), max_epochs=1)  # named "smoke", but not smoke's schedule
+    for options in ({"jobs": 2}, {"executor": "slurm"}):
+        with pytest.raises(ValueError, match="a custom Profile \\(here 'smoke'\\) runs in this process only"):
+            run_study("bengs2021", tmp_path / "out", profile=custom, data=blob_dataset,
+                      experiments=["mean-image:3D-None"], **options)
+    assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
 @pytest.mark.parametrize(("name", "options", "message"), [

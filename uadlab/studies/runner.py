@@ -31,7 +31,7 @@ import pandas as pd
 from uadlab.data.io import folder_lock
 from uadlab.errors import DatasetError, ManifestError
 from uadlab.layout import DATASET_RECORD, ResultsLayout, check_output_folder
-from uadlab.profiles import Profile, get_profile
+from uadlab.profiles import PROFILES, Profile, get_profile
 from uadlab.studies import tables
 from uadlab.studies.context import StudyContext
 from uadlab.studies.executors import make_executor
@@ -147,7 +147,8 @@ def run_study(study: str | Path | Study = "bengs2021", out: str | Path = "result
 
     Raises:
         ValueError, TypeError: a bad argument (named), an unknown ``only_run``, an option the study
-            does not take.
+            does not take, a custom :class:`~uadlab.profiles.Profile` with ``jobs`` > 1 or SLURM (their
+            processes get the profile's name).
         DatasetError: no lesion cohort to score, or one without a threshold source.
         uadlab.errors.ManifestError: files of the study's data sets are missing or unreadable (every
             problem listed, before any work).
@@ -156,9 +157,12 @@ def run_study(study: str | Path | Study = "bengs2021", out: str | Path = "result
         uadlab.errors.UadlabError: another process is writing the study's folder.
     """
     chosen = make_study(study, **choices)
+    runner = make_executor(executor, jobs=jobs, slurm=slurm)
+    if runner.dispatches and isinstance(profile, Profile) and profile != PROFILES.get(profile.name):
+        raise ValueError(f"`profile`: a custom Profile (here {profile.name!r}) runs in this process only; "
+                         "--jobs and --executor slurm start each run by profile name")
     ctx = _context(chosen, out, profile, seeds, overwrite=overwrite, progress=progress, device=device,
                    workers=workers, build=only_run is None, max_epochs=max_epochs)
-    runner = make_executor(executor, jobs=jobs, slurm=slurm)
     if only_run is not None and (executor != "local" or jobs != 1):
         raise ValueError("`only_run` (--only-run) executes one run here; --executor and --jobs are for a sweep")
     _guard(chosen, ctx)
