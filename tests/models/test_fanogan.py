@@ -122,8 +122,9 @@ def test_the_step_counter_survives_a_checkpoint():
     for _ in range(3):
         model.training_loss(x, x)
     assert model.loss_state() == {"step": 3} and model.stage == 2
+    assert model.patience_started()  # early stopping counts in stage 2 only: stage 1 leaves G(E(x)) untrained
     other = FAnoGAN(2, image_size=16, channels=(4, 8), latent_dim=8, gan_steps=2)
-    assert other.stage == 1
+    assert other.stage == 1 and not other.patience_started()
     other.load_loss_state(model.loss_state())
     assert other.step == 3 and other.stage == 2
     other.load_loss_state(None)

@@ -138,6 +138,13 @@ class ModelBase(nn.Module):
     def load_loss_state(self, state: dict[str, Any] | None) -> None:
         """Restore :meth:`loss_state`; a stateless loss ignores it."""
 
+    def patience_started(self) -> bool:
+        """Whether epochs without a better validation score count toward early stopping yet: ``True``
+        (a model trained in stages overrides this: f-AnoGAN's validation error moves only in its
+        encoder stage).
+        """
+        return True
+
 
 def volumes_to_samples(volumes: np.ndarray, spatial_dims: int) -> np.ndarray:
     """A stack of volumes as model samples: ``(N, 1, X, Y, Z)`` (3D) or all axial slices ``(N * Z, 1, X, Y)`` (2D).

@@ -35,9 +35,9 @@ default betas (the WGAN-GP code uses lr 1e-4, betas (0, 0.9), one optimiser per 
 networks from :mod:`uadlab.models.vae`'s stages (the authors use residual 64 x 64 networks); the
 critic has no normalisation (the gradient penalty is per sample), generator and encoder BatchNorm.
 The history's ``recon`` is the l1 error of ``G(E(x))`` in both stages (meaningless before stage 2).
-Early stopping watches the validation error of ``G(E(x))``, which stage 1 does not train: give the
-run ``patience`` beyond ``gan_steps`` (the lab settings below end stage 1 within the lab's patience of
-8 epochs).
+Early stopping watches the validation error of ``G(E(x))``, which stage 1 does not train, so its
+patience counts only once stage 2 has begun (:meth:`FAnoGAN.patience_started`); the epochs of stage 1
+count toward ``max_epochs``.
 
 Settings: ``gan_steps`` is the number of stage-1 steps. ``lab``: 2000 in 2D (about 6 of 40 epochs at
 360 steps an epoch on 180 training volumes) and 150 in 3D (about 7 of 40 epochs at 22); ``paper``:
@@ -318,6 +318,10 @@ class FAnoGAN(ModelBase):
     def reconstruct(self, samples: torch.Tensor) -> torch.Tensor:
         """``G(E(samples))`` (call in eval mode: BatchNorm's running statistics)."""
         return self(samples)
+
+    def patience_started(self) -> bool:
+        """Early stopping counts from stage 2 on: stage 1 does not train what validation scores."""
+        return self.stage == 2
 
     def loss_state(self) -> dict[str, Any]:
         """The step counter that picks the stage and the critic/generator turn."""

@@ -404,8 +404,10 @@ class _Reconstruction:
         return (-row["val_l1_per_voxel"],)
 
     def patience_started(self, best: tuple[float, ...] | None) -> bool:
-        """Patience counts from the first epoch."""
-        return True
+        """Patience counts from the first epoch, or from the model's scored stage
+        (:meth:`~uadlab.models.base.ModelBase.patience_started`).
+        """
+        return self.model.patience_started()
 
     def extras(self) -> dict[str, Any]:
         """The loss state (Lambert et al.'s moving mean), the model record and the run's config."""
