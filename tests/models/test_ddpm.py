@@ -99,7 +99,8 @@ def test_training_loss_is_the_noise_mse_and_trains_the_unet():
 def test_config_from_profile_and_registry():
     assert MODELS["ddpm"].spatial_dims == (2, 3) and not MODELS["ddpm"].erasing
     config = model_config("ddpm", get_profile("lab"), 2, 64)
-    assert config == DDPMConfig(2, 64, channels=(16, 32, 64, 128))
+    assert config == DDPMConfig(2, 64, channels=(8, 16, 32, 64))  # the lab's diffusion channels
+    assert model_config("ddpm", get_profile("paper"), 3, 64).channels == (32, 64, 128, 256)
     assert config.noise_levels == NOISE_LEVELS == (250, 500, 750)
     odd = model_config("ddpm", dataclasses.replace(get_profile("smoke"), channels=(4, 12)), 2, 32)
     assert odd.channels == (8, 16)  # rounded up to the group-norm's multiples of 8
