@@ -12,6 +12,10 @@ two timings at the ``lab`` setting:
   column is the whole epoch as it ran). A family fitted in closed form reports its fit on 180 volumes.
 - **s / volume**: reconstruction and anomaly score of one 64^3 volume (median of 3), post-processing
   excluded.
+- **lab epochs** and **CPU min / lab run**: the lab profile's epoch limit for the family
+  (``Profile.max_epochs_for``; early stopping may end a run sooner) and that many epochs of training
+  steps plus the validation of each (the lab phantom's 20 healthy validation volumes at ``s / volume``):
+  the budget a lab run stays within (issue 26: at most 10 minutes on 2 quiet cores).
 
 Timings are on the CPU threads this process may use (``--threads``); the header says which.
 
@@ -39,7 +43,7 @@ from uadlab.profiles import get_profile
 from uadlab.speed import to_device
 from uadlab.training import default_precision
 
-_SIZE, _TRAIN_VOLUMES = 64, 180
+_SIZE, _TRAIN_VOLUMES, _VAL_VOLUMES = 64, 180, 20
 _HIDDEN = {"spatial_dims", "image_size", "in_channels"}
 
 
@@ -125,17 +129,20 @@ def main() -> None:
              "own timings (the zoo's `s / epoch`, `docs/zoo_results.md`) are whole epochs as they ran, data "
              "handling and validation included.")
     lines = ["# Model cards", "", intro, "", header, "", "| family | dims | source | lab: parameters | lab setting "
-             "| paper: parameters | paper setting | CPU s / lab epoch | CPU s / volume |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| paper: parameters | paper setting | CPU s / lab epoch | CPU s / volume | lab epochs "
+             "| CPU min / lab run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     print(header, flush=True)
     for name, spec in MODELS.items():
         for d in spec.spatial_dims:
             lab, lab_n = settings(name, "lab", d)
             paper, paper_n = settings(name, "paper", d)
             epoch, volume = time_family(name, d, volumes, steps=args.steps)
+            epochs = 1 if spec.model_cls.fitted_in_closed_form else get_profile("lab").max_epochs_for(name)
+            minutes = epochs * (epoch + _VAL_VOLUMES * volume) / 60
             source = spec.description.replace("|", "\\|")  # a Markdown cell
             lines.append(f"| {name} | {d}D | {source} | {lab_n:,} | {lab} | {paper_n:,} | {paper} | "
-                         f"{epoch:.1f} | {volume:.3f} |")
+                         f"{epoch:.1f} | {volume:.3f} | {epochs} | {minutes:.1f} |")
             print(lines[-1], flush=True)
     if args.write:
         args.write.write_text("\n".join(lines) + "\n")
