@@ -55,8 +55,8 @@ class Profile:
         epoch_limits: a lower epoch limit for some models, keyed by registry name (``"ddpm"``) or
             ``"segmenter"`` (Behrendt et al. 2024's); :meth:`max_epochs_for` takes the smaller of it and
             ``max_epochs``. ``lab`` gives each diffusion family and the segmenter the epochs that fit
-            about 10 minutes on 2 CPU cores (issue 26; measured in ``docs/models.md``): a lab DDPM
-            epoch costs about 25x a dense VAE's.
+            about 10 minutes on 2 CPU cores (issue 26; measured in ``docs/models.md``): at the VAEs'
+            channels a lab DDPM epoch costs 24x a dense VAE's.
         diffusion_channels: feature maps of the diffusion families' U-Nets (``ddpm``, ``anoddpm``,
             ``pddpm``, ``cddpm``); ``None``: ``channels``. ``lab`` halves them: 73 s per 2D epoch on 2
             cores against 139 s.
