@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
+import threading
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from uadlab import cli
+from uadlab.errors import RunError
 from uadlab.profiles import get_profile
 from uadlab.studies import context as study_context
-from uadlab.studies import executors, run_study
+from uadlab.studies import RunSpec, executors, run_study
 from uadlab.training import run_status
 
 EXPERIMENTS = ["3D-None", "mean-image:3D-None"]
@@ -80,6 +84,32 @@ def test_a_custom_profile_is_not_sent_to_other_processes_by_its_name(blob_datase
             run_study("bengs2021", tmp_path / "out", profile=custom, data=blob_dataset,
                       experiments=["mean-image:3D-None"], **options)
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_a_run_starts_once_the_run_it_needs_has_finished_not_its_whole_wave(tmp_path, monkeypatch):
+    events, lock = [], threading.Lock()
+    durations = {"2D-None": 0.6, "ddpm_2D-None": 0.05, "ddpm_3D-None": 0.05}
+
+    def fake_run(self, spec, command, ctx):
+        with lock:
+            events.append(("start", spec.name))
+        time.sleep(durations.get(spec.name, 0.05))
+        with lock:
+            events.append(("end", spec.name))
+        return spec, tmp_path / f"{spec.name}.log", 1 if spec.name == "ddpm_3D-None" else 0
+
+    monkeypatch.setattr(executors.LocalExecutor, "_run", fake_run)
+    slow, recon, broken = RunSpec("2D-None"), RunSpec("ddpm:2D-None"), RunSpec("ddpm:3D-None")
+    segmenter, orphan = RunSpec("ddpm:2D-None", labels="synthetic"), RunSpec("ddpm:3D-None", labels="synthetic")
+    waves = [[(slow, []), (recon, []), (broken, [])], [(segmenter, []), (orphan, [])]]
+    ctx = SimpleNamespace(layout=SimpleNamespace(logs=tmp_path / "logs"))
+    with pytest.raises(RunError, match="1 run\\(s\\) failed: ddpm_3D-None seed 0"):
+        executors.LocalExecutor(jobs=2).execute(waves, ctx)
+    order = [f"{kind} {name}" for kind, name in events]
+    # the segmenter started after its DDPM and before the slow VAE of the first wave ended
+    assert order.index(f"start {segmenter.name}") > order.index("end ddpm_2D-None")
+    assert order.index(f"start {segmenter.name}") < order.index("end 2D-None")
+    assert f"start {orphan.name}" not in order  # its DDPM failed: never started
 
 
 @pytest.mark.parametrize(("name", "options", "message"), [

@@ -1,8 +1,9 @@
 """Where a study's runs execute: here, several processes at once, or one SLURM job each (through submitit).
 
 An executor receives the runs in waves (a wave's runs are independent; a later wave needs the
-earlier ones: a segmenter after its reconstruction model) as the command lines of a plan
-(``uadlab reproduce ... --only-run NAME``), executes them, and returns once all have finished; the
+earlier ones: a segmenter after its reconstruction model; the local one starts a run as soon as the
+run it needs has finished) as the command lines of a plan (``uadlab reproduce ... --only-run
+NAME``), executes them, and returns once all have finished; the
 runner then scores every run in its own process, reusing what the runs wrote. Every run is
 resumable, so killing the driver (or a run) and starting the same command again finishes the sweep
 without retraining a finished run.
@@ -30,7 +31,7 @@ import subprocess
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,14 +80,37 @@ class LocalExecutor(Executor):
         self.dispatches = self.jobs > 1
 
     def execute(self, waves: Waves, ctx: StudyContext) -> None:
-        """Each run as ``python -m uadlab.cli ... --only-run``, ``jobs`` at a time (nothing with ``jobs=1``)."""
+        """Each run as ``python -m uadlab.cli ... --only-run``, ``jobs`` at a time (nothing with ``jobs=1``).
+
+        A run starts as soon as a process is free and the run it depends on (``RunSpec.depends_on``, same
+        seed) has finished, not when its whole wave has: a segmenter trains beside the next
+        reconstruction model. The dependants of a failed run are not started.
+        """
         if not self.dispatches or not any(waves):
             return
         ctx.layout.logs.mkdir(parents=True, exist_ok=True)
-        for wave in waves:
-            with ThreadPoolExecutor(self.jobs) as pool:
-                results = list(pool.map(lambda item: self._run(item[0], item[1], ctx), wave))
-            _raise_failures([(spec, log) for spec, log, code in results if code != 0])
+        pending = [item for wave in waves for item in wave]
+        running: dict[Future, RunSpec] = {}
+        failed: list[tuple[RunSpec, Path]] = []
+        with ThreadPoolExecutor(self.jobs) as pool:
+            while pending or running:
+                waiting = {(spec.name, spec.seed) for spec in running.values()}
+                waiting |= {(spec.name, spec.seed) for spec, _ in pending}
+                ready = [item for item in pending if (item[0].depends_on, item[0].seed) not in waiting]
+                for spec, command in ready[:self.jobs - len(running)]:
+                    pending.remove((spec, command))
+                    running[pool.submit(self._run, spec, command, ctx)] = spec
+                if not running:  # what is left depends on failed runs
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    spec, log, code = future.result()
+                    del running[future]
+                    if code != 0:
+                        failed.append((spec, log))
+                        pending = [item for item in pending if (item[0].depends_on, item[0].seed)
+                                   != (spec.name, spec.seed)]
+        _raise_failures(failed)
 
     def _run(self, spec: RunSpec, command: list[str], ctx: StudyContext) -> tuple[RunSpec, Path, int]:
         log = ctx.layout.log(spec.name, spec.seed)
