@@ -18,8 +18,8 @@ import pytest
 from uadlab import cli
 from uadlab.errors import RunError
 from uadlab.profiles import get_profile
-from uadlab.studies import context as study_context
 from uadlab.studies import RunSpec, executors, run_study
+from uadlab.studies import context as study_context
 from uadlab.training import run_status
 
 EXPERIMENTS = ["3D-None", "mean-image:3D-None"]
