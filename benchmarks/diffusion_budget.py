@@ -17,7 +17,7 @@ smoke phantom is small and its numbers noisy: read the difference, not the level
 
 Usage::
 
-    python benchmarks/diffusion_budget.py --out results/diffusion_budget
+    python benchmarks/diffusion_budget.py --out results/diffusion_budget [--dims 2]
 
 (The two settings are custom profiles, so their runs train in this process, one after the other.)
 """
@@ -48,8 +48,9 @@ def settings() -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="results/diffusion_budget", help="output folder (resumed when rerun)")
+    parser.add_argument("--dims", type=int, nargs="+", choices=(2, 3), default=[2, 3], help="dimensions to train")
     args = parser.parse_args()
-    experiments = [e for family in FAMILIES for e in family_experiments(family)]
+    experiments = [e for family in FAMILIES for e in family_experiments(family) if int(e.split(":")[1][0]) in args.dims]
     tables = {}
     for name, profile in settings().items():
         outputs = run_study("zoo", os.path.join(args.out, name), profile=profile, experiments=experiments)
