@@ -54,9 +54,9 @@ class Profile:
             keeps ``"32"`` so that its numbers stay comparable across machines and with earlier runs.
         epoch_limits: a lower epoch limit for some models, keyed by registry name (``"ddpm"``) or
             ``"segmenter"`` (Behrendt et al. 2024's); :meth:`max_epochs_for` takes the smaller of it and
-            ``max_epochs``. ``lab`` gives each diffusion family and the segmenter the epochs that fit
-            about 10 minutes on 2 CPU cores (issue 26; measured in ``docs/models.md``): at the VAEs'
-            channels a lab DDPM epoch costs 24x a dense VAE's.
+            ``max_epochs``. ``lab`` gives each diffusion family, f-AnoGAN and the segmenter the epochs
+            that fit about 10 minutes on 2 CPU cores (issue 26; measured in ``docs/models.md``): at the
+            VAEs' channels a lab DDPM epoch costs 24x a dense VAE's.
         diffusion_channels: feature maps of the diffusion families' U-Nets (``ddpm``, ``anoddpm``,
             ``pddpm``, ``cddpm``); ``None``: ``channels``. ``lab`` halves them: 73 s per 2D epoch on 2
             cores against 139 s.
@@ -143,7 +143,7 @@ PROFILES: dict[str, Profile] = {
         max_epochs=40,
         patience=8,
         channels=(16, 32, 64, 128),
-        epoch_limits={"ddpm": 6, "anoddpm": 6, "pddpm": 6, "cddpm": 6, "segmenter": 10},
+        epoch_limits={"ddpm": 6, "anoddpm": 6, "pddpm": 5, "cddpm": 6, "fanogan": 30, "segmenter": 10},
         diffusion_channels=(8, 16, 32, 64),
         synthetic_copies=2,
     ),

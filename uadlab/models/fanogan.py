@@ -39,11 +39,11 @@ Early stopping watches the validation error of ``G(E(x))``, which stage 1 does n
 patience counts only once stage 2 has begun (:meth:`FAnoGAN.patience_started`); the epochs of stage 1
 count toward ``max_epochs``.
 
-Settings: ``gan_steps`` is the number of stage-1 steps. ``lab``: 2000 in 2D (about 6 of 40 epochs at
-360 steps an epoch on 180 training volumes) and 150 in 3D (about 7 of 40 epochs at 22); ``paper``:
-100,000 (the order of the WGAN-GP reference code's iterations; not checked against the authors'
-f-AnoGAN configuration); smoke and smaller profiles: 30. Latent 128 (2D) / 512 (3D) as the dense VAE,
-the profile's channels.
+Settings: ``gan_steps`` is the number of stage-1 steps. ``lab``: 2000 in 2D (about 6 of its 30 epochs,
+``Profile.epoch_limits``, at 360 steps an epoch on 180 training volumes) and 150 in 3D (about 7 of 30
+at 22); ``paper``: 100,000 (the order of the WGAN-GP reference code's iterations; not checked against
+the authors' f-AnoGAN configuration); smoke and smaller profiles: 30. Latent 128 (2D) / 512 (3D) as
+the dense VAE, the profile's channels.
 
 Reference facts (tSchlegl/f-AnoGAN, the authors' TensorFlow code):
 
