@@ -63,7 +63,7 @@ def main() -> None:
     print(f"diffusion channels: lab {settings()['lab'].diffusion_channels}, paper "
           f"{settings()['paper'].diffusion_channels}; epochs: lab {get_profile('lab').max_epochs_for('ddpm')}, "
           f"paper up to {get_profile('smoke').max_epochs}")
-    print((both * [100, 100, 1, 100, 100, 1, 100, 100]).round(1).to_markdown())
+    print((both * [100, 100, 1, 100, 100, 1, 100, 100]).round(1).to_string())
 
 
 if __name__ == "__main__":
