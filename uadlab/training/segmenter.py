@@ -37,7 +37,7 @@ Decisions, fixed here once:
   on the smoke phantom (mean-image reconstructions, 2 copies) it was lower at epoch 6 (1.06, Dice 0)
   than at epochs 29-40 (1.12-1.16, Dice 0.12-0.14); with 4 copies the Dice reached 0.37-0.39 from
   epoch 12 on at a flat loss (1.03-1.04). Hence ``copies=4`` (``Profile.synthetic_copies``) on the
-  smoke phantom's 16 training volumes; the lab profile's 180 take 2, for its 10-minute budget.
+  smoke phantom's handful of training volumes; the lab profile's 180 take 2, for its 10-minute budget.
 - **float32 by default**, unlike a reconstruction run (:func:`uadlab.training.default_precision`):
   bf16 was not measured for this U-Net, and float32 keeps Behrendt et al.'s tables as they were.
 
