@@ -51,8 +51,8 @@ def main() -> None:
     parser.add_argument("--dims", type=int, nargs="+", choices=(2, 3), default=[2, 3], help="dimensions to train")
     args = parser.parse_args()
     experiments = [e for family in FAMILIES for e in family_experiments(family) if int(e.split(":")[1][0]) in args.dims]
-    tables = {}
-    for name, profile in settings().items():
+    chosen, tables = settings(), {}
+    for name, profile in chosen.items():
         outputs = run_study("zoo", os.path.join(args.out, name), profile=profile, experiments=experiments)
         table = pd.read_csv(outputs["zoo.csv"])
         tables[name] = table.set_index(["family", "spatial_dims", "dataset"])
@@ -60,8 +60,8 @@ def main() -> None:
     both = tables["lab"][keys].join(tables["paper"][keys], lsuffix="_lab", rsuffix="_paper")
     both["dice_d_cost"] = both["dice_d_paper"] - both["dice_d_lab"]
     both["auprc_cost"] = both["auprc_paper"] - both["auprc_lab"]
-    print(f"diffusion channels: lab {settings()['lab'].diffusion_channels}, paper "
-          f"{settings()['paper'].diffusion_channels}; epochs: lab {get_profile('lab').max_epochs_for('ddpm')}, "
+    print(f"diffusion channels: lab {chosen['lab'].diffusion_channels}, paper "
+          f"{chosen['paper'].diffusion_channels}; epochs: lab {get_profile('lab').max_epochs_for('ddpm')}, "
           f"paper up to {get_profile('smoke').max_epochs}")
     print((both * [100, 100, 1, 100, 100, 1, 100, 100]).round(1).to_string())
 

@@ -84,7 +84,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -418,10 +418,8 @@ class AnoDDPM(DDPM):
         self.frequency = float(check_real("frequency", default_frequency if frequency is None else frequency,
                                           "a positive number", lambda v: math.isfinite(v) and v > 0))
         self.noise_sd = SIMPLEX_OCTAVE_SD * math.sqrt(sum(self.persistence ** (2 * k) for k in range(self.octaves)))
-        base = self.config
-        self.config = AnoDDPMConfig(base.spatial_dims, base.image_size, base.channels, base.num_res_blocks,
-                                    base.attention_levels, base.num_train_timesteps, base.noise_levels, base.seed,
-                                    base.in_channels, self.octaves, self.persistence, self.frequency)
+        self.config = AnoDDPMConfig(**asdict(self.config), octaves=self.octaves, persistence=self.persistence,
+                                    frequency=self.frequency)
 
     def draw_noise(self, shape: torch.Size, *, generator: torch.Generator | None = None,
                    device: torch.device | None = None) -> torch.Tensor:

@@ -33,7 +33,7 @@ Shape:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -99,10 +99,8 @@ class CDDPM(DDPM):
         pool = nn.AdaptiveAvgPool2d if spatial_dims == 2 else nn.AdaptiveAvgPool3d
         self.encoder = nn.Sequential(*encoder_stages(spatial_dims, in_channels, encoder_channels), pool(1),
                                      nn.Flatten(), nn.Linear(encoder_channels[-1], context_dim))
-        base = self.config
-        self.config = CDDPMConfig(base.spatial_dims, base.image_size, base.channels, base.num_res_blocks,
-                                  base.attention_levels, base.num_train_timesteps, base.noise_levels, base.seed,
-                                  base.in_channels, int(context_dim), encoder_channels)
+        self.config = CDDPMConfig(**asdict(self.config), context_dim=int(context_dim),
+                                  encoder_channels=encoder_channels)
 
     def condition(self, x0: torch.Tensor) -> torch.Tensor:
         """The condition vector of the clean input ``x0`` (in [-1, 1]), one context token: ``(B, 1, context_dim)``."""

@@ -210,9 +210,7 @@ class DDPM(ModelBase):
             TypeError, ValueError: ``samples`` does not fit the model, or a step outside ``[1, T)``.
         """
         self.check_input(samples, "samples")
-        levels = self.noise_levels if noise_levels is None else tuple(
-            check_int("noise_levels", t, f"steps in [1, {self.scheduler.num_train_timesteps})",
-                      lambda v: 1 <= v < self.scheduler.num_train_timesteps) for t in noise_levels)
+        levels = self._levels(noise_levels)
         generator = torch.Generator(device="cpu").manual_seed(self.seed)
         x0 = samples.float() * 2 - 1
         context, total = self.condition(x0), torch.zeros_like(x0)
@@ -223,6 +221,14 @@ class DDPM(ModelBase):
             noise_pred = self.unet(noisy, timesteps=steps, context=context)
             total += self._to_unit(predicted_original(noisy, noise_pred, self._alpha_bar(steps)))
         return total / len(levels)
+
+    def _levels(self, noise_levels: tuple[int, ...] | None) -> tuple[int, ...]:
+        """The steps :meth:`reconstruct` noises to: ``noise_levels`` checked to lie in ``[1, T)``, else the config's."""
+        if noise_levels is None:
+            return self.noise_levels
+        steps = self.scheduler.num_train_timesteps
+        return tuple(check_int("noise_levels", t, f"steps in [1, {steps})", lambda v: 1 <= v < steps)
+                     for t in noise_levels)
 
     def condition(self, x0: torch.Tensor) -> torch.Tensor | None:
         """What the U-Net is conditioned on, from the clean input ``x0`` (in [-1, 1]): ``None`` here

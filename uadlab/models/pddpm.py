@@ -58,7 +58,7 @@ Shape:
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -210,10 +210,7 @@ class PDDPM(DDPM):
                          noise_levels=noise_levels, seed=seed, in_channels=in_channels)
         patch_size = max(1, self.image_size // 2) if patch_size is None else patch_size
         self.patch_size = _check(self.image_size, patch_size, self.spatial_dims)[1]
-        base = self.config
-        self.config = PDDPMConfig(base.spatial_dims, base.image_size, base.channels, base.num_res_blocks,
-                                  base.attention_levels, base.num_train_timesteps, base.noise_levels, base.seed,
-                                  base.in_channels, self.patch_size)
+        self.config = PDDPMConfig(**asdict(self.config), patch_size=self.patch_size)
 
     def _denoise_boxes(self, x0: torch.Tensor, noise: torch.Tensor, steps: torch.Tensor,
                        inside: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -261,10 +258,7 @@ class PDDPM(DDPM):
             TypeError, ValueError: ``samples`` does not fit the model, or a step outside ``[1, T)``.
         """
         self.check_input(samples, "samples")
-        steps_total = self.scheduler.num_train_timesteps
-        levels = self.noise_levels if noise_levels is None else tuple(
-            check_int("noise_levels", t, f"steps in [1, {steps_total})", lambda v: 1 <= v < steps_total)
-            for t in noise_levels)
+        levels = self._levels(noise_levels)
         generator = torch.Generator(device="cpu").manual_seed(self.seed)
         x0 = samples.float() * 2 - 1
         grid = box_mask(patch_grid(self.image_size, self.patch_size, spatial_dims=self.spatial_dims),
