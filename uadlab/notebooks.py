@@ -380,7 +380,8 @@ def notebook_problems(path: str | Path) -> list[str]:
 
     Checks the house rules for notebooks: the first cell is a code cell tagged ``parameters`` that holds
     ``PROFILE``, ``OUT_DIR``, ``SEED`` and ``INTERACTIVE``; no code cell holds outputs or an
-    execution count; no code cell defines a class or a function (logic belongs in ``uadlab``); a
+    execution count; no code cell defines a class or a function (logic belongs in ``uadlab``) except an
+    exercise's solution cell (nbgrader metadata ``solution: true``), where the student writes one; a
     cell that makes a figure (:func:`figure_calls`) shows it: it ends with the figure (``fig`` or
     the call) or calls ``display(fig)``.
 
@@ -407,8 +408,9 @@ def notebook_problems(path: str | Path) -> list[str]:
             continue
         if cell.get("outputs") or cell.get("execution_count") is not None:
             problems.append(f"cell {index} holds outputs (strip them before committing)")
+        exercise = cell.metadata.get("nbgrader", {}).get("solution", False)  # the student writes a function there
         for keyword, what in (("class ", "a class"), ("def ", "a function")):
-            if any(line.lstrip().startswith(keyword) for line in cell.source.splitlines()):
+            if not exercise and any(line.lstrip().startswith(keyword) for line in cell.source.splitlines()):
                 problems.append(f"cell {index} defines {what} (logic belongs in uadlab)")
         if figure_calls(cell.source) and not _shows_figure(cell.source):
             problems.append(f"cell {index} makes a figure but does not show it (end the cell with it or "

@@ -10,6 +10,7 @@ only that it ran.
 from __future__ import annotations
 
 import json
+import shutil
 
 import nbformat
 import numpy as np
@@ -17,6 +18,7 @@ import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from uadlab.course.release import make_course
 from uadlab.data import load_dataset
 from uadlab.errors import RunError
 from uadlab.layout import RUN_CHECKPOINT, ResultsLayout
@@ -392,3 +394,56 @@ def test_08_model_zoo_outputs(executed):
     assert all(np.isfinite(t) and t > 0 for t in summary["thresholds"])
     assert set(summary["best_by_dice_d"]) == {"tumour", "stroke"} and set(summary["best_by_dice_d"].values()) <= \
         set(experiments)
+
+
+# ----------------------------------------------------------------------------------------------
+# The student versions (nbgrader) on the chains' runs
+# ----------------------------------------------------------------------------------------------
+
+@_mark
+def test_student_versions_run_up_to_their_first_exercise(executed, tmp_path):
+    """Each generated student version runs without error until its first exercise asks for the student's work.
+
+    A decision stops in its solution cell (``raise NotImplementedError()``); a function to write is defined with
+    that body, so its check cell stops with "not done yet"."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    out, paths = executed
+    chain = [p.name for p in paths]
+    labs = chain if chain == list(CHAINS["models"]) else chain[1:]  # lab 00 once, in the models chain
+    released = make_course(tmp_path / "course", NOTEBOOK_DIR, labs, parameters={"OUT_DIR": str(out)})
+    for stem, student in released.items():
+        cells = nbformat.read(student, as_version=4).cells
+        first = next(i for i, c in enumerate(cells) if c.metadata.get("nbgrader", {}).get("solution"))
+        assert "raise NotImplementedError()" in cells[first].source and "BEGIN SOLUTION" not in cells[first].source
+        with pytest.raises(PapermillExecutionError) as error:
+            papermill.execute_notebook(str(student), str(tmp_path / f"{stem}.ipynb"), kernel_name="python3",
+                                       parameters={"INTERACTIVE": False}, cwd=str(student.parent), progress_bar=False)
+        stopped = (error.value.ename, error.value.source)
+        expected = {("NotImplementedError", cells[first].source), ("ExerciseFeedback", cells[first + 1].source)}
+        assert stopped in expected, f"{stem} stopped at {stopped}"
+        assert error.value.ename == "NotImplementedError" or error.value.evalue.startswith("not done yet")
+
+
+@_mark
+@_in_chain("models")
+def test_autograding_gives_the_instructor_full_marks_and_an_unchanged_student_version_zero(executed, tmp_path):
+    from nbgrader.api import Gradebook
+
+    from uadlab.course.release import _nbgrader
+
+    out, _ = executed
+    course = tmp_path / "course"
+    released = make_course(course, NOTEBOOK_DIR, ["01_vae_2d.ipynb"],
+                           parameters={"OUT_DIR": str(out), "INTERACTIVE": False})
+    for student, version in (("instructor", course / "source"), ("student", course / "release")):
+        (course / "submitted" / student / "01_vae_2d").mkdir(parents=True)
+        shutil.copy(version / "01_vae_2d" / "01_vae_2d.ipynb", course / "submitted" / student / "01_vae_2d")
+    assert released["01_vae_2d"].is_file()
+    _nbgrader(course, "autograde", "01_vae_2d", "--create")
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        instructor = gradebook.find_submission("01_vae_2d", "instructor")
+        student = gradebook.find_submission("01_vae_2d", "student")
+        assert instructor.max_score == student.max_score == 2
+        assert (instructor.score, student.score) == (2, 0)

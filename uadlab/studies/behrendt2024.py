@@ -27,7 +27,8 @@ trained on; they did choose the reconstruction model's epoch, so read these as s
 
 Files: ``behrendt2024.csv`` (:data:`COLUMNS`; ``train_seconds`` is the wall-clock training time
 summed over each run's epochs, from its ``history.csv``), ``behrendt2024.md``, ``runs/``
-(reconstruction models and segmenters, resumed) and ``evaluation/``; with several seeds also
+(reconstruction models and segmenters, resumed) and ``evaluation/`` (with each run's rows,
+``rows.json``, read back by a rerun while newer than the run's checkpoint); with several seeds also
 ``behrendt2024_seeds.csv`` and ``paired.csv`` (each segmenter on synthetic anomalies against its
 reconstruction model).
 """
@@ -35,17 +36,20 @@ reconstruction model).
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from uadlab._checks import check_int
+from uadlab.data.io import atomic_write
 from uadlab.evaluation.inference import predict
 from uadlab.evaluation.protocol import evaluate_maps, validation_source
 from uadlab.evaluation.sample_level import sample_level_metrics, subject_score
 from uadlab.evaluation.supervised import predict_segmented
-from uadlab.layout import EVAL_SUBJECTS
+from uadlab.layout import EVAL_SUBJECTS, RUN_CHECKPOINT
 from uadlab.studies import tables
 from uadlab.studies.context import StudyContext
 from uadlab.studies.spec import DataSource, RunSpec, Study, experiment_names
@@ -54,6 +58,8 @@ from uadlab.training.experiments import parse_experiment
 
 __all__ = ["Behrendt2024", "RECON_EXPERIMENTS", "SEGMENTER_EXPERIMENTS", "COLUMNS", "DEFAULT_LABELLED_CASES",
            "study_markdown"]
+
+_ROWS = "rows.json"  # a run's rows of the table, in its evaluation folder (:func:`_reuse_rows`)
 
 #: Reconstruction models of the study (2D, as Behrendt et al., then 3D), in table order.
 RECON_EXPERIMENTS: tuple[str, ...] = ("2D-None", "spatial-vae:2D-None", "ddpm:2D-None",
@@ -175,6 +181,10 @@ def study_markdown(table: pd.DataFrame) -> str:
 def _score_reconstruction(ctx: StudyContext, spec: RunSpec) -> list[dict[str, Any]]:
     """Rows of a reconstruction model: the residual scored by the protocol, and sample-level scores."""
     result = ctx.train(spec)
+    return _reuse_rows(ctx, spec, result.run_dir, lambda: _reconstruction_rows(ctx, spec, result))
+
+
+def _reconstruction_rows(ctx: StudyContext, spec: RunSpec, result: Any) -> list[dict[str, Any]]:
     seconds = float(result.history["seconds"].sum())  # every epoch, also those before a resume
     model = load_run(result.run_dir, device=ctx.device)[0]
     healthy = _healthy_maps(ctx, lambda dataset, ids: predict(model, dataset, ids, device=ctx.device))
@@ -200,6 +210,11 @@ def _score_segmenter(ctx: StudyContext, spec: RunSpec) -> list[dict[str, Any]]:
     result = ctx.resume_or_restart(run_dir, lambda restart: train_segmenter(
         recon_model, train_set, config, run_dir, labelled_ids=labelled, resume=not restart, overwrite=restart,
         progress=ctx.progress))
+    return _reuse_rows(ctx, spec, run_dir, lambda: _segmenter_rows(ctx, spec, recon_model, result, remaining))
+
+
+def _segmenter_rows(ctx: StudyContext, spec: RunSpec, recon_model: Any, result: Any,
+                    remaining: list[str] | None) -> list[dict[str, Any]]:
     seconds = float(result.history["seconds"].sum())
 
     def maps(dataset: Any, ids: list[str]) -> dict:
@@ -227,6 +242,24 @@ def _score_segmenter(ctx: StudyContext, spec: RunSpec) -> list[dict[str, Any]]:
         frame = pd.concat([s for s in subjects if s["data"].iloc[0] == data], ignore_index=True).drop(columns="data")
         ctx.evaluation_dir(spec, data).mkdir(parents=True, exist_ok=True)
         tables.write_csv(ctx.evaluation_dir(spec, data) / EVAL_SUBJECTS, frame)
+    return rows
+
+
+def _reuse_rows(ctx: StudyContext, spec: RunSpec, run_dir: Path, make: Callable[[], list[dict[str, Any]]]) \
+        -> list[dict[str, Any]]:
+    """A trained run's rows, read back while newer than its checkpoint (the rule of ``metrics.json``), else made.
+
+    Scoring predicts every healthy validation and test subject again (and a segmenter's every validation
+    case), so a rerun of a finished study would take as long as its evaluation; the rows are saved as
+    ``rows.json`` beside the run's per-subject table instead.
+    """
+    path = ctx.evaluation_dir(spec, ctx.train_data) / _ROWS
+    if path.exists() and path.stat().st_mtime >= (run_dir / RUN_CHECKPOINT).stat().st_mtime:
+        return json.loads(path.read_text())
+    rows = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(rows, default=lambda value: value.item()))  # numpy scalars as Python numbers
     return rows
 
 
