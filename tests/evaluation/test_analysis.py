@@ -342,8 +342,27 @@ def test_paired_difference_seeds_skips_undefined_and_validates():
         paired_difference_seeds(a, [b[0]])
     with pytest.raises(ValueError, match="`b` must score the same 'tumour' subjects"):
         paired_difference_seeds(a, {0: _seed_subjects([0.4, 0.4])})
-    with pytest.raises(ValueError, match="`metric` must be 'dice' or 'auprc'"):
+    with pytest.raises(ValueError, match="`metric` must be 'dice', 'auprc' or 'dice_d'"):
+        paired_difference_seeds(a, b, metric="dice_s")
+    with pytest.raises(ValueError, match="missing.*overlap_voxels|overlap_voxels.*missing|overlap_voxels"):
         paired_difference_seeds(a, b, metric="dice_d")
+
+
+def _pooled(overlap, predicted, lesion=(40, 10, 10)):
+    return pd.DataFrame({"subject_id": ["big", "small1", "small2"], "cohort": "tumour", "lesion_voxels": lesion,
+                         "predicted_voxels": predicted, "overlap_voxels": overlap})
+
+
+def test_paired_difference_seeds_pools_dice_d_per_run_then_averages_seeds():
+    # a: seed 0 finds the large lesion exactly (DICE_D 2·40/(40+60) = 0.8), seed 1 all three (1.0)
+    a = {0: _pooled([40, 0, 0], [40, 0, 0]), 1: _pooled([40, 10, 10], [40, 10, 10])}
+    b = {0: _pooled([0, 10, 10], [0, 10, 10])}  # the two small ones only: 2·20/(20+60) = 0.5
+    row = paired_difference_seeds(a, b, metric="dice_d", n_resamples=500).iloc[0]
+    assert row.mean_a == pytest.approx(0.9) and row.mean_b == pytest.approx(0.5)
+    assert row.difference == pytest.approx(0.4) and row.ci_low <= 0.4 <= row.ci_high
+    # DICE_S would call b better on two of three subjects; pooled voxels weigh the large lesion
+    assert paired_difference_seeds({0: a[0].assign(dice=[1.0, 0, 0])}, {0: b[0].assign(dice=[0, 1.0, 1.0])},
+                                   n_resamples=50).iloc[0].difference < 0
 
 
 def test_ablation_differences_seeds_pairs_each_method_with_its_baseline(rng):

@@ -574,13 +574,15 @@ def seed_summary(rows: pd.DataFrame, *, keys: Sequence[str] = ("experiment", "da
 
 
 def paired_difference_seeds(a: Mapping[int, pd.DataFrame], b: Mapping[int, pd.DataFrame], *,
-                            metric: Literal["dice", "auprc"] = "dice", n_resamples: int = 1000,
+                            metric: Literal["dice", "auprc", "dice_d"] = "dice", n_resamples: int = 1000,
                             confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """Method ``a`` − method ``b`` on the same test subjects, beyond the noise of training seeds.
 
     Each method was trained with several seeds and every run scored on the same subjects. The
     estimate is the mean over subjects of (``a``'s mean over its seeds − ``b``'s mean over its
-    seeds). The bootstrap resamples, in each draw, the subjects (paired: the same draw for both
+    seeds); for ``"dice_d"``, the mean over seeds of each run's DICE_D (voxels pooled over the
+    subjects: ``2 Σ overlap / Σ (predicted + lesion)``, Bengs et al. 2021, Sec. 2.3) of ``a`` minus that
+    of ``b``. The bootstrap resamples, in each draw, the subjects (paired: the same draw for both
     methods) and, independently for each method, its seeds (seed ``k`` of ``a`` and of ``b`` are
     unrelated models). An interval that excludes 0 says the *methods* differ on subjects like
     these, not only two trained models; with one seed per method it is :func:`paired_difference`'s
@@ -588,8 +590,9 @@ def paired_difference_seeds(a: Mapping[int, pd.DataFrame], b: Mapping[int, pd.Da
 
     Args:
         a, b: seed -> per-subject table (``subjects.csv``), columns ``subject_id, cohort`` and
-            ``metric``; every table of both methods must list the same subjects per cohort.
-        metric: ``"dice"`` (DICE_S) or ``"auprc"``.
+            ``metric`` (for ``"dice_d"``: ``overlap_voxels, predicted_voxels, lesion_voxels``); every
+            table of both methods must list the same subjects per cohort.
+        metric: ``"dice"`` (DICE_S), ``"auprc"`` (per-subject AUPRC) or ``"dice_d"``.
         n_resamples, confidence, seed: bootstrap resamples, coverage, seed of the generator.
 
     Returns:
@@ -600,18 +603,25 @@ def paired_difference_seeds(a: Mapping[int, pd.DataFrame], b: Mapping[int, pd.Da
         TypeError: a table is not a DataFrame, or ``a``/``b`` is not a mapping.
         ValueError: no seeds, a missing column, an unknown ``metric``, tables with different
             subjects, no subject defined in every run, or bad bootstrap options.
+
+    >>> t = lambda overlap: pd.DataFrame({"subject_id": ["s0", "s1"], "cohort": "tumour", "lesion_voxels": [10, 30],
+    ...                                   "predicted_voxels": [10, 30], "overlap_voxels": overlap})
+    >>> row = paired_difference_seeds({0: t([10, 30])}, {0: t([5, 15])}, metric="dice_d").iloc[0]
+    >>> round(float(row["difference"]), 3), round(float(row["mean_b"]), 3)
+    (0.5, 0.5)
     """
-    if metric not in ("dice", "auprc"):
-        raise ValueError(f"`metric` must be 'dice' or 'auprc', got {metric!r}")
+    if metric not in ("dice", "auprc", "dice_d"):
+        raise ValueError(f"`metric` must be 'dice', 'auprc' or 'dice_d', got {metric!r}")
     check_int("n_resamples", n_resamples, "a positive int", lambda v: v >= 1)
     check_real("confidence", confidence, "a float in (0, 1)", lambda v: 0 < v < 1)
+    columns = ("overlap_voxels", "predicted_voxels", "lesion_voxels") if metric == "dice_d" else (metric,)
     for name, tables in (("a", a), ("b", b)):
         if not isinstance(tables, Mapping):
             raise TypeError(f"`{name}` must be a mapping seed -> DataFrame, got {type(tables).__name__}")
         if not tables:
             raise ValueError(f"`{name}` must hold at least one seed, got none")
         for frame in tables.values():
-            _check_frame(frame, name, ("subject_id", "cohort", metric))
+            _check_frame(frame, name, ("subject_id", "cohort", *columns))
     first = next(iter(a.values()))
     rng = np.random.default_rng(seed)
     alpha = (1.0 - confidence) / 2.0
@@ -622,30 +632,39 @@ def paired_difference_seeds(a: Mapping[int, pd.DataFrame], b: Mapping[int, pd.Da
         for name, tables in (("a", a), ("b", b)):
             runs = []
             for frame in tables.values():
-                part = frame[frame["cohort"] == cohort].set_index("subject_id")[metric]
+                part = frame[frame["cohort"] == cohort].set_index("subject_id")
                 if sorted(part.index) != sorted(ids) or part.index.duplicated().any():
                     raise ValueError(f"`{name}` must score the same {cohort!r} subjects in every table "
                                      f"(each once), got {sorted(part.index)} vs {sorted(ids)}")
-                runs.append(part.loc[ids].to_numpy(float))
-            stacks.append(np.stack(runs))  # (seeds, subjects)
+                runs.append(part.loc[ids, list(columns)].to_numpy(float))
+            stacks.append(np.stack(runs))  # (seeds, subjects, columns)
         values_a, values_b = stacks
-        both = ~np.isnan(values_a).any(axis=0) & ~np.isnan(values_b).any(axis=0)
+        both = ~np.isnan(values_a).any(axis=(0, 2)) & ~np.isnan(values_b).any(axis=(0, 2))
         if not both.any():
             raise ValueError(f"`a` and `b` have no {cohort!r} subject where {metric!r} is defined in every run")
         values_a, values_b = values_a[:, both], values_b[:, both]
         n, sa, sb = values_a.shape[1], values_a.shape[0], values_b.shape[0]
-        estimate = float(values_a.mean() - values_b.mean())
+        mean_a, mean_b = _seed_mean(values_a, metric), _seed_mean(values_b, metric)
         draws = np.empty(n_resamples)
         for r in range(n_resamples):
             subjects = rng.integers(0, n, n)
-            draws[r] = (values_a[rng.integers(0, sa, sa)][:, subjects].mean()
-                        - values_b[rng.integers(0, sb, sb)][:, subjects].mean())
+            draws[r] = (_seed_mean(values_a[rng.integers(0, sa, sa)][:, subjects], metric)
+                        - _seed_mean(values_b[rng.integers(0, sb, sb)][:, subjects], metric))
         low, high = np.quantile(draws, [alpha, 1.0 - alpha])
         rows.append({"cohort": cohort, "n_subjects": n, "n_seeds_a": sa, "n_seeds_b": sb,
-                     "mean_a": float(values_a.mean()), "mean_b": float(values_b.mean()),
-                     "difference": estimate, "ci_low": float(low), "ci_high": float(high)})
+                     "mean_a": mean_a, "mean_b": mean_b, "difference": mean_a - mean_b,
+                     "ci_low": float(low), "ci_high": float(high)})
     return pd.DataFrame(rows, columns=["cohort", "n_subjects", "n_seeds_a", "n_seeds_b", "mean_a", "mean_b",
                                        "difference", "ci_low", "ci_high"])
+
+
+def _seed_mean(values: np.ndarray, metric: str) -> float:
+    """Mean over runs of a ``(runs, subjects, columns)`` stack: per-subject values, or each run's pooled DICE_D."""
+    if metric != "dice_d":
+        return float(values[..., 0].mean())
+    overlap, predicted, lesion = values[..., 0].sum(1), values[..., 1].sum(1), values[..., 2].sum(1)
+    size = predicted + lesion
+    return float(np.mean(np.divide(2 * overlap, size, out=np.full_like(size, np.nan), where=size > 0)))
 
 
 def ablation_differences_seeds(subject_tables: Mapping[str, Mapping[int, pd.DataFrame]], *,

@@ -80,7 +80,8 @@ __all__ = [
 FPRS: tuple[float, ...] = (0.01, 0.05, 0.10)
 
 #: Columns of the per-subject table and of ``subjects.csv``.
-SUBJECT_COLUMNS: tuple[str, ...] = ("subject_id", "cohort", "lesion_voxels", "dice", "auprc")
+SUBJECT_COLUMNS: tuple[str, ...] = ("subject_id", "cohort", "lesion_voxels", "predicted_voxels", "overlap_voxels",
+                                   "dice", "auprc")
 
 #: Keys of ``metrics.json`` at the top level (those of the first lesion cohort).
 SUMMARY_KEYS: tuple[str, ...] = ("dice_d", "dice_s_mean", "dice_s_std", "auprc", "slice_auprc",
@@ -257,6 +258,8 @@ def score(maps: Maps, threshold: float, *, n_resamples: int = 1000, seed: int = 
         "subject_id": [m.subject_id for m in items],
         "cohort": [m.cohort for m in items],
         "lesion_voxels": [m.lesion_voxels for m in items],
+        "predicted_voxels": [int(np.count_nonzero(p)) for p in preds],
+        "overlap_voxels": [int(np.count_nonzero(p & y)) for p, y in zip(preds, labels)],  # DICE_D pools these
         "dice": dice_s,
         "auprc": per_subject_auprc,
     }, columns=list(SUBJECT_COLUMNS))
