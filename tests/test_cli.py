@@ -88,3 +88,29 @@ def test_every_option_of_every_command_has_help_text():
                for parser in parsers(_parser()) for action in parser._actions
                if not isinstance(action, argparse._SubParsersAction) and not action.help]
     assert missing == []
+
+
+def test_course_prepare_runs_the_labs_per_seed_and_verify_checks_every_checksum(tmp_path, monkeypatch, capsys):
+    import uadlab.notebooks
+
+    def fake_labs(*, profile, out, seed, progress):
+        (out / "runs" / "2D-None" / f"seed{seed}").mkdir(parents=True, exist_ok=True)
+        (out / "runs" / "2D-None" / f"seed{seed}" / "checkpoint.pt").write_text(f"weights of seed {seed}")
+        return [out / "executed" / "01_vae_2d.ipynb"]
+
+    monkeypatch.delenv("UADLAB_PACK", raising=False)
+    monkeypatch.setattr(uadlab.notebooks, "run_notebooks", fake_labs)
+    pack = tmp_path / "pack"
+    assert main(["-q", "course", "prepare", "--profile", "smoke", "--out", str(pack), "--seeds", "0,1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == [f"seed {seed}: {pack.resolve()}/executed/01_vae_2d.ipynb" for seed in (0, 1)]
+    assert out[2].startswith(f"{pack.resolve()}: a course pack of profile smoke, seed(s) 0, 1, 2 files")
+    assert main(["course", "verify", str(pack)]) == 0
+    assert "all 2 files (0.0 MB) match their sha256" in capsys.readouterr().out
+    (pack / "runs/2D-None/seed1/checkpoint.pt").write_text("weights of seed 9")  # same size
+    assert main(["course", "verify", str(pack)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "seed1/checkpoint.pt: its sha256 is not the one pack.json lists" in err
+    (tmp_path / "results" / "runs").mkdir(parents=True)
+    assert main(["course", "prepare", "--out", str(tmp_path / "results")]) == 2
+    assert "not a course pack (no pack.json); choose an empty --out, or pass --reuse to" in capsys.readouterr().err

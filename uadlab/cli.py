@@ -22,6 +22,9 @@ Subcommands::
                      [--overwrite] [--workers N] [--plan | --only-run NAME] [--labelled-cases K]
                      [--executor local|slurm] [--jobs N] [--slurm-partition P] [--slurm-gpus G] [--slurm-time MIN]
     uadlab notebooks run --profile P --out DIR
+    uadlab course prepare --profile P --out PACK [--seeds 0,1] [--reuse]
+    uadlab course verify PACK
+    uadlab course release --out COURSE [--profile P] [--pack PACK] [--seed S] [--overwrite]
 """
 
 from __future__ import annotations
@@ -176,6 +179,39 @@ def _notebooks_run(args: argparse.Namespace) -> None:
         print(path)
 
 
+def _course_prepare(args: argparse.Namespace) -> None:
+    from uadlab.course import prepare_pack
+    from uadlab.notebooks import run_notebooks
+
+    def run_labs(out: Path, seed: int) -> None:
+        for path in run_notebooks(profile=args.profile, out=out, seed=seed, progress=not args.quiet):
+            print(f"seed {seed}: {path}", flush=True)
+
+    pack = prepare_pack(args.out, run_labs, profile=args.profile, seeds=_seed_list(args.seeds), reuse=args.reuse)
+    print(f"{pack.root}: a course pack of profile {pack.profile}, seed(s) {', '.join(map(str, pack.seeds))}, "
+          f"{len(pack.files)} files ({pack.size / 1e6:.1f} MB); students: UADLAB_PACK={pack.root} or PACK in a lab")
+
+
+def _course_release(args: argparse.Namespace) -> None:
+    from uadlab.course.release import make_course
+    from uadlab.notebooks import NOTEBOOK_DIR, NOTEBOOKS
+
+    parameters = {name: value for name, value in (("PROFILE", args.profile), ("PACK", args.pack and str(args.pack)),
+                                                  ("SEED", args.seed)) if value is not None}
+    for lab, student in make_course(args.out, NOTEBOOK_DIR, NOTEBOOKS, parameters=parameters,
+                                    overwrite=args.overwrite).items():
+        print(f"{lab}: {student}")
+
+
+def _course_verify(args: argparse.Namespace) -> None:
+    from uadlab.course import verify_pack
+
+    pack = verify_pack(args.pack, full=True)
+    print(f"{pack.root}: a complete course pack of profile {pack.profile}, seed(s) "
+          f"{', '.join(map(str, pack.seeds))}, uadlab {pack.uadlab_version}; all {len(pack.files)} files "
+          f"({pack.size / 1e6:.1f} MB) match their sha256")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with the promised error form: one line, exit code 2 (``-h`` still prints the usage)."""
 
@@ -300,6 +336,32 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=Path("runs/notebooks"),
                      help="folder the labs share: data, runs, executed copies (default: runs/notebooks)")
     run.set_defaults(func=_notebooks_run)
+
+    course = sub.add_parser("course", help="teach with the labs: a course pack of every run they need, "
+                                           "student versions (nbgrader)")
+    course_actions = course.add_subparsers(dest="action", required=True)
+    prepare = course_actions.add_parser("prepare", help="run every lab headless into PACK and write PACK/pack.json "
+                                                        "(resumes a stopped prepare)")
+    prepare.add_argument("--profile", default="lab", help="smoke | lab | paper: the labs' PROFILE (default: lab)")
+    prepare.add_argument("--out", type=Path, required=True, help="the pack's folder: new, empty, or a pack to finish")
+    prepare.add_argument("--seeds", default="0", help="comma-separated SEED values the labs run with (default: 0)")
+    prepare.add_argument("--reuse", action="store_true",
+                         help="prepare in a non-empty folder that is no pack (an OUT_DIR of the labs), keeping "
+                              "its runs; nothing is deleted")
+    prepare.set_defaults(func=_course_prepare)
+    verify = course_actions.add_parser("verify", help="check every file of a pack against its sha256 in pack.json")
+    verify.add_argument("pack", type=Path, help="the pack's folder")
+    verify.set_defaults(func=_course_verify)
+    release = course_actions.add_parser("release", help="an nbgrader course of the labs: instructor versions in "
+                                                        "COURSE/source, student versions in COURSE/release")
+    release.add_argument("--out", type=Path, required=True, help="the course folder: new, empty, or an earlier course")
+    release.add_argument("--profile", help="the labs' default PROFILE for the students (default: the labs' own)")
+    release.add_argument("--pack", type=Path, help="the labs' default PACK: a course pack the students read")
+    release.add_argument("--seed", type=int, help="the labs' default SEED")
+    release.add_argument("--overwrite", action="store_true",
+                         help="replace the source and student versions of an earlier course (submissions and "
+                              "grades are kept)")
+    release.set_defaults(func=_course_release)
     return parser
 
 

@@ -7,7 +7,7 @@ one clear line naming the file and the problem instead of a traceback.
 """
 
 __all__ = ["UadlabError", "VolumeError", "ManifestError", "DatasetError", "RunError", "DownloadError",
-           "UadlabWarning"]
+           "PackError", "UadlabWarning"]
 
 
 class UadlabError(Exception):
@@ -42,6 +42,13 @@ class DownloadError(UadlabError):
     """A download (``uadlab data fetch``) failed: the server is unreachable or refused, the
     connection broke (the partial file is kept and resumed next time), or the file's checksum is
     wrong (it is deleted).
+    """
+
+
+class PackError(UadlabError):
+    """A course pack (``uadlab course prepare``) is damaged (a file missing, or its size or checksum not
+    the one ``pack.json`` lists), incomplete, moved, or does not match the lab that reads it (another
+    profile, seed or uadlab version); or a folder is refused as a pack's output.
     """
 
 

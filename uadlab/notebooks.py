@@ -2,9 +2,11 @@
 
 The notebooks under ``notebooks/`` hold narrative, parameters and ``uadlab`` calls only. Their first
 cell is tagged ``parameters`` (papermill injects the values after it) and every notebook takes the
-same ones: ``PROFILE``, ``OUT_DIR``, ``SEED`` and ``INTERACTIVE``. They share one ``OUT_DIR``, so a
-later notebook reuses the data set (``OUT_DIR/data``) and the training runs (``OUT_DIR/runs``) of
-the earlier ones; that is why they run in order. Executed copies go to ``OUT_DIR/executed/``.
+same ones: ``PROFILE``, ``OUT_DIR``, ``SEED``, ``INTERACTIVE`` and ``PACK``. They share one ``OUT_DIR``, so
+a later notebook reuses the data set (``OUT_DIR/data``) and the training runs (``OUT_DIR/runs``) of
+the earlier ones; that is why they run in order. Executed copies go to ``OUT_DIR/executed/``. With a
+course pack (``PACK``, or ``$UADLAB_PACK``; :mod:`uadlab.course`) a lab reads the pack's data set, runs
+and evaluations instead of making them, and still writes only to ``OUT_DIR``.
 
 Headless runs pass ``INTERACTIVE=False``: the widgets of :mod:`uadlab.viz.widgets` then render static
 figures, so nothing waits for a browser.
@@ -137,22 +139,27 @@ class Lab:
         return best_experiment(pd.DataFrame(rows))
 
 
-def start_lab(name: str, *, profile: str | Profile = "smoke", out_dir: str | Path, seed: int = 0) -> Lab:
-    """The setup every lab shares: seed everything, build (or reuse) the phantom, make the lab's folder.
+def start_lab(name: str, *, profile: str | Profile = "smoke", out_dir: str | Path, seed: int = 0,
+              pack: str | Path = "") -> Lab:
+    """The setup every lab shares: seed everything, lend a course pack, load the phantom, make the lab's folder.
 
     Args:
         name: the lab's name, e.g. ``"02_vae_3d"``.
         profile: the ``PROFILE`` parameter.
         out_dir: the ``OUT_DIR`` parameter, shared by all labs.
         seed: the ``SEED`` parameter.
+        pack: the ``PACK`` parameter: a course pack whose data set, runs and evaluations the lab reads
+            instead of making them (:func:`uadlab.course.use_pack`); ``""``: ``$UADLAB_PACK`` if set.
 
     Returns:
         The :class:`Lab`.
 
     Raises:
         ValueError, TypeError: an unknown profile, a bad seed; DatasetError as
-            :func:`~uadlab.data.build_dataset`.
+            :func:`~uadlab.data.build_dataset`; PackError: a damaged or mismatched pack
+            (:func:`uadlab.course.verify_pack`).
     """
+    from uadlab.course import use_pack
     from uadlab.data import load_dataset
     from uadlab.studies import StudyContext, make_study
     from uadlab.training import seed_everything
@@ -160,6 +167,7 @@ def start_lab(name: str, *, profile: str | Profile = "smoke", out_dir: str | Pat
     seed_everything(seed)
     prof = get_profile(profile)
     layout = ResultsLayout(Path(out_dir).resolve())
+    use_pack(pack, layout.root, profile=prof, seed=seed)
     results = layout.root / name
     results.mkdir(parents=True, exist_ok=True)
     study = make_study("bengs2021")
@@ -276,7 +284,8 @@ def run_notebooks(*, profile: str = "smoke", out: str | Path, notebooks: Sequenc
     Every notebook gets the parameters ``PROFILE=profile``, ``OUT_DIR=<out, absolute>``,
     ``SEED=seed`` and ``INTERACTIVE=False`` and runs with the notebook folder as working
     directory. Results accumulate in ``out`` (data, runs, per-notebook outputs), so a second call
-    reuses finished work.
+    reuses finished work. ``PACK`` keeps its default, so the kernels read the course pack that
+    ``$UADLAB_PACK`` names, if any (:mod:`uadlab.course`).
 
     Args:
         profile: ``smoke`` (CI: a few minutes on 2 CPU cores), ``lab`` or ``paper``.
@@ -379,7 +388,7 @@ def notebook_problems(path: str | Path) -> list[str]:
     """What keeps a notebook from being committed or run by papermill (empty when fine).
 
     Checks the house rules for notebooks: the first cell is a code cell tagged ``parameters`` that holds
-    ``PROFILE``, ``OUT_DIR``, ``SEED`` and ``INTERACTIVE``; no code cell holds outputs or an
+    ``PROFILE``, ``OUT_DIR``, ``SEED``, ``INTERACTIVE`` and ``PACK``; no code cell holds outputs or an
     execution count; no code cell defines a class or a function (logic belongs in ``uadlab``) except an
     exercise's solution cell (nbgrader metadata ``solution: true``), where the student writes one; a
     cell that makes a figure (:func:`figure_calls`) shows it: it ends with the figure (``fig`` or
@@ -400,7 +409,7 @@ def notebook_problems(path: str | Path) -> list[str]:
     if first is None or first.cell_type != "code" or "parameters" not in first.metadata.get("tags", []):
         problems.append("the first cell is not a code cell tagged 'parameters'")
     else:
-        for name in ("PROFILE", "OUT_DIR", "SEED", "INTERACTIVE"):
+        for name in ("PROFILE", "OUT_DIR", "SEED", "INTERACTIVE", "PACK"):
             if f"{name}:" not in first.source:
                 problems.append(f"the parameters cell lacks a typed `{name}: ...` parameter")
     for index, cell in enumerate(nb.cells):

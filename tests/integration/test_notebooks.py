@@ -16,8 +16,10 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import set_writable, tree_snapshot
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from uadlab.course import PACK_VARIABLE, prepare_pack
 from uadlab.course.release import make_course
 from uadlab.data import load_dataset
 from uadlab.errors import RunError
@@ -44,7 +46,8 @@ def _write(path, cells):
     return path
 
 
-def _parameters_cell(source="PROFILE: str = 'smoke'\nOUT_DIR: str = 'x'\nSEED: int = 0\nINTERACTIVE: bool = True"):
+def _parameters_cell(source="PROFILE: str = 'smoke'\nOUT_DIR: str = 'x'\nSEED: int = 0\nINTERACTIVE: bool = True\n"
+                           "PACK: str = ''"):
     cell = new_code_cell(source)
     cell.metadata["tags"] = ["parameters"]
     return cell
@@ -394,6 +397,37 @@ def test_08_model_zoo_outputs(executed):
     assert all(np.isfinite(t) and t > 0 for t in summary["thresholds"])
     assert set(summary["best_by_dice_d"]) == {"tumour", "stroke"} and set(summary["best_by_dice_d"].values()) <= \
         set(experiments)
+
+
+#: Labs run again from a course pack made of each chain's folder: lab 00 (the pack's data set), lab 03 (a study
+#: over the pack's runs), lab 07 (a study in the lab's folder whose segmenters' evaluations it writes again).
+PACK_LABS = {"models": ["00_data_prep.ipynb", "03_erasing_ablation.ipynb"],
+             "studies": ["07_recon_plus_supervised.ipynb"]}
+#: The results each of those labs saves, equal from the pack and from training.
+PACK_RESULTS = {"models": ["03_erasing_ablation/ablation.json", "03_erasing_ablation/table1.csv"],
+                "studies": ["07_recon_plus_supervised/summary.json", "07_recon_plus_supervised/behrendt2024.csv"]}
+
+
+@_mark
+def test_labs_given_a_read_only_course_pack_train_nothing_and_write_only_to_their_own_folder(executed, tmp_path,
+                                                                                              monkeypatch):
+    out, paths = executed
+    chain = next(name for name, labs in CHAINS.items() if [p.name for p in paths] == list(labs))
+    monkeypatch.delenv(PACK_VARIABLE, raising=False)
+    prepare_pack(out, lambda folder, seed: None, profile="smoke", reuse=True)  # the chain's results, as they are
+    before = tree_snapshot(out)
+    monkeypatch.setenv(PACK_VARIABLE, str(out))  # set once on a JupyterHub; the kernels inherit it
+    student = tmp_path / "student"
+    set_writable(out, False)
+    try:
+        run_notebooks(profile="smoke", out=student, notebooks=PACK_LABS[chain])
+    finally:
+        set_writable(out, True)
+    assert tree_snapshot(out) == before  # not a byte, file or lock written into the pack
+    checkpoints = list(student.rglob(RUN_CHECKPOINT))
+    assert checkpoints and all(p.is_symlink() for p in checkpoints)  # every run lent, none trained
+    for rel in PACK_RESULTS[chain]:
+        assert not (student / rel).is_symlink() and (student / rel).read_text() == (out / rel).read_text()
 
 
 # ----------------------------------------------------------------------------------------------

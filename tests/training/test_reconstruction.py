@@ -620,6 +620,17 @@ def test_resume_refuses_a_changed_precision_and_allows_compile(tmp_path, arrays)
     assert resume_differences(_config(max_epochs=2), _config(max_epochs=2, compile=True)) == []
 
 
+def test_resume_compares_the_data_folder_with_links_followed(tmp_path):
+    tmp_path = tmp_path.resolve()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "data").symlink_to(tmp_path / "data")  # a course pack's data set, lent to a lab
+    stored = dataclasses.replace(_config(), data=str(tmp_path / "data"))
+    assert resume_differences(stored, dataclasses.replace(_config(), data=str(tmp_path / "out" / "data"))) == []
+    assert resume_differences(stored, dataclasses.replace(_config(), data=str(tmp_path / "out"))) == [
+        f"data (stored {str(tmp_path / 'data')!r}, given {str(tmp_path / 'out')!r})"]
+
+
 @pytest.mark.slow
 def test_compiled_training_matches_eager_within_float_rounding(tmp_path, arrays):
     eager = _run(_config("2D-None", max_epochs=1), tmp_path / "eager", arrays)

@@ -247,11 +247,15 @@ def resume_differences(stored: TrainConfig, given: TrainConfig) -> list[str]:
     ``batch_size``, ``max_epochs`` and ``patience`` are compared as resolved, so that a run started
     with the profile's values resumes under the same command, and refuses to when the profile changed.
     ``profile`` is compared as the :class:`~uadlab.profiles.Profile` it names: a named profile and an
-    identical ``Profile`` object (what the labs pass) are the same run.
+    identical ``Profile`` object (what the labs pass) are the same run. ``data`` is compared as the folder
+    it names, symbolic links followed: a lab reading a course pack (:mod:`uadlab.course`) names the pack's
+    data set through a link in its own output folder.
     """
     def value(config: TrainConfig, name: str) -> Any:
         if name == "profile":
             return config.resolved_profile
+        if name == "data":
+            return os.path.realpath(config.data)
         return config.resolved(name) if name in _PROFILE_FIELDS else getattr(config, name)
 
     free = _RESUME_FREE_FIELDS + (("precision",) if given.precision is None else ())  # None: keep the run's
