@@ -225,8 +225,9 @@ def _score_segmenter(ctx: StudyContext, spec: RunSpec) -> list[dict[str, Any]]:
                              _sample_level(healthy, test_maps), data))
     for data in ctx.scored():  # per-subject scores for the paired comparisons over seeds
         frame = pd.concat([s for s in subjects if s["data"].iloc[0] == data], ignore_index=True).drop(columns="data")
-        ctx.evaluation_dir(spec, data).mkdir(parents=True, exist_ok=True)
-        tables.write_csv(ctx.evaluation_dir(spec, data) / EVAL_SUBJECTS, frame)
+        with ctx.lock(ctx.evaluation_dir(spec, data)):
+            ctx.evaluation_dir(spec, data).mkdir(parents=True, exist_ok=True)
+            tables.write_csv(ctx.evaluation_dir(spec, data) / EVAL_SUBJECTS, frame)
     return rows
 
 
