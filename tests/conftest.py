@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from uadlab._threads import limit_threads, thread_budget
@@ -25,6 +27,33 @@ import pytest  # noqa: E402
 os.environ.setdefault("UADLAB_CACHE", "")  # tests pass explicit cache folders; see uadlab.data.preprocessing
 
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+REPO = Path(__file__).resolve().parents[1]
+
+
+class LockHolder:
+    """Another process holding :func:`uadlab.data.io.folder_lock` on ``folder`` until :meth:`release` (or the
+    ``with`` block ends): another study, lab or command writing that folder.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        code = ("import sys; from uadlab.data.io import folder_lock\n"
+                f"with folder_lock({str(folder)!r}):\n    print('locked', flush=True); sys.stdin.read()")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        self.process = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout.readline().strip() == "locked"
+
+    def release(self) -> None:
+        """Let go of the lock: the process ends."""
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+        self.process.stdout.close()
+
+    def __enter__(self) -> LockHolder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 @pytest.fixture

@@ -3,8 +3,11 @@
 Programming errors at a public boundary (a wrong type or value passed by code) raise the built-in
 ``TypeError``/``ValueError``. Problems with what a *user* brought — a corrupt NIfTI, a manifest with
 an unknown key, a run folder that already exists — raise one of these, so the command line can print
-one clear line naming the file and the problem instead of a traceback.
+one clear line naming the file and the problem instead of a traceback. IPython and Jupyter show them
+as one line too (:meth:`UadlabError._render_traceback_`); ``%tb`` then shows the traceback.
 """
+
+import traceback
 
 __all__ = ["UadlabError", "VolumeError", "ManifestError", "DatasetError", "RunError", "DownloadError",
            "PackError", "UadlabWarning"]
@@ -12,6 +15,21 @@ __all__ = ["UadlabError", "VolumeError", "ManifestError", "DatasetError", "RunEr
 
 class UadlabError(Exception):
     """Base class of every error about user files, data sets and runs."""
+
+    def _render_traceback_(self) -> list[str]:
+        """How IPython shows the error: ``RunError: <message>``, one line, as the command line does.
+
+        IPython (a notebook cell, ``ipython``) calls this instead of formatting the traceback
+        (``InteractiveShell.showtraceback``); the cell still fails, so papermill and nbclient still
+        stop. The first call gives the one line; later ones (``%tb`` on the same error) the full traceback.
+
+        Returns:
+            The lines IPython prints (and a kernel sends as the error output's ``traceback``).
+        """
+        if getattr(self, "_rendered", False):
+            return "".join(traceback.format_exception(type(self), self, self.__traceback__)).splitlines()
+        self._rendered = True
+        return [f"{type(self).__name__}: {self}  (%tb shows the traceback)"]
 
 
 class VolumeError(UadlabError):

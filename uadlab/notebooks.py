@@ -4,9 +4,11 @@ The notebooks under ``notebooks/`` hold narrative, parameters and ``uadlab`` cal
 cell is tagged ``parameters`` (papermill injects the values after it) and every notebook takes the
 same ones: ``PROFILE``, ``OUT_DIR``, ``SEED``, ``INTERACTIVE`` and ``PACK``. They share one ``OUT_DIR``, so
 a later notebook reuses the data set (``OUT_DIR/data``) and the training runs (``OUT_DIR/runs``) of
-the earlier ones; that is why they run in order. Executed copies go to ``OUT_DIR/executed/``. With a
-course pack (``PACK``, or ``$UADLAB_PACK``; :mod:`uadlab.course`) a lab reads the pack's data set, runs
-and evaluations instead of making them, and still writes only to ``OUT_DIR``.
+the earlier ones; that is why they run in order. Run out of order, or at once in two kernels, a lab
+trains the runs it lacks, or waits for the kernel training them and reuses them
+(:mod:`uadlab.studies.context`). Executed copies go to ``OUT_DIR/executed/``. With a course pack
+(``PACK``, or ``$UADLAB_PACK``; :mod:`uadlab.course`) a lab reads the pack's data set, runs and
+evaluations instead of making them, and still writes only to ``OUT_DIR``.
 
 Headless runs pass ``INTERACTIVE=False``: the widgets of :mod:`uadlab.viz.widgets` then render static
 figures, so nothing waits for a browser.
@@ -105,10 +107,16 @@ class Lab:
         study = replace(self.study, progress=progress)
         return study.evaluate(spec, study.train(spec).run_dir, study.train_data)
 
-    def subjects(self, experiment: str, fraction: float = 1.0) -> Any:
-        """The per-subject table (``subjects.csv``) of an evaluated run, as a DataFrame."""
+    def subjects(self, experiment: str, fraction: float = 1.0, *, progress: bool = False) -> Any:
+        """The per-subject table (``subjects.csv``) of a run, as a DataFrame; trained and evaluated first as
+        :meth:`evaluate` does, so a lab works also before (or beside) the lab that trains the run.
+
+        Returns:
+            One row per scored test subject (:data:`uadlab.evaluation.protocol.SUBJECT_COLUMNS`).
+        """
         import pandas as pd
 
+        self.evaluate(experiment, fraction, progress=progress)  # reused when trained and evaluated already
         return pd.read_csv(self.layout.subjects(self._spec(experiment, fraction, {}).experiment, fraction, self.seed))
 
     def model(self, experiment: str, fraction: float = 1.0) -> Any:

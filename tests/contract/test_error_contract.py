@@ -25,12 +25,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import FAKE_SHAPE, fake_scan, save_nifti, write_fake_real
+from conftest import FAKE_SHAPE, LockHolder, fake_scan, save_nifti, write_fake_real
 
 from uadlab.cli import main as _cli_main
 from uadlab.data import preprocessing
 from uadlab.data.dataset import build_dataset, load_dataset
-from uadlab.data.io import folder_lock
 from uadlab.errors import DatasetError, RunError, UadlabWarning
 from uadlab.layout import ResultsLayout
 from uadlab.studies import DataSource, RunSpec, StudyContext
@@ -70,24 +69,6 @@ def _cli(args: list[str], cache: Path) -> subprocess.Popen:
     """``uadlab -q ARGS`` in a separate process."""
     return subprocess.Popen([sys.executable, "-m", "uadlab.cli", "-q", *args], env=_env(cache), cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-class _LockHolder:
-    """Another process holding :func:`uadlab.data.io.folder_lock` on a folder until closed."""
-
-    def __init__(self, folder: Path, cache: Path) -> None:
-        code = ("import sys; from uadlab.data.io import folder_lock\n"
-                f"with folder_lock({str(folder)!r}):\n    print('locked', flush=True); sys.stdin.read()")
-        self.process = subprocess.Popen([sys.executable, "-c", code], env=_env(cache), stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True)
-        assert self.process.stdout.readline().strip() == "locked"
-
-    def __enter__(self) -> _LockHolder:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.process.stdin.close()
-        self.process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -156,22 +137,22 @@ def test_two_trainings_into_one_folder_one_fails_and_nothing_is_lost(world, tmp_
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "data build"])
 def test_a_locked_folder_is_refused_with_one_line(world, tmp_path, capsys, cache_env, command):
-    root, manifest, data, run, cache = world
+    root, manifest, data, run, _ = world
     out = tmp_path / "out"
     args = {"train": _train_args(data, out),
             "evaluate": ["evaluate", "--run", str(run), "--data", str(data), "--out", str(out)],
             "data build": ["data", "build", "--manifest", str(manifest), "--root", str(root), "--out", str(out),
                            "--profile", "smoke"]}[command]
-    with _LockHolder(out, cache):
+    with LockHolder(out):
         assert main(args) == 2
     _one_line_error(capsys, f"{out}: in use by another uadlab process")
     assert not out.exists()
 
 
 def test_a_lock_dies_with_its_process_even_on_kill_9(world, tmp_path, capsys):
-    _, _, data, _, cache = world
+    _, _, data, _, _ = world
     out = tmp_path / "run"
-    holder = _LockHolder(out, cache)
+    holder = LockHolder(out)
     holder.process.kill()  # SIGKILL: no cleanup code runs
     holder.process.wait(timeout=30)
     assert (tmp_path / ".run.lock").exists()  # the file stays; the lock does not
@@ -582,13 +563,18 @@ def test_a_study_never_replaces_another_studys_tables(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("kind", STUDY_KINDS)
-def test_a_study_whose_folder_is_being_written_is_refused_with_one_line(kind, tmp_path, capsys):
+def test_a_study_waits_for_a_folder_another_process_writes_and_gives_up_with_one_line(kind, tmp_path, capsys,
+                                                                                      monkeypatch):
     out = tmp_path / "results"
-    folder, _ = _tables_folder(kind, out)
-    with folder_lock(folder):  # another study writing the same folder
+    data = out / "data" / "phantom" if kind == "file" else out / "data"  # the study's first write: its data set
+    monkeypatch.setattr(study_context, "LOCK_WAIT_S", 0.5)
+    with LockHolder(data):  # another study (or lab) building it
         assert main(["reproduce", *_study_args(kind, tmp_path), "--profile", "smoke", "--out", str(out)]) == 2
-    _one_line_error(capsys, f"{folder}: in use by another uadlab process")
-    assert not (out / "data").exists()
+    warning, error = capsys.readouterr().err.splitlines()
+    assert warning.startswith(f"uadlab: warning: {data}: in use by another uadlab process; waiting for it"), warning
+    assert error == (f"uadlab: error: {data}: still in use by another uadlab process after 0.5 s (lock .{data.name}"
+                     ".lock); run again to wait longer, or choose another folder")
+    assert not data.exists()
 
 
 @pytest.mark.parametrize(("flag", "value", "message"), [

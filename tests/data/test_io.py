@@ -1,13 +1,16 @@
-"""Tests of uadlab.data.io: NIfTI reading with every failure mode, atomic writes, grid and mask checks."""
+"""Tests of uadlab.data.io: NIfTI reading with every failure mode, atomic writes, folder locks, grid and mask checks."""
 
 from __future__ import annotations
 
 import gzip
 import io as stdio
+import threading
+import time
 
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import LockHolder
 
 from uadlab.data.io import (
     MAX_VOXELS,
@@ -18,7 +21,7 @@ from uadlab.data.io import (
     load_volume,
     save_volume,
 )
-from uadlab.errors import UadlabError, VolumeError
+from uadlab.errors import UadlabError, UadlabWarning, VolumeError
 
 AFFINE = np.array([[-1.5, 0, 0, 10], [0, 1.5, 0, -20], [0, 0, 2.0, 5], [0, 0, 0, 1]])
 
@@ -289,15 +292,68 @@ def test_check_mask():
 # --- folder_lock ------------------------------------------------------------------------------------
 
 
-def test_folder_lock_is_exclusive_and_released(tmp_path):
+def test_folder_lock_is_exclusive_reentrant_in_its_thread_and_released(tmp_path):
+    refused = []
+
+    def other_thread():  # another thread of this process: kept out like another process
+        try:
+            with folder_lock(tmp_path / "run"):
+                refused.append(None)
+        except UadlabError as error:
+            refused.append(str(error))
+
+    def try_from_another_thread():
+        worker = threading.Thread(target=other_thread)
+        worker.start()
+        worker.join()
+        return refused.pop()
+
     with folder_lock(tmp_path / "run") as folder:
         assert folder == tmp_path / "run" and (tmp_path / ".run.lock").exists()
-        with pytest.raises(UadlabError, match=r"run: in use by another uadlab process \(lock .run.lock\)"):
-            with folder_lock(tmp_path / "run"):
-                pass
-    with folder_lock(tmp_path / "run"):  # released on exit
-        pass
+        with folder_lock(tmp_path / "run"):  # this thread holds it: re-entrant
+            pass
+        assert try_from_another_thread() == (f"{tmp_path / 'run'}: in use by another uadlab process (lock .run.lock); "
+                                             "wait for it to finish or choose another folder")  # still held
+    assert try_from_another_thread() is None  # released on exit
     assert not (tmp_path / "run").exists()  # the folder itself is never created
+
+
+def test_folder_lock_waits_for_another_process_then_takes_the_lock(tmp_path):
+    holder, told = LockHolder(tmp_path / "run"), threading.Event()
+
+    def release_once_waited_for(caught):
+        deadline = time.monotonic() + 30
+        while not caught and time.monotonic() < deadline:
+            time.sleep(0.05)
+        told.set()
+        holder.release()
+
+    with pytest.warns(UadlabWarning, match=r"run: in use by another uadlab process; waiting for it to finish "
+                                           r"\(at most 1 min\)$") as caught:
+        other = threading.Thread(target=release_once_waited_for, args=(caught,))
+        other.start()
+        with folder_lock(tmp_path / "run", wait=60):
+            assert told.is_set()  # taken once the other process was told to let go
+        other.join()
+
+
+def test_folder_lock_gives_up_after_waiting_with_one_line(tmp_path):
+    holder = LockHolder(tmp_path / "run")
+    try:
+        with pytest.warns(UadlabWarning, match="waiting for it"):
+            with pytest.raises(UadlabError) as raised:
+                with folder_lock(tmp_path / "run", wait=0.2):
+                    pass
+    finally:
+        holder.release()
+    assert str(raised.value) == (f"{tmp_path / 'run'}: still in use by another uadlab process after 0.2 s "
+                                 "(lock .run.lock); run again to wait longer, or choose another folder")
+    with pytest.raises(ValueError, match="`wait` must be a finite number of seconds >= 0, got -1"):
+        with folder_lock(tmp_path / "run", wait=-1):
+            pass
+    with pytest.raises(TypeError, match="`wait` must be a finite number of seconds >= 0, got '1'"):
+        with folder_lock(tmp_path / "run", wait="1"):
+            pass
 
 
 def test_folder_lock_of_a_relative_folder_lies_beside_it(tmp_path, monkeypatch):

@@ -23,10 +23,12 @@ from uadlab.course import PACK_VARIABLE, prepare_pack
 from uadlab.course.release import make_course
 from uadlab.data import load_dataset
 from uadlab.errors import RunError
+from uadlab.evaluation.protocol import SUBJECT_COLUMNS
 from uadlab.layout import RUN_CHECKPOINT, ResultsLayout
 from uadlab.notebooks import (
     NOTEBOOK_DIR,
     NOTEBOOKS,
+    Lab,
     NotebookError,
     figure_calls,
     notebook_problems,
@@ -35,7 +37,8 @@ from uadlab.notebooks import (
     zoo_maps,
     zoo_results,
 )
-from uadlab.studies import run_study
+from uadlab.profiles import get_profile
+from uadlab.studies import DataSource, StudyContext, run_study
 
 
 def _write(path, cells):
@@ -123,6 +126,38 @@ def test_failing_cell_is_named_in_the_error(tmp_path):
         run_notebooks(profile="lab", out=tmp_path / "out", notebooks=["00_data_prep.ipynb"], source_dir=tmp_path)
     # cell 3: the source's cell 2 after papermill's injected-parameters cell; the copy is kept
     assert (tmp_path / "out" / "executed" / "00_data_prep.ipynb").exists()
+
+
+@pytest.mark.notebooks
+def test_a_uadlab_error_in_a_cell_shows_one_line_and_still_fails_the_run(tmp_path):
+    _write(tmp_path / "00_data_prep.ipynb",
+           [_parameters_cell(), new_code_cell("from uadlab.errors import RunError\n"
+                                               "raise RunError(OUT_DIR + ': holds a training run')")])
+    out = tmp_path / "out"
+    with pytest.raises(NotebookError, match=r"failed with RunError: .*out: holds a training run; executed copy"):
+        run_notebooks(out=out, notebooks=["00_data_prep.ipynb"], source_dir=tmp_path)
+    executed = nbformat.read(out / "executed" / "00_data_prep.ipynb", as_version=4)
+    errors = [o for c in executed.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert [e.traceback for e in errors] == [[f"RunError: {out}: holds a training run  (%tb shows the traceback)"]]
+
+
+# ----------------------------------------------------------------------------------------------
+# A lab's steps (start_lab's Lab)
+# ----------------------------------------------------------------------------------------------
+
+def test_a_lab_reads_the_subjects_of_a_run_no_lab_trained_yet(blob_dataset, tmp_path):
+    """Lab 04 run before lab 03: the runs it reads are trained and evaluated, no FileNotFoundError."""
+    layout = ResultsLayout(tmp_path / "out")
+    study = StudyContext(layout, layout, "smoke", {"data": DataSource("data", built=blob_dataset)})
+    lab = Lab("04_lesion_size", get_profile("smoke"), layout, layout.root / "04_lesion_size",
+              load_dataset(blob_dataset), 0, study)
+    table = lab.subjects("mean-image:3d-none")
+    subjects = layout.subjects("mean-image:3D-None")
+    assert list(table.columns) == list(SUBJECT_COLUMNS) and set(table["cohort"]) == {"tumour", "stroke"}
+    pd.testing.assert_frame_equal(table, pd.read_csv(subjects))
+    written = subjects.stat().st_mtime_ns
+    pd.testing.assert_frame_equal(lab.subjects("mean-image:3D-None"), table)
+    assert subjects.stat().st_mtime_ns == written  # evaluated once, then reused
 
 
 # ----------------------------------------------------------------------------------------------

@@ -7,9 +7,10 @@ NaN/inf voxels, non-invertible affine). Every other file (CSV, JSON, checkpoints
 :func:`atomic_write`: into a temporary file in the destination folder, then moved into place with
 :func:`os.replace`, so a crash never leaves a half-written file under the final name.
 
-Folders that a command writes (a data set, a training run, an evaluation, a ``reproduce`` output)
-are held with :func:`folder_lock` while it writes them, so a second process aiming at the same
-folder fails at once with one line instead of silently mixing or losing results.
+Folders that a command writes (a data set, a training run, an evaluation, a study's tables) are
+held with :func:`folder_lock` while it writes them, so a second process aiming at the same folder
+fails at once with one line, or waits for the first and then reuses its work (a study), instead of
+silently mixing or losing results.
 
 Shape:
     - volume: ``(X, Y, Z)`` ``float32``, in the file's own voxel order (no reorientation here).
@@ -21,7 +22,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
 import uuid
+import warnings
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,8 +36,8 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 from nibabel.wrapstruct import WrapStructError
 
-from uadlab._checks import check_path
-from uadlab.errors import UadlabError, VolumeError
+from uadlab._checks import check_path, check_real
+from uadlab.errors import UadlabError, UadlabWarning, VolumeError
 
 __all__ = ["MAX_VOXELS", "atomic_write", "check_mask", "check_same_grid", "folder_lock", "load_volume",
            "save_volume"]
@@ -48,6 +51,7 @@ _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 # What nibabel raises for a file that is not an image, has a broken header, or whose data ends early
 # (a truncated .nii.gz often opens fine and only fails when the voxels are decompressed).
 _READ_ERRORS = (ImageFileError, HeaderDataError, WrapStructError, OSError, EOFError, ValueError, zlib.error)
+_THREAD = threading.local()  # .held: the lock files of folder_lock this thread holds (it is re-entrant)
 
 
 
@@ -173,14 +177,15 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterato
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
-    """Hold an exclusive lock on a folder a command writes, or fail at once if another process holds it.
+def folder_lock(folder: str | os.PathLike, *, wait: float = 0.0) -> Iterator[Path]:
+    """Hold an exclusive lock on a folder a command writes; another process holding it makes this fail or wait.
 
     The lock is an OS file lock (:mod:`filelock`, ``flock`` on Linux and macOS) on the hidden file
     ``.<name>.lock`` *beside* the folder, so that it also guards a folder that does not exist yet or
     is replaced by a rename (a data-set build). The kernel releases it when the process ends, even
-    on ``kill -9``; the empty lock file may stay behind and is harmless. Locks are not re-entrant:
-    code holding a folder's lock must not ask for it again.
+    on ``kill -9``; the empty lock file may stay behind and is harmless. The lock is re-entrant in
+    the thread that holds it (a study holds a run's lock and calls :func:`uadlab.training.train`,
+    which asks for it again); another thread or process is kept out.
 
     Example:
         >>> with folder_lock(run_dir):  # doctest: +SKIP
@@ -188,31 +193,78 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
 
     Args:
         folder: the folder to guard (it need not exist; its parent is created).
+        wait: seconds to wait for another process to release the lock, with one
+            :class:`~uadlab.errors.UadlabWarning` saying so when the wait begins (``0``: fail at once).
 
     Yields:
         ``folder`` as a :class:`~pathlib.Path`.
 
     Raises:
-        TypeError: ``folder`` is not a str/path.
-        uadlab.errors.UadlabError: another process holds the lock.
+        TypeError: ``folder`` is not a str/path, or ``wait`` not a number.
+        ValueError: ``folder`` is the file-system root, or ``wait`` is negative or not finite.
+        uadlab.errors.UadlabError: another process holds the lock (after ``wait`` seconds), named in one line.
         OSError: the lock file cannot be created (e.g. a read-only parent folder).
     """
     folder = check_path("folder", folder)
+    wait = check_real("wait", wait, "a finite number of seconds >= 0", lambda v: math.isfinite(v) and v >= 0)
     absolute = Path(os.path.abspath(folder))  # "." has no name to put beside
     if not absolute.name:
         raise ValueError(f"`folder` must not be the file-system root, got {str(folder)!r}")
-    absolute.parent.mkdir(parents=True, exist_ok=True)
     lock_file = absolute.with_name(f".{absolute.name}.lock")
+    held = _held_locks()
+    if lock_file in held:  # this thread holds it already
+        held[lock_file] += 1
+        try:
+            yield folder
+        finally:
+            held[lock_file] -= 1
+        return
+    absolute.parent.mkdir(parents=True, exist_ok=True)
     lock = filelock.FileLock(lock_file, timeout=0, thread_local=False)
-    try:
-        lock.acquire()
-    except filelock.Timeout:
-        raise UadlabError(f"{folder}: in use by another uadlab process (lock {lock_file.name}); "
-                          "wait for it to finish or choose another folder") from None
+    _acquire(lock, folder, lock_file, wait)
+    held[lock_file] = 1
     try:
         yield folder
     finally:
+        del held[lock_file]
         lock.release()
+
+
+def _held_locks() -> dict[Path, int]:
+    """The lock files this thread holds, with how often it entered each (:func:`folder_lock` is re-entrant)."""
+    if not hasattr(_THREAD, "held"):
+        _THREAD.held = {}
+    return _THREAD.held
+
+
+def _acquire(lock: filelock.FileLock, folder: Path, lock_file: Path, wait: float) -> None:
+    """Take ``lock`` now, or after waiting up to ``wait`` seconds (announced by a warning); else UadlabError."""
+    try:
+        lock.acquire(timeout=0)
+        return
+    except filelock.Timeout:
+        if wait == 0:
+            raise UadlabError(f"{folder}: in use by another uadlab process (lock {lock_file.name}); "
+                              "wait for it to finish or choose another folder") from None
+    warnings.warn(f"{folder}: in use by another uadlab process; waiting for it to finish (at most {_duration(wait)})",
+                  UadlabWarning, stacklevel=4)
+    try:
+        lock.acquire(timeout=wait)
+    except filelock.Timeout:
+        raise UadlabError(f"{folder}: still in use by another uadlab process after {_duration(wait)} "
+                          f"(lock {lock_file.name}); run again to wait longer, or choose another folder") from None
+
+
+def _duration(seconds: float) -> str:
+    """``"2 h"``, ``"5 min"``, ``"1.5 s"``: a wait, as a person reads it.
+
+    >>> _duration(7200), _duration(300), _duration(1.5)
+    ('2 h', '5 min', '1.5 s')
+    """
+    for unit, size in (("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
 
 
 def save_volume(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray, *, overwrite: bool = False) -> Path:

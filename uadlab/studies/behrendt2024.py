@@ -240,8 +240,9 @@ def _segmenter_rows(ctx: StudyContext, spec: RunSpec, recon_model: Any, result: 
                              _sample_level(healthy, test_maps), data))
     for data in ctx.scored():  # per-subject scores for the paired comparisons over seeds
         frame = pd.concat([s for s in subjects if s["data"].iloc[0] == data], ignore_index=True).drop(columns="data")
-        ctx.evaluation_dir(spec, data).mkdir(parents=True, exist_ok=True)
-        tables.write_csv(ctx.evaluation_dir(spec, data) / EVAL_SUBJECTS, frame)
+        with ctx.lock(ctx.evaluation_dir(spec, data)):
+            ctx.evaluation_dir(spec, data).mkdir(parents=True, exist_ok=True)
+            tables.write_csv(ctx.evaluation_dir(spec, data) / EVAL_SUBJECTS, frame)
     return rows
 
 
@@ -254,12 +255,13 @@ def _reuse_rows(ctx: StudyContext, spec: RunSpec, run_dir: Path, make: Callable[
     ``rows.json`` beside the run's per-subject table instead.
     """
     path = ctx.evaluation_dir(spec, ctx.train_data) / _ROWS
-    if path.exists() and path.stat().st_mtime >= (run_dir / RUN_CHECKPOINT).stat().st_mtime:
-        return json.loads(path.read_text())
-    rows = make()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(rows, default=lambda value: value.item()))  # numpy scalars as Python numbers
+    with ctx.lock(path.parent):  # another study scoring this run: wait, then reuse its rows
+        if path.exists() and path.stat().st_mtime >= (run_dir / RUN_CHECKPOINT).stat().st_mtime:
+            return json.loads(path.read_text())
+        rows = make()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, overwrite=True) as tmp:
+            tmp.write_text(json.dumps(rows, default=lambda value: value.item()))  # numpy scalars as Python numbers
     return rows
 
 

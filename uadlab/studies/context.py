@@ -16,6 +16,11 @@ The rules live here once, for every study:
 - **Thresholds.** Each lesion cohort's threshold comes from its own validation split, else from its
   ``val_data`` (:func:`uadlab.evaluation.protocol.validation_source`); a cohort with neither stops
   the study before any training.
+- **Shared folders.** Studies (and labs) that share an output folder may run at once, in several
+  processes: each holds the lock of what it writes (a data set, a run, an evaluation:
+  :meth:`StudyContext.lock`) only while it writes it. A study that needs a folder another process
+  is writing waits for it (at most :data:`LOCK_WAIT_S`, announced by a warning), then reuses what
+  that process wrote: a finished run is not trained again, a fresh evaluation not made again.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +36,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from uadlab.data.dataset import build_dataset, load_dataset
+from uadlab.data.io import folder_lock
 from uadlab.errors import DatasetError, RunError, UadlabWarning
 from uadlab.evaluation.protocol import evaluate_run, validation_source
 from uadlab.layout import DATASET_RECORD, EVAL_METRICS, EVAL_SUBJECTS, RUN_CHECKPOINT, RUN_CONFIG, ResultsLayout
@@ -38,9 +45,13 @@ from uadlab.studies.spec import DataSource, RunSpec
 from uadlab.training import TrainConfig, TrainResult, train
 from uadlab.training.runs import load_checkpoint
 
-__all__ = ["StudyContext", "cohort_labels"]
+__all__ = ["LOCK_WAIT_S", "StudyContext", "cohort_labels"]
 
 T = TypeVar("T")
+
+#: Seconds a study waits for another uadlab process that writes a folder it needs (a data set, a run,
+#: an evaluation, its tables) before it stops with one line: two hours, longer than a lab run trains.
+LOCK_WAIT_S: float = 2 * 3600.0
 
 
 @dataclass
@@ -108,8 +119,17 @@ class StudyContext:
             if not (target / DATASET_RECORD).exists():
                 raise DatasetError(f"{target}: data set not built yet; run the plan's `uadlab data build` line first")
             return target
-        return build_dataset(source.manifest, target, root=source.root, profile=self.profile,
-                             progress=self.progress, workers=self.workers, overwrite=self.overwrite)
+        with self.lock(target):  # another process building it: wait, then reuse its identical build
+            return build_dataset(source.manifest, target, root=source.root, profile=self.profile,
+                                 progress=self.progress, workers=self.workers, overwrite=self.overwrite)
+
+    def lock(self, folder: Path) -> AbstractContextManager[Path]:
+        """:func:`uadlab.data.io.folder_lock` on ``folder``, waiting up to :data:`LOCK_WAIT_S` for another process.
+
+        Raises:
+            uadlab.errors.UadlabError: another process still writes ``folder`` after the wait (one line).
+        """
+        return folder_lock(folder, wait=LOCK_WAIT_S)
 
     def dataset(self, name: str) -> Any:
         """Data set ``name``, loaded (:class:`~uadlab.data.BuiltDataset`)."""
@@ -165,19 +185,22 @@ class StudyContext:
 
     def resume_or_restart(self, run_dir: Path, start: Callable[[bool], T]) -> T:
         """The one rule of every run: ``start(False)`` resumes (or returns a finished run); with ``overwrite``, a
-        run whose config differs is started afresh by ``start(True)``.
+        run whose config differs is started afresh by ``start(True)``. Both under the run's lock
+        (:meth:`lock`): a run another process trains is waited for, then resumed or returned finished.
 
         Raises:
             RunError: as ``start``, when ``overwrite`` is off or ``run_dir`` holds something other than a run
                 (never discarded).
+            uadlab.errors.UadlabError: another process still trains it after :data:`LOCK_WAIT_S`.
         """
-        try:
-            return start(False)
-        except RunError:
-            holds_run = any((run_dir / name).exists() for name in (RUN_CONFIG, RUN_CHECKPOINT))
-            if not (self.overwrite and holds_run):
-                raise
-        return start(True)
+        with self.lock(run_dir):
+            try:
+                return start(False)
+            except RunError:
+                holds_run = any((run_dir / name).exists() for name in (RUN_CONFIG, RUN_CHECKPOINT))
+                if not (self.overwrite and holds_run):
+                    raise
+            return start(True)
 
     def train(self, spec: RunSpec) -> TrainResult:
         """Train ``spec`` into its run folder, resume it, or return it finished (see the module docstring).
@@ -202,17 +225,22 @@ class StudyContext:
     def evaluate(self, spec: RunSpec, run_dir: Path, data: str) -> dict[str, Any]:
         """``metrics.json`` of a trained run on data set ``data``: reused when newer than the checkpoint, else made.
 
+        Decided under the evaluation folder's lock (:meth:`lock`): an evaluation another process is writing
+        is waited for, then reused.
+
         Raises:
             RunError, DatasetError: as :func:`uadlab.evaluation.evaluate_run`.
+            uadlab.errors.UadlabError: another process still writes it after :data:`LOCK_WAIT_S`.
         """
         eval_dir = self.evaluation_dir(spec, data)
-        metrics_file = eval_dir / EVAL_METRICS
-        if metrics_file.exists() and metrics_file.stat().st_mtime >= (run_dir / RUN_CHECKPOINT).stat().st_mtime:
-            return json.loads(metrics_file.read_text())
-        val = self.sources[data].val_data
-        val_dir = None if val is None else self.data_dir(val)
-        return evaluate_run(run_dir, self.data_dir(data), eval_dir, val_data=val_dir, overwrite=True,
-                            progress=self.progress, device=self.device)
+        with self.lock(eval_dir):
+            metrics_file = eval_dir / EVAL_METRICS
+            if metrics_file.exists() and metrics_file.stat().st_mtime >= (run_dir / RUN_CHECKPOINT).stat().st_mtime:
+                return json.loads(metrics_file.read_text())
+            val = self.sources[data].val_data
+            val_dir = None if val is None else self.data_dir(val)
+            return evaluate_run(run_dir, self.data_dir(data), eval_dir, val_data=val_dir, overwrite=True,
+                                progress=self.progress, device=self.device)
 
     def subjects(self, spec: RunSpec) -> pd.DataFrame:
         """The per-subject table (``subjects.csv``) of an evaluated run over every scored data set.

@@ -4,9 +4,9 @@
 
 1. **Choose** — :func:`make_study`: a built-in study (:data:`STUDIES`) on ``data`` (``phantom``, a
    manifest, or a built folder), or a study file; options that do not apply are refused, never ignored.
-2. **Guard and lock** — the output folder is refused when it is a file, a data set or a run, or
-   holds the study's tables without the record the study writes last, unless ``overwrite``
-   (:func:`uadlab.layout.check_output_folder`); the study's own folder is locked while it is written.
+2. **Guard** — the output folder is refused when it is a file, a data set or a run, or holds the
+   study's tables without the record the study writes last, unless ``overwrite``
+   (:func:`uadlab.layout.check_output_folder`); checked before any work and again before the tables.
 3. **Data** — every data set is built (or reused), and every scored cohort must have a threshold
    source, before any training (:meth:`~uadlab.studies.context.StudyContext.prepare`).
 4. **Runs** — the study's runs for every seed, in dependency order (a segmenter after its
@@ -14,6 +14,13 @@
    once, or as SLURM jobs. Every run resumes, so a killed sweep finishes where it stopped.
 5. **Collect** — each run is scored (trained and evaluated runs are reused, nothing is retrained),
    the study writes its tables, and ``reproduce.json`` is written last.
+
+**Locks.** Nothing locks the whole output folder: a data set, a run and an evaluation are each locked
+while they are written, and the study's own folder (``OUT``, ``OUT/lambert2021``...) while its tables
+are (:meth:`~uadlab.studies.context.StudyContext.lock`). Studies sharing ``OUT`` (two labs in two
+kernels, a lab beside ``uadlab reproduce``) therefore run at once: one waits for a data set, run or
+evaluation the other is writing, then reuses it. A clash that waiting cannot resolve (another study's
+tables in the same folder) stops with one line.
 
 :func:`plan_study` writes the same study as ``plan.json`` and shell commands for a job runner; each
 run line is ``uadlab reproduce ... --only-run NAME``, which :func:`run_study` executes alone.
@@ -28,7 +35,6 @@ from typing import Any
 
 import pandas as pd
 
-from uadlab.data.io import folder_lock
 from uadlab.errors import DatasetError, ManifestError
 from uadlab.layout import DATASET_RECORD, ResultsLayout, check_output_folder
 from uadlab.profiles import PROFILES, Profile, get_profile
@@ -154,7 +160,8 @@ def run_study(study: str | Path | Study = "bengs2021", out: str | Path = "result
             problem listed, before any work).
         RunError: ``out`` is refused (see the module docstring), a run there has another config
             without ``overwrite``, or a run executed elsewhere failed (named, with its log).
-        uadlab.errors.UadlabError: another process is writing the study's folder.
+        uadlab.errors.UadlabError: another process still writes a folder the study needs (a data set,
+            a run, an evaluation, its tables) after :data:`~uadlab.studies.context.LOCK_WAIT_S`.
     """
     chosen = make_study(study, **choices)
     runner = make_executor(executor, jobs=jobs, slurm=slurm)
@@ -169,14 +176,14 @@ def run_study(study: str | Path | Study = "bengs2021", out: str | Path = "result
     if only_run is not None:
         return _run_one(chosen, ctx, only_run)
     _check_files(chosen)
-    with folder_lock(ctx.layout.root):
-        _guard(chosen, ctx)  # again, now that no other process can write it
-        ctx.prepare()
-        specs = [spec for seed in ctx.seeds for spec in chosen.runs(ctx, seed)]
-        if runner.dispatches:  # runs elsewhere: only those not finished yet
-            runner.execute([[(spec, _command(chosen, ctx, spec)) for spec in wave if not ctx.finished(spec)]
-                            for wave in _waves(specs)], ctx)
-        rows = [row for spec in _bar(specs, ctx.progress) for row in chosen.score(ctx, spec)]
+    ctx.prepare()
+    specs = [spec for seed in ctx.seeds for spec in chosen.runs(ctx, seed)]
+    if runner.dispatches:  # runs elsewhere: only those not finished yet
+        runner.execute([[(spec, _command(chosen, ctx, spec)) for spec in wave if not ctx.finished(spec)]
+                        for wave in _waves(specs)], ctx)
+    rows = [row for spec in _bar(specs, ctx.progress) for row in chosen.score(ctx, spec)]
+    with ctx.lock(ctx.layout.root):  # the study's tables: one study at a time writes them
+        _guard(chosen, ctx)  # again, now that no other process can write them
         _write_record(chosen, ctx, specs, complete=False)  # the tables about to be written are this study's
         outputs = chosen.collect(ctx, pd.DataFrame(rows), ctx.seeds)
         _write_record(chosen, ctx, specs, complete=True)
