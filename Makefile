@@ -24,8 +24,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 # As root (containers, CI machines) JupyterLab refuses to start without --allow-root: added then.
+# notebooks/.jupyter sets JupyterLab to save the explorers' widget state with a lab, so that a lab opened
+# again after its kernel is gone shows their last pictures, not "Error displaying widget: model not found".
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
+	JUPYTER_CONFIG_PATH=$(CURDIR)/notebooks/.jupyter$(if $(JUPYTER_CONFIG_PATH),:$(JUPYTER_CONFIG_PATH)) \
+		$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/train_step.py

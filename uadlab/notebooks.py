@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import ast
 import json
+import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from uadlab._checks import check_int, check_path
-from uadlab.errors import RunError, UadlabError
+from uadlab._progress import in_notebook
+from uadlab.errors import RunError, UadlabError, UadlabWarning
 from uadlab.layout import ResultsLayout
 from uadlab.profiles import Profile, get_profile
 
@@ -151,6 +154,9 @@ def start_lab(name: str, *, profile: str | Profile = "smoke", out_dir: str | Pat
               pack: str | Path = "") -> Lab:
     """The setup every lab shares: seed everything, lend a course pack, load the phantom, make the lab's folder.
 
+    In a notebook it also shows each :class:`~uadlab.errors.UadlabWarning` as one line, as the command line
+    does (:func:`_show_warnings_as_lines`).
+
     Args:
         name: the lab's name, e.g. ``"02_vae_3d"``.
         profile: the ``PROFILE`` parameter.
@@ -172,6 +178,8 @@ def start_lab(name: str, *, profile: str | Profile = "smoke", out_dir: str | Pat
     from uadlab.studies import StudyContext, make_study
     from uadlab.training import seed_everything
 
+    if in_notebook():
+        _show_warnings_as_lines()
     seed_everything(seed)
     prof = get_profile(profile)
     layout = ResultsLayout(Path(out_dir).resolve())
@@ -183,6 +191,40 @@ def start_lab(name: str, *, profile: str | Profile = "smoke", out_dir: str | Pat
     # Built by lab 00; build_dataset returns an existing identical data set untouched.
     dataset = load_dataset(context.data_dir(context.train_data))
     return Lab(name, prof, layout, results, dataset, int(seed), context)
+
+
+def _show_warnings_as_lines() -> None:
+    """Show each of uadlab's warnings as one ``uadlab: warning: ...`` line on stderr, once per cell.
+
+    Python shows a warning as its source file and line, the category and the message over several
+    lines (a notebook draws them in a box); a uadlab warning is about the user's data or runs, not about
+    that source line, so it gets the command line's one line instead (:class:`~uadlab.errors.UadlabWarning`
+    without its name, another category of uadlab's, such as
+    :class:`~uadlab.evaluation.metrics.UndefinedMetricWarning`, with it). A message already shown by the
+    running cell is not repeated (a study warns once per run). Other warnings are shown as before.
+    Replaces :func:`warnings.showwarning` for the rest of the process, once however often it is called
+    (:func:`start_lab` calls it in a notebook).
+    """
+    previous = warnings.showwarning
+    if getattr(previous, "uadlab_lines", False):
+        return
+    shown: set[tuple[Any, str]] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if not (issubclass(category, UadlabWarning) or category.__module__.startswith("uadlab.")):
+            previous(message, category, filename, lineno, file, line)
+            return
+        from IPython import get_ipython
+
+        kind = "" if issubclass(category, UadlabWarning) else f"{category.__name__}: "
+        text = f"uadlab: warning: {kind}{' '.join(str(message).split())}"
+        key = (getattr(get_ipython(), "execution_count", None), text)
+        if key not in shown:
+            shown.add(key)
+            print(text, file=sys.stderr if file is None else file)
+
+    show.uadlab_lines = True
+    warnings.showwarning = show
 
 
 class ZooMaps(NamedTuple):
@@ -361,7 +403,7 @@ def _load(path: str | Path) -> Any:
 
 
 def strip_outputs(path: str | Path) -> bool:
-    """Remove outputs, execution counts and run metadata from a notebook file, in place.
+    """Remove outputs, execution counts, run metadata and saved widget state from a notebook file, in place.
 
     Args:
         path: an ``.ipynb`` file.
@@ -385,6 +427,7 @@ def strip_outputs(path: str | Path) -> bool:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
     nb.metadata.pop("papermill", None)
+    nb.metadata.pop("widgets", None)  # the explorers' state JupyterLab saves (`make lab`), pictures included
     if json.dumps(nb, sort_keys=True) == before:
         return False
     with atomic_write(path, overwrite=True) as tmp:
@@ -396,11 +439,11 @@ def notebook_problems(path: str | Path) -> list[str]:
     """What keeps a notebook from being committed or run by papermill (empty when fine).
 
     Checks the house rules for notebooks: the first cell is a code cell tagged ``parameters`` that holds
-    ``PROFILE``, ``OUT_DIR``, ``SEED``, ``INTERACTIVE`` and ``PACK``; no code cell holds outputs or an
-    execution count; no code cell defines a class or a function (logic belongs in ``uadlab``) except an
-    exercise's solution cell (nbgrader metadata ``solution: true``), where the student writes one; a
-    cell that makes a figure (:func:`figure_calls`) shows it: it ends with the figure (``fig`` or
-    the call) or calls ``display(fig)``.
+    ``PROFILE``, ``OUT_DIR``, ``SEED``, ``INTERACTIVE`` and ``PACK``; the notebook holds no saved widget
+    state and no code cell outputs or an execution count; no code cell defines a class or a function
+    (logic belongs in ``uadlab``) except an exercise's solution cell (nbgrader metadata ``solution: true``),
+    where the student writes one; a cell that makes a figure (:func:`figure_calls`) shows it: it ends with
+    the figure (``fig`` or the call) or calls ``display(fig)``.
 
     Args:
         path: an ``.ipynb`` file.
@@ -420,6 +463,8 @@ def notebook_problems(path: str | Path) -> list[str]:
         for name in ("PROFILE", "OUT_DIR", "SEED", "INTERACTIVE", "PACK"):
             if f"{name}:" not in first.source:
                 problems.append(f"the parameters cell lacks a typed `{name}: ...` parameter")
+    if "widgets" in nb.metadata:
+        problems.append("the notebook holds saved widget state (strip it before committing)")
     for index, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from uadlab.errors import UadlabWarning
 from uadlab.evaluation.inference import make_maps
 from uadlab.evaluation.lambert import (
     LAMBERT_COLUMNS,
@@ -101,6 +102,6 @@ def test_markdown_has_one_row_per_model_and_both_protocols(rng):
 
 def test_a_threshold_at_the_top_of_the_grid_is_reported(rng):
     maps = [_subject(f"s{i}", rng, lesion_value=0.4, error=0.145) for i in range(4)]  # only 0.15 separates them
-    with pytest.warns(UserWarning, match="the best threshold is the grid's largest, 0.15"):
+    with pytest.warns(UadlabWarning, match="the best threshold is the grid's largest, 0.15"):
         scores = lambert_scores(maps, seed=0)
     assert scores["threshold"] == 0.15

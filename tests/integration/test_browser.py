@@ -110,6 +110,7 @@ def lab_server(tmp_path_factory, chromium_path):
     python_path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env = {**os.environ, "PYTHONPATH": python_path,
            "JUPYTER_CONFIG_DIR": str(root / "config"), "JUPYTER_RUNTIME_DIR": str(root / "runtime"),
+           "JUPYTER_CONFIG_PATH": str(REPO / "notebooks" / ".jupyter"),  # as `make lab`: widget state is saved
            "JUPYTER_DATA_DIR": str(root / "data"),
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(thread_budget()))}
     command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
@@ -165,12 +166,28 @@ class LabPage:
         self.page.on("console", lambda m: self.errors.append(f"console: {m.text}") if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
         # a fresh workspace per notebook: JupyterLab would otherwise reopen the previous lab beside it
-        self.page.goto(f"{server['url']}/lab/workspaces/{name}/tree/{self.path.name}?reset&token={server['token']}")
+        self.url = f"{server['url']}/lab/workspaces/{name}/tree/{self.path.name}?reset&token={server['token']}"
+        self._open()
+
+    def _open(self) -> None:
+        """Load the notebook's page and wait for its kernel."""
+        self.page.goto(self.url)
         self.page.wait_for_function(f"() => {{ {self._panel} return panel && panel.sessionContext.session"
                                     " && panel.sessionContext.session.kernel"
                                     " && panel.sessionContext.kernelDisplayStatus === 'idle'; }",
                                     timeout=120_000)
         self.page.evaluate(f"() => {{ {self._panel} window.jupyterapp.shell.activateById(panel.id); }}")
+
+    def reopen(self) -> None:
+        """Save the notebook, shut its kernel down and open it again, as a student does the next day."""
+        self.page.evaluate(f"""async () => {{
+            {self._panel}
+            await panel.context.save();
+            await panel.sessionContext.shutdown();
+        }}""")
+        self.errors.clear()
+        self._open()
+        self.page.wait_for_timeout(3000)  # the widget manager restores what the notebook saved
 
     @property
     def _panel(self) -> str:
@@ -343,3 +360,14 @@ def test_widget_controls_are_comfortable_in_a_1280_px_window(lab):
 
 def test_no_console_errors(lab):
     assert lab.errors == []
+
+
+def test_a_reopened_lab_shows_every_output_and_no_missing_widget(lab):
+    """A saved lab opened again with a new kernel: no "Error displaying widget: model not found" (progress
+    bars are text; the explorers' state is saved, as `make lab` sets JupyterLab to) and no console error.
+    Runs last: it shuts the lab's kernel down.
+    """
+    lab.reopen()
+    missing = lab.page.locator(".jp-OutputArea-output", has_text="Error displaying widget").count()
+    assert missing == 0 and lab.errors == [], lab.errors[:5]
+    assert lab.shown_pictures(next(iter(lab.figure_cells()))) >= 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import nbformat
 import numpy as np
@@ -22,7 +23,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from uadlab.course import PACK_VARIABLE, prepare_pack
 from uadlab.course.release import make_course
 from uadlab.data import load_dataset
-from uadlab.errors import RunError
+from uadlab.errors import RunError, UadlabWarning
+from uadlab.evaluation.metrics import UndefinedMetricWarning
 from uadlab.evaluation.protocol import SUBJECT_COLUMNS
 from uadlab.layout import RUN_CHECKPOINT, ResultsLayout
 from uadlab.notebooks import (
@@ -37,6 +39,7 @@ from uadlab.notebooks import (
     zoo_maps,
     zoo_results,
 )
+from uadlab.notebooks import _show_warnings_as_lines as show_warnings_as_lines
 from uadlab.profiles import get_profile
 from uadlab.studies import DataSource, StudyContext, run_study
 
@@ -96,6 +99,11 @@ def test_strip_outputs_removes_outputs_once(tmp_path):
     cell = new_code_cell("1 + 1", execution_count=1)
     cell.outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": "2"}, execution_count=1)]
     path = _write(tmp_path / "a.ipynb", [_parameters_cell(), cell])
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}  # JupyterLab's save
+    nbformat.write(nb, str(path))
+    assert notebook_problems(path) == ["the notebook holds saved widget state (strip it before committing)",
+                                       "cell 1 holds outputs (strip them before committing)"]
     assert strip_outputs(path) is True
     assert notebook_problems(path) == []
     assert strip_outputs(path) is False
@@ -115,6 +123,23 @@ def test_run_notebooks_validation(tmp_path):
         run_notebooks(profile="huge", out=tmp_path)
     with pytest.raises(NotebookError, match="00_data_prep.ipynb: notebook not found"):
         run_notebooks(out=tmp_path, notebooks=["00_data_prep.ipynb"], source_dir=tmp_path / "none")
+
+
+def test_a_uadlab_warning_shows_as_one_line_in_a_notebook(capsys, monkeypatch):
+    """What start_lab installs in a kernel: the command line's one line, not Python's source path and line."""
+    passed = []
+    monkeypatch.setattr(warnings, "showwarning", lambda *args: passed.append(str(args[0])))
+    show_warnings_as_lines()
+    show_warnings_as_lines()  # installed once, however often a lab's setup cell runs
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        for _ in range(3):  # a study warns once per run: one line per cell
+            warnings.warn("tumour: 1 labelled case,\n    not 2", UadlabWarning)
+        warnings.warn("no positives", UndefinedMetricWarning)
+        warnings.warn("from elsewhere", UserWarning)
+    assert capsys.readouterr().err == ("uadlab: warning: tumour: 1 labelled case, not 2\n"
+                                       "uadlab: warning: UndefinedMetricWarning: no positives\n")
+    assert passed == ["from elsewhere"]  # other warnings as before
 
 
 @pytest.mark.notebooks

@@ -10,8 +10,9 @@ import torch
 from conftest import write_blob_dataset
 
 from uadlab.cli import main
+from uadlab.errors import UadlabWarning
 from uadlab.profiles import get_profile
-from uadlab.studies import Behrendt2024, make_study, run_study
+from uadlab.studies import Behrendt2024, make_study, plan_study, run_study
 from uadlab.studies.behrendt2024 import COLUMNS, RECON_EXPERIMENTS, SEGMENTER_EXPERIMENTS
 from uadlab.training import load_segmenter
 
@@ -47,6 +48,16 @@ def test_the_default_study_has_2d_and_3d_rows(blob_dataset):
     assert study.recon == RECON_EXPERIMENTS == ("2D-None", "spatial-vae:2D-None", "ddpm:2D-None", "3D-None",
                                                 "spatial-vae:3D-None", "ddpm:3D-None")
     assert study.segmenters == SEGMENTER_EXPERIMENTS == ("ddpm:2D-None", "ddpm:3D-None")
+
+
+def test_more_labelled_cases_than_a_cohort_can_spare_are_capped_with_a_warning(tmp_path, blob_dataset):
+    with pytest.warns(UadlabWarning) as caught:  # 2 validation cases per cohort: 1 to train on, 1 for the threshold
+        lines = plan_study("behrendt2024", tmp_path, data=blob_dataset, labelled_cases=2, seeds=[0, 1],
+                           experiments=["ddpm:2D-None"])
+    assert [str(w.message) for w in caught] == [  # once, not once per seed
+        f"{cohort}: the weakly supervised segmenter trains on 1 labelled case(s), not 2: the cohort's validation "
+        "split holds 2, and one must remain to fit the threshold" for cohort in ("tumour", "stroke")]
+    assert sum(line.endswith("--only-run ddpm_2D-None__synthetic+1-tumour") for line in lines) == 2  # a run per seed
 
 
 @pytest.mark.slow

@@ -329,7 +329,7 @@ def test_resume_without_a_run_starts_afresh(tmp_path, arrays, capsys):
 def test_progress_bars_show_epochs_and_loss(tmp_path, arrays, capsys):
     _run(_config(max_epochs=2), tmp_path / "run", arrays, progress=True)
     err = capsys.readouterr().err
-    assert "3D-None epochs" in err and "2/2" in err and "loss=" in err
+    assert "3D-None: 100%" in err and "2/2" in err and "loss=" in err
 
 
 def test_validation_error_falls_on_structured_data(tmp_path, rng):

@@ -146,6 +146,30 @@ def test_example_cases_plot_volumes_one_row_per_case(volume, lesion):
     assert fig.axes[3].collections, "expected the thresholded outline on the heat map"
 
 
+def _notebook_px(fig, size_pt, dpi=viz.DISPLAY_DPI):
+    """Height (em, px) of text of ``size_pt`` points on screen: the PNG is shrunk to a 900 px output area."""
+    return size_pt * dpi / 72 * min(1.0, 900 / (fig.get_figwidth() * dpi))
+
+
+@pytest.mark.parametrize("make", [
+    lambda v: viz.show_slices({f"panel {i}": v for i in range(6)}),
+    lambda v: viz.erasing_gallery({f"3D-Multi-Cube-{i}": v for i in range(7)}, target=v, ncols=4),  # as lab 03
+    lambda v: viz.example_cases_plot([{"image": v, "recon": v, "residual": v, "anomaly_map": v,
+                                       "lesion_mask": v > 0.5, "label": "best"}]),
+])
+def test_panel_titles_are_readable_in_a_1280_px_notebook(volume, make):
+    """About 14 px high on screen however many panels (9 pt on a 16.8 inch gallery showed 6.7 px)."""
+    fig = make(volume)
+    titled = [ax.title for ax in fig.axes if ax.get_title()]
+    assert titled and all(_notebook_px(fig, t.get_fontsize()) >= 13.9 for t in titled)
+    assert fig.get_figwidth() <= 12.0 + 1e-9  # a grid is capped: its titles need not grow past its panels
+    fig.draw_without_rendering()
+    for ax in fig.axes:  # and every title stays above its own panel
+        if ax.get_title():
+            title, panel = ax.title.get_window_extent(), ax.get_window_extent()
+            assert panel.x0 - 2 <= title.x0 and title.x1 <= panel.x1 + 2, ax.get_title()
+
+
 def test_example_cases_plot_accepts_analysis_example_cases(volume, lesion):
     case = SimpleNamespace(subject_id="s", label="best", dice=0.25, image=volume[:, :, 7], recon=volume[:, :, 7],
                            residual=volume[:, :, 7], anomaly_map=volume[:, :, 7],
@@ -184,6 +208,25 @@ def test_lesion_size_plot_draws_one_curve_per_fit(sizes):
     np.testing.assert_allclose(y, np.clip(0.2 * np.log10(x), 0, 1))  # the fit is in log10(voxels)
 
 
+def test_lesion_size_plot_names_its_fits_degrees_in_the_title(sizes):
+    fig = viz.lesion_size_plot(sizes, {"2D-None": [0.1, 0.2, 0.0], "3D-None": [0.2, 0.0, 0.1, 0.1]},
+                               title="Fig. 4: DICE vs lesion size, tumour")
+    assert fig.axes[0].get_title() == "Fig. 4: DICE vs lesion size, tumour (cubic and quadratic fits)"
+    assert viz.lesion_size_plot(sizes).axes[0].get_title() == "Fig. 4: DICE vs lesion size"  # no fit, no degree
+
+
+@pytest.mark.parametrize("voxels", [[55, 70, 95], [30, 45, 60, 90], [18, 30, 57, 130], [20, 70, 300, 900],
+                                    [10, 1000, 40000]])
+def test_lesion_size_plot_labels_its_size_axis_on_any_range(sizes, voxels):
+    """A range without a decade in it (30-90 voxels, the smoke profile's tumours) still gets numbers."""
+    df = pd.DataFrame({"lesion_voxels": voxels, "dice": np.linspace(0.1, 0.6, len(voxels))})
+    ax = viz.lesion_size_plot(df, hue=None).axes[0]
+    ax.figure.draw_without_rendering()
+    low, high = ax.get_xlim()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text() and low <= t.get_position()[0] <= high]
+    assert 2 <= len(labels) <= 6, labels
+
+
 def test_lesion_size_plot_without_fit_or_hue(sizes):
     fig = viz.lesion_size_plot(sizes.drop(columns="experiment"))
     assert not [line for line in fig.axes[0].lines if line.get_gid() == "cubic_fit"]
@@ -205,6 +248,8 @@ def test_data_size_plot_in_percent():
     assert ax.get_xlabel() == "healthy training data used (%)"
     ys = sorted(float(v) for line in ax.lines for v in line.get_ydata())
     assert ys[-1] == pytest.approx(40.0)
+    ax.figure.draw_without_rendering()
+    assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1  # beside the lines, not on them
     with pytest.raises(ValueError, match="missing \\['auprc'\\]"):
         viz.data_size_plot(df.drop(columns="auprc"))
 
@@ -229,7 +274,9 @@ def test_training_curves_marks_best_epoch_and_shares_one_unit():
     history = pd.DataFrame({"epoch": [1, 2, 3], "train_l1_per_voxel": [0.3, 0.2, 0.1],
                             "val_l1_per_voxel": [0.05, 0.01, 0.02]})
     ax = viz.training_curves(history).axes[0]
-    assert "best epoch 2" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train", "healthy validation", "best epoch 2"]
+    erased = viz.training_curves(history, erased=True).axes[0]
+    assert erased.get_legend().get_texts()[0].get_text() == "train (erased input)"  # only where inputs are erased
     train_line, val_line = ax.lines[:2]
     np.testing.assert_array_equal(val_line.get_ydata(), history["val_l1_per_voxel"])
     low, high = ax.get_ylim()

@@ -224,6 +224,14 @@ def test_slice_explorer_static(maps):
         widgets.slice_explorer(m.image, m.recon, m.residual, slice_index=-1)
 
 
+def test_slice_explorer_titles_are_readable_in_a_1280_px_notebook(maps):
+    """The picture (90 dpi PNG in an Image widget) is shrunk to the 900 px output area; titles stay about 14 px."""
+    m = maps[0]
+    fig = widgets.slice_explorer(m.image, m.recon, m.residual, m.lesion_mask, anomaly_map=m.anomaly_map, static=True)
+    shrink = min(1.0, 900 / (fig.get_figwidth() * widgets._PNG_DPI))
+    assert all(ax.title.get_fontsize() * widgets._PNG_DPI / 72 * shrink >= 13.9 for ax in fig.axes)
+
+
 def test_render_static_by_name(maps, subject):
     image, brain, _, _ = subject
     m = maps[0]

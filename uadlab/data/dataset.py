@@ -43,7 +43,7 @@ import re
 import secrets
 import shutil
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
@@ -53,6 +53,7 @@ import pandas as pd
 
 import uadlab
 from uadlab._checks import check_int, check_path
+from uadlab._progress import progress_bar
 from uadlab._threads import limit_threads
 from uadlab.data.io import atomic_write, folder_lock, load_volume, save_volume
 from uadlab.data.manifests import (
@@ -299,12 +300,16 @@ def _build_into(out: Path, items: list[_Item], manifest: Manifest, manifest_path
     partial.mkdir()
     try:
         build = functools.partial(_build_item_reporting, folder=partial, cache=cache, params=params)
+        bar = functools.partial(progress_bar, progress, desc=f"building {manifest.name}", unit="subject",
+                                total=len(items))
         if workers == 1:
-            results = [build(item) for item in _progress(items, progress, manifest.name)]
+            with bar(items) as subjects:
+                results = [build(item) for item in subjects]
         else:  # "spawn": a fork of a process that runs torch or OpenMP threads can deadlock
             with ProcessPoolExecutor(int(workers), mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=_worker_threads, initargs=(int(workers),)) as pool:
-                results = list(_progress(pool.map(build, items), progress, manifest.name, total=len(items)))
+                                     initializer=_worker_threads, initargs=(int(workers),)) as pool, \
+                    bar(pool.map(build, items)) as subjects:
+                results = list(subjects)
         rows = [row for row, _ in results]
         for message in dict.fromkeys(m for _, messages in results for m in messages):  # a worker's, here
             warnings.warn(message, UadlabWarning, stacklevel=3)
@@ -578,14 +583,6 @@ def _worker_threads(workers: int) -> None:
     thread each, :func:`uadlab._threads.limit_threads`), so that workers do not oversubscribe them.
     """
     limit_threads(workers, torch_threads=False)
-
-
-def _progress(items: Iterable, progress: bool, name: str, total: int | None = None) -> Iterator:
-    if not progress:
-        return iter(items)
-    from tqdm.auto import tqdm
-
-    return iter(tqdm(items, desc=f"building {name}", unit="subject", total=total))
 
 
 def _file_sha256(path: Path) -> str:

@@ -32,6 +32,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from uadlab._progress import progress_bar
 from uadlab.errors import DownloadError
 
 __all__ = ["REMOTES", "Remote", "fetch"]
@@ -158,23 +159,16 @@ def _download(remote: Remote, archive: Path, *, progress: bool, timeout_s: float
                 have = 0  # the server sent the whole file
             length = response.headers.get("Content-Length")
             total = have + int(length) if length is not None else None
-            bar = None
-            if progress:
-                from tqdm.auto import tqdm
-
-                bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=f"fetching {remote.name}")
             try:
-                with open(partial, "ab" if resumed else "wb") as handle:
+                with open(partial, "ab" if resumed else "wb") as handle, \
+                        progress_bar(progress, total=total, initial=have, unit="B", unit_scale=True,
+                                     desc=f"fetching {remote.name}") as bar:
                     while chunk := response.read(_CHUNK):
                         handle.write(chunk)
-                        if bar is not None:
-                            bar.update(len(chunk))
+                        bar.update(len(chunk))
             except (OSError, http.client.HTTPException) as error:  # a broken or timed-out connection
                 raise DownloadError(f"{remote.url}: the download broke off after {partial.stat().st_size} bytes "
                                     f"({error}); run again to resume") from error
-            finally:
-                if bar is not None:
-                    bar.close()
             if total is not None and partial.stat().st_size < total:
                 raise DownloadError(f"{remote.url}: the download broke off after {partial.stat().st_size} of "
                                     f"{total} bytes; run again to resume")

@@ -41,6 +41,7 @@ __all__ = [
     "ExampleCase",
     "lesion_size_table",
     "cubic_fit",
+    "LESION_SIZE_FIT_MIN_SIZES",
     "lesion_size_fit",
     "data_size_table",
     "slice_detection_curve",
@@ -111,23 +112,37 @@ def cubic_fit(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) 
     >>> np.round(p.coeffs, 6).tolist() == [1.0, 0.0, 0.0, 1.0]
     True
     """
+    return _polynomial_fit(x, y, 3, "a cubic fit")
+
+
+def _polynomial_fit(x: Any, y: Any, degree: int, what: str) -> np.poly1d:
+    """Least-squares polynomial of ``degree``; ValueError (naming ``what``) for bad input or too few distinct ``x``."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if x.ndim != 1 or x.shape != y.shape:
         raise ValueError(f"`x` and `y` must be 1D arrays of one length, got shapes {x.shape!r} and {y.shape!r}")
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ValueError("`x` and `y` must be finite, got NaN/inf values")
-    if np.unique(x).size < 4:
-        raise ValueError(f"`x` must hold at least 4 distinct values for a cubic fit, got {np.unique(x).size}")
-    return np.poly1d(np.polyfit(x, y, 3))
+    if np.unique(x).size < degree + 1:
+        raise ValueError(f"`x` must hold at least {degree + 1} distinct values for {what}, got {np.unique(x).size}")
+    return np.poly1d(np.polyfit(x, y, degree))
+
+
+#: Distinct lesion sizes :func:`lesion_size_fit` needs (a line with one degree of freedom left).
+LESION_SIZE_FIT_MIN_SIZES = 3
 
 
 def lesion_size_fit(table: pd.DataFrame) -> np.poly1d:
-    """The Fig. 4 trend: :func:`cubic_fit` of DICE_S against ``log10`` lesion voxels.
+    """The Fig. 4 trend: a polynomial of DICE_S in ``log10`` lesion voxels, cubic as the paper's where sizes allow.
 
     The fit is on a log axis because lesion sizes span orders of magnitude (tens to tens of
     thousands of voxels at 64^3): in linear size a cubic is dominated by the few largest lesions
     and swings wildly among the many small ones. Evaluate it at ``np.log10(voxels)``.
+
+    Its degree is ``min(3, distinct sizes - 2)``: the paper's cubic (:func:`cubic_fit`) from 5 distinct
+    sizes on, a quadratic with 4 and a line with 3 (a few test subjects, as the smoke profile's), so that
+    the curve never runs through every point (a cubic through 4 points fits them exactly, noise included).
+    The fit's degree is ``p.order``.
 
     Args:
         table: output of :func:`lesion_size_table`.
@@ -136,10 +151,20 @@ def lesion_size_fit(table: pd.DataFrame) -> np.poly1d:
         ``p`` with ``p(log10(lesion_voxels)) ≈ DICE_S``.
 
     Raises:
-        ValueError: as :func:`cubic_fit` (fewer than 4 distinct sizes).
+        ValueError: fewer than :data:`LESION_SIZE_FIT_MIN_SIZES` distinct sizes, or as :func:`cubic_fit`.
+
+    >>> t = lesion_size_table(pd.DataFrame({"subject_id": list("abcd"), "lesion_voxels": [10, 100, 1000, 10000],
+    ...                                     "dice": [0.1, 0.3, 0.4, 0.6]}))
+    >>> lesion_size_fit(t).order  # 4 sizes: a quadratic
+    2
     """
     _check_frame(table, "table", ("log10_lesion_voxels", "dice"))
-    return cubic_fit(table["log10_lesion_voxels"].to_numpy(), table["dice"].to_numpy())
+    x = table["log10_lesion_voxels"].to_numpy()
+    degree = min(3, np.unique(x).size - 2)
+    if degree < 1:
+        raise ValueError(f"`table` must hold at least {LESION_SIZE_FIT_MIN_SIZES} distinct lesion sizes for a fit, "
+                         f"got {np.unique(x).size}")
+    return _polynomial_fit(x, table["dice"].to_numpy(), degree, f"a degree-{degree} fit")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from uadlab._checks import check_int
+from uadlab._progress import progress_bar
 from uadlab.data.io import save_volume
 from uadlab.errors import RunError
 from uadlab.evaluation.postprocessing import anomaly_map, residual
@@ -163,7 +164,7 @@ def iter_predict(
         postprocess_kwargs: options of :func:`uadlab.evaluation.postprocessing.anomaly_map`.
         batch_size: volumes (3D) or slices (2D) per forward pass.
         device: where the model runs; ``None``: where its parameters are.
-        progress: show a tqdm progress bar.
+        progress: a transient bar over the subjects (gone when done).
 
     Yields:
         One :class:`SubjectMaps` per id, in order.
@@ -174,17 +175,13 @@ def iter_predict(
         DatasetError: an unknown subject id (from ``dataset.subject``).
     """
     check_int("batch_size", batch_size, "a positive int", lambda v: v >= 1)
-    ids = list(ids)
-    if progress:
-        from tqdm.auto import tqdm
-
-        ids = tqdm(ids, desc="reconstruct", unit="subject")
-    for subject_id in ids:
-        subject = dataset.subject(subject_id)
-        recon, score = reconstruct_and_score(model, subject.image, batch_size=batch_size, device=device)
-        yield make_maps(subject.subject_id, subject.image, recon, subject.brain_mask,
-                        subject.lesion_mask, subject.affine, cohort=subject.cohort, split=subject.split,
-                        postprocess_kwargs=postprocess_kwargs, score=score)
+    with progress_bar(progress, list(ids), desc="reconstruct", unit="subject", leave=False) as subjects:
+        for subject_id in subjects:
+            subject = dataset.subject(subject_id)
+            recon, score = reconstruct_and_score(model, subject.image, batch_size=batch_size, device=device)
+            yield make_maps(subject.subject_id, subject.image, recon, subject.brain_mask,
+                            subject.lesion_mask, subject.affine, cohort=subject.cohort, split=subject.split,
+                            postprocess_kwargs=postprocess_kwargs, score=score)
 
 
 def predict(
@@ -209,7 +206,7 @@ def predict(
         postprocess_kwargs: options of :func:`uadlab.evaluation.postprocessing.anomaly_map`.
         batch_size: volumes (3D) or slices (2D) per forward pass.
         device: where the model runs; ``None``: where its parameters are.
-        progress: show a tqdm progress bar.
+        progress: a transient bar over the subjects (gone when done).
 
     Returns:
         ``{subject_id: SubjectMaps}`` in the order of ``ids``.

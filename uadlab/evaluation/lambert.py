@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from uadlab._checks import check_int, check_real
+from uadlab.errors import UadlabWarning
 from uadlab.evaluation import metrics
 from uadlab.evaluation.inference import SubjectMaps, as_maps_list
 
@@ -94,8 +95,8 @@ def lambert_scores(maps: Mapping[str, SubjectMaps] | Sequence[SubjectMaps], *, s
         :data:`LAMBERT_COLUMNS`: the threshold, Dice mean and sd over the scored half, pooled
         sensitivity and specificity, reconstruction MAE, and the two halves' sizes. The threshold and
         the segmentation metrics are NaN, with an :class:`~.metrics.UndefinedMetricWarning`, when the
-        threshold half has no lesion voxel in the central slices. A ``UserWarning`` says when the best
-        threshold is the grid's largest (the optimum may lie beyond their range).
+        threshold half has no lesion voxel in the central slices. A :class:`~uadlab.errors.UadlabWarning`
+        says when the best threshold is the grid's largest (the optimum may lie beyond their range).
 
     Raises:
         TypeError, ValueError: as :func:`~.inference.as_maps_list` (labelled); ValueError for fewer
@@ -120,7 +121,7 @@ def lambert_scores(maps: Mapping[str, SubjectMaps] | Sequence[SubjectMaps], *, s
                                                   mask=crop(fit_ids, "brain_mask"))
         if threshold == float(np.max(thresholds)):
             warnings.warn(f"the best threshold is the grid's largest, {threshold:g}: the optimum may lie above "
-                          "Lambert et al.'s range (their residuals were smaller)", UserWarning, stacklevel=2)
+                          "Lambert et al.'s range (their residuals were smaller)", UadlabWarning, stacklevel=2)
     brains = crop(scored_ids, "brain_mask")
     labels = crop(scored_ids, "lesion_mask")
     errors = np.concatenate([np.abs(image - recon)[brain] for image, recon, brain

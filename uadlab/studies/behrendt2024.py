@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ import pandas as pd
 
 from uadlab._checks import check_int
 from uadlab.data.io import atomic_write
+from uadlab.errors import UadlabWarning
 from uadlab.evaluation.inference import predict
 from uadlab.evaluation.protocol import evaluate_maps, validation_source
 from uadlab.evaluation.sample_level import sample_level_metrics, subject_score
@@ -81,8 +83,9 @@ class Behrendt2024(Study):
     Args:
         sources: the data sets, the training one first; its lesion cohorts give the labelled cases.
         experiments: the reconstruction models (``MODEL:2D-None`` names; ``None``: :data:`RECON_EXPERIMENTS`).
-        labelled_cases: ``K`` per lesion cohort, clipped to its validation cases minus one; 0 skips the
-            weakly supervised and unseen-pathology rows.
+        labelled_cases: ``K`` per lesion cohort, clipped to its validation cases minus one (a
+            :class:`~uadlab.errors.UadlabWarning` says so); 0 skips the weakly supervised and
+            unseen-pathology rows.
         segmenter_experiments: those of them a segmenter is trained on (``None``: those of
             :data:`SEGMENTER_EXPERIMENTS` among ``experiments``).
         name, argument, folder, profile, seeds, description: as :class:`~uadlab.studies.spec.Study`.
@@ -111,13 +114,24 @@ class Behrendt2024(Study):
                              f"got {missing!r}")
 
     def runs(self, ctx: StudyContext, seed: int) -> list[RunSpec]:
-        """The reconstruction models, then per segmenter model: synthetic only, and weakly supervised per cohort."""
+        """The reconstruction models, then per segmenter model: synthetic only, and weakly supervised per cohort.
+
+        Warns (:class:`~uadlab.errors.UadlabWarning`, for the first seed) where a cohort has too few
+        validation cases for ``labelled_cases``: it gets all but one, which fits its threshold.
+        """
         runs = [RunSpec(e, seed) for e in self.recon]
         dataset = ctx.dataset(ctx.train_data)
+        cases = {c: len(dataset.ids(cohort=c, split="val")) for c in dataset.lesion_cohorts}
+        for cohort, n_val in cases.items():
+            if self.segmenters and n_val - 1 < self.labelled_cases and seed == ctx.seeds[0]:
+                trains = f"trains on {n_val - 1} labelled case(s)" if n_val > 1 else "is left out"
+                warnings.warn(f"{cohort}: the weakly supervised segmenter {trains}, not {self.labelled_cases}: the "
+                              f"cohort's validation split holds {n_val}, and one must remain to fit the threshold",
+                              UadlabWarning, stacklevel=2)
         for experiment in self.segmenters:
             runs.append(RunSpec(experiment, seed, labels="synthetic"))
             for cohort in dataset.lesion_cohorts if self.labelled_cases else ():
-                k = min(self.labelled_cases, len(dataset.ids(cohort=cohort, split="val")) - 1)  # own val split
+                k = min(self.labelled_cases, cases[cohort] - 1)  # own val split
                 if k > 0 and dataset.ids(cohort=cohort, split="test"):
                     runs.append(RunSpec(experiment, seed, labels=f"synthetic + {k} {cohort}", labelled=(cohort, k)))
         return runs

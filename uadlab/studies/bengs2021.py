@@ -132,10 +132,11 @@ def _write_figures(ctx: StudyContext, table: pd.DataFrame, size_table: pd.DataFr
     """Figs. 4–7 as the paper draws them (Sec. 3), for :data:`FIGURE_EXPERIMENTS` and the best run.
 
     The best run has the highest DICE_D averaged over the test sets. Fig. 4: DICE_S over lesion
-    size with a cubic fit, one figure per test set. Fig. 5: AUPRC (and DICE_D) over the share of
-    training data, averaged over the test sets. Fig. 6: slice-wise detection on all test sets
-    pooled. Fig. 7: best, median and worst case of the best run, one figure per test set, also as
-    interactive plotly HTML (orthogonal slices of the worst case with its anomaly map).
+    size with a cubic fit (a lower degree with fewer than 5 sizes), one figure per test set. Fig. 5:
+    AUPRC (and DICE_D) over the share of training data, averaged over the test sets. Fig. 6:
+    slice-wise detection on all test sets pooled. Fig. 7: best, median and worst case of the best
+    run, one figure per test set, also as interactive plotly HTML (orthogonal slices of the worst case
+    with its anomaly map).
     """
     figures, dataset = ctx.layout.figures, ctx.dataset(ctx.train_data)
     best = analysis.best_experiment(table)
@@ -149,9 +150,8 @@ def _write_figures(ctx: StudyContext, table: pd.DataFrame, size_table: pd.DataFr
         if sizes.empty:
             continue
         fits = {e: analysis.lesion_size_fit(part) for e, part in sizes.groupby("experiment", sort=False)
-                if part["log10_lesion_voxels"].nunique() >= 4}
-        fig = viz.lesion_size_plot(sizes, fits)
-        fig.axes[0].set_title(f"Fig. 4: DICE_S vs lesion size, {cohort} (cubic fit)", fontsize=10)
+                if part["log10_lesion_voxels"].nunique() >= analysis.LESION_SIZE_FIT_MIN_SIZES}
+        fig = viz.lesion_size_plot(sizes, fits, title=f"Fig. 4: DICE_S vs lesion size, {cohort}")
         tables.save_figure(fig, figures / f"fig4_lesion_size_{cohort}.png")
     if not size_table.empty:
         averaged = size_table.groupby(["experiment", "fraction"], sort=False)[["auprc", "dice_d"]].mean().reset_index()

@@ -35,6 +35,7 @@ from typing import Any
 
 import pandas as pd
 
+from uadlab._progress import progress_bar
 from uadlab.errors import DatasetError, ManifestError
 from uadlab.layout import DATASET_RECORD, ResultsLayout, check_output_folder
 from uadlab.profiles import PROFILES, Profile, get_profile
@@ -142,7 +143,7 @@ def run_study(study: str | Path | Study = "bengs2021", out: str | Path = "result
             ``cluster`` (submitit's; ``"local"`` runs the jobs as local processes).
         overwrite: replace tables this study did not write, rebuild data sets, restart runs whose config
             differs (finished runs with the same config are always kept).
-        progress: tqdm bars (a bar over the runs, one per training run and prediction).
+        progress: a bar over the runs; the bars of each run inside it (epochs, predictions) are transient.
         device: where models train and run (``None``: CUDA when present).
         workers: processes building a data set.
         max_epochs: epoch limit of every run (``None``: the profile's).
@@ -181,7 +182,8 @@ def run_study(study: str | Path | Study = "bengs2021", out: str | Path = "result
     if runner.dispatches:  # runs elsewhere: only those not finished yet
         runner.execute([[(spec, _command(chosen, ctx, spec)) for spec in wave if not ctx.finished(spec)]
                         for wave in _waves(specs)], ctx)
-    rows = [row for spec in _bar(specs, ctx.progress) for row in chosen.score(ctx, spec)]
+    with progress_bar(ctx.progress, specs, desc="reproduce: runs", unit="run") as runs:  # inner bars: transient
+        rows = [row for spec in runs for row in chosen.score(ctx, spec)]
     with ctx.lock(ctx.layout.root):  # the study's tables: one study at a time writes them
         _guard(chosen, ctx)  # again, now that no other process can write them
         _write_record(chosen, ctx, specs, complete=False)  # the tables about to be written are this study's
@@ -358,13 +360,3 @@ def _write_record(study: Study, ctx: StudyContext, specs: list[RunSpec], *, comp
               "data": {name: str(ctx.data_dir(name)) for name in ctx.sources}, "scored": ctx.scored(),
               "runs": [s.to_dict() for s in specs], "complete": complete}
     tables.write_text(ctx.layout.record, json.dumps(record, indent=2) + "\n")
-
-
-def _bar(specs: list[RunSpec], progress: bool) -> Any:
-    """``specs``, wrapped in a tqdm bar ("reproduce: runs", one step per run) when ``progress``."""
-    if not progress:
-        return specs
-    from tqdm.auto import tqdm
-
-    return tqdm(specs, desc="reproduce: runs", unit="run")
-

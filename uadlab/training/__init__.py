@@ -6,8 +6,7 @@ Modules, lowest first:
   (DRAEM/MOOD-style anomalies pasted into healthy brains, the segmenter's training data of
   Behrendt et al. 2024);
 - :mod:`~uadlab.training.experiments` (names such as ``3D-Cube-n`` or ``spatial-vae:2D-None``);
-- :mod:`~uadlab.training.devices` (the device a config names, :func:`default_precision`) and
-  :mod:`~uadlab.training.progress` (tqdm bars behind a flag);
+- :mod:`~uadlab.training.devices` (the device a config names, :func:`default_precision`);
 - :mod:`~uadlab.training.config` (:class:`TrainConfig`, saved beside every run) and
   :mod:`~uadlab.training.runs` (the run folder: checks, checkpoints, RNG states, resume);
 - :mod:`~uadlab.training.fit` (the fit core: one epoch loop with early stopping and checkpoints, for

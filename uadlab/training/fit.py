@@ -40,9 +40,9 @@ import torch
 from torch import nn
 
 from uadlab._checks import check_int
+from uadlab._progress import progress_bar
 from uadlab.models.precision import autocast
 from uadlab.speed import distributed
-from uadlab.training.progress import progress_bar
 from uadlab.training.runs import CheckpointWriter, get_rng_states, set_rng_states, write_checkpoint
 
 __all__ = ["seed_everything", "Session", "Trainee", "train_pass", "fit"]
@@ -139,35 +139,34 @@ def train_pass(session: Session, order: np.ndarray, batch_loss: Callable[[np.nda
         batch_loss: sample indices -> the terms' 0-d tensors, ``len(names)`` of them.
         names: the terms' names, keys of the result.
         batch_size: samples per batch (over all ranks).
-        progress: a tqdm bar over the batches.
+        progress: a transient bar over the batches.
     """
     model, optimizer, scaler, context = session.model, session.optimizer, session.scaler, session.context
     model.train()
     totals = dict.fromkeys(names, 0.0)
     n = len(order)
     batches = np.array_split(order, math.ceil(n / batch_size))
-    bar = progress_bar(progress, total=len(batches), desc="batches", unit="batch", leave=False)
-    for batch in batches:
-        index = distributed.shard(np.sort(batch), context)
-        if len(index) == 0:  # a batch smaller than the ranks: this rank only joins the gradient average
+    with progress_bar(progress, total=len(batches), desc="batches", unit="batch", leave=False) as bar:
+        for batch in batches:
+            index = distributed.shard(np.sort(batch), context)
+            if len(index) == 0:  # a batch smaller than the ranks: this rank only joins the gradient average
+                optimizer.zero_grad(set_to_none=True)
+                distributed.average_gradients(model, 0.0, context)
+                scaler.step(optimizer)
+                scaler.update()
+                bar.update(1)
+                continue
+            with autocast(session.precision, session.device):
+                terms = tuple(batch_loss(index))
             optimizer.zero_grad(set_to_none=True)
-            distributed.average_gradients(model, 0.0, context)
+            scaler.scale(terms[0]).backward()
+            distributed.average_gradients(model, len(index) / len(batch), context)
             scaler.step(optimizer)
             scaler.update()
+            for key, value in zip(totals, terms):
+                totals[key] += float(value.detach()) * len(index)
+            bar.set_postfix(loss=f"{float(terms[0].detach()):.4g}")
             bar.update(1)
-            continue
-        with autocast(session.precision, session.device):
-            terms = tuple(batch_loss(index))
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(terms[0]).backward()
-        distributed.average_gradients(model, len(index) / len(batch), context)
-        scaler.step(optimizer)
-        scaler.update()
-        for key, value in zip(totals, terms):
-            totals[key] += float(value.detach()) * len(index)
-        bar.set_postfix(loss=f"{float(terms[0].detach()):.4g}")
-        bar.update(1)
-    bar.close()
     return {key: value / n for key, value in zip(totals, distributed.all_sum(list(totals.values()), context))}
 
 
@@ -184,8 +183,9 @@ def fit(trainee: Trainee, session: Session, run_dir: Path, *, max_epochs: int, p
         patience: epochs without a better score (once counting) before stopping.
         columns: the history's columns (``history.csv``), ``epoch`` first and ``seconds`` last.
         checkpoint: a loaded checkpoint to continue from, or ``None`` to start afresh.
-        progress: tqdm bars for epochs and batches.
-        desc: the epoch bar's label.
+        progress: a bar over the epochs (:func:`uadlab._progress.progress_bar`) and one over each epoch's
+            batches; a run that finishes before ``max_epochs`` (early stopping) ends its bar complete.
+        desc: the epoch bar's label, short (it leads a line of at most 100 characters): the experiment.
         _stop_after_epoch: test hook: return (unfinished) after handing this epoch's checkpoint to
             the writer, as if the process had been killed.
 
@@ -201,8 +201,8 @@ def fit(trainee: Trainee, session: Session, run_dir: Path, *, max_epochs: int, p
         _restore(session, trainee, checkpoint, state)
     # The best score is recomputed from the best epoch's row: a checkpoint stores no score.
     best = trainee.score(state["history"][state["best_epoch"] - 1]) if state["best_epoch"] else None
-    epoch_bar = progress_bar(progress, total=max_epochs, initial=state["epoch"], desc=desc, unit="epoch")
     writer = CheckpointWriter()
+    epoch_bar = progress_bar(progress, total=max_epochs, initial=state["epoch"], desc=desc, unit="epoch")
     try:
         for epoch in range(state["epoch"] + 1, max_epochs + 1):
             start = time.perf_counter()
@@ -227,8 +227,11 @@ def fit(trainee: Trainee, session: Session, run_dir: Path, *, max_epochs: int, p
     except BaseException:
         writer.wait(raise_error=False)  # the last epoch's checkpoint is complete, whatever stopped the run
         raise
+    finally:  # a finished run's bar ends complete, also when patience stopped it before max_epochs; a run
+        if state["finished"]:  # stopped otherwise (an error, an interrupt, the test hook) keeps its count
+            epoch_bar.finish()
+        epoch_bar.close()
     writer.wait()
-    epoch_bar.close()
     return state
 
 

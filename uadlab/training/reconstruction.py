@@ -340,7 +340,7 @@ def _train_arrays(config: TrainConfig, run_dir: Path, images: np.ndarray, brain_
     state = fit(trainee, Session(model, optimizer, config.precision, device, context), run_dir,
                 max_epochs=1 if model.fitted_in_closed_form else config.max_epochs, patience=config.patience,
                 columns=HISTORY_COLUMNS, checkpoint=checkpoint, progress=progress,
-                desc=f"{config.experiment} epochs", _stop_after_epoch=_stop_after_epoch)
+                desc=config.experiment, _stop_after_epoch=_stop_after_epoch)
     return _result(run_dir, state)
 
 

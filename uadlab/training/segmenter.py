@@ -283,7 +283,7 @@ def train_segmenter(recon_model: Any, dataset: Any, config: SegmenterConfig, out
         trainee = _Segmentation(segmenter, pool, val_pool, config, training_ids, val_ids)
         state = fit(trainee, session, run_dir, max_epochs=config.max_epochs, patience=config.patience,
                     columns=SEGMENTER_HISTORY_COLUMNS, checkpoint=checkpoint, progress=progress,
-                    desc="segmenter epochs")
+                    desc="segmenter")
         return _result(run_dir, config, state, device, training_ids, val_ids)
 
 

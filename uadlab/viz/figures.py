@@ -98,6 +98,11 @@ def display_slice(volume: np.ndarray, *, axis: int = 2, index: int | None = None
 
 #: Resolution (dots per inch) of the PNG a figure shows in a notebook.
 DISPLAY_DPI = 100
+#: Width (px) of a notebook's output area in a 1280 px JupyterLab window with the file browser open: a
+#: wider picture is shrunk to it, its text with it.
+_NOTEBOOK_WIDTH_PX = 900
+_TITLE_PX = 14  # the height (em) of a panel title on screen, in pixels
+_MAX_WIDTH_IN = 12.0  # a grid of panels is no wider (inches), so that a notebook shrinks it little
 _DISPLAY_FIGURE_CLASS: list = []  # the Figure subclass of new_figure, built on first use
 
 
@@ -150,8 +155,27 @@ def new_figure(figsize: tuple[float, float], **kwargs: Any):
     return _display_figure_class()(figsize=figsize, **{"layout": "constrained", **kwargs})
 
 
+def panel_title_size(fig: Any, *, dpi: float = DISPLAY_DPI) -> float:
+    """Font size (points) at which a panel title of ``fig`` is about 14 px high in a notebook.
+
+    A notebook shows a PNG of ``fig`` at ``dpi`` dots per inch, shrunk to the output area's 900 px
+    when wider (a 1280 px JupyterLab window), so a fixed size in points reads smaller the wider the
+    figure; this size makes up for the shrinking. Shared with :mod:`uadlab.viz.widgets`.
+
+    Args:
+        fig: the figure (its width in inches counts).
+        dpi: the resolution of the PNG shown.
+
+    >>> round(panel_title_size(new_figure((4.0, 2.0))), 1), round(panel_title_size(new_figure((12.0, 2.0))), 1)
+    (10.1, 13.4)
+    """
+    shrink = min(1.0, _NOTEBOOK_WIDTH_PX / (fig.get_figwidth() * dpi))
+    return float(_TITLE_PX * 72 / dpi / shrink)
+
+
 def _new_figure(nrows: int, ncols: int, *, panel: float = 2.4, squeeze: bool = False):
-    """A displayable figure (:func:`new_figure`) with a grid of axes."""
+    """A displayable figure (:func:`new_figure`) with a grid of axes, at most 12 inches wide (panels shrink)."""
+    panel = min(panel, _MAX_WIDTH_IN / ncols)
     fig = new_figure((panel * ncols, panel * nrows + 0.4))
     axes = fig.subplots(nrows, ncols, squeeze=squeeze)
     return fig, axes
@@ -189,7 +213,7 @@ def _image_panel(ax: Any, data2d: np.ndarray, title: str | None = None, **imshow
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=panel_title_size(ax.figure))
     return image
 
 
@@ -404,7 +428,7 @@ def example_cases_plot(cases: Sequence[Any], *, threshold: float | None = None, 
             _image_panel(panel, display_slice(volume, axis=axis, index=k), header if row == 0 else None, **style)
             if key == "anomaly_map" and prediction is not None:
                 _outline(panel, display_slice(np.asarray(prediction, bool), axis=axis, index=k), PREDICTION_COLOUR)
-        axes[5 * row].set_ylabel(_case_title(case, row), fontsize=8)
+        axes[5 * row].set_ylabel(_case_title(case, row), fontsize=panel_title_size(fig))
     return fig
 
 
@@ -440,27 +464,42 @@ def _require_columns(df: Any, columns: Sequence[str], name: str) -> None:
 
 
 def _log_x(axes: Any) -> None:
-    """Log x axis with labels on the decades only (minor labels overlap on narrow ranges)."""
-    from matplotlib.ticker import NullFormatter
+    """Log x axis with plain-number labels that a narrow range still gets: decades over two decades and more,
+    1-2-5 steps over one to two, 1-2-3-5-7 over half a decade to one, every integer step below (a range
+    without a decade had no label at all). Call it once the data are drawn. Minor ticks carry no labels
+    (they overlap).
+    """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     axes.set_xscale("log")
+    low, high = axes.get_xlim()
+    decades = np.log10(high / low) if low > 0 and high > low else 2.0
+    subs = ((1.0,) if decades >= 2 else (1.0, 2.0, 5.0) if decades >= 1 else (1.0, 2.0, 3.0, 5.0, 7.0) if decades >= 0.5
+            else tuple(np.arange(1.0, 10.0)))
+    axes.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axes.xaxis.set_minor_formatter(NullFormatter())
 
 
-def lesion_size_plot(df: Any, fit: Any = None, *, hue: str | None = "experiment", ax: Any = None):
-    """DICE_S against lesion size with a cubic fit, as Fig. 4 (Bengs et al. 2021, Sec. 3).
+_DEGREES = {0: "constant", 1: "linear", 2: "quadratic", 3: "cubic"}  # a fit's name in Fig. 4's title
+
+
+def lesion_size_plot(df: Any, fit: Any = None, *, hue: str | None = "experiment",
+                     title: str = "Fig. 4: DICE vs lesion size", ax: Any = None):
+    """DICE_S against lesion size with a polynomial fit (cubic as the paper's), as Fig. 4 (Bengs et al. 2021, Sec. 3).
 
     Lesion size is drawn on a log axis, matching :func:`uadlab.evaluation.analysis.lesion_size_fit`, whose
-    polynomial is in ``log10`` voxels.
+    polynomial is in ``log10`` voxels; every panel labels its own axis.
 
     Args:
         df: :func:`uadlab.evaluation.analysis.lesion_size_table` output (several experiments concatenated with
             an ``experiment`` column are fine): columns ``lesion_voxels`` (size in voxels, > 0) and
             ``dice`` (the subject's DICE), optionally ``hue``.
-        fit: the cubic fit ``p(log10(voxels)) -> DICE``: a :class:`numpy.poly1d` or coefficient
-            sequence (highest power first), or a mapping hue value -> such a fit (one curve per
-            group, in the group's colour). ``None``: no curve.
+        fit: the fit ``p(log10(voxels)) -> DICE``: a :class:`numpy.poly1d` or coefficient sequence
+            (highest power first), or a mapping hue value -> such a fit (one curve per group, in the
+            group's colour). ``None``: no curve.
         hue: grouping column (used when present in ``df``), or ``None``.
+        title: the title, followed by the fits' degrees (``"(cubic fit)"``, ``"(cubic and quadratic fits)"``).
         ax: ``None`` or one axes.
 
     Returns:
@@ -484,7 +523,7 @@ def lesion_size_plot(df: Any, fit: Any = None, *, hue: str | None = "experiment"
                     s=22, alpha=0.7)
     _log_x(axes)
     grid = np.geomspace(float(df["lesion_voxels"].min()), float(df["lesion_voxels"].max()), 200) if len(df) else []
-    curves = fit.items() if isinstance(fit, Mapping) else [] if fit is None else [(None, fit)]
+    curves = list(fit.items() if isinstance(fit, Mapping) else [] if fit is None else [(None, fit)])
     for label, poly in curves:
         colour = palette.get(str(label), "k")
         axes.plot(grid, np.clip(np.polyval(np.asarray(poly, float), np.log10(grid)), 0, 1), color=colour, lw=1.5,
@@ -492,7 +531,10 @@ def lesion_size_plot(df: Any, fit: Any = None, *, hue: str | None = "experiment"
     axes.set_xlabel("lesion size (voxels, log scale)")
     axes.set_ylabel("DICE (per subject)")
     axes.set_ylim(-0.02, 1.02)
-    axes.set_title("Fig. 4: DICE vs lesion size (cubic fit)", fontsize=10)
+    degrees = sorted({len(np.atleast_1d(np.asarray(poly, float))) - 1 for _, poly in curves}, reverse=True)
+    names = [_DEGREES.get(d, f"degree-{d}") for d in degrees]
+    fits = f" ({' and '.join(names)} fit{'s' if len(names) > 1 else ''})" if names else ""
+    axes.set_title(title + fits, fontsize=10)
     return fig
 
 
@@ -520,6 +562,7 @@ def data_size_plot(df: Any, *, metric: str = "auprc", ax: Any = None):
     fig, (axes,) = _axes_grid(1, ax, panel=4.5)
     style = "dataset" if "dataset" in data.columns else None
     sns.lineplot(data=data, x="percent", y="value", hue="experiment", style=style, markers=True, ax=axes)
+    sns.move_legend(axes, "upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, title_fontsize=8)  # off the lines
     axes.set_xlabel("healthy training data used (%)")
     axes.set_ylabel(f"{metric.upper()} (%)")
     axes.set_title(f"Fig. 5: {metric.upper()} vs training-set size", fontsize=10)
@@ -673,13 +716,15 @@ def _curve_arrays(curve: Any, label: Any) -> tuple[np.ndarray, np.ndarray, float
     return np.asarray(precision, float), np.asarray(recall, float), None if area is None else float(area)
 
 
-def training_curves(history: Any, *, ax: Any = None):
+def training_curves(history: Any, *, erased: bool = False, ax: Any = None):
     """Learning curves of one run: training and healthy validation l1 error per voxel, per epoch.
 
     Args:
         history: ``history.csv`` of a run (:attr:`uadlab.training.TrainResult.history`): columns
             ``epoch``, ``train_l1_per_voxel`` and ``val_l1_per_voxel`` (mean l1 error per voxel,
             intensity units, images in [0, 1]; both on one axis).
+        erased: the run trained on erased inputs (an erasing experiment, Sec. 2.2), so its training
+            error is measured on them; the legend says so.
         ax: ``None`` or one axes.
 
     Returns:
@@ -692,7 +737,8 @@ def training_curves(history: Any, *, ax: Any = None):
     """
     _require_columns(history, ["epoch", "train_l1_per_voxel", "val_l1_per_voxel"], "history")
     fig, (axes,) = _axes_grid(1, ax, panel=4.0)
-    axes.plot(history["epoch"], history["train_l1_per_voxel"], "o-", label="train (erased input)")
+    train = "train (erased input)" if erased else "train"
+    axes.plot(history["epoch"], history["train_l1_per_voxel"], "o-", label=train)
     axes.plot(history["epoch"], history["val_l1_per_voxel"], "s-", label="healthy validation")
     if len(history):
         best = history.loc[history["val_l1_per_voxel"].idxmin()]

@@ -83,7 +83,7 @@ def _show(ax: Any, slice2d: np.ndarray, title: str, **kwargs: Any) -> None:
     ax.imshow(viz.display_slice(slice2d), interpolation="nearest", **({"cmap": "gray"} | kwargs))
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=viz.panel_title_size(ax.figure, dpi=_PNG_DPI))  # about 14 px in the notebook
 
 
 def _contour(ax: Any, mask2d: np.ndarray, colour: str) -> None:
@@ -198,7 +198,8 @@ class _ThresholdData:
         axes[2].step(self.recall, self.precision, where="post", color="0.3", lw=1)
         axes[2].plot([recall], [precision], "o", color=viz.PREDICTION_COLOUR, ms=8)
         axes[2].set(xlim=(0, 1.01), ylim=(0, 1.01), xlabel="recall", ylabel="precision")
-        axes[2].set_title(f"DICE_D {self.dice_d(threshold):.3f}, AUPRC {self.auprc:.3f}", fontsize=9)
+        axes[2].set_title(f"DICE_D {self.dice_d(threshold):.3f}, AUPRC {self.auprc:.3f}",
+                          fontsize=viz.panel_title_size(fig, dpi=_PNG_DPI))
         return fig
 
 
@@ -271,7 +272,7 @@ def _erasing_figure(image: np.ndarray, brain_mask: np.ndarray, name: str, p: flo
         target2d, erased2d, changed2d = target[0, :, :, k], erased[0, :, :, k], changed[:, :, k]
     else:
         k, target2d, erased2d, changed2d = slice_index, target[0], erased[0], changed
-    fig, axes = _figure(3)
+    fig, axes = _figure(3, panel=3.2)  # room for the longest middle title at 14 px
     _show(axes[0], target2d, f"target (unerased), slice {k}", vmin=0, vmax=1)
     drew = "erased" if changed.any() else "not erased this draw"
     _show(axes[1], erased2d, f"input: {name}\np={p:g}, seed {seed} ({drew})", vmin=0, vmax=1)
@@ -495,7 +496,7 @@ class _FamilyPair:
             score_scale = {"cmap": "inferno", "vmin": 0, "vmax": v["score_top"]}
             map_scale = {"cmap": "inferno", "vmin": 0, "vmax": max(float(v["anomaly_map"].max()), 1e-6)}
             _show(ax[0], v["image"][:, :, k], f"{self.ids[subject]}, slice {k}", vmin=0, vmax=1)
-            ax[0].set_ylabel(label, fontsize=10)
+            ax[0].set_ylabel(label, fontsize=viz.panel_title_size(fig, dpi=_PNG_DPI))
             _contour(ax[0], v["lesion"][:, :, k], viz.LESION_COLOUR)
             _show(ax[1], v["recon"][:, :, k], "reconstruction", vmin=0, vmax=1)
             _show(ax[2], v["residual"][:, :, k], v["score_name"], **score_scale)

@@ -1,0 +1,75 @@
+"""The fit core's progress bars: an epoch bar that ends complete when the run stops early, transient batch bars."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from uadlab.training import fit as fit_module
+from uadlab.training.fit import Session, fit, train_pass
+
+
+class _Flat:
+    """A trainee whose validation never improves after its first epoch: patience stops it early."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def train_epoch(self, epoch, session, *, progress):
+        x = torch.ones(4, 1)
+        return train_pass(session, np.arange(4), lambda index: (self.model(x[index]).pow(2).mean(),), ["train_loss"],
+                          batch_size=2, progress=progress)
+
+    def validate(self, session):
+        return {"val_loss": 1.0}
+
+    def score(self, row):
+        return (-row["val_loss"],)
+
+    def patience_started(self, best):
+        return True
+
+    def extras(self):
+        return {}
+
+    def load_extras(self, checkpoint):
+        pass
+
+
+@pytest.fixture
+def bars(monkeypatch):
+    """Every bar the fit core makes, in order."""
+    made, original = [], fit_module.progress_bar
+
+    def recording(*args, **kwargs):
+        made.append(original(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(fit_module, "progress_bar", recording)
+    return made
+
+
+def _fit(tmp_path, **options):
+    torch.manual_seed(0)
+    model = nn.Linear(1, 1)
+    session = Session(model, torch.optim.SGD(model.parameters(), lr=0.1), "32", torch.device("cpu"))
+    columns = ["epoch", "train_loss", "val_loss", "seconds"]
+    return fit(_Flat(model), session, tmp_path, max_epochs=10, patience=2, columns=columns, progress=True,
+               desc="2D-None", **options)
+
+
+def test_a_run_stopped_by_patience_ends_its_bar_complete(tmp_path, bars, capsys):
+    state = _fit(tmp_path)
+    assert state["finished"] and state["epoch"] == 3  # epoch 1 best, then 2 without a better score
+    epoch_bar, *batch_bars = bars
+    assert epoch_bar.n == epoch_bar.total == 3 and epoch_bar.leave
+    assert len(batch_bars) == 3 and all(not bar.leave for bar in batch_bars)
+    assert "2D-None: 100%" in capsys.readouterr().err.split("\r")[-1]
+
+
+def test_a_stopped_run_keeps_its_bar_short(tmp_path, bars):
+    state = _fit(tmp_path, _stop_after_epoch=1)  # as if the process had been killed
+    assert not state["finished"]
+    assert bars[0].n == 1 and bars[0].total == 10
