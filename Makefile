@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.uadlab-installed
 
-.PHONY: install reproduce test lab benchmarks clean
+.PHONY: install reproduce test test-browser lab benchmarks clean
 
 install: $(STAMP)
 
@@ -22,6 +22,11 @@ reproduce: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+# Every lab (00-08, smoke profile) in headless Chromium, as a student runs it: Run All, figures, explorers,
+# no console error, reopened after its kernel is gone. About 10-15 min; CI runs it after `make test`.
+test-browser: $(STAMP)
+	UADLAB_BROWSER_NOTEBOOKS=all $(BIN)/python -m pytest -p no:cacheprovider tests/integration/test_browser.py
 
 # As root (containers, CI machines) JupyterLab refuses to start without --allow-root: added then.
 # notebooks/.jupyter sets JupyterLab to save the explorers' widget state with a lab, so that a lab opened
