@@ -47,6 +47,11 @@ def first_figure_seconds(executed: Path) -> float | None:
     return None
 
 
+def _clock(seconds: float) -> str:
+    """``"  42 s"`` under two minutes, else ``" 6.7 min"``."""
+    return f"{seconds:4.0f} s  " if seconds < 120 else f"{seconds / 60:4.1f} min"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the flags, run the labs one after the other and print their wall-clocks."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -72,10 +77,9 @@ def main(argv: list[str] | None = None) -> None:
             executed = run_notebooks(profile=args.profile, out=out, notebooks=[name])[0]
             seconds_by_lab[name] = time.perf_counter() - start
             first = first_figure_seconds(executed)
-            shown = "no figure" if first is None else f"first figure at {first / 60:5.1f} min"
-            print(f"{name:36s} {seconds_by_lab[name] / 60:6.1f} min   {shown}   "
-                  f"(load average {os.getloadavg()[0]:.2f})")
-    print(f"{'total':36s} {sum(seconds_by_lab.values()) / 60:6.1f} min")
+            shown = "no figure" if first is None else f"first figure after {_clock(first)}"
+            print(f"{name:36s} {_clock(seconds_by_lab[name])}   {shown}   (load average {os.getloadavg()[0]:.2f})")
+    print(f"{'total':36s} {_clock(sum(seconds_by_lab.values()))}")
     if all(name in seconds_by_lab for name in SESSION_LABS):
         session = sum(seconds_by_lab[name] for name in SESSION_LABS)
         verdict = "fit" if session <= SESSION_MINUTES * 60 else "do NOT fit"
