@@ -24,7 +24,7 @@ Subcommands::
     uadlab notebooks run --profile P --out DIR
     uadlab course prepare --profile P --out PACK [--seeds 0,1] [--reuse]
     uadlab course verify PACK
-    uadlab course release --out COURSE [--profile P] [--pack PACK] [--seed S] [--overwrite]
+    uadlab course release --out COURSE [--profile P] [--pack PACK] [--seed S] [--course-id ID] [--overwrite]
 """
 
 from __future__ import annotations
@@ -195,11 +195,14 @@ def _course_prepare(args: argparse.Namespace) -> None:
 def _course_release(args: argparse.Namespace) -> None:
     from uadlab.course.release import make_course
     from uadlab.notebooks import NOTEBOOK_DIR, NOTEBOOKS
+    from uadlab.profiles import get_profile
 
-    parameters = {name: value for name, value in (("PROFILE", args.profile), ("PACK", args.pack and str(args.pack)),
-                                                  ("SEED", args.seed)) if value is not None}
+    profile = None if args.profile is None else get_profile(args.profile).name  # ValueError: an unknown profile
+    pack = None if args.pack is None else str(args.pack.resolve())  # every student's lab reads it from its own folder
+    parameters = {name: value for name, value in (("PROFILE", profile), ("PACK", pack), ("SEED", args.seed))
+                  if value is not None}
     for lab, student in make_course(args.out, NOTEBOOK_DIR, NOTEBOOKS, parameters=parameters,
-                                    overwrite=args.overwrite).items():
+                                    course_id=args.course_id, overwrite=args.overwrite).items():
         print(f"{lab}: {student}")
 
 
@@ -358,6 +361,7 @@ def _parser() -> argparse.ArgumentParser:
     release.add_argument("--profile", help="the labs' default PROFILE for the students (default: the labs' own)")
     release.add_argument("--pack", type=Path, help="the labs' default PACK: a course pack the students read")
     release.add_argument("--seed", type=int, help="the labs' default SEED")
+    release.add_argument("--course-id", default="uadlab", help="nbgrader's course id (default: uadlab)")
     release.add_argument("--overwrite", action="store_true",
                          help="replace the source and student versions of an earlier course (submissions and "
                               "grades are kept)")

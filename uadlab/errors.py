@@ -10,7 +10,7 @@ as one line too (:meth:`UadlabError._render_traceback_`); ``%tb`` then shows the
 import traceback
 
 __all__ = ["UadlabError", "VolumeError", "ManifestError", "DatasetError", "RunError", "DownloadError",
-           "PackError", "UadlabWarning"]
+           "PackError", "CourseError", "UadlabWarning"]
 
 
 class UadlabError(Exception):
@@ -67,6 +67,12 @@ class PackError(UadlabError):
     """A course pack (``uadlab course prepare``) is damaged (a file missing, or its size or checksum not
     the one ``pack.json`` lists), incomplete, moved, or does not match the lab that reads it (another
     profile, seed or uadlab version); or a folder is refused as a pack's output.
+    """
+
+
+class CourseError(UadlabError):
+    """An nbgrader course folder (``uadlab course release``) is refused, nbgrader is missing, or it failed on
+    a lab; the message names the folder or the lab.
     """
 
 

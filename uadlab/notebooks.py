@@ -114,8 +114,16 @@ class Lab:
         """The per-subject table (``subjects.csv``) of a run, as a DataFrame; trained and evaluated first as
         :meth:`evaluate` does, so a lab works also before (or beside) the lab that trains the run.
 
+        Args:
+            experiment: a Table 1 experiment, optionally of another model (``spatial-vae:2D-None``).
+            fraction: share of the healthy training split the run trained on.
+            progress: progress bars while training or evaluating.
+
         Returns:
             One row per scored test subject (:data:`uadlab.evaluation.protocol.SUBJECT_COLUMNS`).
+
+        Raises:
+            ValueError: an unknown experiment; RunError, DatasetError as :meth:`evaluate`.
         """
         import pandas as pd
 

@@ -85,6 +85,7 @@ def test_check_reparameterize():
     assert "mean is missing" in _hint(ex.check_reparameterize, lambda m, v, e: torch.exp(0.5 * v) * e)
     assert "gradients" in _hint(ex.check_reparameterize,
                                 lambda m, v, e: (m + torch.exp(0.5 * v) * e).detach())
+    assert "gradients" in _hint(ex.check_reparameterize, lambda m, v, e: m + torch.exp(0.5 * v.detach()) * e)
 
 
 # --- lab 02 -----------------------------------------------------------------------------------------
@@ -161,19 +162,22 @@ def test_check_fill():
 @pytest.mark.parametrize(("low", "high", "right"), [(0.01, 0.05, "better"), (-0.05, -0.01, "worse"),
                                                     (-0.01, 0.03, "no difference")])
 def test_check_verdict(low, high, right):
-    row = {"experiment": "3D-Cube-n", "baseline": "3D-None", "cohort": "tumour", "difference": (low + high) / 2,
-           "ci_low": low, "ci_high": high}
-    assert isinstance(ex.check_verdict(right, row), Passed)
+    paired = pd.DataFrame([{"experiment": "2D-Patch-n", "baseline": "2D-None", "cohort": "tumour", "difference": 0.5,
+                            "ci_low": 0.4, "ci_high": 0.6},
+                           {"experiment": "3D-Cube-n", "baseline": "3D-None", "cohort": "tumour",
+                            "difference": (low + high) / 2, "ci_low": low, "ci_high": high}])
+    assert "3D-Cube-n" in repr(ex.check_verdict(right, paired))  # the last row is judged
     for wrong in {"better", "worse", "no difference"} - {right}:
-        assert "interval" in _hint(ex.check_verdict, wrong, row)
-    assert "not done yet" in _hint(ex.check_verdict, None, row)
-    assert "must be one of" in _hint(ex.check_verdict, "yes", row)
+        assert "interval" in _hint(ex.check_verdict, wrong, paired)
+    assert "not done yet" in _hint(ex.check_verdict, None, paired)
+    assert "must be one of" in _hint(ex.check_verdict, "yes", paired)
 
 
 # --- labs 04 and 05 ---------------------------------------------------------------------------------
 
 def test_check_prediction_passes_any_prediction_and_says_what_the_data_show():
     x = np.arange(10.0)
+    assert "too few" in repr(ex.check_prediction("rises", [0.5, 1.0], [0.2, 0.3], what="y"))  # two sizes: no trend
     assert "as you predicted" in repr(ex.check_prediction("rises", x, x, what="y"))
     assert "rises" in repr(ex.check_prediction("falls", x, x, what="y")) and "you predicted 'falls'" in repr(
         ex.check_prediction("falls", x, x, what="y"))
@@ -220,7 +224,7 @@ def _brain():
 def _blob(image, brain, rng):
     centre = rng.integers(4, 8, size=2)
     mask = np.zeros(image.shape, bool)
-    mask[centre[0] - 1:centre[0] + 1, centre[1] - 1:centre[1] + 1, 3:5] = True
+    mask[centre[0] - 2:centre[0] + 2, centre[1] - 2:centre[1] + 2, 2:5] = True
     out = image.copy()
     out[mask] = 1.0
     return out, mask & brain
@@ -232,9 +236,25 @@ def test_check_anomaly():
     assert "empty" in _hint(ex.check_anomaly, lambda im, b, rng: (im.copy(), np.zeros(im.shape, bool)), image, brain)
     assert "outside the brain" in _hint(ex.check_anomaly, lambda im, b, rng: (im.copy(), ~b), image, brain)
 
+    def one_voxel(image, brain, rng):
+        out, mask = image.copy(), np.zeros(image.shape, bool)
+        mask[tuple(np.argwhere(brain)[rng.integers(brain.sum())])] = True
+        out[mask] = 1.0
+        return out, mask
+
+    assert "at least 20 voxels" in _hint(ex.check_anomaly, one_voxel, image, brain)
+
+    def in_place(image, brain, rng):
+        out, mask = _blob(image, brain, rng)
+        image[mask] = 0.0
+        return out, mask
+
+    assert "input changed" in _hint(ex.check_anomaly, in_place, image, brain)
+    assert (image == 0.5).all()  # the lab's array is never handed to the student's function
+
     def fixed(image, brain, rng):
         mask = np.zeros(image.shape, bool)
-        mask[4:6, 4:6, 3:5] = True
+        mask[4:8, 4:8, 2:5] = True
         out = image.copy()
         out[mask] = 1.0
         return out, mask
@@ -251,6 +271,7 @@ def test_check_optimism_gap():
                           "oracle_dice_d": [0.43]})
     where = {"family": "dae", "spatial_dims": 3, "cohort": "tumour"}
     assert isinstance(ex.check_optimism_gap(3.0, table, **where), Passed)
+    assert isinstance(ex.check_optimism_gap(3.1, table, **where), Passed)  # read off a rounded table
     assert "fractions" in _hint(ex.check_optimism_gap, 0.03, table, **where)
     assert "sign" in _hint(ex.check_optimism_gap, -3.0, table, **where)
     assert "not done yet" in _hint(ex.check_optimism_gap, None, table, **where)

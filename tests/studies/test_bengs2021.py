@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shlex
 
 import pandas as pd
@@ -69,6 +70,15 @@ def test_rerun_neither_retrains_nor_reevaluates(results, tiny_profile, capsys):
     assert outputs["table1.csv"].read_text() == table
     err = capsys.readouterr().err  # tqdm writes to stderr outside Jupyter
     assert "reproduce: runs" in err and "4/4" in err
+
+    # an evaluation written before subjects.csv gained its voxel counts is made again, the others reused
+    old = out / "evaluation" / EXPERIMENTS[0] / "seed0" / "subjects.csv"
+    table = pd.read_csv(old)
+    table.drop(columns=["predicted_voxels", "overlap_voxels"]).to_csv(old, index=False)
+    os.utime(old.parent / "metrics.json")  # still newer than its run
+    run_study("bengs2021", out, profile=tiny_profile, experiments=EXPERIMENTS)
+    pd.testing.assert_frame_equal(pd.read_csv(old), table)
+    assert sum(p.stat().st_mtime_ns != t for p, t in stamps.items()) == 1  # that one metrics.json
 
 
 def test_unknown_experiment_is_refused_before_any_work(tmp_path):

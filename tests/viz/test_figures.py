@@ -201,7 +201,7 @@ def test_lesion_size_plot_draws_one_curve_per_fit(sizes):
     fits = {"2D-None": np.poly1d([0.0, 0.0, 0.2, 0.0]), "3D-None": [0.0, 0.0, 0.1, 0.1]}
     fig = viz.lesion_size_plot(sizes, fits)
     ax = fig.axes[0]
-    curves = [line for line in ax.lines if line.get_gid() == "cubic_fit"]
+    curves = [line for line in ax.lines if line.get_gid() == "size_fit"]
     assert len(curves) == 2
     assert ax.get_xscale() == "log"
     x, y = curves[0].get_data()
@@ -229,7 +229,7 @@ def test_lesion_size_plot_labels_its_size_axis_on_any_range(sizes, voxels):
 
 def test_lesion_size_plot_without_fit_or_hue(sizes):
     fig = viz.lesion_size_plot(sizes.drop(columns="experiment"))
-    assert not [line for line in fig.axes[0].lines if line.get_gid() == "cubic_fit"]
+    assert not [line for line in fig.axes[0].lines if line.get_gid() == "size_fit"]
 
 
 def test_lesion_size_plot_validation(sizes):
@@ -275,8 +275,6 @@ def test_training_curves_marks_best_epoch_and_shares_one_unit():
                             "val_l1_per_voxel": [0.05, 0.01, 0.02]})
     ax = viz.training_curves(history).axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train", "healthy validation", "best epoch 2"]
-    erased = viz.training_curves(history, erased=True).axes[0]
-    assert erased.get_legend().get_texts()[0].get_text() == "train (erased input)"  # only where inputs are erased
     train_line, val_line = ax.lines[:2]
     np.testing.assert_array_equal(val_line.get_ydata(), history["val_l1_per_voxel"])
     low, high = ax.get_ylim()

@@ -55,6 +55,7 @@ class ExerciseFeedback(AssertionError):
     """
 
     def _render_traceback_(self) -> list[str]:
+        """What IPython shows instead of the traceback: the hint, as one line."""
         return [f"✗ {self.args[0]}"]
 
 
@@ -77,8 +78,9 @@ class Passed:
         return f"✓ **{self.exercise}**: {self.message}"
 
 
-def _fail(message: str) -> ExerciseFeedback:
-    return ExerciseFeedback(message)
+def _fail(hint: str) -> ExerciseFeedback:
+    """The feedback a failed check raises (short, so that the hints stay readable in the code)."""
+    return ExerciseFeedback(hint)
 
 
 def _call(fn: Any, name: str, *args: Any) -> Any:
@@ -178,8 +180,8 @@ def check_dice(dice: Callable[[np.ndarray, np.ndarray], float]) -> Passed:
         warnings.simplefilter("ignore")
         try:
             both_empty = dice(np.zeros(8, bool), np.zeros(8, bool))
-        except ZeroDivisionError:
-            both_empty = "ZeroDivisionError"
+        except Exception as error:  # 0 / 0 in plain Python, or the student's own check
+            both_empty = type(error).__name__
     if not (isinstance(both_empty, float | np.floating) and math.isnan(both_empty)):
         raise _fail(f"two empty masks give 0 / 0: DICE is undefined there, return float('nan') "
                     f"(uadlab warns and returns NaN), got {both_empty!r}")
@@ -304,10 +306,13 @@ def check_reparameterize(reparameterize: Callable[[Any, Any, Any], Any]) -> Pass
     if value.shape != mu.shape:
         raise _fail(f"z must have the shape of mu, {tuple(mu.shape)}, got {tuple(value.shape)}")
     if torch.allclose(value, mu + torch.exp(0.5 * logvar) * eps, rtol=1e-5):
-        mu.requires_grad_(True)
+        mu, logvar = mu.clone().requires_grad_(True), logvar.clone().requires_grad_(True)
         z = reparameterize(mu, logvar, eps)
-        if not (isinstance(z, torch.Tensor) and z.requires_grad):
-            raise _fail("z must stay a torch tensor computed from mu and logvar, so gradients reach the encoder")
+        grads = torch.autograd.grad(z.sum(), (mu, logvar), allow_unused=True) \
+            if isinstance(z, torch.Tensor) and z.requires_grad else (None, None)
+        if any(g is None or not bool(g.abs().sum() > 0) for g in grads):
+            raise _fail("z must stay a torch tensor computed from mu and logvar with torch operations, "
+                                   "so gradients reach both (the encoder learns through them)")
         return Passed("reparameterize", "z = mu + exp(0.5 · logvar) · eps; the noise is an input, so gradients "
                                         "flow to mu and logvar")
     if torch.allclose(value, mu + torch.exp(logvar) * eps, rtol=1e-5):
@@ -405,11 +410,11 @@ def check_optimism(honest: float, optimistic: float, val_maps: Mapping[str, Any]
     if swapped and not math.isclose(honest, optimistic):
         raise _fail("the two are swapped: `honest` uses the threshold fitted on validation")
     if not math.isclose(honest, expected_honest, abs_tol=1e-6):
-        raise _fail(f"`honest` should be DICE_D of the test maps at fit_threshold(val_maps): expected "
-                    f"{expected_honest:.4f}, got {honest:.4f}")
+        raise _fail("`honest` is not DICE_D of the test maps at the threshold fitted on validation "
+                               "(fit_threshold(val_maps)); pool the voxels of every test subject (dice_dataset)")
     if not math.isclose(optimistic, expected_optimistic, abs_tol=1e-6):
-        raise _fail(f"`optimistic` should be DICE_D of the test maps at fit_threshold(test_maps): expected "
-                    f"{expected_optimistic:.4f}, got {optimistic:.4f}")
+        raise _fail("`optimistic` is not DICE_D of the test maps at a threshold fitted on the test maps "
+                               "(fit_threshold(test_maps))")
     gap = 100 * (optimistic - honest)
     return Passed("optimism", f"fitting on test would report DICE_D {100 * optimistic:.1f} instead of "
                               f"{100 * honest:.1f}, {gap:+.1f} points that no one could reach on new patients")
@@ -463,7 +468,7 @@ def check_fill(fill: Callable[[np.ndarray, np.ndarray, np.random.Generator], np.
 _VERDICTS = ("better", "worse", "no difference")
 
 
-def check_verdict(verdict: str, row: Mapping[str, Any]) -> Passed:
+def check_verdict(verdict: str, paired: Any) -> Passed:
     """Lab 03, exercise 2: read a paired difference (erasing minus its baseline) and its 95 % interval.
 
     "better" or "worse" only when the interval excludes 0; otherwise "no difference" (on these test
@@ -471,8 +476,9 @@ def check_verdict(verdict: str, row: Mapping[str, Any]) -> Passed:
 
     Args:
         verdict: ``"better"``, ``"worse"`` or ``"no difference"``.
-        row: one row of :func:`uadlab.evaluation.analysis.ablation_differences`: ``experiment``,
-            ``baseline``, ``cohort``, ``difference``, ``ci_low``, ``ci_high``.
+        paired: :func:`uadlab.evaluation.analysis.ablation_differences` of the lab (columns ``experiment``,
+            ``baseline``, ``cohort``, ``difference``, ``ci_low``, ``ci_high``); its last row, a 3D
+            experiment against 3D-None, is judged.
 
     Returns:
         :class:`Passed`.
@@ -481,6 +487,7 @@ def check_verdict(verdict: str, row: Mapping[str, Any]) -> Passed:
         ExerciseFeedback: a verdict the interval does not support, with the interval.
     """
     verdict = _answer(verdict, "VERDICT", _VERDICTS)
+    row = paired.iloc[-1]
     low, high, difference = (100 * float(row[k]) for k in ("ci_low", "ci_high", "difference"))
     expected = "better" if low > 0 else "worse" if high < 0 else "no difference"
     interval = f"{difference:+.1f} points, 95 % interval [{low:+.1f}, {high:+.1f}]"
@@ -498,6 +505,7 @@ def check_verdict(verdict: str, row: Mapping[str, Any]) -> Passed:
 # Labs 04 and 05: predictions, lesion volume, slice labels
 
 _TRENDS = ("rises", "falls", "flat")
+_MIN_ANOMALY_VOXELS = 20  # a synthetic anomaly smaller than this teaches the segmenter little (lab 07)
 
 
 def check_prediction(prediction: str, x: Sequence[float], y: Sequence[float], *, what: str) -> Passed:
@@ -522,7 +530,7 @@ def check_prediction(prediction: str, x: Sequence[float], y: Sequence[float], *,
     prediction = _answer(prediction, "PREDICTION", _TRENDS)
     x, y = np.asarray(x, float), np.asarray(y, float)
     keep = np.isfinite(x) & np.isfinite(y)
-    if keep.sum() < 2 or np.ptp(x[keep]) == 0 or np.ptp(y[keep]) == 0:
+    if len(np.unique(x[keep])) < 3 or np.ptp(y[keep]) == 0:
         return Passed("prediction", f"you predicted that {what} {prediction}; too few distinct points here to tell")
     rho = float(spearmanr(x[keep], y[keep]).statistic)
     observed = "rises" if rho >= 0.3 else "falls" if rho <= -0.3 else "flat"
@@ -646,7 +654,8 @@ def check_anomaly(make_anomaly: Callable[[np.ndarray, np.ndarray, np.random.Gene
     """Lab 07, exercise 1: a synthetic anomaly the segmenter can learn from (Behrendt et al. 2024, Sec. 2.2).
 
     ``make_anomaly(image, brain_mask, rng) -> (anomalous image, mask)``: the mask is the label, so it
-    must be exactly where the image changed, inside the brain, between 0.1 % and 20 % of it; the input
+    must be exactly where the image changed, inside the brain, at least :data:`_MIN_ANOMALY_VOXELS` voxels and at
+    most 20 % of the brain; the input
     stays untouched (it is a healthy volume reused for other copies) and a seed repeats the draw
     while another seed moves it.
 
@@ -661,7 +670,7 @@ def check_anomaly(make_anomaly: Callable[[np.ndarray, np.ndarray, np.random.Gene
     Raises:
         ExerciseFeedback: the first rule broken, named.
     """
-    image, brain = np.asarray(image, np.float32), np.asarray(brain_mask, bool)
+    image, brain = np.array(image, np.float32), np.array(brain_mask, bool)  # copies: the lab's arrays stay safe
     before = image.copy()
     result = _call(make_anomaly, "make_anomaly", image, brain, np.random.default_rng(0))
     if not (isinstance(result, tuple) and len(result) == 2):
@@ -677,15 +686,18 @@ def check_anomaly(make_anomaly: Callable[[np.ndarray, np.ndarray, np.random.Gene
         raise _fail("the mask is empty: the segmenter would learn that nothing is ever anomalous")
     if (mask & ~brain).any():
         raise _fail(f"{int((mask & ~brain).sum())} mask voxels lie outside the brain mask: keep the anomaly inside")
-    if not 0.001 <= fraction <= 0.2:
-        raise _fail(f"the anomaly covers {100 * fraction:.2f} % of the brain; make it 0.1-20 %")
+    if mask.sum() < _MIN_ANOMALY_VOXELS or fraction > 0.2:
+        raise _fail(f"the anomaly covers {int(mask.sum())} voxels, {100 * fraction:.2f} % of the brain; make "
+                               f"it at least {_MIN_ANOMALY_VOXELS} voxels and at most 20 % of the brain")
     if not np.array_equal(out[~mask], image[~mask]):
         raise _fail("voxels outside the mask changed: the label would miss them")
     if np.mean(np.abs(out[mask] - image[mask]) > 1e-3) < 0.5:
         raise _fail("fewer than half the mask's voxels changed: the label claims an anomaly the image does not show")
-    again = _call(make_anomaly, "make_anomaly", image.copy(), brain, np.random.default_rng(0))
-    other = _call(make_anomaly, "make_anomaly", image.copy(), brain, np.random.default_rng(1))
-    if not np.array_equal(np.asarray(again[1]), mask):
+    again = _call(make_anomaly, "make_anomaly", image.copy(), brain.copy(), np.random.default_rng(0))
+    other = _call(make_anomaly, "make_anomaly", image.copy(), brain.copy(), np.random.default_rng(1))
+    if not all(isinstance(r, tuple) and len(r) == 2 for r in (again, other)):
+        raise _fail("return two arrays: (anomalous image, mask)")
+    if not np.array_equal(np.asarray(again[1]).astype(bool), mask):
         raise _fail("the same seed gave another mask: draw from `rng`, not np.random")
     if np.array_equal(np.asarray(other[1]).astype(bool), mask):
         raise _fail("another seed gave the same mask: draw the position or shape from `rng`, or every copy teaches "
@@ -721,14 +733,15 @@ def check_optimism_gap(gap: float, table: Any, *, family: str, spatial_dims: int
         raise _fail(f"no zoo row for {family} {spatial_dims}D on {cohort}")
     row = rows.iloc[0]
     expected = 100 * (float(row["oracle_dice_d"]) - float(row["dice_d"]))
-    if math.isclose(gap, expected, abs_tol=0.05):
+    if math.isclose(gap, expected, abs_tol=0.15):  # read off a table rounded to 3 decimals
         return Passed("gap", f"{family} {spatial_dims}D on {cohort}: the oracle reports {expected:.1f} DICE_D points "
                              "more than a threshold fitted without test labels")
-    if math.isclose(gap, expected / 100, abs_tol=5e-4):
+    if math.isclose(gap, expected / 100, abs_tol=1.5e-3):
         raise _fail("the table holds fractions: give the gap in points (× 100)")
-    if math.isclose(gap, -expected, abs_tol=0.05):
+    if math.isclose(gap, -expected, abs_tol=0.15):
         raise _fail("the sign is flipped: oracle minus validation threshold")
-    raise _fail(f"expected oracle_dice_d − dice_d of that row in points, {expected:.2f}, got {gap:.2f}")
+    raise _fail(f"not the gap of {family} {spatial_dims}D on {cohort}: oracle_dice_d − dice_d of that row, "
+                           "in points")
 
 
 @dataclass(frozen=True)

@@ -26,22 +26,20 @@ from pathlib import Path
 from typing import Any
 
 from uadlab._checks import check_path
-from uadlab.errors import UadlabError
+from uadlab.data.io import atomic_write
+from uadlab.errors import CourseError
 
-__all__ = ["CourseError", "make_course", "set_parameters"]
+__all__ = ["make_course", "set_parameters"]
 
 #: nbgrader's settings for a uadlab course: a lab runs for minutes, not nbgrader's default 30 s per cell.
 _CONFIG = """\
 # nbgrader settings of a uadlab course (written by `uadlab course release`).
 c = get_config()  # noqa: F821
 c.CourseDirectory.root = {root!r}
+c.CourseDirectory.course_id = {course_id!r}  # nbgrader's exchange (release_assignment, collect) needs one
 c.ExecutePreprocessor.timeout = 3600  # seconds per cell: a lab trains models
 c.ExecutePreprocessor.kernel_name = "python3"
 """
-
-
-class CourseError(UadlabError):
-    """The course folder is refused, or nbgrader failed on a lab; the message names the folder or the lab."""
 
 
 def set_parameters(source: str, parameters: Mapping[str, Any]) -> str:
@@ -80,10 +78,12 @@ def set_parameters(source: str, parameters: Mapping[str, Any]) -> str:
 
 
 def make_course(out: str | os.PathLike, source_dir: str | os.PathLike, labs: Sequence[str], *,
-                parameters: Mapping[str, Any] | None = None, overwrite: bool = False) -> dict[str, Path]:
+                parameters: Mapping[str, Any] | None = None, course_id: str = "uadlab",
+                overwrite: bool = False) -> dict[str, Path]:
     """An nbgrader course of the labs, with the student versions generated.
 
-    Writes ``out/nbgrader_config.py``, the instructor versions as ``out/source/<lab>/<lab>.ipynb`` (with
+    Writes ``out/nbgrader_config.py`` (once: an instructor's edits are kept), the instructor versions as
+    ``out/source/<lab>/<lab>.ipynb`` (with
     ``parameters`` as their defaults) and, through ``nbgrader generate_assignment``, the student
     versions as ``out/release/<lab>/<lab>.ipynb``. nbgrader's gradebook is ``out/gradebook.db``.
 
@@ -94,6 +94,8 @@ def make_course(out: str | os.PathLike, source_dir: str | os.PathLike, labs: Seq
         labs: the labs' file names, e.g. ``["01_vae_2d.ipynb"]``; each becomes the assignment of its stem.
         parameters: default values of the labs' parameters in both versions, e.g. ``{"PROFILE": "lab",
             "PACK": "/srv/uadlab/pack"}``; every lab must define each.
+        course_id: nbgrader's course id (its exchange folders on a JupyterHub), written into a new
+            ``nbgrader_config.py``.
         overwrite: replace the source and release versions of ``labs`` in an existing course.
 
     Returns:
@@ -128,13 +130,15 @@ def make_course(out: str | os.PathLike, source_dir: str | os.PathLike, labs: Seq
             nb.cells[0].source = set_parameters(nb.cells[0].source, parameters)
         notebooks[stem] = nb
     out.mkdir(parents=True, exist_ok=True)
-    (out / "nbgrader_config.py").write_text(_CONFIG.format(root=str(out)))
+    if not (out / "nbgrader_config.py").is_file():
+        with atomic_write(out / "nbgrader_config.py") as tmp:
+            tmp.write_text(_CONFIG.format(root=str(out), course_id=course_id))
     released = {}
     for stem, nb in notebooks.items():
         for folder in (out / "source" / stem, out / "release" / stem):
             shutil.rmtree(folder, ignore_errors=True)
-        (out / "source" / stem).mkdir(parents=True)
-        nbformat.write(nb, str(out / "source" / stem / f"{stem}.ipynb"))
+        with atomic_write(out / "source" / stem / f"{stem}.ipynb") as tmp:
+            nbformat.write(nb, str(tmp))
         _nbgrader(out, "generate_assignment", stem, "--force")
         released[stem] = out / "release" / stem / f"{stem}.ipynb"
     return released
@@ -143,6 +147,8 @@ def make_course(out: str | os.PathLike, source_dir: str | os.PathLike, labs: Seq
 def _nbgrader(course: Path, *args: str) -> None:
     """Run the ``nbgrader`` command of this environment in ``course``; :class:`CourseError` when it fails."""
     bin_dir = Path(sys.executable).parent
+    if not (bin_dir / "nbgrader").is_file():
+        raise CourseError(f"{course}: nbgrader is not installed here; pip install -e '.[course]' (or 'uadlab[course]')")
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")  # it calls `alembic`
     done = subprocess.run([str(bin_dir / "nbgrader"), *args], cwd=course, env=env, capture_output=True, text=True)
     if done.returncode != 0:

@@ -1,7 +1,7 @@
 """Figures 4–7 and Table 1 of Bengs et al. 2021 as tables and arrays (no plotting; see ``uadlab.viz.figures``).
 
-- Fig. 4, lesion size: :func:`lesion_size_table` and :func:`cubic_fit` (DICE_S against lesion size
-  with a 3rd-order polynomial).
+- Fig. 4, lesion size: :func:`lesion_size_table` and :func:`lesion_size_fit` (DICE_S against lesion size
+  with the paper's 3rd-order polynomial, :func:`cubic_fit`, or a lower one over few sizes).
 - Fig. 5, data-set size: :func:`data_size_table` (AUPRC against the share of healthy training data).
 - Fig. 6, slice-wise detection: :func:`slice_detection_curve` (precision–recall of axial slices).
 - Fig. 7, example cases: :func:`example_cases` (best / median / worst subject, the slice with most
@@ -151,7 +151,7 @@ def lesion_size_fit(table: pd.DataFrame) -> np.poly1d:
         ``p`` with ``p(log10(lesion_voxels)) ≈ DICE_S``.
 
     Raises:
-        ValueError: fewer than :data:`LESION_SIZE_FIT_MIN_SIZES` distinct sizes, or as :func:`cubic_fit`.
+        ValueError: fewer than :data:`LESION_SIZE_FIT_MIN_SIZES` distinct sizes, or non-finite values.
 
     >>> t = lesion_size_table(pd.DataFrame({"subject_id": list("abcd"), "lesion_voxels": [10, 100, 1000, 10000],
     ...                                     "dice": [0.1, 0.3, 0.4, 0.6]}))

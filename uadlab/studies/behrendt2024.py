@@ -42,6 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from uadlab._checks import check_int
@@ -51,7 +52,7 @@ from uadlab.evaluation.inference import predict
 from uadlab.evaluation.protocol import evaluate_maps, validation_source
 from uadlab.evaluation.sample_level import sample_level_metrics, subject_score
 from uadlab.evaluation.supervised import predict_segmented
-from uadlab.layout import EVAL_SUBJECTS, RUN_CHECKPOINT
+from uadlab.layout import DATASET_RECORD, EVAL_SUBJECTS, RUN_CHECKPOINT
 from uadlab.studies import tables
 from uadlab.studies.context import StudyContext
 from uadlab.studies.spec import DataSource, RunSpec, Study, experiment_names
@@ -266,17 +267,30 @@ def _reuse_rows(ctx: StudyContext, spec: RunSpec, run_dir: Path, make: Callable[
 
     Scoring predicts every healthy validation and test subject again (and a segmenter's every validation
     case), so a rerun of a finished study would take as long as its evaluation; the rows are saved as
-    ``rows.json`` beside the run's per-subject table instead.
+    ``rows.json`` beside the run's per-subject table instead, with what they were scored on (each data
+    set's folder and build time, and its threshold source): other data sets, another ``val_data`` or a
+    rebuilt data set score again.
     """
     path = ctx.evaluation_dir(spec, ctx.train_data) / _ROWS
+    key = {name: {"data": str(ctx.data_dir(name)), "built": (ctx.data_dir(name) / DATASET_RECORD).stat().st_mtime,
+                  "val_data": ctx.sources[name].val_data} for name in ctx.sources}
     with ctx.lock(path.parent):  # another study scoring this run: wait, then reuse its rows
         if path.exists() and path.stat().st_mtime >= (run_dir / RUN_CHECKPOINT).stat().st_mtime:
-            return json.loads(path.read_text())
+            saved = json.loads(path.read_text())
+            if saved.get("key") == key:
+                return saved["rows"]
         rows = make()
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path, overwrite=True) as tmp:
-            tmp.write_text(json.dumps(rows, default=lambda value: value.item()))  # numpy scalars as Python numbers
+            tmp.write_text(json.dumps({"key": key, "rows": rows}, default=_json_number))
     return rows
+
+
+def _json_number(value: Any) -> Any:
+    """A numpy scalar of a row as a Python number, for ``json.dumps``."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"a row holds {type(value).__name__}, which JSON cannot hold")
 
 
 def _healthy_maps(ctx: StudyContext, maps: Any) -> list:

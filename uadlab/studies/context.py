@@ -38,7 +38,7 @@ import pandas as pd
 from uadlab.data.dataset import build_dataset, load_dataset
 from uadlab.data.io import folder_lock
 from uadlab.errors import DatasetError, RunError, UadlabWarning
-from uadlab.evaluation.protocol import evaluate_run, validation_source
+from uadlab.evaluation.protocol import SUBJECT_COLUMNS, evaluate_run, validation_source
 from uadlab.layout import DATASET_RECORD, EVAL_METRICS, EVAL_SUBJECTS, RUN_CHECKPOINT, RUN_CONFIG, ResultsLayout
 from uadlab.profiles import Profile, get_profile
 from uadlab.studies.spec import DataSource, RunSpec
@@ -223,7 +223,9 @@ class StudyContext:
         return dict(spec.options) | ({} if self.max_epochs is None else {"max_epochs": self.max_epochs})
 
     def evaluate(self, spec: RunSpec, run_dir: Path, data: str) -> dict[str, Any]:
-        """``metrics.json`` of a trained run on data set ``data``: reused when newer than the checkpoint, else made.
+        """``metrics.json`` of a trained run on data set ``data``: reused when newer than the checkpoint (and its
+        ``subjects.csv`` holds every column of :data:`~uadlab.evaluation.protocol.SUBJECT_COLUMNS`: an older
+        uadlab's evaluation is made again), else made.
 
         Decided under the evaluation folder's lock (:meth:`lock`): an evaluation another process is writing
         is waited for, then reused.
@@ -235,7 +237,8 @@ class StudyContext:
         eval_dir = self.evaluation_dir(spec, data)
         with self.lock(eval_dir):
             metrics_file = eval_dir / EVAL_METRICS
-            if metrics_file.exists() and metrics_file.stat().st_mtime >= (run_dir / RUN_CHECKPOINT).stat().st_mtime:
+            if (metrics_file.exists() and metrics_file.stat().st_mtime >= (run_dir / RUN_CHECKPOINT).stat().st_mtime
+                    and _current_subjects(eval_dir / EVAL_SUBJECTS)):
                 return json.loads(metrics_file.read_text())
             val = self.sources[data].val_data
             val_dir = None if val is None else self.data_dir(val)
@@ -270,3 +273,13 @@ def cohort_labels(frame: pd.DataFrame) -> list[str]:
     pairs = frame[["data", "dataset"]].drop_duplicates()
     shared = set(pairs["dataset"][pairs["dataset"].duplicated()])
     return [f"{d}:{c}" if c in shared else c for d, c in zip(frame["data"], frame["dataset"])]
+
+
+def _current_subjects(path: Path) -> bool:
+    """Whether a ``subjects.csv`` has every column this uadlab writes (its header line is read)."""
+    try:
+        with path.open() as file:
+            header = file.readline().strip().split(",")
+    except OSError:
+        return False
+    return set(SUBJECT_COLUMNS) <= set(header)

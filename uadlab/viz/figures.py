@@ -527,7 +527,7 @@ def lesion_size_plot(df: Any, fit: Any = None, *, hue: str | None = "experiment"
     for label, poly in curves:
         colour = palette.get(str(label), "k")
         axes.plot(grid, np.clip(np.polyval(np.asarray(poly, float), np.log10(grid)), 0, 1), color=colour, lw=1.5,
-                  gid="cubic_fit")
+                  gid="size_fit")
     axes.set_xlabel("lesion size (voxels, log scale)")
     axes.set_ylabel("DICE (per subject)")
     axes.set_ylim(-0.02, 1.02)
@@ -716,15 +716,13 @@ def _curve_arrays(curve: Any, label: Any) -> tuple[np.ndarray, np.ndarray, float
     return np.asarray(precision, float), np.asarray(recall, float), None if area is None else float(area)
 
 
-def training_curves(history: Any, *, erased: bool = False, ax: Any = None):
+def training_curves(history: Any, *, ax: Any = None):
     """Learning curves of one run: training and healthy validation l1 error per voxel, per epoch.
 
     Args:
         history: ``history.csv`` of a run (:attr:`uadlab.training.TrainResult.history`): columns
             ``epoch``, ``train_l1_per_voxel`` and ``val_l1_per_voxel`` (mean l1 error per voxel,
             intensity units, images in [0, 1]; both on one axis).
-        erased: the run trained on erased inputs (an erasing experiment, Sec. 2.2), so its training
-            error is measured on them; the legend says so.
         ax: ``None`` or one axes.
 
     Returns:
@@ -737,8 +735,7 @@ def training_curves(history: Any, *, erased: bool = False, ax: Any = None):
     """
     _require_columns(history, ["epoch", "train_l1_per_voxel", "val_l1_per_voxel"], "history")
     fig, (axes,) = _axes_grid(1, ax, panel=4.0)
-    train = "train (erased input)" if erased else "train"
-    axes.plot(history["epoch"], history["train_l1_per_voxel"], "o-", label=train)
+    axes.plot(history["epoch"], history["train_l1_per_voxel"], "o-", label="train")
     axes.plot(history["epoch"], history["val_l1_per_voxel"], "s-", label="healthy validation")
     if len(history):
         best = history.loc[history["val_l1_per_voxel"].idxmin()]
