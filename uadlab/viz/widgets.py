@@ -448,7 +448,8 @@ def anomaly_explorer(image: np.ndarray, brain_mask: np.ndarray, *, texture: np.n
         return _anomaly_figure(image, brain_mask, texture, kind, int(seed))
     import ipywidgets as widgets
 
-    kinds = widgets.SelectionSlider(options=list(KINDS), value=kind, description="kind", layout=_layout("480px"))
+    # 540 px: the readout names the kind ("perlin-tissue"), and the track stays 300 px long
+    kinds = widgets.SelectionSlider(options=list(KINDS), value=kind, description="kind", layout=_layout("540px"))
     seeds = widgets.IntSlider(value=int(seed), min=0, max=99, description="seed", layout=_layout("480px"))
     return _box([[kinds], [seeds]], lambda: _anomaly_figure(image, brain_mask, texture, kinds.value, seeds.value))
 
