@@ -83,9 +83,9 @@ def make_course(out: str | os.PathLike, source_dir: str | os.PathLike, labs: Seq
     """An nbgrader course of the labs, with the student versions generated.
 
     Writes ``out/nbgrader_config.py`` (once: an instructor's edits are kept), the instructor versions as
-    ``out/source/<lab>/<lab>.ipynb`` (with
-    ``parameters`` as their defaults) and, through ``nbgrader generate_assignment``, the student
-    versions as ``out/release/<lab>/<lab>.ipynb``. nbgrader's gradebook is ``out/gradebook.db``.
+    ``out/source/<lab>/<lab>.ipynb`` (with ``parameters`` as their defaults) and, through ``nbgrader
+    generate_assignment``, the student versions as ``out/release/<lab>/<lab>.ipynb``. nbgrader's gradebook
+    is ``out/gradebook.db``.
 
     Args:
         out: the course folder: new, empty, or an earlier course (``overwrite`` replaces its source and
