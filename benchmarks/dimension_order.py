@@ -111,9 +111,9 @@ def main(argv: list[str] | None = None) -> None:
     lines = ["| phantom | schedule | test set | cohort | 2D-None DICE_D | 3D-None DICE_D | 3D − 2D [95 % CI] "
              "| min / run 2D, 3D | best epoch 2D, 3D | val l1 2D, 3D |", "|" + "---|" * 10]
     for phantom in phantoms:
-        study = _study_file(args.out, phantom)
         lab, long = args.out / f"{phantom[0]}_lab", args.out / f"{phantom[0]}_3d{args.epochs_3d}"
-        if not args.table_only:
+        if not args.table_only:  # --table-only writes nothing
+            study = _study_file(args.out, phantom)
             run_study(study, lab, seeds=seeds, experiments=["2D-None", "3D-None"])
             (long / "data").parent.mkdir(parents=True, exist_ok=True)
             if not (long / "data").exists():
