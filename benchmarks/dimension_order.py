@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder of the variants' studies (resumable)")
     parser.add_argument("--seeds", default="0,1,2", help="training seeds (default 0,1,2)")
     parser.add_argument("--phantoms", default="default,real", help="default, real or both (default)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at once (default 2, one per core)")
     parser.add_argument("--epochs-3d", type=int, default=120, help="epoch limit of the 3D VAE in 3d-long")
+    parser.add_argument("--schedules", default="lab,3d-long", help="lab, 3d-long or both (default)")
     parser.add_argument("--table-only", action="store_true", help="print the table of what is finished; train nothing")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -114,11 +116,13 @@ def main(argv: list[str] | None = None) -> None:
         lab, long = args.out / f"{phantom[0]}_lab", args.out / f"{phantom[0]}_3d{args.epochs_3d}"
         if not args.table_only:  # --table-only writes nothing
             study = _study_file(args.out, phantom)
-            run_study(study, lab, seeds=seeds, experiments=["2D-None", "3D-None"])
-            (long / "data").parent.mkdir(parents=True, exist_ok=True)
-            if not (long / "data").exists():
-                (long / "data").symlink_to(Path("..") / lab.name / "data")  # the same built data sets
-            run_study(study, long, seeds=seeds, experiments=["3D-None"], max_epochs=args.epochs_3d)
+            run_study(study, lab, seeds=seeds, experiments=["2D-None", "3D-None"], jobs=args.jobs)
+            if "3d-long" in args.schedules.split(","):
+                (long / "data").parent.mkdir(parents=True, exist_ok=True)
+                if not (long / "data").exists():
+                    (long / "data").symlink_to(Path("..") / lab.name / "data")  # the same built data sets
+                run_study(study, long, seeds=seeds, experiments=["3D-None"], max_epochs=args.epochs_3d,
+                          jobs=args.jobs)
         two_d = ResultsLayout(lab)
         for schedule, three_d in (("lab (40 / 40 epochs)", two_d),
                                   (f"3D to {args.epochs_3d} epochs", ResultsLayout(long))):

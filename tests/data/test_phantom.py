@@ -133,6 +133,9 @@ def test_params_accept_manifest_overrides_and_round_trip():
         ({"elastic_sigma_mm": 0.0}, "`elastic_sigma_mm` must be > 0"),
         ({"tumour_mass_effect": 0.6}, "`tumour_mass_effect` must be <= 0.4"),
         ({"stroke_satellites": -1}, "`stroke_satellites` must be an integer >= 0"),
+        ({"atrophy_range": (0.5, 1.5)}, r"`atrophy_range` must lie in \[0, 1\]"),
+        ({"fold_max_mm": (-1.0, 2.0)}, "`fold_max_mm` must satisfy 0.0 <= lo"),
+        ({"fold_sigma_mm": 0.0}, "`fold_sigma_mm` must be > 0"),
     ],
 )
 def test_params_reject_unknown_keys_and_bad_values(overrides, match):
@@ -224,6 +227,32 @@ def test_healthy_subjects_vary_but_stay_brain_like(source):
             assert _corr(subject.image, other.image, union_other) < 0.95
             assert _corr(smooth(subject.image), smooth(other.image), union_other) > 0.6
         assert subject.brain_mask.sum() == pytest.approx(source.brain_mask.sum(), rel=0.3)
+
+
+def test_atrophy_widens_the_csf_spaces_and_only_darkens(source):
+    """At atrophy level 1 the ventricles and sulci widen: more CSF-dark voxels than at level ~0 (the
+    same draws, so the same subject otherwise), no voxel brighter, the brain outline unchanged.
+    Without noise, so that darker tissue stays darker after the intensity jitter. (On this 4 mm grid
+    a 3-6 mm widening is one voxel of partial volume: 1.14x the darkest 5 %; 2.8x at the lab's 2 mm.)"""
+    quiet = {"noise_range": (0.0, 0.0)}
+    young = simulate_subject(source, "healthy", 3, params={**quiet, "atrophy_range": (1e-9, 1e-9)})
+    old = simulate_subject(source, "healthy", 3, params={**quiet, "atrophy_range": (1.0, 1.0)})
+    assert np.array_equal(young.brain_mask, old.brain_mask)
+    brain = young.brain_mask
+    assert np.all(old.image[brain] <= young.image[brain] + 1e-5)
+    dark = np.percentile(young.image[brain], 5)
+    assert (old.image[brain] < dark).sum() > 1.1 * (young.image[brain] < dark).sum()
+    assert 0.01 < np.mean(old.image[brain] < young.image[brain] - 0.05) < 0.4  # near the CSF, not everywhere
+
+
+def test_folds_move_the_anatomy_without_changing_the_brain_size(source):
+    """The fine fold field (``fold_max_mm``) deforms the anatomy locally: voxel-wise the subject
+    changes, the brain volume stays within 3 %."""
+    flat = simulate_subject(source, "healthy", 5, params={"fold_max_mm": (1e-9, 1e-9)})
+    folded = simulate_subject(source, "healthy", 5, params={"fold_max_mm": (4.0, 4.0)})
+    both = flat.brain_mask & folded.brain_mask
+    assert _corr(flat.image, folded.image, both) < 0.99  # the same draws otherwise: 1.0 without folds
+    assert folded.brain_mask.sum() == pytest.approx(flat.brain_mask.sum(), rel=0.03)
 
 
 def test_a_subject_does_not_depend_on_earlier_subjects(source):

@@ -1,4 +1,4 @@
-"""Healthy anatomy of a simulated subject: smooth random warp (affine + elastic), bias, contrast, noise."""
+"""Healthy anatomy of a simulated subject: random warp (affine, elastic, folds), atrophy, bias, contrast, noise."""
 
 from __future__ import annotations
 
@@ -10,7 +10,13 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from uadlab.data.phantom.params import PhantomParams, _uniform
-from uadlab.data.phantom.sources import SourceBrain, _brain_depth_mm, _derived, _spline_coefficients
+from uadlab.data.phantom.sources import (
+    SourceBrain,
+    _brain_depth_mm,
+    _derived,
+    _spline_coefficients,
+    _tissue_stats,
+)
 
 if TYPE_CHECKING:
     from uadlab.data.phantom.lesions import _Lesion
@@ -20,7 +26,7 @@ __all__ = []
 
 
 # --------------------------------------------------------------------------------------------------
-# Healthy anatomy: warp, intensity jitter
+# Healthy anatomy: warp, atrophy, intensity jitter
 
 
 @dataclass
@@ -32,6 +38,15 @@ class _Warp:
     shift_mm: np.ndarray  # (3,)
     elastic: np.ndarray  # (3, *coarse) displacement, mm, on a coarse grid
     elastic_step_mm: float  # spacing of that coarse grid
+    folds: np.ndarray | None = None  # (3, *coarse) fine displacement, mm (fold variety), or None
+    folds_step_mm: float = 1.0
+
+
+@dataclass
+class _Atrophy:
+    amount: float  # share of the way to CSF-like for tissue next to the CSF
+    regional: np.ndarray  # (*coarse) factor in [0.5, 1.5] on a coarse grid
+    regional_step_mm: float
 
 
 @dataclass
@@ -95,10 +110,33 @@ def _sample_warp(source: SourceBrain, rng: np.random.Generator, params: PhantomP
     angles = np.deg2rad(rng.uniform(-params.rotation_deg, params.rotation_deg, 3))
     scales = 1 + rng.uniform(-params.scale_fraction, params.scale_fraction, 3)
     shift = rng.uniform(-params.translation_mm, params.translation_mm, 3)
-    elastic, step = _coarse_noise(rng, source.shape, source.voxel_mm, params.elastic_sigma_mm, channels=3)
-    largest = float(np.sqrt((elastic**2).sum(axis=0)).max())
-    elastic *= _uniform(rng, params.elastic_max_mm) / max(largest, 1e-12)
-    return _Warp(centre, _rotation(angles) @ np.diag(scales), shift, elastic, step)
+    elastic, step = _displacement(rng, source, params.elastic_sigma_mm, params.elastic_max_mm)
+    warp = _Warp(centre, _rotation(angles) @ np.diag(scales), shift, elastic, step)
+    if params.fold_max_mm[1] > 0:  # drawn only when asked, so that (0, 0) keeps the former subjects
+        warp.folds, warp.folds_step_mm = _displacement(rng, source, params.fold_sigma_mm, params.fold_max_mm)
+    return warp
+
+
+def _displacement(
+    rng: np.random.Generator, source: SourceBrain, sigma_mm: float, largest_mm: tuple[float, float]
+) -> tuple[np.ndarray, float]:
+    """A smooth displacement field ``(3, *coarse)``, mm, whose largest length is drawn from ``largest_mm``."""
+    field, step = _coarse_noise(rng, source.shape, source.voxel_mm, sigma_mm, channels=3)
+    largest = float(np.sqrt((field**2).sum(axis=0)).max())
+    field *= _uniform(rng, largest_mm) / max(largest, 1e-12)
+    return field, step
+
+
+def _sample_atrophy(source: SourceBrain, rng: np.random.Generator, params: PhantomParams) -> _Atrophy | None:
+    """The subject's atrophy, or ``None`` when ``atrophy_range`` is ``(0, 0)`` (nothing drawn then)."""
+    if params.atrophy_range[1] <= 0:
+        return None
+    amount = _uniform(rng, params.atrophy_range)
+    regional, step = _coarse_noise(rng, source.shape, source.voxel_mm, _ATROPHY_REGION_MM)
+    return _Atrophy(amount, 1 + 0.5 * regional[0], step)
+
+
+_ATROPHY_REGION_MM = 30.0  # smoothness of the regional modulation of atrophy
 
 
 def _sample_jitter(source: SourceBrain, rng: np.random.Generator, params: PhantomParams) -> _Jitter:
@@ -132,8 +170,9 @@ def _source_points(source: SourceBrain, warp: _Warp, lo, hi, lesion: _Lesion | N
         _push(offset_mm, grid, source, lesion)
     moved = _apply_3x3(warp.matrix.astype(np.float32), offset_mm)
     moved += warp.shift_mm.astype(np.float32).reshape(3, 1, 1, 1)
-    for axis, component in enumerate(warp.elastic):
-        moved[axis] += _upsample(component, warp.elastic_step_mm, v, lo, hi)
+    for field, step in ((warp.elastic, warp.elastic_step_mm), (warp.folds, warp.folds_step_mm)):
+        for axis, component in enumerate(() if field is None else field):
+            moved[axis] += _upsample(component, step, v, lo, hi)
     return warp.centre.reshape(3, 1, 1, 1).astype(np.float32) + moved / np.float32(v)
 
 
@@ -161,11 +200,16 @@ def _push(offset_mm: np.ndarray, grid: np.ndarray, source: SourceBrain, lesion: 
     offset_mm[(slice(None), *local)] -= offset * (amount / np.maximum(r, 1e-6)).astype(np.float32)[None]
 
 
-def _warp_anatomy(source: SourceBrain, warp: _Warp, lesion: _Lesion | None) -> tuple[np.ndarray, np.ndarray]:
-    """Warped source image and brain mask on the output grid, one interpolation pass.
+def _warp_anatomy(
+    source: SourceBrain, warp: _Warp, lesion: _Lesion | None, *, csf: bool = False
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray] | None]:
+    """Warped source image, brain mask and (with ``csf``) distances to the CSF spaces on the output grid.
 
     Only a box around the source brain (plus a margin for the warp) is interpolated: outside it the
-    brain mask is empty and the image zero. The image is interpolated inside the warped brain only.
+    brain mask is empty and the image zero. The image is interpolated inside the warped brain only
+    (cubic). With ``csf`` the third item maps ``"ventricles"`` and ``"sulci"`` (distances, mm,
+    :func:`_csf_distances`) to ``(X, Y, Z)`` float32 arrays, interpolated linearly inside the warped
+    brain; without it, ``None``.
     """
     lo, hi = _brain_box(source)
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
@@ -181,7 +225,63 @@ def _warp_anatomy(source: SourceBrain, warp: _Warp, lesion: _Lesion | None) -> t
     image_box[brain_box] = np.clip(values, 0, None)
     image[box] = image_box
     brain[box] = brain_box
-    return image, brain
+    if not csf:
+        return image, brain, None
+    maps = {}
+    for name, field in _csf_distances(source).items():
+        maps[name] = np.zeros(source.shape, np.float32)
+        inside = np.zeros(brain_box.shape, np.float32)
+        inside[brain_box] = ndi.map_coordinates(field, points[:, brain_box], order=1, output=np.float32)
+        maps[name][box] = inside
+    return image, brain, maps
+
+
+def _apply_atrophy(
+    image: np.ndarray, brain: np.ndarray, tissue: dict[str, np.ndarray], atrophy: _Atrophy, source: SourceBrain,
+    params: PhantomParams,
+) -> None:
+    """Widen the ventricles and sulci (in place): tissue near the CSF spaces turns CSF-like.
+
+    ``tissue`` holds the warped distances, mm, to the source's ventricles and to its other CSF
+    spaces (:func:`_csf_distances`), each ``(X, Y, Z)``. A voxel within ``a * atrophy_ventricles_mm``
+    of a ventricle, or ``a * atrophy_sulci_mm * r`` of a sulcus (``r`` the regional factor), moves
+    ``w`` of the way down to the source's CSF mean, ``w`` ramping from 1 to 0 over the last voxel
+    before that distance (partial volume at the new border); voxels already darker stay as they are.
+    """
+    lo, hi = np.zeros(3, int), np.array(source.shape)
+    regional = _upsample(atrophy.regional, atrophy.regional_step_mm, source.voxel_mm, lo, hi)[brain]
+    reach_v = atrophy.amount * params.atrophy_ventricles_mm
+    reach_s = atrophy.amount * params.atrophy_sulci_mm * regional
+    v = np.float32(source.voxel_mm)
+    weight = np.maximum(np.clip((reach_v - tissue["ventricles"][brain]) / v, 0, 1),
+                        np.clip((reach_s - tissue["sulci"][brain]) / v, 0, 1))
+    csf_mean = np.float32(_tissue_stats(source)["csf"][0])
+    image[brain] -= weight * np.maximum(image[brain] - csf_mean, 0)
+
+
+def _csf_distances(source: SourceBrain) -> dict[str, np.ndarray]:
+    """Distance, mm, of each source voxel to the ventricles and to the other CSF spaces ``(X, Y, Z)``.
+
+    CSF is ``csf >= 0.5`` inside the brain; ventricles are its nearly pure voxels (``csf >= 0.8``)
+    deeper than 15 mm below the brain surface (in the MNI152 template: the lateral and third
+    ventricles and the deep cisterns).
+    """
+
+    def compute() -> dict[str, np.ndarray]:
+        csf = (source.csf >= 0.5) & source.brain_mask
+        deep = (source.csf >= 0.8) & source.brain_mask & (_brain_depth_mm(source) >= _VENTRICLE_DEPTH_MM)
+
+        def distance(mask: np.ndarray) -> np.ndarray:
+            if not mask.any():  # no such space: nothing is near it
+                return np.full(source.shape, 1e6, np.float32)
+            return ndi.distance_transform_edt(~mask, sampling=source.voxel_mm).astype(np.float32)
+
+        return {"ventricles": distance(deep), "sulci": distance(csf & ~deep)}
+
+    return _derived(source, "csf_distances", compute)
+
+
+_VENTRICLE_DEPTH_MM = 15.0
 
 
 def _brain_box(source: SourceBrain) -> tuple[np.ndarray, np.ndarray]:

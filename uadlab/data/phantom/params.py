@@ -34,6 +34,16 @@ class PhantomParams:
         elastic_sigma_mm: smoothness (Gaussian sigma) of the elastic displacement field, mm.
         elastic_max_mm: largest elastic displacement, mm, range; the field is scaled so that its
             largest displacement is a value drawn from this range.
+        fold_sigma_mm: smoothness of a second, fine elastic field that moves gyri and sulci against
+            each other (folding variety that one smooth warp of one template lacks), mm.
+        fold_max_mm: largest displacement of that fine field, mm, range (``(0, 0)``: none).
+        atrophy_range: age-like atrophy level ``a``, range in ``[0, 1]``: the ventricles widen by
+            ``a * atrophy_ventricles_mm`` and the sulci by ``a * atrophy_sulci_mm`` (times a smooth
+            regional factor in 0.5-1.5), the tissue there turning CSF-like. Real healthy cohorts
+            span large differences here (IXI: 20-86 years); the MNI152 average has small ventricles
+            and narrow sulci.
+        atrophy_ventricles_mm: how far the ventricles (CSF deeper than 15 mm) widen at ``a = 1``, mm.
+        atrophy_sulci_mm: how far the other CSF spaces (sulci, cisterns) widen at ``a = 1``, mm.
         bias_sigma_mm: smoothness (Gaussian sigma) of the multiplicative bias field, mm.
         bias_range: largest relative bias amplitude, range (0.15: intensities scaled by up to
             ``1.15`` or ``1 / 1.15``).
@@ -83,6 +93,11 @@ class PhantomParams:
     translation_mm: float = 5.0
     elastic_sigma_mm: float = 20.0
     elastic_max_mm: tuple[float, float] = (6.0, 12.0)
+    fold_sigma_mm: float = 6.0
+    fold_max_mm: tuple[float, float] = (0.0, 0.0)
+    atrophy_range: tuple[float, float] = (0.0, 0.0)
+    atrophy_ventricles_mm: float = 6.0
+    atrophy_sulci_mm: float = 3.0
     bias_sigma_mm: float = 50.0
     bias_range: tuple[float, float] = (0.10, 0.20)
     gamma_range: tuple[float, float] = (0.8, 1.25)
@@ -120,13 +135,14 @@ class PhantomParams:
 
 
 _RANGE_DOMAIN = {  # lowest allowed value of a range's lower end
-    "elastic_max_mm": 0.0, "bias_range": 0.0, "gamma_range": 1e-6, "scale_range": 1e-6,
+    "elastic_max_mm": 0.0, "fold_max_mm": 0.0, "atrophy_range": 0.0, "bias_range": 0.0, "gamma_range": 1e-6,
+    "scale_range": 1e-6,
     "offset_range": -math.inf, "noise_range": 0.0, "tumour_volume_cm3": 1e-6,
     "tumour_core_fraction": 0.0, "stroke_volume_cm3": 1e-6, "tumour_core_level": 0.0,
     "tumour_oedema_darkening": 0.0, "stroke_level": 0.0, "stroke_tissue_mix": 0.0,
 }
 _FRACTIONS = (  # ranges inside [0, 1] (tumour_core_fraction: [0, 1), checked on its own)
-    "tumour_core_level", "tumour_oedema_darkening", "stroke_level", "stroke_tissue_mix",
+    "tumour_core_level", "tumour_oedema_darkening", "stroke_level", "stroke_tissue_mix", "atrophy_range",
 )
 
 
@@ -150,7 +166,7 @@ def _checked_param(name: str, value: object) -> object:
     if name == "stroke_satellites":
         return check_int(name, value, "an integer >= 0", lambda v: v >= 0)
     value = check_real(name, value, "a finite number >= 0", lambda v: math.isfinite(v) and v >= 0)
-    if name in ("elastic_sigma_mm", "bias_sigma_mm") and value <= 0:
+    if name in ("elastic_sigma_mm", "fold_sigma_mm", "bias_sigma_mm") and value <= 0:
         raise ValueError(f"`{name}` must be > 0, got {value!r}")
     if name == "tumour_mass_effect" and value > 0.4:
         raise ValueError(f"`{name}` must be <= 0.4 (larger pushes fold the tissue), got {value!r}")

@@ -10,7 +10,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from uadlab._checks import check_int, check_positive_real
-from uadlab.data.phantom.anatomy import _apply_jitter, _sample_jitter, _sample_warp, _warp_anatomy
+from uadlab.data.phantom.anatomy import (
+    _apply_atrophy,
+    _apply_jitter,
+    _sample_atrophy,
+    _sample_jitter,
+    _sample_warp,
+    _warp_anatomy,
+)
 from uadlab.data.phantom.lesions import _insert_lesion, _sample_lesion
 from uadlab.data.phantom.params import PhantomParams
 from uadlab.data.phantom.sources import SourceBrain, _at_grid
@@ -93,12 +100,14 @@ def simulate_subject(
 
     Steps (all randomness from ``seed_or_rng``): a random affine (rotation, scaling, translation
     about the brain centre) and an elastic displacement field (Gaussian-smoothed noise, built on a
-    coarse grid and interpolated) are combined into one pull-back map and applied in one
-    :func:`scipy.ndimage.map_coordinates` pass (cubic for the image, linear then ``> 0.5`` for the
-    brain mask). A tumour adds a radial mass-effect displacement to that same map. The lesion is
-    blended in (intensities from the source's tissue statistics, see the module docstring), then a
-    gamma contrast change, a smooth multiplicative bias field, a global scale and offset, and
-    Rician noise are applied; voxels outside the brain are set to 0.
+    coarse grid and interpolated; optionally a second, fine one, ``fold_max_mm``) are combined into
+    one pull-back map and applied in one :func:`scipy.ndimage.map_coordinates` pass (cubic for the
+    image, linear then ``> 0.5`` for the brain mask). A tumour adds a radial mass-effect
+    displacement to that same map. Optional age-like atrophy (``atrophy_range``) then widens the
+    ventricles and sulci. The lesion is blended in (intensities from the source's tissue
+    statistics, see the module docstring), then a gamma contrast change, a smooth multiplicative
+    bias field, a global scale and offset, and Rician noise are applied; voxels outside the brain
+    are set to 0.
 
     The anatomy/noise stream and the lesion stream are separate children of the seed, so the
     healthy subject with the same seed is the exact lesion-free counterpart of a lesion case.
@@ -137,11 +146,14 @@ def simulate_subject(
 
     warp = _sample_warp(source, anatomy_rng, params)
     jitter = _sample_jitter(source, anatomy_rng, params)
+    atrophy = _sample_atrophy(source, anatomy_rng, params)
     lesion = None
     if kind != "healthy":
         lesion = _sample_lesion(source, warp, lesion_rng, kind, params, target_volume_mm3)
 
-    image, brain = _warp_anatomy(source, warp, lesion)
+    image, brain, csf = _warp_anatomy(source, warp, lesion, csf=atrophy is not None)
+    if atrophy is not None:
+        _apply_atrophy(image, brain, csf, atrophy, source, params)
     lesion_mask = None
     if lesion is not None:
         lesion_mask = _insert_lesion(image, brain, source, warp, lesion, lesion_rng, params)
