@@ -9,7 +9,9 @@ anatomical variety (one template). The script trains both models on two phantoms
 - ``real``: the same simulation from the 17 real healthy brains of ``../shared/data/real``
   (``sources: ["healthy/*.nii.gz"]``; skipped without that folder);
 
-each under two schedules:
+and any ``--variant NAME=JSON``: the default with those :class:`uadlab.data.phantom.PhantomParams`
+overrides (more healthy variety, say), trained under the ``lab`` schedule only; each under two
+schedules:
 
 - ``lab``: the ``lab`` profile as it is, 40 epochs for both;
 - ``3d-long``: the 3D VAE with its epoch limit raised (``--epochs-3d``, default 120) and the same
@@ -31,11 +33,14 @@ Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/dimension_order.py --out runs/dimension_order
     python benchmarks/dimension_order.py --out runs/dimension_order --phantoms default --seeds 0
+    python benchmarks/dimension_order.py --out runs/dimension_order --phantoms "" --seeds 0 \
+        --variant 'more_pose={"rotation_deg": 20, "scale_fraction": 0.2}'
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -60,13 +65,22 @@ profile: lab
 """
 
 
-def _study_file(out: Path, phantom: str) -> Path:
-    """The variant's study file, written into ``out/studies``: the phantom, and the real sample as a test set."""
+def _study_file(out: Path, phantom: str, params: dict | None = None) -> Path:
+    """The variant's study file, written into ``out/studies``: the phantom, and the real sample as a test set.
+
+    ``params``: :class:`uadlab.data.phantom.PhantomParams` overrides of a ``--variant`` of the default.
+    """
     folder = out / "studies"
     folder.mkdir(parents=True, exist_ok=True)
     manifest = REPO / "data_manifests" / "phantom.yaml"
     root, val_data = "", "phantom"
-    if phantom == "real":
+    if params is not None:
+        text = manifest.read_text().replace("name: phantom\n", f"name: phantom_{phantom}\n", 1)
+        text = text.replace("  params: {}", f"  params: {json.dumps(params)}", 1)
+        manifest = folder / f"phantom_{phantom}.yaml"
+        manifest.write_text(text)
+        val_data = f"phantom_{phantom}"
+    elif phantom == "real":
         text = manifest.read_text().replace("name: phantom\n", "name: phantom_real\n", 1)
         text = text.replace("  sources: mni152", '  sources: ["healthy/*.nii.gz"]', 1)
         manifest = folder / "phantom_real.yaml"
@@ -99,25 +113,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder of the variants' studies (resumable)")
     parser.add_argument("--seeds", default="0,1,2", help="training seeds (default 0,1,2)")
     parser.add_argument("--phantoms", default="default,real", help="default, real or both (default)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
+                        help="also a variant of the default with these PhantomParams overrides (lab schedule)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once (default 2, one per core)")
     parser.add_argument("--epochs-3d", type=int, default=120, help="epoch limit of the 3D VAE in 3d-long")
     parser.add_argument("--schedules", default="lab,3d-long", help="lab, 3d-long or both (default)")
     parser.add_argument("--table-only", action="store_true", help="print the table of what is finished; train nothing")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
-    phantoms = args.phantoms.split(",")
+    phantoms = args.phantoms.split(",") if args.phantoms else []
+    variants = dict(_variant(text) for text in args.variant)
     if "real" in phantoms and not REAL.is_dir():
         print(f"{REAL}: not here; the real-source phantom and the real sample are skipped", file=sys.stderr)
         phantoms = [p for p in phantoms if p != "real"]
     sys.stdout.reconfigure(line_buffering=True)
     lines = ["| phantom | schedule | test set | cohort | 2D-None DICE_D | 3D-None DICE_D | 3D − 2D [95 % CI] "
              "| min / run 2D, 3D | best epoch 2D, 3D | val l1 2D, 3D |", "|" + "---|" * 10]
-    for phantom in phantoms:
-        lab, long = args.out / f"{phantom[0]}_lab", args.out / f"{phantom[0]}_3d{args.epochs_3d}"
+    for phantom in [*phantoms, *variants]:
+        short = phantom if phantom in variants else phantom[0]
+        lab, long = args.out / f"{short}_lab", args.out / f"{short}_3d{args.epochs_3d}"
+        schedules = ["lab"] if phantom in variants else args.schedules.split(",")
         if not args.table_only:  # --table-only writes nothing
-            study = _study_file(args.out, phantom)
+            study = _study_file(args.out, phantom, variants.get(phantom))
             run_study(study, lab, seeds=seeds, experiments=["2D-None", "3D-None"], jobs=args.jobs)
-            if "3d-long" in args.schedules.split(","):
+            if "3d-long" in schedules:
                 (long / "data").parent.mkdir(parents=True, exist_ok=True)
                 if not (long / "data").exists():
                     (long / "data").symlink_to(Path("..") / lab.name / "data")  # the same built data sets
@@ -130,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
                 runs_2d, runs_3d = _runs(two_d, "2D-None", seeds), _runs(three_d, "3D-None", seeds)
             except FileNotFoundError:
                 continue  # not trained yet (--table-only)
-            for data in ("phantom" if phantom == "default" else "phantom_real", "sample_real"):
+            for data in ("phantom" if phantom == "default" else f"phantom_{phantom}", "sample_real"):
                 try:
                     pairs = paired_difference_seeds(_subjects(three_d, "3D-None", seeds, data),
                                                     _subjects(two_d, "2D-None", seeds, data), metric="dice_d")
@@ -146,6 +165,17 @@ def main(argv: list[str] | None = None) -> None:
                         f"{runs_2d['val_l1']:.4f}, {runs_3d['val_l1']:.4f} |")
     print(f"seeds {seeds}; DICE_D in percent, mean over seeds; interval: 95 % bootstrap over seeds and subjects")
     print("\n".join(lines))
+
+
+def _variant(text: str) -> tuple[str, dict]:
+    """``NAME=JSON`` of ``--variant`` as ``(NAME, overrides)``."""
+    name, _, overrides = text.partition("=")
+    if not name.isidentifier() or name in ("default", "real"):
+        raise SystemExit(f"--variant {text!r}: NAME must be a Python identifier other than default and real")
+    try:
+        return name, json.loads(overrides)
+    except json.JSONDecodeError as error:
+        raise SystemExit(f"--variant {text!r}: JSON {error}") from None
 
 
 if __name__ == "__main__":
