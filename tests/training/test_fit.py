@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from uadlab.training import fit as fit_module
+from uadlab.training import runs
 from uadlab.training.fit import Session, fit, train_pass
 
 
@@ -73,3 +76,35 @@ def test_a_stopped_run_keeps_its_bar_short(tmp_path, bars):
     state = _fit(tmp_path, _stop_after_epoch=1)  # as if the process had been killed
     assert not state["finished"]
     assert bars[0].n == 1 and bars[0].total == 10
+
+
+def test_each_checkpoint_holds_its_epochs_weights_though_written_while_the_next_epoch_trains(tmp_path, monkeypatch):
+    """The writer thread saves a CPU copy taken at the end of the epoch; the next checkpoint, and the end of
+    fit, wait for the write in flight."""
+    torch.manual_seed(0)
+    model = nn.Linear(1, 1)
+    session = Session(model, torch.optim.SGD(model.parameters(), lr=0.1), "32", torch.device("cpu"))
+    trained, saved = [], []
+    next_epoch_trained = {1: threading.Event(), 2: threading.Event()}
+
+    class Lagging(_Flat):
+        def train_epoch(self, epoch, session, *, progress):
+            terms = super().train_epoch(epoch, session, progress=progress)
+            trained.append(model.weight.detach().clone())
+            if epoch - 1 in next_epoch_trained:
+                next_epoch_trained[epoch - 1].set()
+            return terms
+
+    def slow_save(checkpoint, tmp, path):  # epoch e's write goes on once epoch e + 1 has changed the weights
+        if checkpoint["epoch"] in next_epoch_trained:
+            assert next_epoch_trained[checkpoint["epoch"]].wait(timeout=30)
+        saved.append(checkpoint["model"]["weight"].clone())
+        torch.save(checkpoint, tmp)
+
+    monkeypatch.setattr(runs, "_save", slow_save)
+    state = fit(Lagging(model), session, tmp_path, max_epochs=3, patience=5,
+                columns=["epoch", "train_loss", "val_loss", "seconds"])
+    assert state["epoch"] == 3 and len(saved) == 3  # every write done when fit returns
+    assert all(torch.equal(a, b) for a, b in zip(saved, trained))
+    assert not torch.equal(trained[0], trained[1])
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 3

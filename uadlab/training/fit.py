@@ -17,7 +17,9 @@ One epoch:
    weights become the best, else the epochs since the best grow by one once
    ``trainee.patience_started(best_score)``;
 4. the run is ``finished`` at ``max_epochs`` or after ``patience`` epochs without a better score;
-5. the checkpoint is written in the background while the next epoch trains.
+5. the checkpoint is copied to the CPU (from a GPU without waiting for it) and written in the
+   background while the next epoch trains (:func:`uadlab.training.runs.host_copy`); the next
+   checkpoint, and the end of :func:`fit`, wait for the write. The best weights are kept on the CPU.
 
 Shape:
     - :func:`train_pass`: ``order`` ``(n,)`` sample indices; ``batch_loss(index)`` gets a sorted
@@ -26,7 +28,6 @@ Shape:
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 import time
@@ -43,7 +44,7 @@ from uadlab._checks import check_int
 from uadlab._progress import progress_bar
 from uadlab.models.precision import autocast
 from uadlab.speed import distributed
-from uadlab.training.runs import CheckpointWriter, get_rng_states, set_rng_states, write_checkpoint
+from uadlab.training.runs import CheckpointWriter, get_rng_states, host_copy, set_rng_states, write_checkpoint
 
 __all__ = ["seed_everything", "Session", "Trainee", "train_pass", "fit"]
 
@@ -190,12 +191,12 @@ def fit(trainee: Trainee, session: Session, run_dir: Path, *, max_epochs: int, p
             the writer, as if the process had been killed.
 
     Returns:
-        The loop state: ``epoch`` (epochs trained), ``best_model`` (state dict), ``best_epoch``
+        The loop state: ``epoch`` (epochs trained), ``best_model`` (state dict, on the CPU), ``best_epoch``
         (1-based, 0 before the first), ``epochs_since_best``, ``history`` (list of row dicts) and
         ``finished``. Every checkpoint is on disk when it returns.
     """
     model = session.model
-    state = {"epoch": 0, "best_model": copy.deepcopy(model.state_dict()), "best_epoch": 0,
+    state = {"epoch": 0, "best_model": _weights_on_host(model), "best_epoch": 0,
              "epochs_since_best": 0, "history": [], "finished": False}
     if checkpoint is not None:
         _restore(session, trainee, checkpoint, state)
@@ -213,7 +214,7 @@ def fit(trainee: Trainee, session: Session, run_dir: Path, *, max_epochs: int, p
             score = trainee.score(row)
             if score > (best if best is not None else (-math.inf,) * len(score)):
                 best = score
-                state.update(best_epoch=epoch, epochs_since_best=0, best_model=copy.deepcopy(model.state_dict()))
+                state.update(best_epoch=epoch, epochs_since_best=0, best_model=_weights_on_host(model))
             elif trainee.patience_started(best):
                 state["epochs_since_best"] += 1
             state["epoch"] = epoch
@@ -235,17 +236,25 @@ def fit(trainee: Trainee, session: Session, run_dir: Path, *, max_epochs: int, p
     return state
 
 
+def _weights_on_host(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of the model's state dict, complete when returned."""
+    weights, wait = host_copy(model.state_dict())
+    wait()
+    return weights
+
+
 def _checkpoint(run_dir: Path, state: dict, session: Session, trainee: Trainee, columns: Sequence[str],
                 writer: CheckpointWriter) -> None:
-    """Hand a copy of this moment's checkpoint to ``writer`` (the weights and optimiser moments change
-    in place in the next epoch and the history list grows).
+    """Hand a CPU copy of this moment's checkpoint to ``writer`` (the weights and optimiser moments change
+    in place in the next epoch and the history list grows; the best weights are already a copy).
     """
     scaler = session.scaler
     live = {"model": session.model.state_dict(),
             "optimizer": None if session.optimizer is None else session.optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else None,
             "history": state["history"], **trainee.extras()}
-    write_checkpoint(run_dir, {**state, **copy.deepcopy(live), "rng": get_rng_states()}, columns, writer)
+    copied, ready = host_copy(live)
+    write_checkpoint(run_dir, {**state, **copied, "rng": get_rng_states()}, columns, writer, ready=ready)
 
 
 def _restore(session: Session, trainee: Trainee, checkpoint: dict, state: dict) -> None:
