@@ -56,7 +56,7 @@ from _before import BEFORE, ROOT, checkout
 from _epoch_clock import CallTimer, epoch_targets
 
 import uadlab.training
-from uadlab._threads import limit_threads
+from uadlab._threads import ADAPTIVE_VARIABLE, limit_threads
 from uadlab.data.dataset import build_dataset, load_dataset
 from uadlab.profiles import get_profile
 from uadlab.training import reconstruction as training
@@ -155,6 +155,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.epochs < 1 or args.healthy < 4 or args.seeds < 1:
         parser.error("--epochs and --seeds must be >= 1 and --healthy >= 4")
     sys.stdout.reconfigure(line_buffering=True)  # each line as soon as it is measured
+    # Both loops at one fixed thread count: the old loop's. benchmarks/busy_machine.py measures the choice from
+    # step times (uadlab.speed.thread_tuner) that today's loop would otherwise make.
+    os.environ[ADAPTIVE_VARIABLE] = "0"
     threads = limit_threads()
     with tempfile.TemporaryDirectory(prefix="uadlab-train-epoch-") as tmp:
         data = args.data.resolve() if args.data else None  # the old loop runs in another working folder

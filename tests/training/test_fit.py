@@ -1,7 +1,9 @@
-"""The fit core's progress bars: an epoch bar that ends complete when the run stops early, transient batch bars."""
+"""The fit core's progress bars (an epoch bar that ends complete when the run stops early, transient batch bars)
+and its threads (the process registered while it trains, every step timed by the thread tuner)."""
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -9,6 +11,9 @@ import pytest
 import torch
 from torch import nn
 
+from uadlab._process_registry import RUNTIME_VARIABLE, live_processes
+from uadlab._threads import ADAPTIVE_VARIABLE
+from uadlab.speed.thread_tuner import ThreadTuner
 from uadlab.training import fit as fit_module
 from uadlab.training import runs
 from uadlab.training.fit import Session, fit, train_pass
@@ -108,3 +113,32 @@ def test_each_checkpoint_holds_its_epochs_weights_though_written_while_the_next_
     assert all(torch.equal(a, b) for a, b in zip(saved, trained))
     assert not torch.equal(trained[0], trained[1])
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 3
+
+
+def test_fit_registers_the_process_and_times_every_step_with_a_tuner(tmp_path, monkeypatch, bars):
+    monkeypatch.setenv(RUNTIME_VARIABLE, str(tmp_path / "registry"))
+    monkeypatch.delenv(ADAPTIVE_VARIABLE)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    applied, seen, steps = [], [], []
+
+    class Counting(ThreadTuner):
+        def step(self):
+            steps.append(self.threads)
+            return super().step()
+
+    monkeypatch.setattr(fit_module, "ThreadTuner", lambda adaptive: Counting(
+        adaptive=adaptive, budget=lambda: 2, set_threads=applied.append))
+    original = _Flat.train_epoch
+
+    def train_epoch(self, epoch, session, *, progress):
+        seen.append((live_processes(), session.threads))
+        return original(self, epoch, session, progress=progress)
+
+    monkeypatch.setattr(_Flat, "train_epoch", train_epoch)
+    state = _fit(tmp_path / "run")
+    assert state["epoch"] == 3  # 2 steps an epoch: 6 steps
+    assert all(pids == {os.getpid()} and tuner is not None and tuner.adaptive for pids, tuner in seen)
+    assert steps[:5] == [1, 1, 1, 1, 2]  # every step timed: the probe's candidates, 4 steps at 1 thread, then 2
+    assert len(steps) == 6 and applied[-1] == 2  # left at the budget
+    assert live_processes() == set()
+    assert "threads=" in str(bars[0].postfix)
