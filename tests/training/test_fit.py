@@ -138,7 +138,7 @@ def test_fit_registers_the_process_and_times_every_step_with_a_tuner(tmp_path, m
     state = _fit(tmp_path / "run")
     assert state["epoch"] == 3  # 2 steps an epoch: 6 steps
     assert all(pids == {os.getpid()} and tuner is not None and tuner.adaptive for pids, tuner in seen)
-    assert steps[:5] == [1, 1, 1, 1, 2]  # every step timed: the probe's candidates, 4 steps at 1 thread, then 2
-    assert len(steps) == 6 and applied[-1] == 2  # left at the budget
+    assert len(steps) == 6 and steps[0] == 2  # every step timed, from the budget on
+    assert applied[-1] == 2  # left at the budget
     assert live_processes() == set()
     assert "threads=" in str(bars[0].postfix)
