@@ -56,10 +56,11 @@ from _before import BEFORE, ROOT, checkout
 from _epoch_clock import CallTimer, epoch_targets
 
 import uadlab.training
-from uadlab._threads import limit_threads
+from uadlab._threads import ADAPTIVE_VARIABLE, limit_threads
 from uadlab.data.dataset import build_dataset, load_dataset
 from uadlab.profiles import get_profile
 from uadlab.training import reconstruction as training
+from uadlab.training.devices import resolve_device
 from uadlab.training.erasing import SpatialErasing
 from uadlab.training.experiments import parse_experiment
 
@@ -84,15 +85,16 @@ _MODES = {"eager fp32": {"precision": "32", "compile": False}, "defaults": {}, "
 
 def _batching_seconds(data: Path, experiment: str, batch_size: int, epochs: int) -> float:
     """Seconds per epoch of what the loop does to make batches besides erasing: shuffle, gather the
-    samples of each batch, turn them into tensors (measured apart, on the same arrays)."""
+    samples of each batch on the training device (measured apart, on the same arrays)."""
     dataset = load_dataset(data)
     images, masks = dataset.stack(dataset.ids(cohort="healthy", split="train"))
-    samples, _ = training._training_samples(images, masks, parse_experiment(experiment).spatial_dims)
+    samples = training._TrainingSamples(images, masks, parse_experiment(experiment).spatial_dims,
+                                        resolve_device(None))
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         rng = training._epoch_rng(0, epoch)
         for index in np.array_split(rng.permutation(len(samples)), -(-len(samples) // batch_size)):
-            torch.from_numpy(samples[np.sort(index)]).float().sum()
+            float(samples.images(np.sort(index)).sum())  # read back: waits for a GPU
     return (time.perf_counter() - start) / epochs
 
 
@@ -153,6 +155,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.epochs < 1 or args.healthy < 4 or args.seeds < 1:
         parser.error("--epochs and --seeds must be >= 1 and --healthy >= 4")
     sys.stdout.reconfigure(line_buffering=True)  # each line as soon as it is measured
+    # Both loops at one fixed thread count: the old loop's. benchmarks/busy_machine.py measures the choice from
+    # step times (uadlab.speed.thread_tuner) that today's loop would otherwise make.
+    os.environ[ADAPTIVE_VARIABLE] = "0"
     threads = limit_threads()
     with tempfile.TemporaryDirectory(prefix="uadlab-train-epoch-") as tmp:
         data = args.data.resolve() if args.data else None  # the old loop runs in another working folder

@@ -25,6 +25,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 os.environ.setdefault("UADLAB_CACHE", "")  # tests pass explicit cache folders; see uadlab.data.preprocessing
+# Tests compare runs bit for bit, and a run's thread count chosen from step times (uadlab.speed.thread_tuner)
+# would depend on the machine's load; the tests of the tuner switch it on themselves.
+os.environ.setdefault("UADLAB_ADAPTIVE_THREADS", "0")
 
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 REPO = Path(__file__).resolve().parents[1]
@@ -54,6 +57,36 @@ class LockHolder:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+class RegisteredProcess:
+    """Another process in the registry of trainings (:func:`uadlab._process_registry.registered`) until
+    :meth:`release` (or the ``with`` block ends): another training on this machine. ``registry`` is the
+    folder it registers in (``UADLAB_RUNTIME_DIR``).
+    """
+
+    def __init__(self, registry: Path) -> None:
+        code = ("import sys; from uadlab._process_registry import registered\n"
+                "with registered():\n    print('registered', flush=True); sys.stdin.read()")
+        env = {**os.environ, "UADLAB_RUNTIME_DIR": str(registry),
+               "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        self.process = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout.readline().strip() == "registered"
+        self.pid = self.process.pid
+
+    def release(self) -> None:
+        """Leave the registry: the process ends."""
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+        self.process.stdout.close()
+
+    def __enter__(self) -> RegisteredProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.process.poll() is None:
+            self.release()
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from uadlab import __version__
-from uadlab._threads import limit_threads
+from uadlab._threads import ADAPTIVE_VARIABLE, limit_threads
 from uadlab.errors import UadlabError, UadlabWarning
 
 __all__ = ["main"]
@@ -384,8 +384,8 @@ def main(argv: list[str] | None = None) -> int:
             ignored = _ignored_environment()  # before torch loads: libgomp would print its own two lines
             # One thread budget per process; `data build` leaves torch unimported (its workers share cores).
             threads = limit_threads(torch_threads=args.command != "data")
-            for name, value in ignored:
-                warnings.warn(f"{name}={value!r} is not a positive integer; ignored (this process uses {threads} "
+            for name, value, expected in ignored:
+                warnings.warn(f"{name}={value!r} is not {expected}; ignored (this process uses {threads} "
                               "thread(s))", UadlabWarning, stacklevel=1)
             code = args.func(args) or 0  # a subcommand may return an exit code (data check: 1)
         except BrokenPipeError:
@@ -405,13 +405,23 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _ignored_environment() -> list[tuple[str, str]]:
-    """``OMP_NUM_THREADS`` and ``UADLAB_PROCESSES`` values that are no positive integer: removed, returned."""
+#: The thread settings read from the environment: what each must be, and the test of a value.
+_THREAD_VARIABLES = {
+    "OMP_NUM_THREADS": ("a positive integer", lambda v: v.strip().isdigit() and int(v) >= 1),
+    "UADLAB_PROCESSES": ("a positive integer", lambda v: v.strip().isdigit() and int(v) >= 1),
+    ADAPTIVE_VARIABLE: ("0 or 1", lambda v: v.strip() in ("0", "1")),
+}
+
+
+def _ignored_environment() -> list[tuple[str, str, str]]:
+    """Thread settings (:data:`_THREAD_VARIABLES`) with a value they cannot take: removed, returned
+    as ``(name, value, what it must be)``.
+    """
     ignored = []
-    for name in ("OMP_NUM_THREADS", "UADLAB_PROCESSES"):
+    for name, (expected, valid) in _THREAD_VARIABLES.items():
         value = os.environ.get(name)
-        if value is not None and not (value.strip().isdigit() and int(value) >= 1):
-            ignored.append((name, os.environ.pop(name)))
+        if value is not None and not valid(value):
+            ignored.append((name, os.environ.pop(name), expected))
     return ignored
 
 

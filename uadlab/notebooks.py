@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 from uadlab._checks import check_int, check_path
 from uadlab._progress import in_notebook
+from uadlab._threads import limit_threads
 from uadlab.errors import RunError, UadlabError, UadlabWarning
 from uadlab.layout import ResultsLayout
 from uadlab.profiles import Profile, get_profile
@@ -162,8 +163,10 @@ def start_lab(name: str, *, profile: str | Profile = "smoke", out_dir: str | Pat
               pack: str | Path = "") -> Lab:
     """The setup every lab shares: seed everything, lend a course pack, load the phantom, make the lab's folder.
 
-    In a notebook it also shows each :class:`~uadlab.errors.UadlabWarning` as one line, as the command line
-    does (:func:`_show_warnings_as_lines`).
+    The kernel takes its share of the cores as the command line does
+    (:func:`uadlab._threads.limit_threads`; while it trains, the fit core chooses within that share from
+    step times). In a notebook it also shows each :class:`~uadlab.errors.UadlabWarning` as one line, as
+    the command line does (:func:`_show_warnings_as_lines`).
 
     Args:
         name: the lab's name, e.g. ``"02_vae_3d"``.
@@ -188,6 +191,7 @@ def start_lab(name: str, *, profile: str | Profile = "smoke", out_dir: str | Pat
 
     if in_notebook():
         _show_warnings_as_lines()
+    limit_threads()
     seed_everything(seed)
     prof = get_profile(profile)
     layout = ResultsLayout(Path(out_dir).resolve())

@@ -734,13 +734,15 @@ def test_a_plan_with_a_bad_seed_is_refused_before_planning(tmp_path, capsys, see
     assert not (tmp_path / "out").exists() and capsys.readouterr().out == ""
 
 
-@pytest.mark.parametrize(("name", "value"), [("OMP_NUM_THREADS", "0"), ("OMP_NUM_THREADS", "-3"),
-                                             ("UADLAB_PROCESSES", "abc")])
-def test_a_bad_thread_variable_is_one_warning_line(monkeypatch, tmp_path, capsys, name, value):
+@pytest.mark.parametrize(("name", "value", "expected"), [
+    ("OMP_NUM_THREADS", "0", "a positive integer"), ("OMP_NUM_THREADS", "-3", "a positive integer"),
+    ("UADLAB_PROCESSES", "abc", "a positive integer"), ("UADLAB_ADAPTIVE_THREADS", "off", "0 or 1"),
+])
+def test_a_bad_thread_variable_is_one_warning_line(monkeypatch, tmp_path, capsys, name, value, expected):
     monkeypatch.setenv(name, value)
     assert main(["data", "check", "--manifest", str(tmp_path / "no.yaml"), "--root", str(tmp_path)]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err[0].startswith(f"uadlab: warning: {name}={value!r} is not a positive integer; ignored (this process "
+    assert err[0].startswith(f"uadlab: warning: {name}={value!r} is not {expected}; ignored (this process "
                              "uses ") and err[1].startswith("uadlab: error: ") and len(err) == 2
 
 

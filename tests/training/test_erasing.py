@@ -283,6 +283,72 @@ def test_batch_noise_comes_from_each_samples_own_brain(rng):
     assert np.any(erased[0, :, :, :8] == 0.25) and np.any(erased[1, :, :, :8] == 0.75)
 
 
+def _batch(spatial_dims: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Eight samples with distinct intensities and background zeros; sample 2 without brain voxels (its noise
+    comes from its nonzero voxels), sample 3 all zero (nothing to draw noise from)."""
+    pairs = [_sample(spatial_dims, rng) for _ in range(8)]
+    images = np.stack([np.where(brain, image, 0) * (rng.random(image.shape) > 0.2) for image, brain in pairs])
+    brains = np.stack([brain for _, brain in pairs])
+    brains[2] = False
+    images[3] = 0
+    return images.astype(np.float32), brains
+
+
+def _on_device(erasing: SpatialErasing):
+    """The batched tensor operations that erase a batch on a GPU, run here on the CPU (where
+    :meth:`SpatialErasing.apply_batch` erases sample after sample instead)."""
+    return erasing._apply_batch_on_device
+
+
+@pytest.mark.parametrize(("spatial_dims", "method", "fill"), COMBOS)
+@pytest.mark.parametrize("p", [0.5, 1.0])
+@pytest.mark.parametrize("path", ["on device", "apply_batch"])
+def test_a_tensor_batch_is_erased_as_numpy_erases_it(spatial_dims, method, fill, p, path, rng):
+    """Both tensor paths draw the same parameters and noise, in the same order, and erase the same voxels."""
+    images, brains = _batch(spatial_dims, rng)
+    tensors, tensor_brains = torch.from_numpy(images.copy()), torch.from_numpy(brains)
+    erasing = SpatialErasing(spatial_dims, method, fill, p=p)
+    apply = _on_device(erasing) if path == "on device" else erasing.apply_batch
+    for seed in range(3):
+        numpy_rng, torch_rng = np.random.default_rng(seed), np.random.default_rng(seed)
+        expected = erasing.apply_batch(images, brains, numpy_rng)
+        erased = apply(tensors, tensor_brains, torch_rng)
+        assert isinstance(erased, torch.Tensor) and erased.dtype == torch.float32
+        np.testing.assert_array_equal(erased.numpy(), expected)  # the same voxels, the same values
+        assert torch_rng.bit_generator.state == numpy_rng.bit_generator.state  # the same draws, no more
+        assert torch.equal(tensors, torch.from_numpy(images))  # the target is never touched
+        assert not np.array_equal(expected, images)
+
+
+@pytest.mark.parametrize(("spatial_dims", "method"), [(2, "Multi-Patch"), (3, "Half-Volume")])
+def test_a_tensor_batch_without_masks_draws_noise_from_nonzero_voxels_as_numpy(spatial_dims, method, rng):
+    images, _ = _batch(spatial_dims, rng)
+    erasing = SpatialErasing(spatial_dims, method, "n", p=1.0)
+    expected = erasing.apply_batch(images, None, np.random.default_rng(1))
+    erased = _on_device(erasing)(torch.from_numpy(images), None, np.random.default_rng(1))
+    np.testing.assert_array_equal(erased.numpy(), expected)
+
+
+@pytest.mark.parametrize(("spatial_dims", "method"), [(2, "Patch"), (3, "Multi-Cube")])
+def test_a_tensor_batch_on_device_is_erased_alike_under_autocast(spatial_dims, method, rng):
+    """The training loop erases inside the forward pass's autocast: the erased batch is the same."""
+    images, brains = _batch(spatial_dims, rng)
+    erasing = SpatialErasing(spatial_dims, method, "n", p=1.0)
+    expected = erasing.apply_batch(images, brains, np.random.default_rng(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        erased = _on_device(erasing)(torch.from_numpy(images), torch.from_numpy(brains), np.random.default_rng(2))
+    assert erased.dtype == torch.float32
+    np.testing.assert_array_equal(erased.numpy(), expected)
+
+
+def test_a_tensor_batch_on_device_keeps_its_dtype_and_an_unerased_batch_is_a_copy(rng):
+    images = torch.rand(3, 1, 16, 16, dtype=torch.float64)
+    erased = _on_device(SpatialErasing(2, "Patch", "n", p=1.0))(images, images > 0.5, rng)
+    assert erased.dtype == torch.float64 and not torch.equal(erased, images)
+    unchanged = _on_device(SpatialErasing(2, "Patch", "n", p=0.0))(images, images > 0.5, rng)
+    assert unchanged is not images and torch.equal(unchanged, images)
+
+
 @pytest.mark.parametrize(("images", "masks", "error", "match"), [
     (np.zeros((2, 1, 16)), None, ValueError, r"`images` must be \(B, 1, X, Y\)"),
     (np.zeros((2, 2, 16, 16)), None, ValueError, r"`images` must be \(B, 1, X, Y\)"),
@@ -292,6 +358,12 @@ def test_batch_noise_comes_from_each_samples_own_brain(rng):
 def test_apply_batch_validation(images, masks, error, match, rng):
     with pytest.raises(error, match=match):
         SpatialErasing(2, "Patch", "n", p=1.0).apply_batch(images, masks, rng)
+    if isinstance(images, np.ndarray):  # a tensor is refused alike
+        with pytest.raises(error, match=match):
+            SpatialErasing(2, "Patch", "n", p=1.0).apply_batch(
+                torch.from_numpy(images), None if masks is None else torch.from_numpy(masks), rng)
+    with pytest.raises(TypeError, match="`rng` must be a numpy.random.Generator"):
+        SpatialErasing(2, "Patch", "n", p=1.0).apply_batch(torch.zeros(2, 1, 16, 16), None, 7)
 
 
 def test_call_validation(rng):

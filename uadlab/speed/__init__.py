@@ -11,8 +11,11 @@ loop call it in one line each.
   layout that runs fastest there (channels-last for the VAEs on a CPU).
 - :mod:`~uadlab.speed.distributed`: data-parallel training under ``torchrun`` (gloo on CPU, NCCL on
   CUDA).
+- :mod:`~uadlab.speed.thread_tuner`: the thread count of a training, chosen from measured step times
+  within the process's share of the cores (:class:`ThreadTuner`, used by the fit core).
 
-It sits below :mod:`uadlab.models` in the layers (``pyproject.toml``): it imports only torch and NumPy.
+It sits below :mod:`uadlab.models` in the layers (``pyproject.toml``): it imports only torch, NumPy and
+the thread budget and argument checks below it (:mod:`uadlab._threads`, :mod:`uadlab._checks`).
 """
 
 from uadlab.speed.channels_last import to_device

@@ -17,7 +17,14 @@ One epoch:
    weights become the best, else the epochs since the best grow by one once
    ``trainee.patience_started(best_score)``;
 4. the run is ``finished`` at ``max_epochs`` or after ``patience`` epochs without a better score;
-5. the checkpoint is written in the background while the next epoch trains.
+5. the checkpoint is copied to the CPU (from a GPU without waiting for it) and written in the
+   background while the next epoch trains (:func:`uadlab.training.runs.host_copy`); the next
+   checkpoint, and the end of :func:`fit`, wait for the write. The best weights are kept on the CPU.
+
+While it trains, the process is in the registry of trainings (:mod:`uadlab._process_registry`), so
+other uadlab processes leave it its share of the cores, and a
+:class:`~uadlab.speed.thread_tuner.ThreadTuner` sets the thread count before each step of
+:func:`train_pass`, from step times on a CPU (one process), from the share alone elsewhere.
 
 Shape:
     - :func:`train_pass`: ``order`` ``(n,)`` sample indices; ``batch_loss(index)`` gets a sorted
@@ -26,11 +33,11 @@ Shape:
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,10 +47,12 @@ import torch
 from torch import nn
 
 from uadlab._checks import check_int
+from uadlab._process_registry import registered
 from uadlab._progress import progress_bar
 from uadlab.models.precision import autocast
 from uadlab.speed import distributed
-from uadlab.training.runs import CheckpointWriter, get_rng_states, set_rng_states, write_checkpoint
+from uadlab.speed.thread_tuner import ThreadTuner
+from uadlab.training.runs import CheckpointWriter, get_rng_states, host_copy, set_rng_states, write_checkpoint
 
 __all__ = ["seed_everything", "Session", "Trainee", "train_pass", "fit"]
 
@@ -83,6 +92,8 @@ class Session:
         device: where it trains (this rank's device under ``torchrun``).
         context: rank and world size (:mod:`uadlab.speed.distributed`); one process by default.
         scaler: float16 loss scaling, enabled for ``"16-mixed"`` only.
+        threads: the thread tuner :func:`fit` sets while it trains (:func:`train_pass` times its steps
+            with it); ``None`` outside.
     """
 
     model: nn.Module
@@ -91,6 +102,7 @@ class Session:
     device: torch.device
     context: distributed.Context = field(default_factory=distributed.Context)
     scaler: torch.amp.GradScaler = field(init=False)
+    threads: ThreadTuner | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "16-mixed")
@@ -146,6 +158,7 @@ def train_pass(session: Session, order: np.ndarray, batch_loss: Callable[[np.nda
     totals = dict.fromkeys(names, 0.0)
     n = len(order)
     batches = np.array_split(order, math.ceil(n / batch_size))
+    timed = session.threads.step if session.threads is not None else contextlib.nullcontext
     with progress_bar(progress, total=len(batches), desc="batches", unit="batch", leave=False) as bar:
         for batch in batches:
             index = distributed.shard(np.sort(batch), context)
@@ -156,15 +169,16 @@ def train_pass(session: Session, order: np.ndarray, batch_loss: Callable[[np.nda
                 scaler.update()
                 bar.update(1)
                 continue
-            with autocast(session.precision, session.device):
-                terms = tuple(batch_loss(index))
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(terms[0]).backward()
-            distributed.average_gradients(model, len(index) / len(batch), context)
-            scaler.step(optimizer)
-            scaler.update()
-            for key, value in zip(totals, terms):
-                totals[key] += float(value.detach()) * len(index)
+            with timed():  # the tuner sets the next step's thread count from this one's time
+                with autocast(session.precision, session.device):
+                    terms = tuple(batch_loss(index))
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(terms[0]).backward()
+                distributed.average_gradients(model, len(index) / len(batch), context)
+                scaler.step(optimizer)
+                scaler.update()
+                for key, value in zip(totals, terms):
+                    totals[key] += float(value.detach()) * len(index)
             bar.set_postfix(loss=f"{float(terms[0].detach()):.4g}")
             bar.update(1)
     return {key: value / n for key, value in zip(totals, distributed.all_sum(list(totals.values()), context))}
@@ -190,12 +204,12 @@ def fit(trainee: Trainee, session: Session, run_dir: Path, *, max_epochs: int, p
             the writer, as if the process had been killed.
 
     Returns:
-        The loop state: ``epoch`` (epochs trained), ``best_model`` (state dict), ``best_epoch``
+        The loop state: ``epoch`` (epochs trained), ``best_model`` (state dict, on the CPU), ``best_epoch``
         (1-based, 0 before the first), ``epochs_since_best``, ``history`` (list of row dicts) and
         ``finished``. Every checkpoint is on disk when it returns.
     """
     model = session.model
-    state = {"epoch": 0, "best_model": copy.deepcopy(model.state_dict()), "best_epoch": 0,
+    state = {"epoch": 0, "best_model": _weights_on_host(model), "best_epoch": 0,
              "epochs_since_best": 0, "history": [], "finished": False}
     if checkpoint is not None:
         _restore(session, trainee, checkpoint, state)
@@ -203,49 +217,73 @@ def fit(trainee: Trainee, session: Session, run_dir: Path, *, max_epochs: int, p
     best = trainee.score(state["history"][state["best_epoch"] - 1]) if state["best_epoch"] else None
     writer = CheckpointWriter()
     epoch_bar = progress_bar(progress, total=max_epochs, initial=state["epoch"], desc=desc, unit="epoch")
-    try:
-        for epoch in range(state["epoch"] + 1, max_epochs + 1):
-            start = time.perf_counter()
-            row = {"epoch": epoch, **trainee.train_epoch(epoch, session, progress=progress)}
-            row.update(trainee.validate(session))
-            row["seconds"] = time.perf_counter() - start
-            state["history"].append(row)
-            score = trainee.score(row)
-            if score > (best if best is not None else (-math.inf,) * len(score)):
-                best = score
-                state.update(best_epoch=epoch, epochs_since_best=0, best_model=copy.deepcopy(model.state_dict()))
-            elif trainee.patience_started(best):
-                state["epochs_since_best"] += 1
-            state["epoch"] = epoch
-            state["finished"] = epoch >= max_epochs or state["epochs_since_best"] >= patience
-            if session.context.is_main:
-                _checkpoint(run_dir, state, session, trainee, columns, writer)
-            epoch_bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k not in ("epoch", "seconds")})
-            epoch_bar.update(1)
-            if state["finished"] or epoch == _stop_after_epoch:
-                break
-    except BaseException:
-        writer.wait(raise_error=False)  # the last epoch's checkpoint is complete, whatever stopped the run
-        raise
-    finally:  # a finished run's bar ends complete, also when patience stopped it before max_epochs; a run
-        if state["finished"]:  # stopped otherwise (an error, an interrupt, the test hook) keeps its count
-            epoch_bar.finish()
-        epoch_bar.close()
+    with _training_threads(session):  # registered, threads tuned, until the loop ends
+        try:
+            for epoch in range(state["epoch"] + 1, max_epochs + 1):
+                start = time.perf_counter()
+                row = {"epoch": epoch, **trainee.train_epoch(epoch, session, progress=progress)}
+                row.update(trainee.validate(session))
+                row["seconds"] = time.perf_counter() - start
+                state["history"].append(row)
+                score = trainee.score(row)
+                if score > (best if best is not None else (-math.inf,) * len(score)):
+                    best = score
+                    state.update(best_epoch=epoch, epochs_since_best=0, best_model=_weights_on_host(model))
+                elif trainee.patience_started(best):
+                    state["epochs_since_best"] += 1
+                state["epoch"] = epoch
+                state["finished"] = epoch >= max_epochs or state["epochs_since_best"] >= patience
+                if session.context.is_main:
+                    _checkpoint(run_dir, state, session, trainee, columns, writer)
+                postfix = {k: f"{v:.4g}" for k, v in row.items() if k not in ("epoch", "seconds")}
+                epoch_bar.set_postfix(postfix | {"threads": session.threads.threads})
+                epoch_bar.update(1)
+                if state["finished"] or epoch == _stop_after_epoch:
+                    break
+        except BaseException:
+            writer.wait(raise_error=False)  # the last epoch's checkpoint is complete, whatever stopped the run
+            raise
+        finally:  # a finished run's bar ends complete, also when patience stopped it before max_epochs; a run
+            if state["finished"]:  # stopped otherwise (an error, an interrupt, the test hook) keeps its count
+                epoch_bar.finish()
+            epoch_bar.close()
     writer.wait()
     return state
 
 
+@contextlib.contextmanager
+def _training_threads(session: Session) -> Iterator[ThreadTuner]:
+    """While inside: this process in the registry of trainings, and ``session.threads`` a tuner
+    (probing step times on a CPU with one process, else holding the budget).
+    """
+    tuner = ThreadTuner(adaptive=session.device.type == "cpu" and not session.context.active)
+    with registered(), tuner:
+        session.threads = tuner
+        try:
+            yield tuner
+        finally:
+            session.threads = None
+
+
+def _weights_on_host(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of the model's state dict, complete when returned."""
+    weights, wait = host_copy(model.state_dict())
+    wait()
+    return weights
+
+
 def _checkpoint(run_dir: Path, state: dict, session: Session, trainee: Trainee, columns: Sequence[str],
                 writer: CheckpointWriter) -> None:
-    """Hand a copy of this moment's checkpoint to ``writer`` (the weights and optimiser moments change
-    in place in the next epoch and the history list grows).
+    """Hand a CPU copy of this moment's checkpoint to ``writer`` (the weights and optimiser moments change
+    in place in the next epoch and the history list grows; the best weights are already a copy).
     """
     scaler = session.scaler
     live = {"model": session.model.state_dict(),
             "optimizer": None if session.optimizer is None else session.optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else None,
             "history": state["history"], **trainee.extras()}
-    write_checkpoint(run_dir, {**state, **copy.deepcopy(live), "rng": get_rng_states()}, columns, writer)
+    copied, ready = host_copy(live)
+    write_checkpoint(run_dir, {**state, **copied, "rng": get_rng_states()}, columns, writer, ready=ready)
 
 
 def _restore(session: Session, trainee: Trainee, checkpoint: dict, state: dict) -> None:

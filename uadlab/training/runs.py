@@ -4,10 +4,11 @@ One run folder per trained network (a reconstruction model, a segmenter), with t
 :mod:`uadlab.layout`::
 
     config.yaml      the run's config (checked on resume)
-    checkpoint.pt    written atomically after every epoch, in a background thread while the next
-                     epoch trains (:class:`CheckpointWriter`): weights, optimiser and loss-scaler
-                     state, best weights, best epoch, epochs since best, RNG states, history,
-                     ``finished``, and what the trainer adds (the config itself, the model record...)
+    checkpoint.pt    written atomically after every epoch from a CPU copy (:func:`host_copy`), in a
+                     background thread while the next epoch trains (:class:`CheckpointWriter`):
+                     weights, optimiser and loss-scaler state, best weights, best epoch, epochs since
+                     best, RNG states, history, ``finished``, and what the trainer adds (the config
+                     itself, the model record...)
     history.csv      one row per epoch; its ``seconds`` column is the one that differs between two
                      otherwise bit-identical seeded runs
 
@@ -19,12 +20,13 @@ new run is known to start. The caller holds the folder's lock (:func:`uadlab.dat
 
 from __future__ import annotations
 
+import copy
 import errno
 import random
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -35,7 +37,7 @@ from uadlab.errors import RunError
 from uadlab.layout import DATASET_RECORD, RUN_CHECKPOINT, RUN_CONFIG, RUN_FILES, RUN_HISTORY
 
 __all__ = ["prepare_run_dir", "refuse_differences", "clear_run", "read_run", "load_checkpoint", "CheckpointWriter",
-           "write_checkpoint", "get_rng_states", "set_rng_states"]
+           "write_checkpoint", "host_copy", "get_rng_states", "set_rng_states"]
 
 T = TypeVar("T")
 
@@ -104,19 +106,74 @@ def clear_run(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
 
 
-def write_checkpoint(run_dir: Path, checkpoint: dict, columns: Sequence[str], writer: CheckpointWriter) -> None:
+def write_checkpoint(run_dir: Path, checkpoint: dict, columns: Sequence[str], writer: CheckpointWriter, *,
+                     ready: Callable[[], None] | None = None) -> None:
     """Write ``checkpoint.pt`` and ``history.csv`` (``checkpoint["history"]``, ``columns``) atomically,
-    in ``writer``'s thread. ``checkpoint`` must be a copy that the training no longer changes.
+    in ``writer``'s thread. ``checkpoint`` must be a copy that the training no longer changes
+    (:func:`host_copy`); the thread first calls ``ready()``, the copy's wait, when given.
     """
     history = pd.DataFrame(checkpoint["history"], columns=list(columns))
 
     def write() -> None:
+        if ready is not None:
+            ready()
         with atomic_write(run_dir / RUN_CHECKPOINT, overwrite=True) as tmp:
             _save(checkpoint, tmp, run_dir / RUN_CHECKPOINT)
         with atomic_write(run_dir / RUN_HISTORY, overwrite=True) as tmp:
             history.to_csv(tmp, index=False)
 
     writer.submit(write)
+
+
+def host_copy(tree: T) -> tuple[T, Callable[[], None]]:
+    """A copy of ``tree`` with every tensor on the CPU, and the function that waits until it is complete.
+
+    CUDA tensors are copied into page-locked memory without blocking: the copy is queued on the device
+    behind the work already asked of it, so the training goes on at once and its next in-place updates
+    of the weights cannot reach the copy; read the copied tensors only after calling the wait function
+    (the checkpoint's writer thread does, :func:`write_checkpoint`). CPU tensors are cloned (the wait
+    function then returns at once). Dicts (their type and attributes kept: a state dict's
+    ``_metadata``), lists and tuples are copied level by level, any other value deep-copied; a
+    tensor met twice is copied once.
+
+    Args:
+        tree: state dicts, a loop state: nested dicts, lists and tuples of tensors and plain values.
+
+    Returns:
+        ``(copy, wait)``.
+    """
+    copies: dict[int, torch.Tensor] = {}
+    devices: set[torch.device] = set()
+
+    def copy_of(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            if id(value) not in copies:
+                if value.device.type == "cuda":
+                    host = torch.empty_like(value, device="cpu", pin_memory=True)
+                    copies[id(value)] = host.copy_(value.detach(), non_blocking=True)
+                    devices.add(value.device)
+                else:
+                    copies[id(value)] = value.detach().clone()
+            return copies[id(value)]
+        if isinstance(value, dict):
+            out = copy.copy(value)
+            for key, item in value.items():
+                out[key] = copy_of(item)
+            return out
+        if type(value) in (list, tuple):
+            return type(value)(copy_of(item) for item in value)
+        return copy.deepcopy(value)
+
+    copied = copy_of(tree)
+    events = [torch.cuda.Event() for _ in devices]
+    for event, device in zip(events, devices):
+        event.record(torch.cuda.current_stream(device))
+
+    def wait() -> None:
+        for event in events:
+            event.synchronize()
+
+    return copied, wait
 
 
 def _save(checkpoint: dict, tmp: Path, path: Path) -> None:
