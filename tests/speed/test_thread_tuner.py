@@ -74,37 +74,37 @@ def test_on_a_quiet_machine_it_trains_at_the_budget_and_never_probes():
 def test_starved_threads_start_a_probe_that_picks_the_fastest_count_and_fewer_threads_on_a_tie(seconds, winner):
     machine = Machine(seconds, share=STARVED)
     with machine.tuner(window=3) as tuner:
-        machine.run(tuner, 23)
-        # 3 steps at the budget show the threads waiting for a core; ascending candidates, 4 steps each
-        # (the first a warm-up), then the winner.
-        assert machine.used == [2] * 3 + [1] * 4 + [2] * 4 + [winner] * 12
+        machine.run(tuner, 26)
+        # 3 warm-up steps at the budget, 3 that show the threads waiting for a core; ascending candidates,
+        # 4 steps each (the first a warm-up), then the winner.
+        assert machine.used == [2] * 6 + [1] * 4 + [2] * 4 + [winner] * 12
         assert tuner.threads == winner
 
 
 def test_a_candidate_that_stalls_is_dropped_after_one_step():
     machine = Machine(STALLED, share=STARVED)
     with machine.tuner(window=3) as tuner:
-        machine.run(tuner, 13)
-    assert machine.used == [2] * 3 + [1] * 4 + [2] + [1] * 5
+        machine.run(tuner, 16)
+    assert machine.used == [2] * 6 + [1] * 4 + [2] + [1] * 5
 
 
 def test_a_jump_in_step_time_starts_a_new_probe():
     machine = Machine(BUSY, share=STARVED)
     with machine.tuner(window=3) as tuner:
-        machine.run(tuner, 13)
+        machine.run(tuner, 16)  # the winner's first step is a warm-up, its second is watched
         assert tuner.threads == 1
         machine.seconds = {1: 0.066, 2: 0.2}  # a second busy process starts
         machine.run(tuner, 11)
         assert tuner.threads == 1
     # Two slow steps make the median of the last three jump; a new probe (2 threads dropped at their
     # first step, over 3x one thread's), then its winner.
-    assert machine.used[13:] == [1] * 2 + [1] * 4 + [2] + [1] * 4
+    assert machine.used[16:] == [1] * 2 + [1] * 4 + [2] + [1] * 4
 
 
 def test_a_new_probe_follows_the_load_after_reprobe_s():
     machine = Machine(BUSY, share=STARVED)
     with machine.tuner(reprobe_s=60.0) as tuner:
-        machine.run(tuner, 13)
+        machine.run(tuner, 16)
         assert tuner.threads == 1
         machine.seconds, machine.share = dict(QUIET), 1.0  # the load goes; one thread's step time does not change
         machine.run(tuner, 10, pause=5.0)  # 50 s more
@@ -121,9 +121,9 @@ def test_the_wait_for_a_new_probe_doubles_while_the_same_count_wins(max_reprobe_
     with machine.tuner(reprobe_s=60.0, max_reprobe_s=max_reprobe_s) as tuner:
         machine.run(tuner, 500, pause=1.0)  # about 517 s
     # Probes start at 0, 60, 180 (+120), 420 (+240) s; the cap shortens the waits. Each tries 2 threads,
-    # after the first 3 steps at the budget.
+    # after the first 6 steps at the budget (3 of warm-up, 3 watched).
     starts = [i for i in range(1, len(machine.used)) if machine.used[i - 1] == 1 and machine.used[i] == 2]
-    assert len(starts) == probes and machine.used.count(2) == 3 + 4 * probes
+    assert len(starts) == probes and machine.used.count(2) == 6 + 4 * probes
 
 
 def test_the_budget_is_read_again_every_recheck_s():
@@ -169,7 +169,7 @@ def test_omp_num_threads_wins(monkeypatch):
 def test_on_exit_the_process_is_left_at_its_budget():
     machine = Machine(BUSY, budget=2, share=STARVED)
     with machine.tuner() as tuner:
-        machine.run(tuner, 13)
+        machine.run(tuner, 16)
         assert tuner.threads == 1
         machine.budget = 2
     assert machine.applied[-1] == 2 and tuner.threads == 2
@@ -211,3 +211,12 @@ def test_when_the_budget_wins_a_probe_under_load_the_next_waits_for_reprobe_s():
         assert machine.used.count(1) == 4 and tuner.threads == 2  # one probe, the budget won
         machine.run(tuner, 20, pause=5.0)  # 100 s more
         assert machine.used.count(1) == 8  # the next probe came after the wait
+
+
+def test_the_first_steps_at_a_new_budget_are_not_watched():
+    machine = Machine(QUIET, share=STARVED)
+    with machine.tuner() as tuner:
+        machine.run(tuner, 3)  # kernels compiled, caches filled: much of it on one thread
+        machine.share = 1.0
+        machine.run(tuner, 50)
+    assert set(machine.used) == {2}

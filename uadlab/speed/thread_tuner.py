@@ -16,7 +16,9 @@ put aside. Neither count is right everywhere, so :class:`ThreadTuner` measures:
    that wait for a core do not. When the median ratio of the last ``window`` steps falls below
    ``busy`` times the threads in force, the machine is busy and a probe starts. On a quiet machine
    nothing else happens, so the default costs nothing there: 2D and 3D lab steps on 2 quiet cores
-   ran at 1.96-2.0 CPU seconds per second with 2 threads, 1.2-1.25 beside one busy process.
+   ran at 1.96-2.0 CPU seconds per second with 2 threads, 1.2-1.25 beside one busy process. The
+   first ``probe_steps - 1`` steps at a new budget, and the first at a probe's winner, are not
+   watched: they compile kernels and fill caches, much of it on one thread.
 3. **Probe.** The candidates are 1, 2, 4, ... up to the budget, and the budget, tried in ascending
    order (one thread never stalls on a busy machine, so it sets the bar first), ``probe_steps``
    training steps each; the first step after a switch is a warm-up that is not averaged. A candidate
@@ -134,6 +136,7 @@ class ThreadTuner:
         self._medians: dict[int, float] = {}  # the candidates measured in this probe
         self._winner: int | None = None  # the last probe's
         self._reference = math.inf  # its median step, seconds
+        self._warm_up = 0  # steps still to skip after a switch before watching
 
     def __enter__(self) -> ThreadTuner:
         now = self._clock()
@@ -162,6 +165,8 @@ class ThreadTuner:
                 return
         if self._trying is not None:
             self._probe(seconds)
+        elif self._warm_up > 0:  # steps right after a switch (kernels compiled, caches filled) tell nothing
+            self._warm_up -= 1
         elif self.adaptive:
             self._recent.append(seconds)
             self._loads.append(used)
@@ -181,7 +186,7 @@ class ThreadTuner:
     def _start(self, now: float) -> None:
         """Use the budget and watch it (``adaptive``), or just use it."""
         self._trying, self._pending, self._winner, self._reference = None, [], None, math.inf
-        self._probed_at, self._wait_s = now, self._reprobe_s
+        self._probed_at, self._wait_s, self._warm_up = now, self._reprobe_s, self._probe_steps - 1
         self._recent.clear()
         self._loads.clear()
         self._use(self._budget)
@@ -214,6 +219,7 @@ class ThreadTuner:
         same = winner == self._winner
         self._wait_s = min(2 * self._wait_s, self._max_reprobe_s) if same else self._reprobe_s
         self._trying, self._winner, self._reference = None, winner, self._medians[winner]
+        self._warm_up = 1 if winner != self.threads else 0
         self._use(winner)
 
     def _use(self, threads: int) -> None:
