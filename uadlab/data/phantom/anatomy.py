@@ -44,7 +44,7 @@ class _Warp:
 
 @dataclass
 class _Atrophy:
-    amount: float  # share of the way to CSF-like for tissue next to the CSF
+    amount: float  # atrophy level a in [0, 1] (PhantomParams.atrophy_range)
     regional: np.ndarray  # (*coarse) factor in [0.5, 1.5] on a coarse grid
     regional_step_mm: float
 
