@@ -33,60 +33,52 @@ REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "re
 REPO = Path(__file__).resolve().parents[1]
 
 
-class LockHolder:
+class HoldingProcess:
+    """Another process inside ``with <context>:`` (after ``<imports>``) until :meth:`release` (or the
+    ``with`` block ends); ``env`` adds to its environment. It has entered when the constructor returns.
+    """
+
+    def __init__(self, imports: str, context: str, env: dict[str, str] | None = None) -> None:
+        code = f"import sys; {imports}\nwith {context}:\n    print('inside', flush=True); sys.stdin.read()"
+        env = {**os.environ, **(env or {}),
+               "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        self.process = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout.readline().strip() == "inside"
+        self.pid = self.process.pid
+
+    def release(self) -> None:
+        """Leave the ``with`` block: the process ends."""
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+        self.process.stdout.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.process.poll() is None:
+            self.release()
+
+
+class LockHolder(HoldingProcess):
     """Another process holding :func:`uadlab.data.io.folder_lock` on ``folder`` until :meth:`release` (or the
     ``with`` block ends): another study, lab or command writing that folder.
     """
 
     def __init__(self, folder: Path) -> None:
-        code = ("import sys; from uadlab.data.io import folder_lock\n"
-                f"with folder_lock({str(folder)!r}):\n    print('locked', flush=True); sys.stdin.read()")
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-        self.process = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True)
-        assert self.process.stdout.readline().strip() == "locked"
-
-    def release(self) -> None:
-        """Let go of the lock: the process ends."""
-        self.process.stdin.close()
-        self.process.wait(timeout=30)
-        self.process.stdout.close()
-
-    def __enter__(self) -> LockHolder:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
+        super().__init__("from uadlab.data.io import folder_lock", f"folder_lock({str(folder)!r})")
 
 
-class RegisteredProcess:
+class RegisteredProcess(HoldingProcess):
     """Another process in the registry of trainings (:func:`uadlab._process_registry.registered`) until
     :meth:`release` (or the ``with`` block ends): another training on this machine. ``registry`` is the
     folder it registers in (``UADLAB_RUNTIME_DIR``).
     """
 
     def __init__(self, registry: Path) -> None:
-        code = ("import sys; from uadlab._process_registry import registered\n"
-                "with registered():\n    print('registered', flush=True); sys.stdin.read()")
-        env = {**os.environ, "UADLAB_RUNTIME_DIR": str(registry),
-               "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-        self.process = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True)
-        assert self.process.stdout.readline().strip() == "registered"
-        self.pid = self.process.pid
-
-    def release(self) -> None:
-        """Leave the registry: the process ends."""
-        self.process.stdin.close()
-        self.process.wait(timeout=30)
-        self.process.stdout.close()
-
-    def __enter__(self) -> RegisteredProcess:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.process.poll() is None:
-            self.release()
+        super().__init__("from uadlab._process_registry import registered", "registered()",
+                         {"UADLAB_RUNTIME_DIR": str(registry)})
 
 
 @pytest.fixture
