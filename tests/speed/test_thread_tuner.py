@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
 import pytest
 
 from uadlab._threads import ADAPTIVE_VARIABLE
-from uadlab.speed.thread_tuner import ThreadTuner, candidate_threads
+from uadlab.speed.thread_tuner import ThreadTuner, _runnable_elsewhere, busy_cores, candidate_threads
 
 QUIET = {1: 0.033, 2: 0.028}  # seconds a 2D lab step, issue 29's probe on 2 quiet cores
 BUSY = {1: 0.033, 2: 0.058}  # ... beside one busy Python process
@@ -13,13 +18,15 @@ STALLED = {1: 0.04, 2: 1.8}  # ... under background load (a lab batch)
 
 
 class Machine:
-    """A simulated machine: each step takes ``seconds[threads in force]`` on its clock, and its threads
-    get ``share`` of a core each (1.0 on a quiet machine: CPU time = threads x wall time).
+    """A simulated machine of 2 cores: each step takes ``seconds[threads in force]`` on its clock, and its
+    threads get ``share`` of a core each (1.0 on a quiet machine: CPU time = threads x wall time).
 
     Attributes:
         seconds: step seconds by thread count; change it to change the load.
         share: the share of a core each of several threads gets; change it with the load.
         budget: what the tuner's budget function returns.
+        others: the cores other processes keep busy (the tuner's ``others``); 0: none seen.
+        looked: how often the tuner read ``others``.
         now, cpu: the clocks (wall, the process's CPU time).
         used: the thread count of every step run, in order.
         applied: every count the tuner set.
@@ -27,12 +34,18 @@ class Machine:
 
     def __init__(self, seconds: dict[int, float], budget: int = 2, share: float = 1.0) -> None:
         self.seconds, self.budget, self.share, self.now, self.cpu = dict(seconds), budget, share, 0.0, 0.0
+        self.others, self.looked = 0.0, 0
         self.used: list[int] = []
         self.applied: list[int] = []
 
     def tuner(self, **options) -> ThreadTuner:
-        return ThreadTuner(budget=lambda: self.budget, set_threads=self.applied.append, clock=lambda: self.now,
-                           cpu_clock=lambda: self.cpu, **options)
+        return ThreadTuner(budget=lambda: self.budget, others=self._others, cores=lambda: 2,
+                           set_threads=self.applied.append, clock=lambda: self.now, cpu_clock=lambda: self.cpu,
+                           **options)
+
+    def _others(self) -> float:
+        self.looked += 1
+        return self.others
 
     def run(self, tuner: ThreadTuner, steps: int, *, pause: float = 0.0) -> None:
         """``steps`` training steps, ``pause`` seconds between two (validation, checkpoints)."""
@@ -220,3 +233,88 @@ def test_the_first_steps_at_a_new_budget_are_not_watched():
         machine.share = 1.0
         machine.run(tuner, 50)
     assert set(machine.used) == {2}
+
+
+TWO_SPINNERS = {1: 0.035, 2: 2.8}  # issue 29, docs/speed.md: a 2-thread step right after 1-thread steps
+
+
+def test_it_starts_on_the_free_cores_and_tries_no_more_while_other_processes_keep_the_rest_busy():
+    machine = Machine(TWO_SPINNERS, share=0.3)
+    machine.others = 2.0  # two spinning processes on the 2 cores
+    with machine.tuner(reprobe_s=60.0) as tuner:
+        machine.run(tuner, 3000, pause=0.1)  # about 400 s: due for a probe at 60, 180 and 420 s
+        assert tuner.threads == 1
+    assert set(machine.used) == {1} and machine.applied[0] == 1
+    assert machine.looked == 1 + 2  # on entry, and before each due probe (skipped: one core is free)
+
+
+def test_when_the_other_processes_end_the_next_due_probe_finds_the_budget():
+    machine = Machine(TWO_SPINNERS, share=0.3)
+    machine.others = 1.0  # one core busy: 1.0 -> 1 free core
+    with machine.tuner(reprobe_s=60.0) as tuner:
+        machine.run(tuner, 100, pause=0.5)  # about 53 s
+        assert set(machine.used) == {1}
+        machine.others, machine.seconds, machine.share = 0.0, dict(QUIET), 1.0
+        machine.run(tuner, 40, pause=0.5)  # 60 s passes: a probe of 1 and 2 threads, and 2 win
+        assert tuner.threads == 2
+    first = machine.used.index(2)
+    assert first > 100 and set(machine.used[first:]) == {2} and machine.looked == 2
+
+
+def test_threads_that_wait_for_a_core_taken_by_other_processes_go_to_the_free_cores_without_a_probe():
+    machine = Machine(QUIET)
+    with machine.tuner(window=3) as tuner:
+        machine.run(tuner, 10)
+        machine.others, machine.seconds, machine.share = 1.4, dict(TWO_SPINNERS), 0.3  # a spinner starts
+        machine.run(tuner, 10)
+    # Two slow steps make the median of the last three show the threads waiting; then one thread, and
+    # no probe's step at 2 threads.
+    assert machine.used == [2] * 12 + [1] * 8
+
+
+def test_a_budget_of_one_never_counts_other_processes():
+    machine = Machine(TWO_SPINNERS, budget=1)
+    machine.others = 2.0
+    with machine.tuner() as tuner:
+        machine.run(tuner, 500, pause=1.0)
+    assert set(machine.used) == {1} and machine.looked == 0
+
+
+def _thread_stat(root, pid, tid, state, nice=0, core=0, name="python"):
+    """A ``/proc/<pid>/task/<tid>/stat`` line as Linux writes it: pid (comm) state, then fields 4-52."""
+    fields = ["1"] * 50  # fields 4-53
+    fields[19 - 4], fields[39 - 4] = str(nice), str(core)
+    folder = root / str(pid) / "task" / str(tid)
+    folder.mkdir(parents=True)
+    (folder / "stat").write_text(f"{tid} ({name}) {state} {' '.join(fields)}\n")
+
+
+def test_runnable_threads_of_other_processes_on_our_cores_are_counted(tmp_path):
+    _thread_stat(tmp_path, 10, 10, "R")  # counted
+    _thread_stat(tmp_path, 10, 11, "R", core=1, name="a) R (b")  # counted: a name with spaces and parentheses
+    _thread_stat(tmp_path, 10, 12, "S")  # sleeping
+    _thread_stat(tmp_path, 20, 20, "R", core=5)  # on a core we may not use
+    _thread_stat(tmp_path, 30, 30, "R", nice=19)  # niced far above us
+    _thread_stat(tmp_path, 40, 40, "R", nice=9)  # counted: niced less than 10 above us
+    _thread_stat(tmp_path, 99, 99, "R")  # this process
+    (tmp_path / "self").mkdir()
+    (tmp_path / "50" / "task").mkdir(parents=True)  # a process that ended while read
+    assert _runnable_elsewhere(99, {0, 1}, 0 + 10, proc=str(tmp_path)) == 3
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs Linux's /proc")
+def test_busy_cores_sees_a_spinning_process():
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        assert busy_cores(samples=5, interval_s=0.01) >= 1
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+@pytest.mark.parametrize(("options", "match"), [({"samples": 0}, "`samples` must be a positive int"),
+                                                ({"interval_s": -1.0}, "`interval_s` must be a number >= 0")])
+def test_busy_cores_refuses_bad_options(options, match):
+    with pytest.raises(ValueError, match=match):
+        busy_cores(**options)

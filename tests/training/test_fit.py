@@ -127,7 +127,7 @@ def test_fit_registers_the_process_and_times_every_step_with_a_tuner(tmp_path, m
             return super().step()
 
     monkeypatch.setattr(fit_module, "ThreadTuner", lambda adaptive: Counting(
-        adaptive=adaptive, budget=lambda: 2, set_threads=applied.append))
+        adaptive=adaptive, budget=lambda: 2, others=lambda: 0.0, set_threads=applied.append))
     original = _Flat.train_epoch
 
     def train_epoch(self, epoch, session, *, progress):

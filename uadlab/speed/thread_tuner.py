@@ -10,7 +10,13 @@ put aside. Neither count is right everywhere, so :class:`ThreadTuner` measures:
    ``OMP_NUM_THREADS`` (then fixed: nothing else below happens), else the usable cores divided among
    the uadlab trainings running at once (:mod:`uadlab._process_registry`). It is read again every
    ``recheck_s`` seconds, so the share follows when another training starts or ends.
-2. **Watch.** It trains at the budget and watches each step's CPU time (``time.process_time``, all
+2. **Free cores.** Before it trains at a budget, and before every probe, it counts the cores that
+   other processes keep busy right now (:func:`busy_cores`: their runnable threads). When fewer cores
+   than the budget are free it trains on the free ones (at least one) and probes only counts up to
+   them: beside two spinning processes on 2 cores a 2-thread step took 2-3 s where a 1-thread step
+   took 35 ms, so a probe that tries 2 threads there costs more than it can find (issue 29: 1.21-1.39x
+   the best fixed count with two spinners while every probe tried both).
+3. **Watch.** It trains at its count and watches each step's CPU time (``time.process_time``, all
    threads) against its wall time. While every thread has a core, a step's CPU time is the threads
    times its wall time (a spinning OpenMP thread burns CPU while it waits for the others); threads
    that wait for a core do not. When the median ratio of the last ``window`` steps falls below
@@ -19,21 +25,22 @@ put aside. Neither count is right everywhere, so :class:`ThreadTuner` measures:
    ran at 1.96-2.0 CPU seconds per second with 2 threads, 1.2-1.25 beside one busy process. The
    first ``probe_steps - 1`` steps at a new budget, and the first at a probe's winner, are not
    watched: they compile kernels and fill caches, much of it on one thread.
-3. **Probe.** The candidates are 1, 2, 4, ... up to the budget, and the budget, tried in ascending
+4. **Probe.** The candidates are 1, 2, 4, ... up to the free cores, and those, tried in ascending
    order (one thread never stalls on a busy machine, so it sets the bar first), ``probe_steps``
    training steps each; the first step after a switch is a warm-up that is not averaged. A candidate
    is dropped at once when one of its steps takes ``reject`` times the best median so far. The fewest
    threads whose median step is within ``margin`` of the fastest win (fewer threads leave cores to
    the rest of the machine).
-4. **Re-probe** when the median of the last ``window`` steps exceeds ``jump`` times the winner's probe
+5. **Re-probe** when the median of the last ``window`` steps exceeds ``jump`` times the winner's probe
    median (the load has come), and ``reprobe_s`` seconds after a probe: when fewer threads than the
    budget won (the load may have gone), or when the budget won and its threads wait for a core again.
    The wait doubles, up to ``max_reprobe_s``, each time the same count wins again, since under load a
-   probe's step at the wrong count can take a hundred times a good one. A new budget starts over at 2.
+   probe's step at the wrong count can take a hundred times a good one; a probe skipped because only
+   one core is free counts as one that the same count won. A new budget starts over at 2.
 
 ``UADLAB_ADAPTIVE_THREADS=0`` switches the probing off: the process then uses its budget, re-checked
 as above. Only steps are timed (:meth:`ThreadTuner.step`); time between steps (validation,
-checkpoints) counts toward the clocks of 1 and 4 but never as a step.
+checkpoints) counts toward the clocks of 1 and 5 but never as a step.
 """
 
 from __future__ import annotations
@@ -49,9 +56,13 @@ from collections.abc import Callable, Iterator
 import torch
 
 from uadlab._checks import check_int, check_real
-from uadlab._threads import ADAPTIVE_VARIABLE, explicit_threads, thread_budget
+from uadlab._threads import ADAPTIVE_VARIABLE, explicit_threads, thread_budget, usable_cores
 
-__all__ = ["ThreadTuner", "candidate_threads"]
+__all__ = ["ThreadTuner", "candidate_threads", "busy_cores"]
+
+#: Threads niced this much above this process are not counted by :func:`busy_cores`: the scheduler
+#: weighs them about 1.25 ** 10, i.e. 9 times, less (CFS).
+_NICE_IGNORED = 10
 
 
 def candidate_threads(budget: int) -> list[int]:
@@ -66,6 +77,57 @@ def candidate_threads(budget: int) -> list[int]:
     """
     budget = check_int("budget", budget, "a positive int", lambda v: v >= 1)
     return sorted({2**k for k in range(budget.bit_length()) if 2**k < budget} | {budget})
+
+
+def busy_cores(samples: int = 5, interval_s: float = 0.02) -> float:
+    """Cores that other processes keep busy now: their runnable threads on this process's cores.
+
+    Counts, in ``/proc`` (Linux), the threads of other processes that are runnable (state ``R``) and
+    last ran on one of this process's usable cores (``os.sched_getaffinity``), leaving out those niced
+    10 or more above this process (the scheduler gives them a ninth of its weight or less), and takes
+    the median of ``samples`` counts ``interval_s`` seconds apart: a spinning process is runnable in
+    every sample, a process that wakes for a moment in few. One count reads every thread's ``stat``
+    (about 3.5 ms for 130 threads on the 2-core machine of docs/speed.md).
+
+    Args:
+        samples: counts to take (>= 1).
+        interval_s: seconds between two counts (>= 0).
+
+    Returns:
+        The median count, 0.0 where ``/proc`` cannot be read (other systems: every core looks free).
+
+    Raises:
+        TypeError, ValueError: ``samples`` or ``interval_s`` of the wrong type or out of range.
+    """
+    samples = check_int("samples", samples, "a positive int", lambda v: v >= 1)
+    interval_s = check_real("interval_s", interval_s, "a number >= 0", lambda v: math.isfinite(v) and v >= 0)
+    if not hasattr(os, "sched_getaffinity") or not os.path.isdir("/proc/self/task"):
+        return 0.0
+    counts = []
+    for i in range(samples):
+        if i:
+            time.sleep(interval_s)
+        counts.append(_runnable_elsewhere(os.getpid(), os.sched_getaffinity(0), os.nice(0) + _NICE_IGNORED))
+    return float(statistics.median(counts))
+
+
+def _runnable_elsewhere(own: int, cores: set[int], ignored_nice: int, proc: str = "/proc") -> int:
+    """Runnable threads of the processes in ``proc`` but ``own`` whose last core is in ``cores`` and
+    whose nice value is below ``ignored_nice`` (one pass; processes that end meanwhile are skipped).
+    """
+    count = 0
+    for process in os.scandir(proc):
+        if not process.name.isdigit() or int(process.name) == own:
+            continue
+        try:
+            for thread in os.scandir(os.path.join(process.path, "task")):
+                with open(os.path.join(thread.path, "stat"), "rb") as file:
+                    stat = file.read()
+                fields = stat[stat.rindex(b")") + 2:].split()  # from field 3 (state); the name may hold spaces
+                count += fields[0] == b"R" and int(fields[16]) < ignored_nice and int(fields[36]) in cores
+        except (OSError, ValueError, IndexError):
+            continue
+    return count
 
 
 class ThreadTuner:
@@ -83,6 +145,9 @@ class ThreadTuner:
             ``OMP_NUM_THREADS``): use the budget, re-read every ``recheck_s``.
         budget: the most threads, read on entry and every ``recheck_s`` (default
             :func:`uadlab._threads.thread_budget`).
+        others: the cores other processes keep busy, read before training at a budget and before
+            each probe (default :func:`busy_cores`).
+        cores: the usable cores (default :func:`uadlab._threads.usable_cores`).
         set_threads: applies a count (default ``torch.set_num_threads``).
         clock: seconds, monotonic (default ``time.perf_counter``).
         cpu_clock: CPU seconds of the whole process, all threads (default ``time.process_time``).
@@ -107,6 +172,7 @@ class ThreadTuner:
     """
 
     def __init__(self, *, adaptive: bool = True, budget: Callable[[], int] = thread_budget,
+                 others: Callable[[], float] = busy_cores, cores: Callable[[], int] = usable_cores,
                  set_threads: Callable[[int], None] = torch.set_num_threads,
                  clock: Callable[[], float] = time.perf_counter, cpu_clock: Callable[[], float] = time.process_time,
                  probe_steps: int = 4, window: int = 3, recheck_s: float = 5.0, reprobe_s: float = 60.0,
@@ -115,6 +181,7 @@ class ThreadTuner:
         switched_off = os.environ.get(ADAPTIVE_VARIABLE, "").strip() == "0"
         self.adaptive = bool(adaptive) and explicit_threads() is None and not switched_off
         self._budget_of, self._set_threads, self._clock, self._cpu_clock = budget, set_threads, clock, cpu_clock
+        self._others_of, self._cores_of = others, cores
         self._probe_steps = check_int("probe_steps", probe_steps, "an int >= 2", lambda v: v >= 2)
         self._recent: deque[float] = deque(maxlen=check_int("window", window, "a positive int", lambda v: v >= 1))
         self._loads: deque[float] = deque(maxlen=window)  # CPU seconds per wall second and thread
@@ -184,19 +251,31 @@ class ThreadTuner:
                 self._probe_now(now)
 
     def _start(self, now: float) -> None:
-        """Use the budget and watch it (``adaptive``), or just use it."""
+        """Use the budget and watch it (``adaptive``: the free cores when fewer), or just use it."""
         self._trying, self._pending, self._winner, self._reference = None, [], None, math.inf
         self._probed_at, self._wait_s, self._warm_up = now, self._reprobe_s, self._probe_steps - 1
         self._recent.clear()
         self._loads.clear()
-        self._use(self._budget)
+        free = self._free() if self.adaptive else self._budget
+        if free < self._budget:  # as if a probe had chosen them; the next is due after reprobe_s
+            self._winner = free
+        self._use(free)
+
+    def _free(self) -> int:
+        """The budget, or the cores that other processes leave free when fewer (at least 1)."""
+        if self._budget == 1:
+            return 1
+        return max(1, min(self._budget, math.floor(self._cores_of() - self._others_of() + 0.5)))
 
     def _probe_now(self, now: float) -> None:
-        """Begin a probe over the budget's candidates."""
+        """Begin a probe over the free cores' candidates; with one free core, use it without a probe."""
         self._probed_at, self._medians = now, {}
         self._recent.clear()
         self._loads.clear()
-        self._pending = candidate_threads(self._budget)
+        self._pending = candidate_threads(self._free())
+        if len(self._pending) == 1:
+            self._settle(self._pending[0], math.inf)
+            return
         self._try_next()
 
     def _try_next(self) -> None:
@@ -216,9 +295,13 @@ class ThreadTuner:
             return
         fastest = min(self._medians.values())
         winner = min(n for n, median in self._medians.items() if median <= (1 + self._margin) * fastest)
+        self._settle(winner, self._medians[winner])
+
+    def _settle(self, winner: int, reference: float) -> None:
+        """End a probe (or a skipped one) at ``winner`` threads, whose steps take ``reference`` seconds."""
         same = winner == self._winner
         self._wait_s = min(2 * self._wait_s, self._max_reprobe_s) if same else self._reprobe_s
-        self._trying, self._winner, self._reference = None, winner, self._medians[winner]
+        self._trying, self._winner, self._reference = None, winner, reference
         self._warm_up = 1 if winner != self.threads else 0
         self._use(winner)
 
