@@ -10,7 +10,8 @@ process, against today's step measured in the same run (``--parts`` picks some):
   boxes applied by one call; issue 29's "batching the slices of several volumes in one erasing call").
 - ``validation``: ``--steps`` training steps and one pass over ``--val-volumes`` validation volumes,
   one after the other, against the validation in a second Python thread while the steps run
-  (torch releases the GIL inside its operators): what running validation beside training can win.
+  (torch releases the GIL inside its operators), each thread at ``--threads`` and at 1 thread each;
+  3 rounds, interleaved, medians: what running validation beside training can win.
 - ``compile``: the whole step (forward, ELBO, backward, fused Adam's update) under ``torch.compile``
   with ``mode="max-autotune-no-cudagraphs"``, against eager; the compilation's seconds are printed.
 - ``onednn``: oneDNN graph fusion (``torch.jit.enable_onednn_fusion``) of a traced, frozen float32
@@ -129,7 +130,7 @@ def _erasing(setup: _Setup, steps: int, warmup: int) -> list[str]:
             "of a step"]
 
 
-def _validation(setup: _Setup, steps: int, warmup: int, volumes: int) -> list[str]:
+def _validation(setup: _Setup, steps: int, warmup: int, volumes: int, threads: int, rounds: int = 3) -> list[str]:
     dims, size = setup.experiment.spatial_dims, setup.images.shape[-1]
     val, _ = _brain((volumes, 1) + (size,) * 3, seed=1)
     if dims == 2:  # the validation volumes' axial slices, in batches of the training's
@@ -138,45 +139,57 @@ def _validation(setup: _Setup, steps: int, warmup: int, volumes: int) -> list[st
     step = setup.step_function(model, optimizer)
     reference = copy.deepcopy(model).eval()  # validation reads a copy: the steps change the weights meanwhile
 
-    def validate() -> None:
+    def validate(validation_threads: int | None = None) -> None:
+        if validation_threads is not None:
+            torch.set_num_threads(validation_threads)  # in this thread
         with torch.no_grad(), autocast(setup.precision, "cpu"):
             for start in range(0, len(val), setup.batch_size):
                 reference(val[start:start + setup.batch_size])
 
-    def steps_only() -> None:
+    def sequential() -> None:
         for _ in range(steps):
             step(setup.erase(), setup.images)
+        validate()
+
+    def beside(split: bool) -> None:
+        torch.set_num_threads(1 if split else threads)
+        thread = threading.Thread(target=validate, args=(1 if split else None,))
+        thread.start()
+        for _ in range(steps):
+            step(setup.erase(), setup.images)
+        thread.join()
+        torch.set_num_threads(threads)
 
     for _ in range(warmup):
         step(setup.erase(), setup.images)
     validate()
-    seq_start = time.perf_counter()
-    steps_only()
-    steps_s = time.perf_counter() - seq_start
-    validate()
-    sequential = time.perf_counter() - seq_start
-    beside = threading.Thread(target=validate)
-    par_start = time.perf_counter()
-    beside.start()
-    steps_only()
-    beside.join()
-    parallel = time.perf_counter() - par_start
-    return [f"validation: {steps} steps {steps_s:.2f} s, then validation {sequential - steps_s:.2f} s "
-            f"({volumes} volumes): {sequential:.2f} s; validation in a second thread meanwhile: {parallel:.2f} s "
-            f"({parallel / sequential:.2f}x)"]
+    ways = {"one after the other": sequential, "validation in a second thread": lambda: beside(False),
+            "the same, 1 thread each": lambda: beside(True)}
+    seconds: dict[str, list[float]] = {name: [] for name in ways}
+    for r in range(rounds):  # interleaved, the order turned each round
+        for name in list(ways)[r % len(ways):] + list(ways)[:r % len(ways)]:
+            start = time.perf_counter()
+            ways[name]()
+            seconds[name].append(time.perf_counter() - start)
+    base = statistics.median(seconds["one after the other"])
+    return [f"validation ({volumes} volumes) and {steps} steps, median of {rounds} rounds: "
+            + "; ".join(f"{name} {statistics.median(t):.2f} s ({statistics.median(t) / base:.2f}x)"
+                        for name, t in seconds.items())]
 
 
 def _compile(setup: _Setup, steps: int, warmup: int) -> list[str]:
     model, optimizer = setup.model()
-    eager = _median_ms(lambda: setup.step_function(model, optimizer)(setup.images, setup.images), steps, warmup)
+    step = setup.step_function(model, optimizer)
+    eager = _median_ms(lambda: step(setup.images, setup.images), steps, warmup)
     model, optimizer = setup.model()
     compiled = torch.compile(setup.step_function(model, optimizer), mode="max-autotune-no-cudagraphs")
     start = time.perf_counter()
-    compiled(setup.images, setup.images)
+    for _ in range(1 + warmup):  # a recompilation once Adam's state exists falls in here too
+        compiled(setup.images, setup.images)
     compile_s = time.perf_counter() - start
-    fast = _median_ms(lambda: compiled(setup.images, setup.images), steps, warmup)
+    fast = _median_ms(lambda: compiled(setup.images, setup.images), steps, 0)
     return [f"whole step (unerased input): eager {eager:.1f} ms, torch.compile max-autotune-no-cudagraphs "
-            f"{fast:.1f} ms ({fast / eager:.2f}x) after {compile_s:.0f} s of compilation"]
+            f"{fast:.1f} ms ({fast / eager:.2f}x) after {compile_s:.0f} s of compilation and warm-up"]
 
 
 def _onednn(setup: _Setup, steps: int, warmup: int) -> list[str]:
@@ -201,7 +214,8 @@ def _onednn(setup: _Setup, steps: int, warmup: int) -> list[str]:
         fused = _median_ms(forward(traced, "32"), steps, warmup + 2)  # the fuser compiles on the first runs
     finally:
         torch.jit.enable_onednn_fusion(False)
-    return [f"validation forward (batch {len(x)}): eager bf16 {bf16:.1f} ms (today), eager float32 {fp32:.1f} ms, "
+    return [f"validation forward (batch {len(x)}): eager {setup.precision} {bf16:.1f} ms (today), "
+            f"eager float32 {fp32:.1f} ms, "
             f"oneDNN-fused TorchScript float32 {fused:.1f} ms ({fused / bf16:.2f}x today's, {fused / fp32:.2f}x "
             "float32's)"]
 
@@ -245,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
         setup = _Setup(experiment, "lab", size)
         print(f"{experiment} (batch {setup.batch_size}, precision {setup.precision})")
         runs = {"erasing": lambda: _erasing(setup, args.steps, args.warmup),
-                "validation": lambda: _validation(setup, args.steps, args.warmup, args.val_volumes),
+                "validation": lambda: _validation(setup, args.steps, args.warmup, args.val_volumes, args.threads),
                 "compile": lambda: _compile(setup, args.steps, args.warmup),
                 "onednn": lambda: _onednn(setup, args.steps, args.warmup)}
         for part in parts:

@@ -18,7 +18,7 @@ STALLED = {1: 0.04, 2: 1.8}  # ... under background load (a lab batch)
 
 
 class Machine:
-    """A simulated machine of 2 cores: each step takes ``seconds[threads in force]`` on its clock, and its
+    """A simulated machine of ``cores`` cores (2): each step takes ``seconds[threads in force]`` on its clock, and its
     threads get ``share`` of a core each (1.0 on a quiet machine: CPU time = threads x wall time).
 
     Attributes:
@@ -34,12 +34,12 @@ class Machine:
 
     def __init__(self, seconds: dict[int, float], budget: int = 2, share: float = 1.0) -> None:
         self.seconds, self.budget, self.share, self.now, self.cpu = dict(seconds), budget, share, 0.0, 0.0
-        self.others, self.looked = 0.0, 0
+        self.others, self.looked, self.cores = 0.0, 0, 2
         self.used: list[int] = []
         self.applied: list[int] = []
 
     def tuner(self, **options) -> ThreadTuner:
-        return ThreadTuner(budget=lambda: self.budget, others=self._others, cores=lambda: 2,
+        return ThreadTuner(budget=lambda: self.budget, others=self._others, cores=lambda: self.cores,
                            set_threads=self.applied.append, clock=lambda: self.now, cpu_clock=lambda: self.cpu,
                            **options)
 
@@ -242,10 +242,11 @@ def test_it_starts_on_the_free_cores_and_tries_no_more_while_other_processes_kee
     machine = Machine(TWO_SPINNERS, share=0.3)
     machine.others = 2.0  # two spinning processes on the 2 cores
     with machine.tuner(reprobe_s=60.0) as tuner:
-        machine.run(tuner, 3000, pause=0.1)  # about 400 s: due for a probe at 60, 180 and 420 s
+        machine.run(tuner, 3000, pause=0.1)  # about 405 s: due for a probe every 60 s
         assert tuner.threads == 1
     assert set(machine.used) == {1} and machine.applied[0] == 1
-    assert machine.looked == 1 + 2  # on entry, and before each due probe (skipped: one core is free)
+    # Counted on entry, and before each due probe, skipped (one core is free) without doubling the wait.
+    assert machine.looked == 1 + 6
 
 
 def test_when_the_other_processes_end_the_next_due_probe_finds_the_budget():
@@ -272,6 +273,18 @@ def test_threads_that_wait_for_a_core_taken_by_other_processes_go_to_the_free_co
     assert machine.used == [2] * 12 + [1] * 8
 
 
+def test_threads_on_free_cores_taken_without_a_probe_are_watched_like_the_budget():
+    machine = Machine({1: 0.05, 2: 0.03, 4: 0.02}, budget=4)
+    machine.cores, machine.others = 4, 2.0  # 2 of 4 cores free
+    with machine.tuner(window=3) as tuner:
+        machine.run(tuner, 10)
+        assert set(machine.used) == {2}  # the free cores, watched: their threads do not wait
+        machine.share = STARVED  # now they do
+        machine.run(tuner, 12)
+    # Two steps to show it, then a probe of the free cores' candidates, 1 and 2 (never 4).
+    assert machine.used[10:] == [2] * 2 + [1] * 4 + [2] * 4 + [2] * 2
+
+
 def test_a_budget_of_one_never_counts_other_processes():
     machine = Machine(TWO_SPINNERS, budget=1)
     machine.others = 2.0
@@ -281,7 +294,7 @@ def test_a_budget_of_one_never_counts_other_processes():
 
 
 def _thread_stat(root, pid, tid, state, nice=0, core=0, name="python"):
-    """A ``/proc/<pid>/task/<tid>/stat`` line as Linux writes it: pid (comm) state, then fields 4-52."""
+    """A ``/proc/<pid>/task/<tid>/stat`` line as Linux writes it: pid (comm) state, then fields 4-53."""
     fields = ["1"] * 50  # fields 4-53
     fields[19 - 4], fields[39 - 4] = str(nice), str(core)
     folder = root / str(pid) / "task" / str(tid)
@@ -302,15 +315,19 @@ def test_runnable_threads_of_other_processes_on_our_cores_are_counted(tmp_path):
     assert _runnable_elsewhere(99, {0, 1}, 0 + 10, proc=str(tmp_path)) == 3
 
 
-@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs Linux's /proc")
-def test_busy_cores_sees_a_spinning_process():
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux's /proc")
+@pytest.mark.parametrize(("program", "runnable"), [("while True: pass", 1), ("import time; time.sleep(60)", 0)])
+def test_a_spinning_process_is_counted_and_a_sleeping_one_is_not(tmp_path, program, runnable):
+    child = subprocess.Popen([sys.executable, "-c", program])
     try:
         time.sleep(0.5)
-        assert busy_cores(samples=5, interval_s=0.01) >= 1
+        (tmp_path / str(child.pid)).symlink_to(f"/proc/{child.pid}")  # a /proc that holds only the child
+        cores = os.sched_getaffinity(0)
+        assert _runnable_elsewhere(os.getpid(), cores, os.nice(0) + 10, proc=str(tmp_path)) == runnable
+        assert busy_cores(samples=3, interval_s=0.0) >= runnable  # the whole machine's /proc
     finally:
-        spinner.kill()
-        spinner.wait()
+        child.kill()
+        child.wait()
 
 
 @pytest.mark.parametrize(("options", "match"), [({"samples": 0}, "`samples` must be a positive int"),

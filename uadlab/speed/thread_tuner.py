@@ -15,7 +15,9 @@ put aside. Neither count is right everywhere, so :class:`ThreadTuner` measures:
    than the budget are free it trains on the free ones (at least one) and probes only counts up to
    them: beside two spinning processes on 2 cores a 2-thread step took 2-3 s where a 1-thread step
    took 35 ms, so a probe that tries 2 threads there costs more than it can find (issue 29: 1.21-1.39x
-   the best fixed count with two spinners while every probe tried both).
+   the best fixed count with two spinners while every probe tried both). Threads on cores taken
+   without a probe are watched as at the budget (3.), and the free cores are counted again
+   ``reprobe_s`` seconds later (5.).
 3. **Watch.** It trains at its count and watches each step's CPU time (``time.process_time``, all
    threads) against its wall time. While every thread has a core, a step's CPU time is the threads
    times its wall time (a spinning OpenMP thread burns CPU while it waits for the others); threads
@@ -35,8 +37,9 @@ put aside. Neither count is right everywhere, so :class:`ThreadTuner` measures:
    median (the load has come), and ``reprobe_s`` seconds after a probe: when fewer threads than the
    budget won (the load may have gone), or when the budget won and its threads wait for a core again.
    The wait doubles, up to ``max_reprobe_s``, each time the same count wins again, since under load a
-   probe's step at the wrong count can take a hundred times a good one; a probe skipped because only
-   one core is free counts as one that the same count won. A new budget starts over at 2.
+   probe's step at the wrong count can take a hundred times a good one. A probe skipped because only
+   one core is free does not double it: counting the free cores again costs about 0.1 s, and the
+   load may go. A new budget starts over at 2.
 
 ``UADLAB_ADAPTIVE_THREADS=0`` switches the probing off: the process then uses its budget, re-checked
 as above. Only steps are timed (:meth:`ThreadTuner.step`); time between steps (validation,
@@ -245,8 +248,8 @@ class ThreadTuner:
                 start = waiting
             elif self._winner == self._budget:  # the budget won: the same watch, after the wait
                 start = jumped or (waiting and due)
-            else:  # fewer threads won: the load may have gone
-                start = jumped or due
+            else:  # fewer threads won (the load may have gone), or the free cores were taken unprobed
+                start = jumped or due or (waiting and self._reference == math.inf)
             if start:
                 self._probe_now(now)
 
@@ -273,8 +276,8 @@ class ThreadTuner:
         self._recent.clear()
         self._loads.clear()
         self._pending = candidate_threads(self._free())
-        if len(self._pending) == 1:
-            self._settle(self._pending[0], math.inf)
+        if len(self._pending) == 1:  # nothing to compare; counting again costs a tenth of a second, not a probe
+            self._settle(self._pending[0], math.inf, wait_s=self._reprobe_s)
             return
         self._try_next()
 
@@ -297,10 +300,13 @@ class ThreadTuner:
         winner = min(n for n, median in self._medians.items() if median <= (1 + self._margin) * fastest)
         self._settle(winner, self._medians[winner])
 
-    def _settle(self, winner: int, reference: float) -> None:
-        """End a probe (or a skipped one) at ``winner`` threads, whose steps take ``reference`` seconds."""
+    def _settle(self, winner: int, reference: float, *, wait_s: float | None = None) -> None:
+        """End a probe (or a skipped one) at ``winner`` threads, whose steps take ``reference`` seconds;
+        the next is due after ``wait_s`` (default: doubled when the same count won again).
+        """
         same = winner == self._winner
-        self._wait_s = min(2 * self._wait_s, self._max_reprobe_s) if same else self._reprobe_s
+        doubled = min(2 * self._wait_s, self._max_reprobe_s) if same else self._reprobe_s
+        self._wait_s = doubled if wait_s is None else wait_s
         self._trying, self._winner, self._reference = None, winner, reference
         self._warm_up = 1 if winner != self.threads else 0
         self._use(winner)
