@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -268,11 +269,14 @@ def _reuse_rows(ctx: StudyContext, spec: RunSpec, run_dir: Path, make: Callable[
     Scoring predicts every healthy validation and test subject again (and a segmenter's every validation
     case), so a rerun of a finished study would take as long as its evaluation; the rows are saved as
     ``rows.json`` beside the run's per-subject table instead, with what they were scored on (each data
-    set's folder and build time, and its threshold source): other data sets, another ``val_data`` or a
-    rebuilt data set score again.
+    set's real folder, links resolved, and build time, and its threshold source): other data sets,
+    another ``val_data`` or a rebuilt data set score again.
     """
     path = ctx.evaluation_dir(spec, ctx.train_data) / _ROWS
-    key = {name: {"data": str(ctx.data_dir(name)), "built": (ctx.data_dir(name) / DATASET_RECORD).stat().st_mtime,
+    # The data set's real folder: a course pack lends its data set to a student's OUT_DIR by a link, and the
+    # rows it holds were scored on the same data under the pack's path.
+    key = {name: {"data": os.path.realpath(ctx.data_dir(name)),
+                  "built": (ctx.data_dir(name) / DATASET_RECORD).stat().st_mtime,
                   "val_data": ctx.sources[name].val_data} for name in ctx.sources}
     with ctx.lock(path.parent):  # another study scoring this run: wait, then reuse its rows
         if path.exists() and path.stat().st_mtime >= (run_dir / RUN_CHECKPOINT).stat().st_mtime:
