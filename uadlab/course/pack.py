@@ -32,7 +32,7 @@ seed as the lab, read from the folder it was prepared in), that every listed fil
 size, and the sha256 of the records (``.json``, ``.yaml``, ``.csv``, ``.md``: configs, histories,
 metrics, subject tables), which are small: a truncated checkpoint or volume, or an edited record, is
 found in a fraction of a second. :func:`verify_pack` with ``full`` (``uadlab course verify PACK``) hashes
-every file, volumes and weights too (hundreds of MB at the lab profile).
+every file, volumes and weights too (2.6 GB at the lab profile, 994 files).
 
 A pack is read where it was prepared: a run names its data set by path (:class:`uadlab.training.TrainConfig`
 ``data``), so students must see the pack at that path (a shared folder mounted there, or a link from
