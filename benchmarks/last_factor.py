@@ -53,7 +53,6 @@ from uadlab.training.devices import default_precision
 from uadlab.training.experiments import parse_experiment
 
 PARTS = ("erasing", "validation", "compile", "onednn")
-_ERASING_P = 0.5  # Sec. 2.2, as uadlab.training.reconstruction
 
 
 def _median_ms(call: Callable[[], object], steps: int, warmup: int) -> float:
@@ -88,7 +87,7 @@ class _Setup:
         self.precision = default_precision(torch.device("cpu"))
         self.batch_size = prof.batch_size_for(dims)
         self.images, self.masks = _brain((self.batch_size, 1) + (image_size,) * dims, seed=0)
-        self.erasing = self.experiment.erasing(p=_ERASING_P)
+        self.erasing = self.experiment.erasing()  # p = 0.5, Sec. 2.2, as uadlab train
         self.rng = np.random.default_rng(0)
 
     def model(self) -> tuple[torch.nn.Module, torch.optim.Optimizer]:

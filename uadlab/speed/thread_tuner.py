@@ -106,11 +106,12 @@ def busy_cores(samples: int = 5, interval_s: float = 0.02) -> float:
     interval_s = check_real("interval_s", interval_s, "a number >= 0", lambda v: math.isfinite(v) and v >= 0)
     if not hasattr(os, "sched_getaffinity") or not os.path.isdir("/proc/self/task"):
         return 0.0
+    own, cores, ignored_nice = os.getpid(), os.sched_getaffinity(0), os.nice(0) + _NICE_IGNORED
     counts = []
     for i in range(samples):
         if i:
             time.sleep(interval_s)
-        counts.append(_runnable_elsewhere(os.getpid(), os.sched_getaffinity(0), os.nice(0) + _NICE_IGNORED))
+        counts.append(_runnable_elsewhere(own, cores, ignored_nice))
     return float(statistics.median(counts))
 
 
