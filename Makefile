@@ -21,7 +21,7 @@ reproduce: $(STAMP)
 	$(BIN)/uadlab reproduce --profile smoke --data phantom --out results
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=20
 
 # Every lab (00-08, smoke profile) in headless Chromium, as a student runs it: Run All, figures, explorers,
 # no console error, reopened after its kernel is gone. About 10-15 min; CI runs it after `make test`.

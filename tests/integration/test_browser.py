@@ -11,7 +11,7 @@ binary named by ``$UADLAB_CHROMIUM``) and skips, naming what is missing, without
 ``UADLAB_BROWSER_NOTEBOOKS=01_vae_2d,03_erasing_ablation`` runs other labs the same way (``all``: every
 lab in order, sharing one ``OUT_DIR``, as ``make test-browser`` and CI do), and
 ``UADLAB_SCREENSHOTS=docs`` saves a screenshot of each lab after Run All and of each explorer
-(``docs/jupyterlab_*.png``, linked from the README).
+(``docs/jupyterlab_*.png``, linked from docs/course.md).
 """
 
 from __future__ import annotations
