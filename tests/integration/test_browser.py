@@ -306,7 +306,7 @@ def test_every_figure_cell_shows_a_picture(lab):
 def test_screenshots_for_the_docs(lab):
     folder = os.environ.get("UADLAB_SCREENSHOTS")
     if not folder:
-        pytest.skip("set UADLAB_SCREENSHOTS=docs to write the README's screenshots")
+        pytest.skip("set UADLAB_SCREENSHOTS=docs to write the labs' screenshots")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     lab.wait_idle()
